@@ -1,0 +1,54 @@
+# The README's two commands, `make demo` and `make test`, do all their own set-up on a fresh machine.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+
+.PHONY: demo test unit integration lint bench install up down status clean
+
+$(VENV)/.installed: pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
+		{ echo "error: Python >= 3.11 is needed (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet --upgrade pip
+	$(BIN)/pip install --quiet -e '.[test]'
+	touch $@
+
+install: $(VENV)/.installed
+
+## demo: bring the sandbox up (building it the first time) and show Sequestra at work on it
+demo: install
+	$(BIN)/sequestra demo
+
+## test: lint, type-check, the architecture contract, unit and integration tests on the real sandbox
+test: install lint
+	$(BIN)/sequestra sandbox up
+	$(BIN)/pytest
+
+unit: install
+	$(BIN)/pytest -m unit
+
+integration: install
+	$(BIN)/sequestra sandbox up
+	$(BIN)/pytest -m integration
+
+lint: install
+	$(BIN)/ruff check operator tests
+	$(BIN)/mypy
+	$(BIN)/lint-imports
+
+bench: install
+	$(BIN)/sequestra sandbox up
+	$(BIN)/python -m bench
+
+up: install
+	$(BIN)/sequestra sandbox up
+
+down: install
+	$(BIN)/sequestra sandbox down
+
+status: install
+	$(BIN)/sequestra sandbox status
+
+clean: down
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,138 @@
+"""`sequestra …`: the operator, the local sandbox and helpers for humans."""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from sequestra import __version__
+
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+sandbox_app = typer.Typer(no_args_is_help=True, help="The local sandbox of real components.")
+app.add_typer(sandbox_app, name="sandbox")
+
+_started = time.monotonic()
+
+
+def _progress(message: str) -> None:
+    print(f"[{time.monotonic() - _started:6.1f}s] {message}", file=sys.stderr, flush=True)
+
+
+def _fail(message: str) -> None:
+    print(f"error: {message}", file=sys.stderr)
+    raise typer.Exit(code=1)
+
+
+@app.command()
+def version() -> None:
+    """Print the version."""
+    print(__version__)
+
+
+@sandbox_app.command("up")
+def sandbox_up() -> None:
+    """Provision (first time, cached afterwards) and start every component; idempotent."""
+    from sequestra.sandbox import lifecycle
+    from sequestra.sandbox.errors import SandboxError
+    from sequestra.sandbox.paths import SandboxPaths
+
+    paths = SandboxPaths.default()
+    try:
+        report = lifecycle.up(paths, _progress)
+    except SandboxError as exc:
+        _fail(str(exc))
+    print(f"provisioning: {report.provision_s:.1f} s, start: {report.start_s:.1f} s")
+    print(f"logs: {paths.logs}   environment: eval \"$(sequestra sandbox env)\"")
+
+
+@sandbox_app.command("down")
+def sandbox_down(
+    purge: Annotated[bool, typer.Option(help="also delete data, certificates and logs (caches stay)")] = False,
+) -> None:
+    """Stop exactly the processes `up` started (by recorded PID); caches are kept."""
+    from sequestra.sandbox import lifecycle
+    from sequestra.sandbox.paths import SandboxPaths
+
+    strays = lifecycle.down(SandboxPaths.default(), _progress, purge=purge)
+    for pid, cmd in strays:
+        print(f"stray process {pid} still points into the sandbox: {cmd[:160]}", file=sys.stderr)
+    if strays:
+        raise typer.Exit(code=1)
+
+
+@sandbox_app.command("status")
+def sandbox_status(
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Each component, its address and health; exit 1 unless all are healthy."""
+    from dataclasses import asdict
+
+    from sequestra.sandbox import lifecycle
+    from sequestra.sandbox.paths import SandboxPaths
+
+    paths = SandboxPaths.default()
+    rows = lifecycle.status(paths)
+    strays = lifecycle.stray_processes(paths)
+    if as_json:
+        print(json.dumps({"components": [asdict(r) for r in rows], "strays": [p for p, _ in strays]}, indent=2))
+    else:
+        print(f"{'COMPONENT':<24} {'STATE':<9} {'PID':>7}  {'ADDRESS':<28} DETAIL")
+        for r in rows:
+            state = "healthy" if r.healthy else ("unhealthy" if r.running else "stopped")
+            print(f"{r.name:<24} {state:<9} {r.pid or '-':>7}  {r.address:<28} {r.detail}")
+        for pid, cmd in strays:
+            print(f"stray process {pid}: {cmd[:120]}")
+    if not all(r.healthy for r in rows):
+        raise typer.Exit(code=1)
+
+
+@sandbox_app.command("env")
+def sandbox_env() -> None:
+    """Print `export …` lines for a shell: eval "$(sequestra sandbox env)"."""
+    from sequestra.sandbox import lifecycle
+    from sequestra.sandbox.paths import SandboxPaths
+
+    for key, value in lifecycle.environment(SandboxPaths.default()).items():
+        quoted = value if key == "PATH" else f"'{value}'"
+        print(f"export {key}={quoted}" if key != "PATH" else f'export PATH="{value}"')
+
+
+@sandbox_app.command("scenario")
+def sandbox_scenario(
+    file: Annotated[Path, typer.Argument(help="YAML scenario: steps of workload-metrics overrides")],
+) -> None:
+    """Play a scenario file on the workload-metrics stand-in (timed CPU/memory/restart changes)."""
+    import httpx
+    import yaml
+
+    from sequestra.sandbox import endpoints
+
+    steps = yaml.safe_load(file.read_text())
+    response = httpx.post(f"{endpoints.workload_metrics_url()}/v1/scenario", json=steps, timeout=5)
+    if response.status_code != 200:
+        _fail(f"scenario refused: {response.text}")
+    print(f"scheduled {len(steps.get('steps', []))} steps")
+
+
+@app.command()
+def demo() -> None:
+    """Bring the sandbox up and show each real component at work."""
+    from sequestra.sandbox import lifecycle, tour
+    from sequestra.sandbox.errors import SandboxError
+    from sequestra.sandbox.paths import SandboxPaths
+
+    paths = SandboxPaths.default()
+    try:
+        lifecycle.up(paths, _progress)
+        tour.run(paths, print)
+    except SandboxError as exc:
+        _fail(str(exc))
+
+
+if __name__ == "__main__":
+    app()

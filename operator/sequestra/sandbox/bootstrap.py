@@ -1,0 +1,80 @@
+"""Objects the sandbox creates once its processes are healthy: KWOK nodes and Kafka ACLs."""
+
+from __future__ import annotations
+
+import time
+
+from confluent_kafka.admin import (
+    AclBinding,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    ResourcePatternType,
+    ResourceType,
+)
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from sequestra.sandbox import endpoints
+from sequestra.sandbox.errors import SandboxError
+from sequestra.sandbox.paths import SandboxPaths
+
+NODE_CAPACITY = {"cpu": "32", "memory": "128Gi", "pods": "110"}
+
+
+def core_api(paths: SandboxPaths) -> client.CoreV1Api:
+    return client.CoreV1Api(config.new_client_from_config(config_file=str(paths.kubeconfig)))
+
+
+def ensure_kwok_nodes(paths: SandboxPaths) -> None:
+    """Simulated nodes; KWOK manages only nodes with its annotation and marks them Ready."""
+    api = core_api(paths)
+    key, value = endpoints.KWOK_NODE_ANNOTATION
+    for name in endpoints.KWOK_NODES:
+        node = client.V1Node(
+            metadata=client.V1ObjectMeta(
+                name=name,
+                annotations={key: value, "node.alpha.kubernetes.io/ttl": "0"},
+                labels={"type": "kwok", "kubernetes.io/hostname": name, "kubernetes.io/os": "linux",
+                        "kubernetes.io/arch": "amd64", "node-role.kubernetes.io/worker": ""},
+            ),
+            status=client.V1NodeStatus(allocatable=NODE_CAPACITY, capacity=NODE_CAPACITY),
+        )
+        try:
+            api.create_node(node)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+
+
+def wait_for_nodes_ready(paths: SandboxPaths, timeout_s: float = 30.0) -> None:
+    api = core_api(paths)
+    deadline = time.monotonic() + timeout_s
+    not_ready: list[str] = list(endpoints.KWOK_NODES)
+    while time.monotonic() < deadline:
+        nodes = {n.metadata.name: n for n in api.list_node().items}
+        not_ready = [
+            name for name in endpoints.KWOK_NODES
+            if name not in nodes or not any(
+                c.type == "Ready" and c.status == "True" for c in (nodes[name].status.conditions or [])
+            )
+        ]
+        if not not_ready:
+            return
+        time.sleep(0.2)
+    raise SandboxError(f"KWOK did not mark nodes {not_ready} Ready in {timeout_s:.0f} s; see the kwok log")
+
+
+def ensure_kafka_acls() -> None:
+    """The broker denies everything without an ACL; let the application principals use every topic
+    and group, so a DENY binding (write quarantine) is the only thing that can stop them."""
+    admin = AdminClient(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
+    bindings = [
+        AclBinding(resource, "*", ResourcePatternType.LITERAL, f"User:{user}", "*", AclOperation.ALL,
+                   AclPermissionType.ALLOW)
+        for user in endpoints.KAFKA_USERS
+        if user != endpoints.KAFKA_OPERATOR_USER
+        for resource in (ResourceType.TOPIC, ResourceType.GROUP)
+    ]
+    for future in admin.create_acls(bindings, request_timeout=15).values():
+        future.result()

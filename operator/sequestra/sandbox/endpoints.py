@@ -1,0 +1,73 @@
+"""The sandbox's fixed loopback addresses and credentials, shared by the CLI, the tests and the demo."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+HOST = "127.0.0.1"
+
+
+@dataclass(frozen=True)
+class Ports:
+    etcd_client: int = 12379
+    etcd_peer: int = 12380
+    apiserver: int = 16443
+    controller_manager: int = 16457
+    scheduler: int = 16459
+    kwok: int = 16447
+    kafka: int = 19092
+    kafka_controller: int = 19094
+    kafka_jmx_exporter: int = 19095
+    prometheus: int = 19090
+    alertmanager: int = 19093
+    workload_metrics: int = 19100
+    # The operator's own /metrics and Alertmanager webhook receiver, when it runs on this machine.
+    operator_metrics: int = 19102
+    operator_webhook: int = 19103
+
+
+PORTS = Ports()
+
+# SASL/PLAIN users of the sandbox broker. `operator` is the Kafka super user Sequestra acts as; the
+# others are ordinary application principals, allowed to produce and consume by ACLs made at start-up.
+KAFKA_OPERATOR_USER = "operator"
+KAFKA_USERS: dict[str, str] = {
+    "operator": "operator-secret",
+    "app": "app-secret",
+    "batch": "batch-secret",
+}
+
+# Label/annotation of the KWOK-managed fake nodes.
+KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
+KWOK_NODES = ("kwok-node-0", "kwok-node-1")
+
+
+def kafka_bootstrap() -> str:
+    return f"{HOST}:{PORTS.kafka}"
+
+
+def prometheus_url() -> str:
+    return f"http://{HOST}:{PORTS.prometheus}"
+
+
+def alertmanager_url() -> str:
+    return f"http://{HOST}:{PORTS.alertmanager}"
+
+
+def apiserver_url() -> str:
+    return f"https://{HOST}:{PORTS.apiserver}"
+
+
+def workload_metrics_url() -> str:
+    return f"http://{HOST}:{PORTS.workload_metrics}"
+
+
+def kafka_client_config(user: str) -> dict[str, str | int | float | bool]:
+    """confluent-kafka settings for one sandbox principal."""
+    return {
+        "bootstrap.servers": kafka_bootstrap(),
+        "security.protocol": "SASL_PLAINTEXT",
+        "sasl.mechanism": "PLAIN",
+        "sasl.username": user,
+        "sasl.password": KAFKA_USERS[user],
+    }

@@ -1,0 +1,225 @@
+"""`sequestra sandbox up | down | status | env`: bring the real components up idempotently, stop exactly
+what was started, and tell what runs where."""
+
+from __future__ import annotations
+
+import shutil
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+from sequestra.sandbox import endpoints, pki, processes, provision
+from sequestra.sandbox.components import COMPONENTS, START_WAVES, Component
+from sequestra.sandbox.errors import SandboxError
+from sequestra.sandbox.paths import SandboxPaths
+
+Progress = Callable[[str], None]
+MIN_FREE_BYTES_TO_PROVISION = 8 * 2**30
+MIN_FREE_BYTES_TO_START = 1 * 2**30
+
+
+@dataclass(frozen=True)
+class ComponentStatus:
+    name: str
+    address: str
+    pid: int | None
+    running: bool
+    healthy: bool
+    detail: str
+
+
+@dataclass(frozen=True)
+class UpReport:
+    provision_s: float
+    start_s: float
+    started: list[str]
+
+
+def write_kubeconfig(paths: SandboxPaths, path: Path, user: str, groups: tuple[str, ...] = ()) -> Path:
+    """A kubeconfig for `user` (a client certificate signed by the sandbox CA carries name and groups)."""
+    cert, key = pki.ensure_client_cert(pki.Pki(paths.pki), user, groups)
+    config = {
+        "apiVersion": "v1",
+        "kind": "Config",
+        "clusters": [{"name": "sequestra-sandbox", "cluster": {
+            "server": endpoints.apiserver_url(), "certificate-authority": str(paths.pki / "ca.crt")}}],
+        "users": [{"name": user, "user": {"client-certificate": str(cert), "client-key": str(key)}}],
+        "contexts": [{"name": "sequestra-sandbox", "context": {"cluster": "sequestra-sandbox", "user": user}}],
+        "current-context": "sequestra-sandbox",
+    }
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    path.chmod(0o600)
+    return path
+
+
+def _port_in_use(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.settimeout(0.2)
+        return sock.connect_ex((endpoints.HOST, port)) == 0
+
+
+def _check_disk(paths: SandboxPaths, needed: int, why: str) -> None:
+    for directory in (paths.cache, paths.state):
+        directory.mkdir(parents=True, exist_ok=True)
+        free = shutil.disk_usage(directory).free
+        if free < needed:
+            raise SandboxError(
+                f"only {free / 2**30:.1f} GiB free under {directory}; {why} needs {needed / 2**30:.0f} GiB: "
+                "free some space (or set SEQUESTRA_CACHE / SEQUESTRA_SANDBOX_DIR elsewhere)"
+            )
+
+
+def _check_prerequisites(paths: SandboxPaths) -> None:
+    fresh = not (paths.bin / "kube-apiserver").exists()
+    _check_disk(paths, MIN_FREE_BYTES_TO_PROVISION if fresh else MIN_FREE_BYTES_TO_START,
+                "first provisioning" if fresh else "the sandbox")
+    if fresh:
+        provision.require_tool("go", "install Go >= 1.25 (https://go.dev/dl) or `apt-get install golang`")
+    provision.require_tool("java", "install a JDK >= 17 (`apt-get install openjdk-17-jre-headless`)")
+
+
+def _log_tail(log: Path, lines: int = 8) -> str:
+    try:
+        return "\n    ".join(log.read_text(errors="replace").strip().splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def _running(paths: SandboxPaths, component: Component) -> processes.ProcessRecord | None:
+    record = processes.read_record(paths.pids, component.name)
+    return record if record is not None and processes.is_alive(record) else None
+
+
+def _start(paths: SandboxPaths, component: Component) -> processes.ProcessRecord:
+    taken = [port for port in component.ports if _port_in_use(port)]
+    if taken:
+        raise SandboxError(
+            f"port {', '.join(map(str, taken))} needed by {component.name} is in use by another process: "
+            f"stop it (`ss -ltnp | grep {taken[0]}`) and run `sequestra sandbox up` again"
+        )
+    component.prepare(paths)
+    return processes.start(
+        paths.pids, component.name, component.argv(paths), log=paths.logs / f"{component.name}.log",
+        env=component.env(paths),
+    )
+
+
+def _wait_healthy(paths: SandboxPaths, names: list[str]) -> None:
+    deadline = {name: time.monotonic() + COMPONENTS[name].start_timeout_s for name in names}
+    pending = set(names)
+    while pending:
+        for name in sorted(pending):
+            component = COMPONENTS[name]
+            record = processes.read_record(paths.pids, name)
+            if record is None or not processes.is_alive(record):
+                log = paths.logs / f"{name}.log"
+                raise SandboxError(f"{name} exited during start-up; see {log}:\n    {_log_tail(log)}")
+            healthy, detail = component.health(paths)
+            if healthy:
+                pending.discard(name)
+            elif time.monotonic() > deadline[name]:
+                log = paths.logs / f"{name}.log"
+                raise SandboxError(
+                    f"{name} not healthy after {component.start_timeout_s:.0f} s ({detail}); see {log}:\n"
+                    f"    {_log_tail(log)}"
+                )
+        if pending:
+            time.sleep(0.2)
+
+
+def up(paths: SandboxPaths, progress: Progress) -> UpReport:
+    """Provision (first time) and start every component; idempotent. A failed start stops what this
+    call started, so no half-started sandbox is left behind."""
+    paths.ensure()
+    _check_prerequisites(paths)
+    provision_s = provision.provision(paths, progress)
+    if provision_s > 1:
+        progress(f"provisioning took {provision_s:.0f} s (cached under {paths.cache})")
+    pki.ensure_all(pki.Pki(paths.pki))
+    write_kubeconfig(paths, paths.kubeconfig, "sequestra-admin", ("system:masters",))
+    started: list[str] = []
+    began = time.monotonic()
+    try:
+        for wave in START_WAVES:
+            for name in wave:
+                component = COMPONENTS[name]
+                if _running(paths, component) is not None:
+                    continue
+                progress(f"starting {name} on {component.address}")
+                _start(paths, component)
+                started.append(name)
+            _wait_healthy(paths, list(wave))
+        _after_start(paths, progress)
+    except BaseException:
+        for name in reversed(started):
+            processes.stop(paths.pids, name)
+        raise
+    start_s = time.monotonic() - began
+    progress(f"sandbox up in {start_s:.1f} s ({len(started)} started, {len(COMPONENTS) - len(started)} "
+             "already running)")
+    return UpReport(provision_s=provision_s, start_s=start_s, started=started)
+
+
+def _after_start(paths: SandboxPaths, progress: Progress) -> None:
+    from sequestra.sandbox import bootstrap  # imports the Kubernetes and Kafka clients: only when needed
+
+    bootstrap.ensure_kwok_nodes(paths)
+    bootstrap.ensure_kafka_acls()
+    bootstrap.wait_for_nodes_ready(paths)
+    progress("fake nodes Ready, Kafka application principals authorized")
+
+
+def down(paths: SandboxPaths, progress: Progress, *, purge: bool = False) -> list[tuple[int, str]]:
+    """Stop exactly the recorded processes, in reverse start order. Returns strays (none expected)."""
+    order = [name for wave in START_WAVES for name in wave]
+    for name in reversed(order):
+        if processes.stop(paths.pids, name):
+            progress(f"stopped {name}")
+    if purge:
+        shutil.rmtree(paths.state, ignore_errors=True)
+        progress(f"removed {paths.state} (caches under {paths.cache} kept)")
+    return stray_processes(paths)
+
+
+def stray_processes(paths: SandboxPaths) -> list[tuple[int, str]]:
+    """Processes still pointing into the sandbox's state directory without a live PID record."""
+    recorded = set()
+    for name in COMPONENTS:
+        record = processes.read_record(paths.pids, name)
+        if record is not None and processes.is_alive(record):
+            recorded.add(record.pid)
+    return [(pid, cmd) for pid, cmd in processes.processes_mentioning(str(paths.state)) if pid not in recorded]
+
+
+def status(paths: SandboxPaths) -> list[ComponentStatus]:
+    result = []
+    for name, component in COMPONENTS.items():
+        record = _running(paths, component)
+        if record is None:
+            result.append(ComponentStatus(name, component.address, None, False, False, "stopped"))
+            continue
+        healthy, detail = component.health(paths)
+        result.append(ComponentStatus(name, component.address, record.pid, True, healthy, detail))
+    return result
+
+
+def environment(paths: SandboxPaths) -> dict[str, str]:
+    """What a shell, a test or the operator needs to talk to this sandbox."""
+    operator = endpoints.KAFKA_OPERATOR_USER
+    return {
+        "KUBECONFIG": str(paths.kubeconfig),
+        "KUBECACHEDIR": str(paths.state / "kube-cache"),
+        "PATH": f"{paths.bin}:$PATH",
+        "SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
+        "SEQUESTRA_ALERTMANAGER_URL": endpoints.alertmanager_url(),
+        "SEQUESTRA_KAFKA_BOOTSTRAP": endpoints.kafka_bootstrap(),
+        "SEQUESTRA_KAFKA_SECURITY_PROTOCOL": "SASL_PLAINTEXT",
+        "SEQUESTRA_KAFKA_SASL_MECHANISM": "PLAIN",
+        "SEQUESTRA_KAFKA_USERNAME": operator,
+        "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[operator],
+        "SEQUESTRA_WORKLOAD_METRICS_URL": endpoints.workload_metrics_url(),
+    }

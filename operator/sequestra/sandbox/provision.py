@@ -1,0 +1,263 @@
+"""First-time provisioning: build or download every component into the cache, once.
+
+Every step is idempotent and keyed by the pinned version: a binary whose stamp matches is not rebuilt,
+so a second `sandbox up` provisions nothing and starts in seconds.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from sequestra.sandbox import versions
+from sequestra.sandbox.errors import SandboxError
+from sequestra.sandbox.paths import SandboxPaths
+
+Progress = Callable[[str], None]
+
+KUBERNETES_COMMANDS = ("kube-apiserver", "kube-controller-manager", "kube-scheduler", "kubectl")
+DEBIAN_PACKAGES = {"prometheus": "prometheus", "prometheus-alertmanager": "prometheus-alertmanager"}
+
+
+def require_tool(tool: str, fix: str) -> str:
+    path = shutil.which(tool)
+    if path is None:
+        raise SandboxError(f"`{tool}` is not installed: {fix}")
+    return path
+
+
+def _stamp(paths: SandboxPaths, name: str) -> Path:
+    return paths.bin / f".{name}.version"
+
+
+def is_current(paths: SandboxPaths, name: str, version: str) -> bool:
+    stamp = _stamp(paths, name)
+    return (paths.bin / name).exists() and stamp.exists() and stamp.read_text().strip() == version
+
+
+def _mark_current(paths: SandboxPaths, name: str, version: str) -> None:
+    _stamp(paths, name).write_text(version + "\n")
+
+
+def _run(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], log: Path, what: str) -> None:
+    with log.open("ab") as out:
+        out.write(f"\n$ {' '.join(cmd)}\n".encode())
+        out.flush()
+        result = subprocess.run(cmd, cwd=cwd, env=env, stdout=out, stderr=subprocess.STDOUT, check=False)
+    if result.returncode != 0:
+        tail = log.read_text(errors="replace").strip().splitlines()[-5:]
+        raise SandboxError(f"{what} failed (exit {result.returncode}); see {log}:\n  " + "\n  ".join(tail))
+
+
+def _go_env(paths: SandboxPaths) -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(
+        GOMODCACHE=str(paths.go_build / "mod"),
+        GOCACHE=str(paths.go_build / "build"),
+        GOPATH=str(paths.go_build / "path"),
+        CGO_ENABLED="0",
+        GOFLAGS="-buildvcs=false -mod=mod",
+        GOTOOLCHAIN="local",
+    )
+    return env
+
+
+def _go_module(paths: SandboxPaths, name: str, gomod: str) -> Path:
+    workdir = paths.go_build / "src" / name
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "go.mod").write_text(gomod)
+    return workdir
+
+
+def _go_version() -> str:
+    go = require_tool("go", "install Go >= 1.25 (https://go.dev/dl) or `apt-get install golang`")
+    out = subprocess.run([go, "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout
+    return out.strip().removeprefix("go")
+
+
+def build_etcd(paths: SandboxPaths, progress: Progress) -> None:
+    if is_current(paths, "etcd", versions.ETCD):
+        return
+    progress(f"building etcd {versions.ETCD} from its Go module (about 1-2 min)")
+    # `go install` refuses etcd's server module (it has replace directives); a wrapper module works.
+    workdir = _go_module(
+        paths,
+        "etcd",
+        f"module sequestra.dev/sandbox/etcd\n\ngo {_go_version()}\n\n"
+        f"require go.etcd.io/etcd/server/v3 {versions.ETCD}\n",
+    )
+    env = _go_env(paths)
+    log = paths.logs / "build-etcd.log"
+    _run(["go", "get", f"go.etcd.io/etcd/server/v3@{versions.ETCD}"], cwd=workdir, env=env, log=log,
+         what="fetching etcd")
+    _run(["go", "build", "-ldflags=-s -w", "-o", str(paths.bin / "etcd"), "go.etcd.io/etcd/server/v3"],
+         cwd=workdir, env=env, log=log, what="building etcd")
+    _mark_current(paths, "etcd", versions.ETCD)
+
+
+def staging_modules(gomod: str) -> list[str]:
+    """The k8s.io modules that k8s.io/kubernetes requires at the placeholder version v0.0.0 (its staging
+    tree); pseudo-versions such as k8s.io/utils v0.0.0-2025… are real releases and are left alone."""
+    found = re.findall(r"^\s*(?:require\s+)?(k8s\.io/[\w./-]+) v0\.0\.0(?![-.\w])", gomod, flags=re.MULTILINE)
+    return sorted(set(found))
+
+
+def _kubernetes_staging_replaces(paths: SandboxPaths, workdir: Path, env: dict[str, str], log: Path) -> str:
+    """k8s.io/kubernetes requires its staging modules at v0.0.0 and replaces them with local paths,
+    which a dependent module cannot see; point each at its published v0.x tag instead."""
+    _run(["go", "mod", "download", f"k8s.io/kubernetes@{versions.KUBERNETES}"], cwd=workdir, env=env,
+         log=log, what="downloading k8s.io/kubernetes")
+    out = subprocess.run(
+        ["go", "mod", "download", "-json", f"k8s.io/kubernetes@{versions.KUBERNETES}"],
+        cwd=workdir, env=env, capture_output=True, text=True, check=True,
+    ).stdout
+    staging = staging_modules(Path(json.loads(out)["GoMod"]).read_text())
+    if not staging:
+        raise SandboxError(f"found no staging modules in k8s.io/kubernetes {versions.KUBERNETES}'s go.mod")
+    return "".join(f"replace {m} => {m} {versions.KUBERNETES_STAGING}\n" for m in staging)
+
+
+def build_kubernetes(paths: SandboxPaths, progress: Progress) -> None:
+    missing = [c for c in KUBERNETES_COMMANDS if not is_current(paths, c, versions.KUBERNETES)]
+    if not missing:
+        return
+    progress(
+        f"building {', '.join(missing)} {versions.KUBERNETES} from Go modules "
+        "(about 10 min on 2 cores the first time; cached afterwards)"
+    )
+    head = f"module sequestra.dev/sandbox/kubernetes\n\ngo {_go_version()}\n\n"
+    require = f"require k8s.io/kubernetes {versions.KUBERNETES}\n\n"
+    workdir = _go_module(paths, "kubernetes", head + require)
+    env = _go_env(paths)
+    log = paths.logs / "build-kubernetes.log"
+    replaces = _kubernetes_staging_replaces(paths, workdir, env, log)
+    (workdir / "go.mod").write_text(head + require + replaces)
+    packages = [f"k8s.io/kubernetes/cmd/{c}" for c in missing]
+    _run(["go", "get", *[f"{p}@{versions.KUBERNETES}" for p in packages]], cwd=workdir, env=env, log=log,
+         what="resolving Kubernetes modules")
+    major, minor = versions.KUBERNETES.lstrip("v").split(".")[:2]
+    base = "k8s.io/component-base/version"
+    ldflags = " ".join(
+        [
+            "-s -w",
+            f"-X {base}.gitVersion={versions.KUBERNETES}",
+            f"-X {base}.gitMajor={major}",
+            f"-X {base}.gitMinor={minor}",
+            f"-X {base}.gitTreeState=clean",
+            f"-X {base}.buildDate={time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}",
+        ]
+    )
+    for command, package in zip(missing, packages, strict=True):
+        progress(f"  compiling {command}")
+        _run(["go", "build", f"-ldflags={ldflags}", "-o", str(paths.bin / command), package],
+             cwd=workdir, env=env, log=log, what=f"building {command}")
+        _mark_current(paths, command, versions.KUBERNETES)
+
+
+def build_go_install(paths: SandboxPaths, progress: Progress, name: str, package: str, version: str) -> None:
+    if is_current(paths, name, version):
+        return
+    progress(f"building {name} {version} from its Go module")
+    env = _go_env(paths)
+    env["GOBIN"] = str(paths.bin)
+    env["GOFLAGS"] = "-buildvcs=false"
+    log = paths.logs / f"build-{name}.log"
+    _run(["go", "install", "-ldflags=-s -w", f"{package}@{version}"], cwd=paths.go_build, env=env, log=log,
+         what=f"building {name}")
+    _mark_current(paths, name, version)
+
+
+def kwok_stages_dir(paths: SandboxPaths) -> Path:
+    """KWOK exits at once with 'no stages found' unless given Stage objects; its module ships them."""
+    return paths.go_build / "mod" / f"sigs.k8s.io/kwok@{versions.KWOK}" / "kustomize" / "stage"
+
+
+KAFKA_POM = """<project xmlns="http://maven.apache.org/POM/4.0.0">
+  <modelVersion>4.0.0</modelVersion>
+  <groupId>dev.sequestra</groupId>
+  <artifactId>sandbox-kafka</artifactId>
+  <version>1</version>
+  <packaging>pom</packaging>
+  <dependencies>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka_{scala}</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.kafka</groupId><artifactId>kafka-server</artifactId>
+      <version>{kafka}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-slf4j2-impl</artifactId>
+      <version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-core</artifactId>
+      <version>{log4j}</version></dependency>
+    <dependency><groupId>org.apache.logging.log4j</groupId><artifactId>log4j-api</artifactId>
+      <version>{log4j}</version></dependency>
+    <!-- Kafka still pulls slf4j-api 1.7, which cannot find the SLF4J 2 provider: logs vanish. -->
+    <dependency><groupId>org.slf4j</groupId><artifactId>slf4j-api</artifactId>
+      <version>{slf4j}</version></dependency>
+    <dependency><groupId>io.prometheus.jmx</groupId><artifactId>jmx_prometheus_javaagent</artifactId>
+      <version>{jmx}</version></dependency>
+  </dependencies>
+</project>
+"""
+
+
+def download_kafka(paths: SandboxPaths, progress: Progress) -> None:
+    version = f"{versions.KAFKA}+log4j{versions.LOG4J}+slf4j{versions.SLF4J}+jmx{versions.JMX_EXPORTER}"
+    stamp = paths.cache / "kafka" / ".version"
+    if stamp.exists() and stamp.read_text().strip() == version:
+        return
+    require_tool("java", "install a JDK >= 17 (`apt-get install openjdk-17-jre-headless`)")
+    mvn = require_tool("mvn", "install Maven (`apt-get install maven`)")
+    progress(f"downloading Kafka {versions.KAFKA} and the JMX exporter from Maven Central (about 30 s)")
+    workdir = paths.cache / "kafka"
+    workdir.mkdir(parents=True, exist_ok=True)
+    (workdir / "pom.xml").write_text(
+        KAFKA_POM.format(scala=versions.SCALA, kafka=versions.KAFKA, log4j=versions.LOG4J,
+                         slf4j=versions.SLF4J, jmx=versions.JMX_EXPORTER)
+    )
+    shutil.rmtree(paths.kafka_lib, ignore_errors=True)
+    log = paths.logs / "download-kafka.log"
+    env = dict(os.environ)
+    _run(
+        [mvn, "-B", "-q", f"-Dmaven.repo.local={paths.cache / 'm2'}", "dependency:copy-dependencies",
+         f"-DoutputDirectory={paths.kafka_lib}"],
+        cwd=workdir, env=env, log=log, what="downloading Kafka jars with Maven",
+    )
+    # The exporter is a java agent, not a classpath jar: keep it apart so it is not loaded twice.
+    paths.kafka_agent.mkdir(parents=True, exist_ok=True)
+    for jar in paths.kafka_lib.glob("jmx_prometheus_javaagent-*.jar"):
+        jar.replace(paths.kafka_agent / "jmx_prometheus_javaagent.jar")
+    stamp.write_text(version + "\n")
+
+
+def install_debian_packages(progress: Progress) -> None:
+    missing = [pkg for binary, pkg in DEBIAN_PACKAGES.items() if shutil.which(binary) is None]
+    if not missing:
+        return
+    apt = shutil.which("apt-get")
+    if apt is None:
+        raise SandboxError(f"{', '.join(missing)} missing and no apt-get: install them with your package manager")
+    if os.geteuid() != 0:
+        raise SandboxError(f"{', '.join(missing)} missing: run `sudo apt-get install {' '.join(missing)}`")
+    progress(f"installing {', '.join(missing)} from Debian packages")
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
+    for cmd in ([apt, "update", "-q"], [apt, "install", "-y", "-q", "--no-install-recommends", *missing]):
+        result = subprocess.run(cmd, env=env, capture_output=True, text=True, check=False)
+        if result.returncode != 0:
+            raise SandboxError(f"`{' '.join(cmd)}` failed: {result.stderr.strip()[-300:]}")
+
+
+def provision(paths: SandboxPaths, progress: Progress) -> float:
+    """Bring every component into the cache. Returns the seconds spent (0 when all was cached)."""
+    paths.ensure()
+    started = time.monotonic()
+    install_debian_packages(progress)
+    download_kafka(paths, progress)
+    build_etcd(paths, progress)
+    build_go_install(paths, progress, "kwok", "sigs.k8s.io/kwok/cmd/kwok", versions.KWOK)
+    build_kubernetes(paths, progress)
+    return time.monotonic() - started

@@ -1,0 +1,13 @@
+"""Pinned versions of every sandbox component, in one place so an upgrade is one diff."""
+
+KUBERNETES = "v1.37.2"
+# The staging modules (k8s.io/api, k8s.io/client-go, ...) are versioned v0.<minor>.<patch>.
+KUBERNETES_STAGING = "v0.37.2"
+ETCD = "v3.6.16"
+KWOK = "v0.8.0"
+
+KAFKA = "4.4.0"
+SCALA = "2.13"
+LOG4J = "2.25.2"
+SLF4J = "2.0.17"
+JMX_EXPORTER = "1.0.1"

@@ -1,0 +1,326 @@
+"""Kubelet stand-in: cAdvisor-style container series for the sandbox's simulated (KWOK) pods.
+
+KWOK pods run no containers, so nothing measures their CPU or memory. This small service lists the
+real pods from the API server and serves the series a kubelet's cAdvisor endpoint and kube-state-metrics
+would (`container_cpu_usage_seconds_total`, `container_memory_working_set_bytes`,
+`kube_pod_container_status_restarts_total`, `kube_pod_container_resource_limits`), each with namespace,
+pod and container labels. What each pod "uses" is driven by tests and scenario files through a small
+HTTP API. It is a stand-in for the kubelet only: everything else in the sandbox is real.
+
+    POST   /v1/overrides   {"namespace": "shop", "pod_prefix": "web-", "cpu_cores": 3}   from now on
+    POST   /v1/scenario    {"steps": [{"after_s": 10, "namespace": "shop", ...}, ...]}  timed overrides
+    DELETE /v1/overrides   back to every pod's baseline
+    GET    /v1/overrides   what is in force
+    GET    /metrics, /healthz
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+import threading
+import time
+import zlib
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, model_validator
+
+BASELINE_CPU_ANNOTATION = "sandbox.sequestra.dev/cpu-cores"
+BASELINE_MEMORY_ANNOTATION = "sandbox.sequestra.dev/memory-bytes"
+DEFAULT_CPU_CORES = 0.05
+DEFAULT_MEMORY_BYTES = 64 * 2**20
+NOISE = 0.05  # relative standard deviation of each sample around its level
+
+
+class Override(BaseModel):
+    """Pods matched by exact name, name prefix (a workload's pods) or labels; values from now on."""
+
+    namespace: str
+    pod: str | None = None
+    pod_prefix: str | None = None
+    labels: dict[str, str] = Field(default_factory=dict)
+    container: str | None = None
+    cpu_cores: float | None = Field(default=None, ge=0)
+    memory_bytes: float | None = Field(default=None, ge=0)
+    restarts_add: int = Field(default=0, ge=0)
+
+    @model_validator(mode="after")
+    def _selects_something(self) -> Override:
+        if self.pod is None and self.pod_prefix is None and not self.labels:
+            raise ValueError("an override needs pod, pod_prefix or labels to select pods")
+        return self
+
+    def matches(self, pod: PodInfo, container: str) -> bool:
+        if pod.namespace != self.namespace:
+            return False
+        if self.container is not None and container != self.container:
+            return False
+        if self.pod is not None and pod.name != self.pod:
+            return False
+        if self.pod_prefix is not None and not pod.name.startswith(self.pod_prefix):
+            return False
+        return all(pod.labels.get(k) == v for k, v in self.labels.items())
+
+
+class ScenarioStep(Override):
+    after_s: float = Field(ge=0)
+
+
+class Scenario(BaseModel):
+    steps: list[ScenarioStep]
+
+
+@dataclass
+class PodInfo:
+    namespace: str
+    name: str
+    labels: dict[str, str]
+    containers: dict[str, dict[str, float]]  # container -> {"cpu_limit": cores, "memory_limit": bytes}
+    baseline_cpu: float
+    baseline_memory: float
+
+
+@dataclass
+class ContainerSeries:
+    cpu_seconds: float = 0.0
+    memory_bytes: float = 0.0
+    restarts: int = 0
+    level_cpu: float | None = None
+    level_memory: float | None = None
+    rng: random.Random = field(default_factory=random.Random)
+
+
+def _quantity(value: str | None, *, cpu: bool) -> float | None:
+    """Parse a Kubernetes quantity (100m, 2, 512Mi, 1G) into cores or bytes."""
+    if not value:
+        return None
+    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
+                "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
+    for suffix in sorted(suffixes, key=len, reverse=True):
+        if value.endswith(suffix):
+            return float(value[: -len(suffix)]) * suffixes[suffix]
+    return float(value)
+
+
+class WorkloadMetrics:
+    """The simulated measurements; thread-safe (the HTTP server and the ticker share it)."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._pods: dict[tuple[str, str], PodInfo] = {}
+        self._series: dict[tuple[str, str, str], ContainerSeries] = {}
+        self._overrides: list[Override] = []
+        self._scheduled: list[tuple[float, Override]] = []
+        self._last_tick = time.monotonic()
+
+    def set_pods(self, pods: list[PodInfo]) -> None:
+        with self._lock:
+            self._pods = {(p.namespace, p.name): p for p in pods}
+            live = {(p.namespace, p.name, c) for p in pods for c in p.containers}
+            self._series = {k: v for k, v in self._series.items() if k in live}
+            for key in live - self._series.keys():
+                self._series[key] = ContainerSeries(rng=random.Random(zlib.crc32("/".join(key).encode())))
+
+    def add_override(self, override: Override) -> None:
+        with self._lock:
+            self._overrides.append(override)
+            self._apply_restarts(override)
+
+    def schedule(self, scenario: Scenario) -> None:
+        now = time.monotonic()
+        with self._lock:
+            for step in scenario.steps:
+                override = Override.model_validate(step.model_dump(exclude={"after_s"}))
+                self._scheduled.append((now + step.after_s, override))
+
+    def clear(self) -> None:
+        with self._lock:
+            self._overrides.clear()
+            self._scheduled.clear()
+
+    def overrides(self) -> list[dict[str, Any]]:
+        with self._lock:
+            return [o.model_dump(exclude_defaults=True) for o in self._overrides]
+
+    def _apply_restarts(self, override: Override) -> None:
+        if not override.restarts_add:
+            return
+        for (namespace, name, container), series in self._series.items():
+            if override.matches(self._pods[(namespace, name)], container):
+                series.restarts += override.restarts_add
+
+    def _levels(self, pod: PodInfo, container: str) -> tuple[float, float]:
+        cpu, memory = pod.baseline_cpu, pod.baseline_memory
+        for override in self._overrides:  # later overrides win
+            if override.matches(pod, container):
+                cpu = override.cpu_cores if override.cpu_cores is not None else cpu
+                memory = override.memory_bytes if override.memory_bytes is not None else memory
+        limits = pod.containers[container]
+        # A CPU limit is enforced by CFS throttling: a container never uses more than it.
+        if limits.get("cpu_limit"):
+            cpu = min(cpu, limits["cpu_limit"])
+        return cpu, memory
+
+    def tick(self) -> None:
+        """Advance the counters by the time elapsed at each container's current level."""
+        now = time.monotonic()
+        with self._lock:
+            due = [o for at, o in self._scheduled if at <= now]
+            self._scheduled = [(at, o) for at, o in self._scheduled if at > now]
+            for override in due:
+                self._overrides.append(override)
+                self._apply_restarts(override)
+            elapsed = now - self._last_tick
+            self._last_tick = now
+            for (namespace, name, container), series in self._series.items():
+                cpu, memory = self._levels(self._pods[(namespace, name)], container)
+                noisy_cpu = max(0.0, cpu * (1 + series.rng.gauss(0, NOISE)))
+                series.cpu_seconds += noisy_cpu * elapsed
+                series.memory_bytes = max(0.0, memory * (1 + series.rng.gauss(0, NOISE / 5)))
+
+    def exposition(self) -> str:
+        lines = [
+            "# HELP container_cpu_usage_seconds_total Cumulative cpu time consumed (simulated).",
+            "# TYPE container_cpu_usage_seconds_total counter",
+        ]
+        memory = ["# HELP container_memory_working_set_bytes Current working set (simulated).",
+                  "# TYPE container_memory_working_set_bytes gauge"]
+        restarts = ["# HELP kube_pod_container_status_restarts_total Container restarts (simulated).",
+                    "# TYPE kube_pod_container_status_restarts_total counter"]
+        limits = ["# HELP kube_pod_container_resource_limits Resource limits from the pod spec.",
+                  "# TYPE kube_pod_container_resource_limits gauge"]
+        with self._lock:
+            for (namespace, name, container), series in sorted(self._series.items()):
+                labels = f'namespace="{namespace}",pod="{name}",container="{container}"'
+                lines.append(f"container_cpu_usage_seconds_total{{{labels}}} {series.cpu_seconds:.6f}")
+                memory.append(f"container_memory_working_set_bytes{{{labels}}} {series.memory_bytes:.0f}")
+                restarts.append(f"kube_pod_container_status_restarts_total{{{labels}}} {series.restarts}")
+                pod_limits = self._pods[(namespace, name)].containers[container]
+                if pod_limits.get("cpu_limit"):
+                    limits.append(f'kube_pod_container_resource_limits{{{labels},resource="cpu",unit="core"}} '
+                                  f"{pod_limits['cpu_limit']}")
+                if pod_limits.get("memory_limit"):
+                    limits.append(f'kube_pod_container_resource_limits{{{labels},resource="memory",'
+                                  f'unit="byte"}} {pod_limits["memory_limit"]:.0f}')
+            pods = len(self._pods)
+        tail = ["# TYPE sandbox_workload_metrics_pods gauge", f"sandbox_workload_metrics_pods {pods}"]
+        return "\n".join(lines + memory + restarts + limits + tail) + "\n"
+
+
+def pod_info(pod: Any) -> PodInfo:
+    annotations = pod.metadata.annotations or {}
+    containers: dict[str, dict[str, float]] = {}
+    requested_cpu = 0.0
+    for c in pod.spec.containers:
+        limits = (c.resources.limits if c.resources else None) or {}
+        requests = (c.resources.requests if c.resources else None) or {}
+        containers[c.name] = {
+            k: v for k, v in (
+                ("cpu_limit", _quantity(limits.get("cpu"), cpu=True)),
+                ("memory_limit", _quantity(limits.get("memory"), cpu=False)),
+            ) if v is not None
+        }
+        requested_cpu += _quantity(requests.get("cpu"), cpu=True) or 0.0
+    baseline_cpu = float(annotations.get(BASELINE_CPU_ANNOTATION, 0) or 0) or (
+        requested_cpu / 2 / max(1, len(containers)) if requested_cpu else DEFAULT_CPU_CORES
+    )
+    baseline_memory = float(annotations.get(BASELINE_MEMORY_ANNOTATION, 0) or 0) or DEFAULT_MEMORY_BYTES
+    return PodInfo(pod.metadata.namespace, pod.metadata.name, dict(pod.metadata.labels or {}), containers,
+                   baseline_cpu, baseline_memory)
+
+
+def _watch_pods(metrics: WorkloadMetrics, kubeconfig: str, stop: threading.Event) -> None:
+    from kubernetes import client, config
+
+    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    while not stop.is_set():
+        try:
+            pods = api.list_pod_for_all_namespaces(field_selector="status.phase=Running", _request_timeout=5)
+            metrics.set_pods([pod_info(p) for p in pods.items])
+        except Exception as exc:  # the apiserver may not be up yet; keep serving what we have
+            print(f"listing pods failed: {exc}", flush=True)
+        stop.wait(1.0)
+
+
+def _ticker(metrics: WorkloadMetrics, stop: threading.Event) -> None:
+    while not stop.is_set():
+        metrics.tick()
+        stop.wait(0.5)
+
+
+def make_handler(metrics: WorkloadMetrics) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        def _reply(self, code: int, body: str, content_type: str = "application/json") -> None:
+            data = body.encode()
+            self.send_response(code)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _body(self) -> Any:
+            length = int(self.headers.get("Content-Length") or 0)
+            return json.loads(self.rfile.read(length) or b"{}")
+
+        def do_GET(self) -> None:
+            if self.path == "/metrics":
+                metrics.tick()
+                self._reply(200, metrics.exposition(), "text/plain; version=0.0.4")
+            elif self.path == "/healthz":
+                self._reply(200, "ok", "text/plain")
+            elif self.path == "/v1/overrides":
+                self._reply(200, json.dumps(metrics.overrides()))
+            else:
+                self._reply(404, json.dumps({"error": f"no such path {self.path}"}))
+
+        def do_POST(self) -> None:
+            try:
+                if self.path == "/v1/overrides":
+                    metrics.add_override(Override.model_validate(self._body()))
+                elif self.path == "/v1/scenario":
+                    metrics.schedule(Scenario.model_validate(self._body()))
+                else:
+                    self._reply(404, json.dumps({"error": f"no such path {self.path}"}))
+                    return
+            except (ValidationError, ValueError) as exc:
+                self._reply(400, json.dumps({"error": str(exc)}))
+                return
+            self._reply(200, json.dumps({"overrides": metrics.overrides()}))
+
+        def do_DELETE(self) -> None:
+            if self.path != "/v1/overrides":
+                self._reply(404, json.dumps({"error": f"no such path {self.path}"}))
+                return
+            metrics.clear()
+            self._reply(200, json.dumps({"overrides": []}))
+
+        def log_message(self, format: str, *args: Any) -> None:  # scrapes every 5 s would flood the log
+            pass
+
+    return Handler
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--port", type=int, required=True)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--kubeconfig", required=True)
+    parser.add_argument("--state-dir", help="the sandbox directory (marks the process as the sandbox's)")
+    args = parser.parse_args()
+    metrics = WorkloadMetrics()
+    stop = threading.Event()
+    threading.Thread(target=_watch_pods, args=(metrics, args.kubeconfig, stop), daemon=True).start()
+    threading.Thread(target=_ticker, args=(metrics, stop), daemon=True).start()
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(metrics))
+    print(f"workload metrics (kubelet stand-in) on http://{args.host}:{args.port}", flush=True)
+    try:
+        server.serve_forever()
+    finally:
+        stop.set()
+
+
+if __name__ == "__main__":
+    main()

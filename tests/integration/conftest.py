@@ -1,0 +1,38 @@
+"""Integration tests run against the sandbox's real components, brought up once per session."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from kubernetes import client, config
+
+from sequestra.sandbox import lifecycle
+from sequestra.sandbox.paths import SandboxPaths
+from tests.support import eventually
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> SandboxPaths:
+    paths = SandboxPaths.default()
+    report = lifecycle.up(paths, lambda message: print(f"[sandbox] {message}"))
+    print(f"[sandbox] provisioning {report.provision_s:.1f} s, start {report.start_s:.1f} s")
+    return paths
+
+
+@pytest.fixture(scope="session")
+def api_client(sandbox: SandboxPaths) -> client.ApiClient:
+    return config.new_client_from_config(config_file=str(sandbox.kubeconfig))
+
+
+@pytest.fixture()
+def namespace(api_client: client.ApiClient) -> Iterator[str]:
+    """A fresh namespace per test, ready for pods (its default ServiceAccount exists), deleted after."""
+    core = client.CoreV1Api(api_client)
+    name = f"t-{uuid.uuid4().hex[:8]}"
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=name)))
+    eventually(lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
+               what=f"the default ServiceAccount in {name}")
+    yield name
+    core.delete_namespace(name)

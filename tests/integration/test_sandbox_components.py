@@ -1,0 +1,155 @@
+"""Smoke tests proving each sandbox component is the real thing, used as a user would use it."""
+
+from __future__ import annotations
+
+import uuid
+from pathlib import Path
+
+import httpx
+import pytest
+from confluent_kafka import Consumer, KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+
+from sequestra.sandbox import endpoints, lifecycle
+from sequestra.sandbox.paths import SandboxPaths
+from tests.support import eventually
+
+
+def _deployment(name: str, replicas: int, *, cpu_limit: str | None = None) -> client.V1Deployment:
+    labels = {"app": name}
+    limits = {"cpu": cpu_limit} if cpu_limit else None
+    return client.V1Deployment(
+        metadata=client.V1ObjectMeta(name=name, labels=labels),
+        spec=client.V1DeploymentSpec(
+            replicas=replicas,
+            selector=client.V1LabelSelector(match_labels=labels),
+            template=client.V1PodTemplateSpec(
+                metadata=client.V1ObjectMeta(labels=labels),
+                spec=client.V1PodSpec(containers=[client.V1Container(
+                    name="main", image="example/app:1", resources=client.V1ResourceRequirements(limits=limits))]),
+            ),
+        ),
+    )
+
+
+def _running_pods(core: client.CoreV1Api, namespace: str, app: str) -> list[client.V1Pod]:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
+    return [p for p in pods if p.status.phase == "Running"]
+
+
+def test_deployment_with_three_replicas_yields_three_running_pods_on_kwok_nodes(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    apps.create_namespaced_deployment(namespace, _deployment("web", 3))
+
+    pods = eventually(lambda: (p := _running_pods(core, namespace, "web")) and len(p) == 3 and p,
+                      what="3 Running pods")
+
+    kwok_nodes = {n.metadata.name for n in core.list_node(label_selector="type=kwok").items}
+    assert {p.spec.node_name for p in pods} <= kwok_nodes
+    owners = {p.metadata.owner_references[0].kind for p in pods}
+    assert owners == {"ReplicaSet"}, "the controller-manager made a ReplicaSet that owns the pods"
+
+
+def test_user_without_rbac_rights_is_refused_until_granted(
+    sandbox: SandboxPaths, api_client: client.ApiClient, namespace: str, tmp_path: Path
+) -> None:
+    kubeconfig = lifecycle.write_kubeconfig(sandbox, tmp_path / "kubeconfig", "mallory", ("developers",))
+    as_mallory = client.CoreV1Api(config.new_client_from_config(config_file=str(kubeconfig)))
+
+    with pytest.raises(ApiException) as refused:
+        as_mallory.list_namespaced_pod(namespace)
+    assert refused.value.status == 403
+    assert 'User "mallory" cannot list resource "pods"' in refused.value.body
+
+    client.RbacAuthorizationV1Api(api_client).create_namespaced_role_binding(namespace, client.V1RoleBinding(
+        metadata=client.V1ObjectMeta(name="mallory-view"),
+        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name="view"),
+        subjects=[client.RbacV1Subject(kind="User", name="mallory", api_group="rbac.authorization.k8s.io")],
+    ))
+    eventually(lambda: as_mallory.list_namespaced_pod(namespace) is not None, what="mallory allowed to list")
+    with pytest.raises(ApiException) as still_refused:
+        as_mallory.delete_collection_namespaced_pod(namespace)
+    assert still_refused.value.status == 403, "view grants no delete"
+
+
+def test_message_produced_with_confluent_kafka_is_consumed_back(sandbox: SandboxPaths) -> None:
+    topic = f"smoke-{uuid.uuid4().hex[:8]}"
+    payload = uuid.uuid4().hex.encode()
+    producer = Producer({**endpoints.kafka_client_config("app"), "client.id": "smoke-producer"})
+    producer.produce(topic, payload)
+    assert producer.flush(20) == 0, "message not acknowledged by the broker"
+
+    consumer = Consumer({**endpoints.kafka_client_config("app"), "group.id": f"g-{topic}",
+                         "auto.offset.reset": "earliest"})
+    consumer.subscribe([topic])
+    try:
+        def received() -> bytes | None:
+            message = consumer.poll(1.0)
+            return message.value() if message is not None and message.error() is None else None
+
+        assert eventually(received, what="the message consumed back") == payload
+    finally:
+        consumer.close()
+
+
+def test_broker_refuses_wrong_credentials(sandbox: SandboxPaths) -> None:
+    settings = {**endpoints.kafka_client_config("app"), "sasl.password": "wrong"}
+    with pytest.raises(KafkaException, match=r"(?i)authentication"):
+        AdminClient(settings).list_topics(timeout=10)
+
+
+def _query(expr: str) -> list[dict]:
+    response = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query", params={"query": expr}, timeout=5)
+    response.raise_for_status()
+    return response.json()["data"]["result"]
+
+
+def test_prometheus_scrapes_kafka_broker_jmx_metrics(sandbox: SandboxPaths) -> None:
+    series = eventually(lambda: _query('kafka_server_replicamanager_value{name="PartitionCount"}'),
+                        timeout_s=60, what="a Kafka JMX series in Prometheus")
+    assert series[0]["metric"]["job"] == "kafka"
+    assert float(series[0]["value"][1]) >= 1, "the broker hosts at least the offsets topic's partitions"
+
+
+def test_workload_cpu_follows_what_the_test_drives(api_client: client.ApiClient, namespace: str) -> None:
+    """The kubelet stand-in reports the pods' usage; 'pod X uses N cores from now on' shows in
+    Prometheus, capped at the container's CPU limit as CFS throttling would."""
+    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
+    apps.create_namespaced_deployment(namespace, _deployment("hog", 1, cpu_limit="2"))
+    pod = eventually(lambda: _running_pods(core, namespace, "hog"), what="a Running pod")[0].metadata.name
+
+    def rate() -> float | None:
+        rows = _query(f'sum(rate(container_cpu_usage_seconds_total{{namespace="{namespace}",pod="{pod}"}}[15s]))')
+        return float(rows[0]["value"][1]) if rows else None
+
+    baseline = eventually(rate, timeout_s=60, what="a CPU rate for the new pod")
+    assert baseline < 0.5
+
+    override = {"namespace": namespace, "pod": pod, "cpu_cores": 3.0}
+    httpx.post(f"{endpoints.workload_metrics_url()}/v1/overrides", json=override, timeout=5).raise_for_status()
+    try:
+        throttled = eventually(lambda: (r := rate()) is not None and r > 1.6 and r, timeout_s=60,
+                               what="the CPU rate to rise to the limit")
+        assert throttled < 2.4, "usage is capped by the 2-core limit"
+    finally:
+        httpx.delete(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5)
+
+
+def test_alert_posted_to_alertmanager_is_listed_back(sandbox: SandboxPaths) -> None:
+    marker = uuid.uuid4().hex[:8]
+    alert = {"labels": {"alertname": "SmokeTest", "marker": marker, "namespace": "shop"},
+             "annotations": {"summary": "smoke"}}
+    httpx.post(f"{endpoints.alertmanager_url()}/api/v2/alerts", json=[alert], timeout=5).raise_for_status()
+
+    def listed() -> list[dict]:
+        alerts = httpx.get(f"{endpoints.alertmanager_url()}/api/v2/alerts", params={"filter": f'marker="{marker}"'},
+                           timeout=5).json()
+        return alerts
+
+    alerts = eventually(listed, what="the alert listed back")
+    assert alerts[0]["labels"]["alertname"] == "SmokeTest"
+    assert alerts[0]["status"]["state"] == "active"

@@ -1,0 +1,108 @@
+"""The kubelet stand-in: overrides select the right pods, counters integrate the level, limits cap it."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+from pydantic import ValidationError
+
+from sequestra.sandbox.workload_metrics import (
+    Override,
+    PodInfo,
+    Scenario,
+    WorkloadMetrics,
+    _quantity,
+)
+
+
+def _pod(name: str, namespace: str = "shop", cpu_limit: float | None = None, **labels: str) -> PodInfo:
+    limits = {"cpu_limit": cpu_limit} if cpu_limit else {}
+    return PodInfo(namespace, name, labels, {"main": limits}, baseline_cpu=0.1, baseline_memory=100e6)
+
+
+def _value(text: str, metric: str, pod: str) -> float:
+    for line in text.splitlines():
+        if line.startswith(metric + "{") and f'pod="{pod}"' in line:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"{metric} for {pod} not in exposition")
+
+
+def _run_for(metrics: WorkloadMetrics, seconds: float) -> None:
+    metrics.tick()
+    time.sleep(seconds)
+    metrics.tick()
+
+
+def test_override_needs_a_pod_selector() -> None:
+    with pytest.raises(ValidationError, match="pod, pod_prefix or labels"):
+        Override(namespace="shop", cpu_cores=3)
+
+
+def test_override_by_prefix_matches_only_that_workloads_pods_in_its_namespace() -> None:
+    override = Override(namespace="shop", pod_prefix="web-", cpu_cores=3)
+    assert override.matches(_pod("web-abc-1"), "main")
+    assert not override.matches(_pod("worker-1"), "main")
+    assert not override.matches(_pod("web-abc-1", namespace="other"), "main")
+
+
+def test_override_by_labels() -> None:
+    override = Override(namespace="shop", labels={"app": "web"}, cpu_cores=3)
+    assert override.matches(_pod("x", app="web"), "main")
+    assert not override.matches(_pod("y", app="api"), "main")
+
+
+def test_cpu_counter_grows_at_the_overridden_rate_and_others_keep_baseline() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("hog"), _pod("quiet")])
+    metrics.add_override(Override(namespace="shop", pod="hog", cpu_cores=4.0))
+    _run_for(metrics, 0.5)
+    text = metrics.exposition()
+    hog, quiet = (_value(text, "container_cpu_usage_seconds_total", p) for p in ("hog", "quiet"))
+    assert hog > 10 * quiet
+    assert 1.2 < hog < 3.0  # ~4 cores x ~0.5 s, with noise and timer slack
+
+
+def test_cpu_limit_caps_usage_like_cfs_throttling() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("capped", cpu_limit=0.5)])
+    metrics.add_override(Override(namespace="shop", pod="capped", cpu_cores=8.0))
+    _run_for(metrics, 0.5)
+    assert _value(metrics.exposition(), "container_cpu_usage_seconds_total", "capped") < 0.5
+    assert 'resource="cpu",unit="core"} 0.5' in metrics.exposition()
+
+
+def test_restarts_are_added_once_per_override() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("crashy")])
+    metrics.add_override(Override(namespace="shop", pod="crashy", restarts_add=2))
+    metrics.tick()
+    metrics.tick()
+    assert _value(metrics.exposition(), "kube_pod_container_status_restarts_total", "crashy") == 2
+
+
+def test_scenario_steps_take_effect_only_when_due() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("web-1")])
+    metrics.schedule(Scenario.model_validate({"steps": [
+        {"after_s": 0, "namespace": "shop", "pod": "web-1", "memory_bytes": 1e9},
+        {"after_s": 3600, "namespace": "shop", "pod": "web-1", "memory_bytes": 5e9},
+    ]}))
+    metrics.tick()
+    memory = _value(metrics.exposition(), "container_memory_working_set_bytes", "web-1")
+    assert 0.9e9 < memory < 1.1e9
+    assert len(metrics.overrides()) == 1
+
+
+def test_pods_that_went_away_stop_being_reported() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("a"), _pod("b")])
+    metrics.set_pods([_pod("b")])
+    assert 'pod="a"' not in metrics.exposition()
+
+
+@pytest.mark.parametrize(("text", "cpu", "expected"), [
+    ("250m", True, 0.25), ("2", True, 2.0), ("512Mi", False, 512 * 2**20), ("1G", False, 1e9), (None, True, None),
+])
+def test_quantity_parsing(text: str | None, cpu: bool, expected: float | None) -> None:
+    assert _quantity(text, cpu=cpu) == expected
