@@ -33,7 +33,7 @@ integration: install
 	$(BIN)/pytest -m integration
 
 lint: install
-	$(BIN)/ruff check operator tests
+	$(BIN)/ruff check operator tests bench
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 

@@ -12,7 +12,7 @@ import typer
 
 from sequestra import __version__
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__, pretty_exceptions_enable=False)
 sandbox_app = typer.Typer(no_args_is_help=True, help="The local sandbox of real components.")
 app.add_typer(sandbox_app, name="sandbox")
 
@@ -81,10 +81,13 @@ def sandbox_status(
     if as_json:
         print(json.dumps({"components": [asdict(r) for r in rows], "strays": [p for p, _ in strays]}, indent=2))
     else:
-        print(f"{'COMPONENT':<24} {'STATE':<9} {'PID':>7}  {'ADDRESS':<28} DETAIL")
+        print(f"{'COMPONENT':<24} {'STATE':<9} {'PID':>7} {'RSS':>8}  {'ADDRESS':<28} DETAIL")
         for r in rows:
             state = "healthy" if r.healthy else ("unhealthy" if r.running else "stopped")
-            print(f"{r.name:<24} {state:<9} {r.pid or '-':>7}  {r.address:<28} {r.detail}")
+            rss = f"{r.rss_bytes / 2**20:.0f}Mi" if r.running else "-"
+            print(f"{r.name:<24} {state:<9} {r.pid or '-':>7} {rss:>8}  {r.address:<28} {r.detail}")
+        if any(r.running for r in rows):
+            print(f"total resident memory: {sum(r.rss_bytes for r in rows) / 2**20:.0f} MiB")
         for pid, cmd in strays:
             print(f"stray process {pid}: {cmd[:120]}")
     if not all(r.healthy for r in rows):

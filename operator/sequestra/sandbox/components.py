@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import ssl
 import subprocess
 import sys
 import textwrap
@@ -89,13 +90,15 @@ def _apiserver_argv(paths: SandboxPaths) -> list[str]:
     ]
 
 
-def _admin_client_kwargs(paths: SandboxPaths) -> dict[str, object]:
+def _admin_tls(paths: SandboxPaths) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=str(pki(paths).ca_cert))
     cert, key = pki(paths).client_cert("sequestra-admin")
-    return {"cert": (str(cert), str(key)), "verify": str(pki(paths).ca_cert)}
+    context.load_cert_chain(str(cert), str(key))
+    return context
 
 
 def _apiserver_health(paths: SandboxPaths) -> Health:
-    return _get(f"{endpoints.apiserver_url()}/readyz", **_admin_client_kwargs(paths))
+    return _get(f"{endpoints.apiserver_url()}/readyz", verify=_admin_tls(paths))
 
 
 # --- controller-manager, scheduler -------------------------------------------------------------

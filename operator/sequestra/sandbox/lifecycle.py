@@ -30,6 +30,7 @@ class ComponentStatus:
     running: bool
     healthy: bool
     detail: str
+    rss_bytes: int = 0
 
 
 @dataclass(frozen=True)
@@ -203,7 +204,8 @@ def status(paths: SandboxPaths) -> list[ComponentStatus]:
             result.append(ComponentStatus(name, component.address, None, False, False, "stopped"))
             continue
         healthy, detail = component.health(paths)
-        result.append(ComponentStatus(name, component.address, record.pid, True, healthy, detail))
+        rss = processes.resident_bytes(record.pid)
+        result.append(ComponentStatus(name, component.address, record.pid, True, healthy, detail, rss))
     return result
 
 

@@ -124,3 +124,27 @@ def processes_mentioning(marker: str) -> list[tuple[int, str]]:
         if marker in cmdline and not _is_zombie(int(entry.name)):
             found.append((int(entry.name), cmdline))
     return found
+
+
+def resident_bytes(pid: int) -> int:
+    """Resident memory of a process and all its descendants (a JVM or Go binary forks little, but
+    the workload-metrics service runs under the interpreter that started it)."""
+    children: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(parent, []).append(int(entry.name))
+    total, stack = 0, [pid]
+    while stack:
+        current = stack.pop()
+        stack.extend(children.get(current, []))
+        try:
+            for line in Path(f"/proc/{current}/status").read_text().splitlines():
+                if line.startswith("VmRSS:"):
+                    total += int(line.split()[1]) * 1024
+        except OSError:
+            continue
+    return total
