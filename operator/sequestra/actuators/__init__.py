@@ -1,0 +1,1 @@
+"""The only writers: apply an action and return what it changed; restore exactly that."""

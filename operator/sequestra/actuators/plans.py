@@ -1,0 +1,255 @@
+"""Pure planning of Kubernetes actions as field changes, and of their exact undo.
+
+An action never writes blindly: it is planned against the object as read into a list of FieldChanges
+(JSON pointer, value before, value after), recorded as prior state *before* anything is written, and then
+applied as a JSON patch whose `test` operations refuse to clobber a concurrent edit. Restore runs the
+same list backwards and only touches a field that still holds the value Sequestra put there.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+from sequestra.model.quantity import parse_quantity
+from sequestra.model.sequestration import (
+    SEQUESTERED_LABEL,
+    SEQUESTRATION_ANNOTATION,
+    ActionSpec,
+    ActionType,
+    FieldChange,
+)
+
+_MISSING = object()
+
+# Where the pod template lives in each workload kind.
+POD_SPEC_PATHS = {
+    "Deployment": "/spec/template/spec",
+    "StatefulSet": "/spec/template/spec",
+    "Job": "/spec/template/spec",
+    "CronJob": "/spec/jobTemplate/spec/template/spec",
+}
+POD_LABELS_PATHS = {
+    "Deployment": "/spec/template/metadata/labels",
+    "StatefulSet": "/spec/template/metadata/labels",
+    "Job": "/spec/template/metadata/labels",
+    "CronJob": "/spec/jobTemplate/spec/template/metadata/labels",
+}
+ACTIONS_BY_KIND = {
+    ActionType.SCALE: {"Deployment", "StatefulSet"},
+    ActionType.SUSPEND: {"Job", "CronJob"},
+    ActionType.THROTTLE: set(POD_SPEC_PATHS),
+    ActionType.ISOLATE: set(POD_SPEC_PATHS),
+    ActionType.LABEL: set(POD_SPEC_PATHS),
+}
+
+
+class PlanError(ValueError):
+    """The action cannot apply to this object (wrong kind, nothing to select pods by)."""
+
+
+def escape(segment: str) -> str:
+    return segment.replace("~", "~0").replace("/", "~1")
+
+
+def _segments(path: str) -> list[str]:
+    return [s.replace("~1", "/").replace("~0", "~") for s in path.split("/")[1:]]
+
+
+def get_pointer(obj: Any, path: str) -> Any:
+    """The value at a JSON pointer, or _MISSING."""
+    current = obj
+    for segment in _segments(path):
+        if isinstance(current, list):
+            index = int(segment)
+            if index >= len(current):
+                return _MISSING
+            current = current[index]
+        elif isinstance(current, dict) and segment in current:
+            current = current[segment]
+        else:
+            return _MISSING
+    return current
+
+
+def exists(obj: Any, path: str) -> bool:
+    return get_pointer(obj, path) is not _MISSING
+
+
+def change_to(obj: dict[str, Any], path: str, after: Any) -> FieldChange | None:
+    """The change that makes `path` hold `after`, or None if it already does.
+
+    When parents are missing, the change is recorded at the highest missing one (a JSON patch `add`
+    cannot create intermediate objects), with the rest of the path folded into its value."""
+    segments = _segments(path)
+    for depth in range(1, len(segments) + 1):
+        prefix = "/" + "/".join(escape(s) for s in segments[:depth])
+        if not exists(obj, prefix):
+            value: Any = after
+            for segment in reversed(segments[depth:]):
+                value = {segment: value}
+            return FieldChange(path=prefix, existed=False, before=None, after=value)
+    before = get_pointer(obj, path)
+    if before == after:
+        return None
+    return FieldChange(path=path, existed=True, before=before, after=after)
+
+
+def plan_changes(action: ActionSpec, kind: str, obj: dict[str, Any], sequestration: str) -> list[FieldChange]:
+    """The field changes `action` makes to workload `obj` of `kind` (an isolate changes no field)."""
+    if kind not in ACTIONS_BY_KIND[action.type]:
+        allowed = ", ".join(sorted(ACTIONS_BY_KIND[action.type]))
+        raise PlanError(f"{action.type} does not apply to a {kind} (it applies to {allowed})")
+    wanted: list[tuple[str, Any]] = []
+    if action.type is ActionType.SCALE:
+        wanted.append(("/spec/replicas", action.replicas))
+    elif action.type is ActionType.SUSPEND:
+        wanted.append(("/spec/suspend", True))
+    elif action.type is ActionType.THROTTLE:
+        wanted.extend(_throttle_targets(action, kind, obj))
+    elif action.type is ActionType.LABEL:
+        wanted.append((f"/metadata/labels/{escape(SEQUESTERED_LABEL)}", "true"))
+        wanted.append((f"/metadata/annotations/{escape(SEQUESTRATION_ANNOTATION)}", sequestration))
+    changes: list[FieldChange] = []
+    scratch = copy.deepcopy(obj)
+    for path, after in wanted:
+        change = change_to(scratch, path, after)
+        if change is not None:
+            changes.append(change)
+            apply_changes(scratch, [change])  # later paths may share a parent just created
+    return changes
+
+
+def _throttle_targets(action: ActionSpec, kind: str, obj: dict[str, Any]) -> list[tuple[str, Any]]:
+    """Lower (never raise) each container's limits; lower a request above the new limit with it, as
+    the API server refuses a request greater than its limit."""
+    containers = get_pointer(obj, POD_SPEC_PATHS[kind] + "/containers")
+    if containers is _MISSING or not containers:
+        raise PlanError(f"the {kind} has no containers to throttle")
+    wanted = []
+    for index, container in enumerate(containers):
+        base = f"{POD_SPEC_PATHS[kind]}/containers/{index}/resources"
+        resources = container.get("resources") or {}
+        for resource, limit in (("cpu", action.cpu), ("memory", action.memory)):
+            if limit is None:
+                continue
+            current_limit = (resources.get("limits") or {}).get(resource)
+            if current_limit is not None and parse_quantity(current_limit) <= parse_quantity(limit):
+                continue
+            wanted.append((f"{base}/limits/{resource}", limit))
+            request = (resources.get("requests") or {}).get(resource)
+            if request is not None and parse_quantity(request) > parse_quantity(limit):
+                wanted.append((f"{base}/requests/{resource}", limit))
+    return wanted
+
+
+def pod_labels(kind: str, obj: dict[str, Any]) -> dict[str, str]:
+    labels = get_pointer(obj, POD_LABELS_PATHS[kind])
+    if labels is _MISSING or not labels:
+        raise PlanError(f"the {kind}'s pod template has no labels to select its pods by")
+    return dict(labels)
+
+
+def apply_changes(obj: dict[str, Any], changes: list[FieldChange]) -> None:
+    """Apply changes to a dict in place (what the API server does with the patch)."""
+    for change in changes:
+        *parents, last = _segments(change.path)
+        container = obj
+        for segment in parents:
+            container = container[int(segment)] if isinstance(container, list) else container[segment]
+        if isinstance(container, list):
+            container[int(last)] = copy.deepcopy(change.after)
+        else:
+            container[last] = copy.deepcopy(change.after)
+
+
+def apply_patch(changes: list[FieldChange]) -> list[dict[str, Any]]:
+    """JSON patch that makes the changes, failing (422) if a field moved since it was planned."""
+    ops: list[dict[str, Any]] = []
+    for change in changes:
+        if change.existed:
+            ops.append({"op": "test", "path": change.path, "value": change.before})
+            ops.append({"op": "replace", "path": change.path, "value": change.after})
+        else:
+            ops.append({"op": "add", "path": change.path, "value": change.after})
+    return ops
+
+
+@dataclass(frozen=True)
+class RestorePlan:
+    ops: list[dict[str, Any]]
+    restored: list[str]
+    conflicts: list[str]  # paths someone else changed while held: left as they are
+
+
+def plan_restore(current: dict[str, Any], changes: list[FieldChange]) -> RestorePlan:
+    """Undo `changes` in reverse order, but only where the field still holds what Sequestra set.
+
+    Each step is judged on the object as the earlier steps leave it: undoing a field added inside a
+    parent that Sequestra also added brings that parent back to exactly what was recorded for it."""
+    scratch = copy.deepcopy(current)
+    ops: list[dict[str, Any]] = []
+    restored: list[str] = []
+    conflicts: list[str] = []
+    for change in reversed(changes):
+        value = get_pointer(scratch, change.path)
+        if value is _MISSING and not change.existed:
+            restored.append(change.path)  # already gone: nothing to undo
+            continue
+        if value != change.after:
+            if change.existed and value == change.before:
+                restored.append(change.path)  # already restored (a retry after a crash)
+            else:
+                conflicts.append(change.path)
+            continue
+        ops.append({"op": "test", "path": change.path, "value": change.after})
+        if change.existed:
+            ops.append({"op": "replace", "path": change.path, "value": change.before})
+            apply_changes(scratch, [FieldChange(path=change.path, after=change.before)])
+        else:
+            ops.append({"op": "remove", "path": change.path})
+            _remove(scratch, change.path)
+        restored.append(change.path)
+    return RestorePlan(ops, restored, conflicts)
+
+
+def _remove(obj: dict[str, Any], path: str) -> None:
+    *parents, last = _segments(path)
+    container: Any = obj
+    for segment in parents:
+        container = container[int(segment)] if isinstance(container, list) else container[segment]
+    del container[int(last) if isinstance(container, list) else last]
+
+
+def restored_object(current: dict[str, Any], plan: RestorePlan) -> dict[str, Any]:
+    """The object after the restore plan's patch (what the API server will hold)."""
+    result = copy.deepcopy(current)
+    for op in plan.ops:
+        if op["op"] == "replace":
+            apply_changes(result, [FieldChange(path=op["path"], after=op["value"])])
+        elif op["op"] == "remove":
+            _remove(result, op["path"])
+    return result
+
+
+def isolation_policy(
+    name: str, namespace: str, selector: dict[str, str], action: ActionSpec, sequestration: str
+) -> dict[str, Any]:
+    """A NetworkPolicy denying all ingress and egress of the selected pods but DNS and the allow-lists."""
+    dns_ports = [{"protocol": "UDP", "port": 53}, {"protocol": "TCP", "port": 53}]
+    egress: list[dict[str, Any]] = [{"ports": dns_ports}]
+    egress += [{"to": [{"ipBlock": {"cidr": cidr}}]} for cidr in action.allow_egress_to]
+    ingress = [{"from": [{"ipBlock": {"cidr": cidr}}]} for cidr in action.allow_ingress_from]
+    return {
+        "apiVersion": "networking.k8s.io/v1",
+        "kind": "NetworkPolicy",
+        "metadata": {
+            "name": name,
+            "namespace": namespace,
+            "labels": {"app.kubernetes.io/managed-by": "sequestra"},
+            "annotations": {SEQUESTRATION_ANNOTATION: sequestration},
+        },
+        "spec": {"podSelector": {"matchLabels": selector}, "policyTypes": ["Ingress", "Egress"],
+                 "ingress": ingress, "egress": egress},
+    }

@@ -1,0 +1,147 @@
+"""The Sequestration custom resource (group sequestra.dev, v1alpha1) as typed values.
+
+The CRD schema in crds/ validates at the API server; these models parse the same shape once at the
+edge so the core never handles raw dicts. Field names follow the CRD (camelCase aliases).
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from enum import StrEnum
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+from sequestra.model.durations import parse_duration
+
+GROUP = "sequestra.dev"
+VERSION = "v1alpha1"
+PLURAL = "sequestrations"
+SEQUESTERED_LABEL = "sequestra.dev/sequestered"
+SEQUESTRATION_ANNOTATION = "sequestra.dev/sequestration"
+PROTECTED_LABEL = "sequestra.dev/protected"
+APPROVED_ANNOTATION = "sequestra.dev/approved"
+
+
+class CamelModel(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="ignore")
+
+
+class ActionType(StrEnum):
+    SCALE = "scale"
+    SUSPEND = "suspend"
+    THROTTLE = "throttle"
+    ISOLATE = "isolate"
+    LABEL = "label"
+
+
+class WorkloadKind(StrEnum):
+    DEPLOYMENT = "Deployment"
+    STATEFULSET = "StatefulSet"
+    JOB = "Job"
+    CRONJOB = "CronJob"
+    POD = "Pod"
+
+
+class Mode(StrEnum):
+    ENFORCE = "enforce"
+    DRY_RUN = "dry-run"
+    APPROVAL = "approval"
+
+
+class Phase(StrEnum):
+    PENDING = "Pending"
+    AWAITING_APPROVAL = "AwaitingApproval"
+    ACTIVE = "Active"
+    RELEASING = "Releasing"
+    RELEASED = "Released"
+    FAILED = "Failed"
+
+    @property
+    def is_final(self) -> bool:
+        return self in (Phase.RELEASED, Phase.FAILED)
+
+
+class ActionSpec(CamelModel):
+    type: ActionType
+    replicas: int | None = Field(default=None, ge=0)
+    cpu: str | None = None
+    memory: str | None = None
+    allow_egress_to: tuple[str, ...] = ()
+    allow_ingress_from: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _parameters_fit_the_type(self) -> ActionSpec:
+        if self.type is ActionType.SCALE and self.replicas is None:
+            raise ValueError("a scale action needs replicas")
+        if self.type is ActionType.THROTTLE and self.cpu is None and self.memory is None:
+            raise ValueError("a throttle action needs cpu or memory")
+        return self
+
+    def describe(self) -> str:
+        if self.type is ActionType.SCALE:
+            return f"scale to {self.replicas}"
+        if self.type is ActionType.THROTTLE:
+            limits = ", ".join(f"{k}={v}" for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v)
+            return f"throttle {limits}"
+        return str(self.type)
+
+
+class TargetRef(CamelModel):
+    kind: WorkloadKind
+    name: str = Field(min_length=1)
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+class SequestrationSpec(CamelModel):
+    target: TargetRef
+    actions: tuple[ActionSpec, ...] = Field(min_length=1)
+    reason: str = ""
+    requester: str = ""
+    mode: Mode = Mode.ENFORCE
+    approved: bool = False
+    ttl: timedelta | None = None
+    expires_at: datetime | None = None
+    release: bool = False
+    policy_ref: str | None = None
+    evidence: dict[str, Any] = Field(default_factory=dict)
+    diagnosis: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _parse_ttl(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    def action_summary(self) -> str:
+        return ", ".join(a.describe() for a in self.actions)
+
+
+class FieldChange(CamelModel):
+    """One field an action changed: a JSON pointer into the target, and its value before and after.
+
+    `existed` distinguishes "was absent" from "was null", so restore removes what was not there."""
+
+    path: str
+    before: Any = None
+    existed: bool = True
+    after: Any = None
+
+
+class CreatedObject(CamelModel):
+    api_version: str
+    kind: str
+    name: str
+
+
+class PriorState(CamelModel):
+    """What one action changed on the target, recorded before the change is made."""
+
+    action_index: int
+    action: ActionType
+    target_kind: str
+    target_name: str
+    changes: tuple[FieldChange, ...] = ()
+    created: tuple[CreatedObject, ...] = ()

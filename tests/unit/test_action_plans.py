@@ -1,0 +1,123 @@
+"""Planning actions as field changes: what each action changes, and that release undoes exactly that."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from sequestra.actuators import plans
+from sequestra.model.sequestration import ActionSpec, ActionType
+
+
+def _deployment(replicas: int = 3, resources: dict[str, Any] | None = None, labels: dict | None = None) -> dict:
+    container: dict[str, Any] = {"name": "main", "image": "app:1"}
+    if resources is not None:
+        container["resources"] = resources
+    metadata: dict[str, Any] = {"name": "web", "namespace": "shop"}
+    if labels is not None:
+        metadata["labels"] = labels
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": {
+        "replicas": replicas,
+        "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [container]}},
+    }}
+
+
+def _release(obj: dict, changes: list) -> dict:
+    return plans.restored_object(obj, plans.plan_restore(obj, changes))
+
+
+def test_scale_records_the_replica_count_it_replaces() -> None:
+    changes = plans.plan_changes(ActionSpec(type=ActionType.SCALE, replicas=0), "Deployment", _deployment(5), "s")
+    assert [(c.path, c.before, c.after) for c in changes] == [("/spec/replicas", 5, 0)]
+
+
+def test_scale_to_the_current_count_changes_nothing() -> None:
+    assert plans.plan_changes(ActionSpec(type=ActionType.SCALE, replicas=3), "Deployment", _deployment(3), "s") == []
+
+
+def test_throttle_lowers_limits_and_requests_above_them_but_never_raises() -> None:
+    obj = _deployment(resources={"limits": {"cpu": "4", "memory": "128Mi"}, "requests": {"cpu": "2"}})
+    changes = plans.plan_changes(ActionSpec(type=ActionType.THROTTLE, cpu="500m", memory="1Gi"), "Deployment", obj, "s")
+    by_path = {c.path: (c.before, c.after) for c in changes}
+    base = "/spec/template/spec/containers/0/resources"
+    assert by_path == {f"{base}/limits/cpu": ("4", "500m"), f"{base}/requests/cpu": ("2", "500m")}
+
+
+def test_throttle_of_a_container_without_resources_adds_them_at_the_highest_missing_parent() -> None:
+    changes = plans.plan_changes(ActionSpec(type=ActionType.THROTTLE, cpu="200m"), "Deployment", _deployment(), "s")
+    assert len(changes) == 1
+    assert changes[0].path == "/spec/template/spec/containers/0/resources"
+    assert changes[0].existed is False
+    assert changes[0].after == {"limits": {"cpu": "200m"}}
+
+
+def test_an_action_that_does_not_fit_the_kind_is_refused_with_the_kinds_it_fits() -> None:
+    with pytest.raises(plans.PlanError, match="suspend does not apply to a Deployment"):
+        plans.plan_changes(ActionSpec(type=ActionType.SUSPEND), "Deployment", _deployment(), "s")
+
+
+def test_label_marks_the_workload_and_names_the_sequestration() -> None:
+    changes = plans.plan_changes(ActionSpec(type=ActionType.LABEL), "Deployment", _deployment(labels={"a": "b"}), "q1")
+    marked = copy.deepcopy(_deployment(labels={"a": "b"}))
+    plans.apply_changes(marked, changes)
+    assert marked["metadata"]["labels"] == {"a": "b", "sequestra.dev/sequestered": "true"}
+    assert marked["metadata"]["annotations"] == {"sequestra.dev/sequestration": "q1"}
+
+
+def test_restore_leaves_a_field_someone_else_changed_and_reports_it() -> None:
+    obj = _deployment(5)
+    changes = plans.plan_changes(ActionSpec(type=ActionType.SCALE, replicas=0), "Deployment", obj, "s")
+    plans.apply_changes(obj, changes)
+    obj["spec"]["replicas"] = 2  # a human scaled it while it was held
+    plan = plans.plan_restore(obj, changes)
+    assert plan.ops == []
+    assert plan.conflicts == ["/spec/replicas"]
+
+
+def test_restore_twice_is_a_no_op_the_second_time() -> None:
+    obj = _deployment(5)
+    changes = plans.plan_changes(ActionSpec(type=ActionType.SCALE, replicas=0), "Deployment", obj, "s")
+    plans.apply_changes(obj, changes)
+    once = _release(obj, changes)
+    assert plans.plan_restore(once, changes).ops == []
+    assert plans.plan_restore(once, changes).conflicts == []
+
+
+_quantities = st.sampled_from(["50m", "100m", "250m", "1", "2", "4", None])
+_memories = st.sampled_from(["64Mi", "256Mi", "1Gi", "2G", None])
+
+
+@st.composite
+def _workloads(draw: st.DrawFn) -> dict:
+    limits = {k: v for k, v in (("cpu", draw(_quantities)), ("memory", draw(_memories))) if v}
+    requests = {k: v for k, v in (("cpu", draw(_quantities)),) if v}
+    resources = draw(st.sampled_from([None, {}, {"limits": limits}, {"limits": limits, "requests": requests}]))
+    labels = draw(st.sampled_from([None, {}, {"team": "a"}]))
+    return _deployment(draw(st.integers(0, 20)), resources, labels)
+
+
+@st.composite
+def _actions(draw: st.DrawFn) -> ActionSpec:
+    kind = draw(st.sampled_from([ActionType.SCALE, ActionType.THROTTLE, ActionType.LABEL]))
+    if kind is ActionType.SCALE:
+        return ActionSpec(type=kind, replicas=draw(st.integers(0, 5)))
+    if kind is ActionType.THROTTLE:
+        return ActionSpec(type=kind, cpu=draw(st.sampled_from(["100m", "1"])), memory=draw(_memories))
+    return ActionSpec(type=kind)
+
+
+@given(_workloads(), st.lists(_actions(), min_size=1, max_size=3))
+def test_release_after_apply_is_the_identity(original: dict, actions: list[ActionSpec]) -> None:
+    obj = copy.deepcopy(original)
+    recorded = []
+    for action in actions:
+        changes = plans.plan_changes(action, "Deployment", obj, "seq")
+        plans.apply_changes(obj, changes)
+        recorded.append(changes)
+    for changes in reversed(recorded):
+        obj = _release(obj, changes)
+    assert obj == original
