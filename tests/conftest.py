@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
+
+from sequestra.sandbox.paths import SandboxPaths
+
+# Tests only ever talk to the sandbox, never to whatever cluster the developer's KUBECONFIG names. Set
+# before the kubernetes client is imported anywhere: it reads KUBECONFIG once, at import.
+os.environ["KUBECONFIG"] = str(SandboxPaths.default().kubeconfig)
+os.environ["KUBECACHEDIR"] = str(SandboxPaths.default().state / "kube-cache")
 
 TIERS = ("unit", "integration")
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -32,6 +33,65 @@ def _fail(message: str) -> None:
 def version() -> None:
     """Print the version."""
     print(__version__)
+
+
+@app.command()
+def run(
+    namespace: Annotated[list[str], typer.Option("--namespace", "-n", help="watch only these (globs allowed)")] = [],  # noqa: B006
+    standalone: Annotated[bool, typer.Option(help="no peering with other replicas (local runs and tests)")] = False,
+    liveness: Annotated[str | None, typer.Option(help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")] = None,
+) -> None:
+    """Run the operator against the current kubeconfig (or in-cluster config)."""
+    import asyncio
+
+    import kopf
+
+    from sequestra import logs
+    from sequestra.controller import sequestrations  # noqa: F401  (registers the handlers)
+    from sequestra.settings import Settings
+
+    logs.configure(Settings().log_level)
+    asyncio.run(kopf.operator(clusterwide=not namespace, namespaces=namespace, standalone=standalone,
+                              liveness_endpoint=liveness))
+
+
+@app.command("install-crds")
+def install_crds() -> None:
+    """Create or update Sequestra's CRDs (from crds/) in the current cluster."""
+    from kubernetes import config
+
+    from sequestra.sandbox import crds
+
+    for name in crds.install(config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))):
+        print(f"customresourcedefinition {name} established")
+
+
+@app.command()
+def explain(
+    name: Annotated[str, typer.Argument(help="the Sequestration")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+) -> None:
+    """What a Sequestration holds, why, what it changed and what happened, in order."""
+    from sequestra import humans
+
+    try:
+        print(humans.explain(name, namespace))
+    except LookupError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def release(
+    name: Annotated[str, typer.Argument(help="the Sequestration")],
+    namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+) -> None:
+    """Ask the operator to release a workload now; it restores the recorded prior state."""
+    from sequestra import humans
+
+    try:
+        print(humans.request_release(name, namespace))
+    except LookupError as exc:
+        _fail(str(exc))
 
 
 @sandbox_app.command("up")

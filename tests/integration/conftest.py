@@ -26,6 +26,13 @@ def api_client(sandbox: SandboxPaths) -> client.ApiClient:
     return config.new_client_from_config(config_file=str(sandbox.kubeconfig))
 
 
+@pytest.fixture(scope="session")
+def crds_installed(api_client: client.ApiClient) -> list[str]:
+    from sequestra.sandbox import crds
+
+    return crds.install(api_client)
+
+
 @pytest.fixture()
 def namespace(api_client: client.ApiClient) -> Iterator[str]:
     """A fresh namespace per test, ready for pods (its default ServiceAccount exists), deleted after."""

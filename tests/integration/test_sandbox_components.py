@@ -15,26 +15,8 @@ from kubernetes.client.rest import ApiException
 
 from sequestra.sandbox import endpoints, lifecycle
 from sequestra.sandbox.paths import SandboxPaths
-from sequestra.sandbox.workload_metrics import BASELINE_CPU_ANNOTATION
+from tests.integration import workloads
 from tests.support import eventually
-
-
-def _deployment(name: str, replicas: int, *, cpu_limit: str | None = None) -> client.V1Deployment:
-    """Pods that the kubelet stand-in reports at 0.2 cores until a test says otherwise."""
-    labels = {"app": name}
-    limits = {"cpu": cpu_limit} if cpu_limit else None
-    return client.V1Deployment(
-        metadata=client.V1ObjectMeta(name=name, labels=labels),
-        spec=client.V1DeploymentSpec(
-            replicas=replicas,
-            selector=client.V1LabelSelector(match_labels=labels),
-            template=client.V1PodTemplateSpec(
-                metadata=client.V1ObjectMeta(labels=labels, annotations={BASELINE_CPU_ANNOTATION: "0.2"}),
-                spec=client.V1PodSpec(containers=[client.V1Container(
-                    name="main", image="example/app:1", resources=client.V1ResourceRequirements(limits=limits))]),
-            ),
-        ),
-    )
 
 
 def _running_pods(core: client.CoreV1Api, namespace: str, app: str) -> list[client.V1Pod]:
@@ -45,8 +27,8 @@ def _running_pods(core: client.CoreV1Api, namespace: str, app: str) -> list[clie
 def test_deployment_with_three_replicas_yields_three_running_pods_on_kwok_nodes(
     api_client: client.ApiClient, namespace: str
 ) -> None:
-    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
-    apps.create_namespaced_deployment(namespace, _deployment("web", 3))
+    core = client.CoreV1Api(api_client)
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
 
     pods = eventually(lambda: (p := _running_pods(core, namespace, "web")) and len(p) == 3 and p,
                       what="3 Running pods")
@@ -129,8 +111,8 @@ def test_prometheus_scrapes_kafka_broker_jmx_metrics(sandbox: SandboxPaths) -> N
 def test_workload_cpu_follows_what_the_test_drives(api_client: client.ApiClient, namespace: str) -> None:
     """The kubelet stand-in reports the pods' usage; 'pod X uses N cores from now on' shows in
     Prometheus, capped at the container's CPU limit as CFS throttling would."""
-    core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
-    apps.create_namespaced_deployment(namespace, _deployment("hog", 1, cpu_limit="2"))
+    core = client.CoreV1Api(api_client)
+    workloads.create(api_client, namespace, workloads.deployment("hog", 1, cpu_limit="2"))
     pod = eventually(lambda: _running_pods(core, namespace, "hog"), what="a Running pod")[0].metadata.name
 
     def rate() -> float | None:

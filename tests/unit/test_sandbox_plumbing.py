@@ -64,7 +64,7 @@ def test_a_taken_port_is_one_clear_error(paths: SandboxPaths) -> None:
         port = listener.getsockname()[1]
         component = Component("thing", f"127.0.0.1:{port}", (port,), lambda _p: ["true"], lambda _p: (True, ""))
         with pytest.raises(SandboxError, match=f"port {port} needed by thing is in use"):
-            lifecycle._start(paths, component)
+            lifecycle._start(paths, component, port_grace_s=0.5)
     assert processes.read_record(paths.pids, "thing") is None, "nothing was started"
 
 

@@ -95,8 +95,10 @@ def _running(paths: SandboxPaths, component: Component) -> processes.ProcessReco
     return record if record is not None and processes.is_alive(record) else None
 
 
-def _start(paths: SandboxPaths, component: Component) -> processes.ProcessRecord:
-    taken = [port for port in component.ports if _port_in_use(port)]
+def _start(paths: SandboxPaths, component: Component, port_grace_s: float = 5.0) -> processes.ProcessRecord:
+    deadline = time.monotonic() + port_grace_s  # a process stopped a moment ago may still be closing
+    while (taken := [port for port in component.ports if _port_in_use(port)]) and time.monotonic() < deadline:
+        time.sleep(0.2)
     if taken:
         raise SandboxError(
             f"port {', '.join(map(str, taken))} needed by {component.name} is in use by another process: "

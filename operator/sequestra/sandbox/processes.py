@@ -37,8 +37,12 @@ def _start_ticks(pid: int) -> int | None:
 
 
 def _is_zombie(pid: int) -> bool:
+    """Exited and waiting to be reaped. A JVM's main thread can exit first and show Z while its other
+    threads still run and hold their sockets: only a leader with no other live thread is gone."""
     try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+        if Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+            return False
+        return len(list(Path(f"/proc/{pid}/task").iterdir())) <= 1
     except OSError:
         return True
 

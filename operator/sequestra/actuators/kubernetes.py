@@ -1,0 +1,200 @@
+"""Kubernetes actuators: scale, suspend, throttle, isolate and label a workload, and restore it exactly.
+
+Blocking (the kubernetes client); callers on the event loop run these in a worker thread.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from typing import Any, cast
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from sequestra.actuators import plans
+from sequestra.model.sequestration import (
+    ActionSpec,
+    ActionType,
+    CreatedObject,
+    FieldChange,
+    PriorState,
+    TargetRef,
+    WorkloadKind,
+)
+
+JSON_PATCH = "application/json-patch+json"
+# kind -> (group, version, plural)
+RESOURCES = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),
+    "ReplicaSet": ("apps", "v1", "replicasets"),
+    "Job": ("batch", "v1", "jobs"),
+    "CronJob": ("batch", "v1", "cronjobs"),
+    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+}
+# Owners a pod's ownership chain is walked through to the workload a human manages.
+OWNER_CHAIN_STOPS = {"Deployment", "StatefulSet", "CronJob"}
+
+
+class TargetNotFound(LookupError):
+    pass
+
+
+class ActuationRejected(RuntimeError):
+    """The API server refused the change itself (validation): retrying cannot help."""
+
+
+class ActuationConflict(RuntimeError):
+    """The target changed between reading and writing (a JSON patch `test` failed): read and retry."""
+
+
+@dataclass(frozen=True)
+class Workload:
+    kind: str
+    name: str
+    namespace: str
+    body: dict[str, Any]
+
+    def __str__(self) -> str:
+        return f"{self.kind}/{self.name}"
+
+
+@dataclass(frozen=True)
+class RestoreResult:
+    restored: list[str]
+    conflicts: list[str]
+
+
+def isolation_policy_name(sequestration: str) -> str:
+    return f"sequestra-{sequestration}"[:63].rstrip("-.")
+
+
+class KubernetesActuator:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._objects = client.CustomObjectsApi(api_client)
+        self._core = client.CoreV1Api(api_client)
+        self._api_client = api_client
+
+    # --- reading ----------------------------------------------------------------------------------
+    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        group, version, plural = RESOURCES[kind]
+        try:
+            body = self._objects.get_namespaced_custom_object(group, version, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
+    def resolve(self, namespace: str, target: TargetRef) -> Workload:
+        """The workload a human manages: a Pod or ReplicaSet is walked up its owner references."""
+        kind, name = str(target.kind), target.name
+        if target.kind is WorkloadKind.POD:
+            try:
+                pod = self._core.read_namespaced_pod(name, namespace)
+            except ApiException as exc:
+                if exc.status == 404:
+                    raise TargetNotFound(f"Pod {namespace}/{name} not found") from None
+                raise
+            owner = next((o for o in pod.metadata.owner_references or [] if o.controller), None)
+            if owner is None:
+                raise TargetNotFound(f"Pod {namespace}/{name} has no controlling owner to act on")
+            kind, name = owner.kind, owner.name
+        while True:
+            if kind not in RESOURCES:
+                raise TargetNotFound(f"{kind}/{name} is not a workload Sequestra can act on")
+            body = self.get(kind, namespace, name)
+            if body is None:
+                raise TargetNotFound(f"{kind} {namespace}/{name} not found")
+            owner = next((o for o in body["metadata"].get("ownerReferences", []) if o.get("controller")), None)
+            if kind in OWNER_CHAIN_STOPS or owner is None or owner["kind"] not in RESOURCES:
+                if kind == "ReplicaSet":
+                    raise TargetNotFound(f"ReplicaSet {namespace}/{name} has no Deployment owning it")
+                return Workload(kind, name, namespace, body)
+            kind, name = owner["kind"], owner["name"]
+
+    # --- planning (pure, on what was read) -------------------------------------------------------
+    def plan(self, index: int, action: ActionSpec, workload: Workload, sequestration: str) -> PriorState:
+        changes = plans.plan_changes(action, workload.kind, workload.body, sequestration)
+        created: tuple[CreatedObject, ...] = ()
+        if action.type is ActionType.ISOLATE:
+            plans.pod_labels(workload.kind, workload.body)  # refuse now if there is nothing to select by
+            created = (CreatedObject(api_version="networking.k8s.io/v1", kind="NetworkPolicy",
+                                     name=isolation_policy_name(sequestration)),)
+        return PriorState(action_index=index, action=action.type, target_kind=workload.kind,
+                          target_name=workload.name, changes=tuple(changes), created=created)
+
+    # --- writing ------------------------------------------------------------------------------------
+    def apply(self, prior: PriorState, action: ActionSpec, namespace: str, sequestration: str) -> list[str]:
+        """Make the recorded changes hold; idempotent. Returns paths someone else changed (left alone)."""
+        current = self.get(prior.target_kind, namespace, prior.target_name)
+        if current is None:
+            raise TargetNotFound(f"{prior.target_kind} {namespace}/{prior.target_name} not found")
+        pending: list[FieldChange] = []
+        drifted: list[FieldChange] = []
+        for change in prior.changes:
+            value = plans.get_pointer(current, change.path)
+            if value == change.after:
+                continue  # already applied (a retry, or a resume after a crash)
+            untouched = (value == change.before) if change.existed else not plans.exists(current, change.path)
+            (pending if untouched else drifted).append(change)
+        if pending:
+            self._patch(prior.target_kind, namespace, prior.target_name, plans.apply_patch(pending))
+        for created in prior.created:
+            selector = plans.pod_labels(prior.target_kind, current)
+            self._create_network_policy(
+                plans.isolation_policy(created.name, namespace, selector, action, sequestration)
+            )
+        return [c.path for c in drifted]
+
+    def restore(self, prior: PriorState, namespace: str) -> RestoreResult:
+        """Undo what `prior` records, leaving any field someone else changed since; idempotent."""
+        for created in prior.created:
+            self._delete(created.kind, namespace, created.name)
+        current = self.get(prior.target_kind, namespace, prior.target_name)
+        if current is None:  # the workload was deleted while held: nothing left to restore
+            return RestoreResult(restored=[], conflicts=[])
+        plan = plans.plan_restore(current, list(prior.changes))
+        if plan.ops:
+            self._patch(prior.target_kind, namespace, prior.target_name, plan.ops)
+        return RestoreResult(restored=plan.restored, conflicts=plan.conflicts)
+
+    def _patch(self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
+        group, version, plural = RESOURCES[kind]
+        try:
+            self._objects.patch_namespaced_custom_object(
+                group, version, namespace, plural, name, ops, _content_type=JSON_PATCH,
+                field_manager="sequestra",
+            )
+        except ApiException as exc:
+            if exc.status == 422:
+                # A failed `test` op comes back as 422 with no causes; a value the API server refuses
+                # (e.g. a request above its limit) as 422 with the causes listed.
+                causes = (json.loads(exc.body or "{}").get("details") or {}).get("causes")
+                if causes:
+                    reasons = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}" for c in causes)
+                    raise ActuationRejected(f"the API server refused the change to {kind} {namespace}/{name}: "
+                                            f"{reasons}") from exc
+                raise ActuationConflict(f"{kind} {namespace}/{name} changed while being written") from exc
+            if exc.status == 409:
+                raise ActuationConflict(f"{kind} {namespace}/{name} changed while being written") from exc
+            raise
+
+    def _create_network_policy(self, manifest: dict[str, Any]) -> None:
+        group, version, plural = RESOURCES["NetworkPolicy"]
+        try:
+            self._objects.create_namespaced_custom_object(
+                group, version, manifest["metadata"]["namespace"], plural, manifest, field_manager="sequestra"
+            )
+        except ApiException as exc:
+            if exc.status != 409:  # already there: a retry
+                raise
+
+    def _delete(self, kind: str, namespace: str, name: str) -> None:
+        group, version, plural = RESOURCES[kind]
+        try:
+            self._objects.delete_namespaced_custom_object(group, version, namespace, plural, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise

@@ -1,0 +1,1 @@
+"""kopf handlers: thin glue from events and timers to the pure core and the actuators."""

@@ -1,0 +1,322 @@
+"""Sequestration handlers: carry one from proposal to exact release, level-based and crash-safe.
+
+Crash safety rests on one rule: the prior state of an action is written to the Sequestration's status
+*before* the action touches the target. A restart then finds either no record (nothing was done), or a
+record whose changes are re-asserted idempotently (apply skips fields already holding their value), and
+release restores only from that record, never from memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import structlog
+from kubernetes import client, config
+from kubernetes.client.rest import ApiException
+from pydantic import ValidationError
+
+from sequestra.actuators.kubernetes import (
+    ActuationConflict,
+    ActuationRejected,
+    KubernetesActuator,
+    TargetNotFound,
+    Workload,
+)
+from sequestra.actuators.plans import PlanError
+from sequestra.controller import metrics
+from sequestra.model.conditions import now_iso, set_condition
+from sequestra.model.sequestration import (
+    APPROVED_ANNOTATION,
+    GROUP,
+    PLURAL,
+    VERSION,
+    Phase,
+    PriorState,
+    SequestrationSpec,
+)
+from sequestra.policy import guardrails, lifecycle
+from sequestra.settings import Settings
+
+log = structlog.get_logger("sequestra.sequestration")
+_locks: dict[str, asyncio.Lock] = {}
+
+
+class Context:
+    """What every handler needs, made once at start-up (kopf's memo)."""
+
+    def __init__(self, settings: Settings, api_client: client.ApiClient) -> None:
+        self.settings = settings
+        self.api_client = api_client
+        self.actuator = KubernetesActuator(api_client)
+        self.objects = client.CustomObjectsApi(api_client)
+
+
+def _load_api_client() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+        return client.ApiClient()
+    except config.ConfigException:
+        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+
+
+@kopf.on.startup()
+async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
+    operator_settings = Settings()
+    memo.context = Context(operator_settings, _load_api_client())
+    settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="sequestra.dev")
+    settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="sequestra.dev", key="last-spec")
+    settings.persistence.finalizer = "sequestra.dev/restore-prior-state"
+    settings.posting.level = 20  # INFO: every transition becomes a Kubernetes Event
+    metrics.serve(operator_settings.metrics_port)
+    log.info("operator.started", protected_namespaces=sorted(operator_settings.all_protected_namespaces()))
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL)
+@kopf.on.create(GROUP, VERSION, PLURAL)
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+@kopf.on.update(GROUP, VERSION, PLURAL, field=f"metadata.annotations.{APPROVED_ANNOTATION}")
+async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile(body, memo.context)
+
+
+@kopf.timer(GROUP, VERSION, PLURAL, interval=5.0, initial_delay=5.0,
+            when=lambda status, **_: status.get("phase") in (Phase.ACTIVE, Phase.RELEASING))
+async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """TTL expiry, and re-asserting containment that was undone while held."""
+    await reconcile(body, memo.context)
+
+
+@kopf.on.delete(GROUP, VERSION, PLURAL)
+async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """The finalizer holds deletion until the target is restored."""
+    if body.get("status", {}).get("phase") != Phase.RELEASED:
+        await _locked(body, lambda: _release(body, memo.context, reason="Deleted"))
+    metrics.mark_active(body["metadata"]["uid"], False)
+
+
+async def reconcile(body: kopf.Body, ctx: Context) -> None:
+    await _locked(body, lambda: _reconcile(body, ctx))
+
+
+async def _locked(body: kopf.Body, work: Any) -> None:
+    lock = _locks.setdefault(body["metadata"]["uid"], asyncio.Lock())
+    async with lock:
+        await work()
+
+
+def _status(ctx: Context, body: kopf.Body) -> dict[str, Any]:
+    """The freshest status (the body a handler got may predate our own last write)."""
+    meta = body["metadata"]
+    current: Any = ctx.objects.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
+    return dict(current.get("status") or {})
+
+
+def _write_status(ctx: Context, body: kopf.Body, fragment: dict[str, Any]) -> None:
+    meta = body["metadata"]
+    ctx.objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": fragment},
+        _content_type="application/merge-patch+json",
+    )
+
+
+def _transition(ctx: Context, body: kopf.Body, status: dict[str, Any], phase: Phase, reason: str, message: str,
+                **fields: Any) -> dict[str, Any]:
+    """Write a phase change with its timestamp, condition, Event, log line and metric."""
+    previous = status.get("phase")
+    fragment: dict[str, Any] = {"phase": str(phase), "message": message,
+                                "observedGeneration": body["metadata"].get("generation"), **fields}
+    ready = phase in (Phase.ACTIVE, Phase.RELEASED)
+    fragment["conditions"] = set_condition(list(status.get("conditions") or []), "Ready", ready, reason, message,
+                                           body["metadata"].get("generation"))
+    if previous != phase:
+        fragment["transitions"] = [*status.get("transitions", []),
+                                   {"phase": str(phase), "at": now_iso(), "reason": reason}]
+        metrics.TRANSITIONS.labels(phase=str(phase), reason=reason).inc()
+        (kopf.warn if phase is Phase.FAILED else kopf.info)(body, reason=reason, message=message)
+        log.info("sequestration.transition", sequestration=_name(body), phase=str(phase), previous=previous,
+                 reason=reason, message=message)
+    _write_status(ctx, body, fragment)
+    metrics.mark_active(body["metadata"]["uid"], phase is Phase.ACTIVE)
+    return {**status, **fragment}
+
+
+def _name(body: kopf.Body) -> str:
+    return f"{body['metadata']['namespace']}/{body['metadata']['name']}"
+
+
+def _target_event(workload: Workload, reason: str, message: str, *, warning: bool = False) -> None:
+    target_body: Any = {"apiVersion": workload.body["apiVersion"], "kind": workload.kind,
+                   "metadata": {k: workload.body["metadata"][k] for k in ("name", "namespace", "uid")}}
+    kopf.event(target_body, type="Warning" if warning else "Normal", reason=reason, message=message)
+
+
+async def _reconcile(body: kopf.Body, ctx: Context) -> None:
+    status = await asyncio.to_thread(_status, ctx, body)
+    phase = Phase(status.get("phase") or Phase.PENDING)
+    if phase.is_final:
+        return
+    try:
+        spec = SequestrationSpec.model_validate(dict(body["spec"]))
+    except ValidationError as exc:
+        message = f"invalid spec: {exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc']))}"
+        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "InvalidSpec", message)
+        raise kopf.PermanentError(message) from exc
+    expires_at = _parse_time(status.get("expiresAt"))
+    approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
+    step = lifecycle.next_step(spec, phase, expires_at, datetime.now(UTC), approved=approved)
+    if step is lifecycle.Step.NOTHING:
+        return
+    if step is lifecycle.Step.RELEASE:
+        reason = "ReleaseRequested" if spec.release else "Expired"
+        await _release(body, ctx, reason=reason)
+        return
+    try:
+        workload = await asyncio.to_thread(ctx.actuator.resolve, body["metadata"]["namespace"], spec.target)
+    except TargetNotFound as exc:
+        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "TargetNotFound", str(exc))
+        return
+    summary = {"targetRef": str(workload), "actionSummary": spec.action_summary()}
+    refusal = await asyncio.to_thread(_guardrail_refusal, ctx, body, spec, workload)
+    if refusal is not None:
+        metrics.REFUSALS.labels(reason=refusal.reason).inc()
+        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, refusal.reason,
+                                f"refused: {refusal.message}", **summary)
+        _target_event(workload, refusal.reason, f"Sequestration {_name(body)} refused: {refusal.message}",
+                      warning=True)
+        return
+    if step is lifecycle.Step.DRY_RUN:
+        await asyncio.to_thread(_dry_run, ctx, body, status, spec, workload, summary)
+    elif step is lifecycle.Step.AWAIT_APPROVAL:
+        await asyncio.to_thread(
+            _transition, ctx, body, status, Phase.AWAITING_APPROVAL, "AwaitingApproval",
+            f"waiting for a human: kubectl annotate seq {body['metadata']['name']} {APPROVED_ANNOTATION}=true",
+            **summary)
+    else:
+        await _apply(body, ctx, status, spec, workload, summary)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec,
+                       workload: Workload) -> guardrails.Refusal | None:
+    namespace = body["metadata"]["namespace"]
+    automated = spec.requester == "sequestra"
+    state = guardrails.ClusterState()
+    if automated:
+        listing: Any = ctx.objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        active = listing["items"]
+        held = [s for s in active if (s.get("status") or {}).get("phase") == Phase.ACTIVE
+                and s["metadata"]["uid"] != body["metadata"]["uid"]]
+        state = guardrails.ClusterState(
+            active_total=len(held),
+            active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
+        )
+    limits = guardrails.Limits(
+        protected_namespaces=ctx.settings.all_protected_namespaces(),
+        max_active=ctx.settings.max_active,
+        max_active_per_namespace=ctx.settings.max_active_per_namespace,
+    )
+    labels = workload.body["metadata"].get("labels") or {}
+    return guardrails.check(namespace, str(workload), labels, limits, state, automated=automated)
+
+
+def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
+             summary: dict[str, str]) -> None:
+    planned = []
+    for index, action in enumerate(spec.actions):
+        prior = ctx.actuator.plan(index, action, workload, body["metadata"]["name"])
+        planned.append(prior.model_dump(mode="json", by_alias=True))
+    would = "; ".join(
+        f"{p['action']}: " + (", ".join(f"{c['path']} {c['before']!r} -> {c['after']!r}" for c in p["changes"])
+                              or ", ".join(f"create {o['kind']} {o['name']}" for o in p["created"]) or "no change")
+        for p in planned
+    )
+    _transition(ctx, body, status, Phase.PENDING, "DryRun", f"dry-run, nothing changed; would {would}",
+                plannedActions=planned, **summary)
+
+
+async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                 workload: Workload, summary: dict[str, str]) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
+    drifted: list[str] = []
+    for index, action in enumerate(spec.actions):
+        if index >= len(recorded):
+            try:
+                prior = ctx.actuator.plan(index, action, workload, name)
+            except PlanError as exc:
+                await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "ActionNotApplicable",
+                                        str(exc), **summary)
+                return
+            recorded.append(prior)
+            # Written before the target is touched: a crash after this line leaves a record to restore from.
+            await asyncio.to_thread(_write_status, ctx, body, {
+                "priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})
+        with metrics.ACTUATOR_SECONDS.labels(action=str(action.type), operation="apply").time():
+            try:
+                drifted += await asyncio.to_thread(ctx.actuator.apply, recorded[index], action, namespace, name)
+            except ActuationConflict as exc:
+                raise kopf.TemporaryError(str(exc), delay=1) from exc
+            except ActuationRejected as exc:
+                metrics.ACTUATOR_ERRORS.labels(action=str(action.type), operation="apply").inc()
+                await _release(body, ctx, reason="ActionRejected", message=str(exc), final_phase=Phase.FAILED)
+                return
+            except ApiException as exc:
+                metrics.ACTUATOR_ERRORS.labels(action=str(action.type), operation="apply").inc()
+                raise kopf.TemporaryError(f"applying {action.type} to {workload} failed: {exc.reason}",
+                                          delay=5) from exc
+    phase = Phase(status.get("phase") or Phase.PENDING)
+    if phase is Phase.ACTIVE and not drifted:
+        return
+    activated = datetime.now(UTC)
+    expires_at = lifecycle.expiry(spec, activated)
+    fields: dict[str, Any] = dict(summary)
+    if expires_at is not None and not status.get("expiresAt"):
+        fields["expiresAt"] = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    if drifted:
+        fields["conditions"] = set_condition(list(status.get("conditions") or []), "Drifted", True, "FieldChanged",
+                                             f"changed by someone else while held, left as is: {', '.join(drifted)}")
+        status = {**status, "conditions": fields["conditions"]}
+    message = f"{spec.action_summary()} applied to {workload}"
+    status = await asyncio.to_thread(_transition, ctx, body, status, Phase.ACTIVE, "Applied", message, **fields)
+    if phase is not Phase.ACTIVE:
+        _target_event(workload, "Sequestered", f"{message} by Sequestration {name}: {spec.reason or 'no reason'}")
+
+
+async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str = "",
+                   final_phase: Phase = Phase.RELEASED) -> None:
+    """Restore every recorded prior state in reverse order; also undoes a partial apply that failed."""
+    status = await asyncio.to_thread(_status, ctx, body)
+    if Phase(status.get("phase") or Phase.PENDING) is Phase.RELEASED:
+        return
+    recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
+    if recorded and status.get("phase") != Phase.RELEASING:
+        status = await asyncio.to_thread(_transition, ctx, body, status, Phase.RELEASING, reason,
+                                         "restoring the prior state")
+    namespace = body["metadata"]["namespace"]
+    conflicts: list[str] = []
+    for prior in reversed(recorded):
+        with metrics.ACTUATOR_SECONDS.labels(action=str(prior.action), operation="restore").time():
+            try:
+                result = await asyncio.to_thread(ctx.actuator.restore, prior, namespace)
+            except ActuationConflict as exc:
+                raise kopf.TemporaryError(str(exc), delay=1) from exc
+            except ApiException as exc:
+                metrics.ACTUATOR_ERRORS.labels(action=str(prior.action), operation="restore").inc()
+                raise kopf.TemporaryError(f"restoring {prior.action} failed: {exc.reason}", delay=5) from exc
+        conflicts += [f"{prior.target_kind}/{prior.target_name}{path}" for path in result.conflicts]
+    fields: dict[str, Any] = {}
+    if conflicts:
+        fields["conditions"] = set_condition(
+            list(status.get("conditions") or []), "RestoreConflict", True, "ChangedWhileHeld",
+            f"left as someone else set them while held: {', '.join(conflicts)}")
+        status = {**status, "conditions": fields["conditions"]}
+    outcome = "prior state restored" + (f"; {len(conflicts)} field(s) left as changed by others" if conflicts else "")
+    await asyncio.to_thread(_transition, ctx, body, status, final_phase, reason,
+                            f"{message}; {outcome}" if message else outcome, **fields)

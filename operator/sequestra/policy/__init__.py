@@ -1,0 +1,1 @@
+"""Pure decisions: what Sequestra may do. Every guardrail lives here."""

@@ -1,0 +1,43 @@
+"""Install the project's CRDs (the files in crds/, the one source of truth) into a cluster."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+from sequestra.sandbox.errors import SandboxError
+
+REPO_CRDS = Path(__file__).resolve().parents[3] / "crds"
+
+
+def install(api_client: client.ApiClient, directory: Path = REPO_CRDS, timeout_s: float = 30.0) -> list[str]:
+    """Create or update every CRD in `directory` and wait until each is Established."""
+    if not directory.is_dir():
+        raise SandboxError(f"no CRD directory at {directory}: run from a checkout of the project")
+    api = client.ApiextensionsV1Api(api_client)
+    names = []
+    for path in sorted(directory.glob("*.yaml")):
+        manifest: Any = yaml.safe_load(path.read_text())
+        name = manifest["metadata"]["name"]
+        try:
+            api.create_custom_resource_definition(manifest)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            current = api.read_custom_resource_definition(name)
+            manifest["metadata"]["resourceVersion"] = current.metadata.resource_version
+            api.replace_custom_resource_definition(name, manifest)
+        names.append(name)
+    deadline = time.monotonic() + timeout_s
+    for name in names:
+        while not any(c.type == "Established" and c.status == "True"
+                      for c in api.read_custom_resource_definition(name).status.conditions or []):
+            if time.monotonic() > deadline:
+                raise SandboxError(f"CRD {name} not Established after {timeout_s:.0f} s")
+            time.sleep(0.2)
+    return names

@@ -1,0 +1,30 @@
+"""Operator settings from the environment (prefix SEQUESTRA_), validated once at start-up."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="SEQUESTRA_", extra="ignore")
+
+    operator_namespace: str = "sequestra-system"
+    # Comma-separated in the environment: SEQUESTRA_PROTECTED_NAMESPACES=kube-system,payments
+    protected_namespaces: Annotated[tuple[str, ...], NoDecode] = ("kube-system", "kube-public", "kube-node-lease")
+    metrics_port: int = Field(default=19102, ge=0, le=65535)
+    reconcile_interval_s: float = Field(default=5.0, gt=0)
+    max_active: int = Field(default=50, ge=0)
+    max_active_per_namespace: int = Field(default=10, ge=0)
+    log_level: str = "INFO"
+
+    @field_validator("protected_namespaces", mode="before")
+    @classmethod
+    def _comma_separated(cls, value: object) -> object:
+        return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+    def all_protected_namespaces(self) -> frozenset[str]:
+        """The operator's own namespace is always protected, whatever the setting says."""
+        return frozenset(self.protected_namespaces) | {self.operator_namespace}

@@ -1,0 +1,83 @@
+"""Running the real operator (kopf underneath) in-process against the sandbox, and reading what it did."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Iterator
+from typing import Any
+
+from kopf.testing import KopfRunner
+from kubernetes import client
+
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.sandbox.paths import SandboxPaths
+from tests.support import eventually
+
+PROTECTED_TEST_NAMESPACE = "protected-by-policy"
+
+
+@contextlib.contextmanager
+def running_operator(sandbox: SandboxPaths, **env: str) -> Iterator[KopfRunner]:
+    settings = {"KUBECONFIG": str(sandbox.kubeconfig), "SEQUESTRA_METRICS_PORT": "0",
+                "SEQUESTRA_PROTECTED_NAMESPACES": f"kube-system,{PROTECTED_TEST_NAMESPACE}", **env}
+    saved = {k: os.environ.get(k) for k in settings}
+    os.environ.update(settings)
+    try:
+        with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "sequestra.controller.sequestrations"],
+                        timeout=60) as runner:
+            yield runner
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+    assert runner.exception is None, runner.exception
+    assert runner.exit_code == 0, runner.output[-3000:]
+
+
+def sequestration(name: str, kind: str, target: str, *actions: dict[str, Any], **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration", "metadata": {"name": name},
+            "spec": {"target": {"kind": kind, "name": target}, "actions": list(actions),
+                     "reason": "test", "requester": "pytest", **spec}}
+
+
+class Sequestrations:
+    def __init__(self, api_client: client.ApiClient, namespace: str) -> None:
+        self.api = client.CustomObjectsApi(api_client)
+        self.namespace = namespace
+
+    def create(self, body: dict[str, Any]) -> None:
+        self.api.create_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, body)
+
+    def get(self, name: str) -> dict[str, Any]:
+        body: Any = self.api.get_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+        return dict(body)
+
+    def patch_spec(self, name: str, spec: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name, {"spec": spec},
+                                                _content_type="application/merge-patch+json")
+
+    def patch_status(self, name: str, status: dict[str, Any]) -> None:
+        self.api.patch_namespaced_custom_object_status(GROUP, VERSION, self.namespace, PLURAL, name,
+                                                       {"status": status},
+                                                       _content_type="application/merge-patch+json")
+
+    def delete(self, name: str) -> None:
+        self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
+
+    def wait_phase(self, name: str, phase: str, timeout_s: float = 30) -> dict[str, Any]:
+        def reached() -> dict[str, Any] | None:
+            body = self.get(name)
+            return body if body.get("status", {}).get("phase") == phase else None
+
+        try:
+            return eventually(reached, timeout_s=timeout_s, what=f"{name} in phase {phase}")
+        except AssertionError as exc:
+            raise AssertionError(f"{exc}; status now: {self.get(name).get('status')}") from None
+
+
+def events_for(api_client: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str, str]]:
+    events = client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
+    return [(e.type, e.reason, e.message) for e in events.items]

@@ -1,0 +1,248 @@
+"""A Sequestration from creation to exact release, with the real operator against the real API server."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from kopf.testing import KopfRunner
+from kubernetes import client
+
+from sequestra.sandbox.paths import SandboxPaths
+from tests.integration import workloads
+from tests.integration.operator_support import (
+    PROTECTED_TEST_NAMESPACE,
+    Sequestrations,
+    events_for,
+    running_operator,
+    sequestration,
+)
+from tests.support import eventually
+
+# Fields the API server or controllers move on their own; everything else must come back exactly.
+VOLATILE_METADATA = {"resourceVersion", "generation", "managedFields", "uid", "creationTimestamp"}
+VOLATILE_ANNOTATIONS = {"deployment.kubernetes.io/revision"}
+
+
+def _comparable(obj: dict[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(obj)
+    result.pop("status", None)
+    metadata = result["metadata"]
+    for key in VOLATILE_METADATA:
+        metadata.pop(key, None)
+    annotations = {k: v for k, v in metadata.get("annotations", {}).items() if k not in VOLATILE_ANNOTATIONS}
+    if annotations:
+        metadata["annotations"] = annotations
+    else:
+        metadata.pop("annotations", None)
+    return result
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: SandboxPaths, crds_installed: list[str]) -> Iterator[KopfRunner]:
+    with running_operator(sandbox) as runner:
+        yield runner
+
+
+@pytest.fixture()
+def seqs(api_client: client.ApiClient, namespace: str) -> Sequestrations:
+    return Sequestrations(api_client, namespace)
+
+
+@pytest.mark.parametrize(("kind", "manifest", "action"), [
+    ("Deployment", workloads.deployment("web", 3), {"type": "scale", "replicas": 0}),
+    ("Deployment", workloads.deployment("web", 2, limits={"cpu": "2", "memory": "1Gi"}, requests={"cpu": "1"}),
+     {"type": "throttle", "cpu": "200m", "memory": "256Mi"}),
+    ("Deployment", workloads.deployment("web", 1), {"type": "label"}),
+    ("CronJob", workloads.cronjob("nightly"), {"type": "suspend"}),
+], ids=["scale", "throttle", "label", "suspend"])
+def test_action_applies_and_release_restores_the_target_exactly(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+    kind: str, manifest: dict[str, Any], action: dict[str, Any],
+) -> None:
+    name = manifest["metadata"]["name"]
+    workloads.create(api_client, namespace, manifest)
+    before = eventually(lambda: workloads.read(api_client, namespace, kind, name), what="the workload")
+
+    seqs.create(sequestration("hold", kind, name, action))
+    active = seqs.wait_phase("hold", "Active")
+
+    held = workloads.read(api_client, namespace, kind, name)
+    assert _comparable(held) != _comparable(before), "the action changed the target"
+    assert active["status"]["priorState"][0]["changes"], "what changed is recorded"
+    assert active["status"]["targetRef"] == f"{kind}/{name}"
+
+    seqs.patch_spec("hold", {"release": True})
+    released = seqs.wait_phase("hold", "Released")
+
+    assert _comparable(workloads.read(api_client, namespace, kind, name)) == _comparable(before)
+    assert [t["phase"] for t in released["status"]["transitions"]] == ["Active", "Releasing", "Released"]
+    reasons = {reason for _, reason, _ in events_for(api_client, namespace, "hold")}
+    assert {"Applied", "ReleaseRequested"} <= reasons
+    assert "Sequestered" in {reason for _, reason, _ in events_for(api_client, namespace, name)}
+
+
+def test_isolate_creates_a_network_policy_for_the_pods_and_release_deletes_it(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 1))
+    networking = client.NetworkingV1Api(api_client)
+    seqs.create(sequestration("cut-off", "Deployment", "web",
+                              {"type": "isolate", "allowEgressTo": ["10.20.0.0/16"]}))
+    seqs.wait_phase("cut-off", "Active")
+
+    policy = networking.read_namespaced_network_policy("sequestra-cut-off", namespace)
+    assert policy.spec.pod_selector.match_labels == {"app": "web"}
+    assert sorted(policy.spec.policy_types) == ["Egress", "Ingress"]
+    assert policy.spec.ingress is None or policy.spec.ingress == []
+    egress_cidrs = [peer.ip_block.cidr for rule in policy.spec.egress for peer in (rule.to or [])]
+    assert egress_cidrs == ["10.20.0.0/16"]
+    assert {p.port for rule in policy.spec.egress for p in (rule.ports or [])} == {53}
+
+    seqs.patch_spec("cut-off", {"release": True})
+    seqs.wait_phase("cut-off", "Released")
+    assert networking.list_namespaced_network_policy(namespace).items == []
+
+
+def test_a_pod_target_is_resolved_to_the_deployment_that_owns_it(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 2))
+    core = client.CoreV1Api(api_client)
+    pod = eventually(lambda: core.list_namespaced_pod(namespace, label_selector="app=web").items,
+                     what="a pod of web")[0].metadata.name
+    seqs.create(sequestration("by-pod", "Pod", pod, {"type": "scale", "replicas": 0}))
+    active = seqs.wait_phase("by-pod", "Active")
+    assert active["status"]["targetRef"] == "Deployment/web"
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 0
+
+
+def test_a_change_made_by_someone_else_while_held_is_not_clobbered_on_release(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 4))
+    seqs.create(sequestration("hold", "Deployment", "web", {"type": "scale", "replicas": 0}, {"type": "label"}))
+    seqs.wait_phase("hold", "Active")
+    client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 2}})
+
+    seqs.patch_spec("hold", {"release": True})
+    released = seqs.wait_phase("hold", "Released")
+
+    deployment = workloads.read(api_client, namespace, "Deployment", "web")
+    assert deployment["spec"]["replicas"] == 2, "the human's change stands"
+    assert "sequestra.dev/sequestered" not in deployment["metadata"].get("labels", {}), "our own mark is undone"
+    conflict = next(c for c in released["status"]["conditions"] if c["type"] == "RestoreConflict")
+    assert "/spec/replicas" in conflict["message"]
+
+
+def test_deleting_the_sequestration_restores_the_target_first(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
+    seqs.create(sequestration("hold", "Deployment", "web", {"type": "scale", "replicas": 0}))
+    seqs.wait_phase("hold", "Active")
+
+    seqs.delete("hold")
+
+    def gone() -> bool:
+        try:
+            seqs.get("hold")
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    eventually(gone, what="the Sequestration deleted after its finalizer ran")
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
+
+
+def test_ttl_expiry_releases_the_workload(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
+    seqs.create(sequestration("brief", "Deployment", "web", {"type": "scale", "replicas": 1}, ttl="3s"))
+    active = seqs.wait_phase("brief", "Active")
+    assert active["status"]["expiresAt"]
+
+    released = seqs.wait_phase("brief", "Released", timeout_s=30)
+    assert released["status"]["transitions"][-1]["reason"] == "Expired"
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
+
+
+def test_dry_run_records_what_it_would_do_and_changes_nothing(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
+    before = workloads.read(api_client, namespace, "Deployment", "web")
+    seqs.create(sequestration("rehearsal", "Deployment", "web", {"type": "scale", "replicas": 0}, mode="dry-run"))
+
+    def planned() -> dict[str, Any] | None:
+        body = seqs.get("rehearsal")
+        return body if body.get("status", {}).get("plannedActions") else None
+
+    body = eventually(planned, what="the planned actions recorded")
+    assert body["status"]["phase"] == "Pending"
+    assert "/spec/replicas 3 -> 0" in body["status"]["message"]
+    assert "priorState" not in body["status"]
+    assert _comparable(workloads.read(api_client, namespace, "Deployment", "web")) == _comparable(before)
+
+
+def test_approval_mode_waits_for_a_human_then_applies(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
+    seqs.create(sequestration("ask-first", "Deployment", "web", {"type": "scale", "replicas": 0}, mode="approval"))
+    waiting = seqs.wait_phase("ask-first", "AwaitingApproval")
+    assert "sequestra.dev/approved=true" in waiting["status"]["message"]
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
+
+    seqs.patch_spec("ask-first", {"approved": True})
+    seqs.wait_phase("ask-first", "Active")
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 0
+
+
+def test_a_workload_labelled_protected_is_refused_with_a_reason_and_an_event(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace,
+                     workloads.deployment("payments", 3, labels={"sequestra.dev/protected": "true"}))
+    seqs.create(sequestration("nope", "Deployment", "payments", {"type": "scale", "replicas": 0}))
+    failed = seqs.wait_phase("nope", "Failed")
+
+    ready = next(c for c in failed["status"]["conditions"] if c["type"] == "Ready")
+    assert (ready["status"], ready["reason"]) == ("False", "ProtectedWorkload")
+    assert workloads.read(api_client, namespace, "Deployment", "payments")["spec"]["replicas"] == 3
+    assert ("Warning", "ProtectedWorkload") in {(t, r) for t, r, _ in events_for(api_client, namespace, "nope")}
+
+
+def test_a_protected_namespace_is_refused(operator: KopfRunner, api_client: client.ApiClient) -> None:
+    core = client.CoreV1Api(api_client)
+    try:
+        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=PROTECTED_TEST_NAMESPACE)))
+    except client.ApiException as exc:
+        if exc.status != 409:
+            raise
+    eventually(lambda: core.list_namespaced_service_account(PROTECTED_TEST_NAMESPACE).items, what="namespace ready")
+    seqs = Sequestrations(api_client, PROTECTED_TEST_NAMESPACE)
+    name = f"web-{id(seqs) % 10000}"
+    workloads.create(api_client, PROTECTED_TEST_NAMESPACE, workloads.deployment(name, 2))
+    seqs.create(sequestration(name, "Deployment", name, {"type": "scale", "replicas": 0}))
+    failed = seqs.wait_phase(name, "Failed")
+    assert "ProtectedNamespace" in {c["reason"] for c in failed["status"]["conditions"]}
+    assert workloads.read(api_client, PROTECTED_TEST_NAMESPACE, "Deployment", name)["spec"]["replicas"] == 2
+
+
+def test_an_action_that_does_not_fit_the_target_fails_with_a_reason(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
+    seqs.create(sequestration("odd", "Deployment", "web", {"type": "suspend"}))
+    failed = seqs.wait_phase("odd", "Failed")
+    assert "suspend does not apply to a Deployment" in failed["status"]["message"]
+
+
+def test_a_missing_target_fails_with_a_reason(operator: KopfRunner, seqs: Sequestrations) -> None:
+    seqs.create(sequestration("ghost", "Deployment", "does-not-exist", {"type": "scale", "replicas": 0}))
+    failed = seqs.wait_phase("ghost", "Failed")
+    assert "not found" in failed["status"]["message"]

@@ -1,0 +1,61 @@
+"""Workload manifests for tests: small, valid, and rich enough that an exact restore means something."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+
+from sequestra.sandbox.workload_metrics import BASELINE_CPU_ANNOTATION
+
+
+def deployment(name: str, replicas: int, *, cpu_limit: str | None = None, labels: dict[str, str] | None = None,
+               requests: dict[str, str] | None = None, limits: dict[str, str] | None = None) -> dict[str, Any]:
+    """A Deployment whose pods the kubelet stand-in reports at 0.2 cores until a test says otherwise."""
+    pod_labels = {"app": name}
+    resources: dict[str, Any] = {}
+    if cpu_limit or limits:
+        resources["limits"] = {**({"cpu": cpu_limit} if cpu_limit else {}), **(limits or {})}
+    if requests:
+        resources["requests"] = requests
+    return {
+        "apiVersion": "apps/v1", "kind": "Deployment",
+        "metadata": {"name": name, "labels": {**pod_labels, **(labels or {})}},
+        "spec": {
+            "replicas": replicas,
+            "selector": {"matchLabels": pod_labels},
+            "template": {
+                "metadata": {"labels": pod_labels, "annotations": {BASELINE_CPU_ANNOTATION: "0.2"}},
+                "spec": {"containers": [
+                    {"name": "main", "image": "example/app:1", "resources": resources},
+                    {"name": "sidecar", "image": "example/proxy:1"},
+                ]},
+            },
+        },
+    }
+
+
+def cronjob(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
+        "spec": {"schedule": "*/5 * * * *", "jobTemplate": {"spec": {"template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "example/batch:1"}]},
+        }}}},
+    }
+
+
+def create(api_client: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> dict[str, Any]:
+    group, version = manifest["apiVersion"].split("/")
+    plural = manifest["kind"].lower() + "s"
+    created: Any = client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        group, version, namespace, plural, manifest)
+    return dict(created)
+
+
+def read(api_client: client.ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    group, version = {"Deployment": ("apps", "v1"), "CronJob": ("batch", "v1"), "Job": ("batch", "v1"),
+                      "StatefulSet": ("apps", "v1")}[kind]
+    body: Any = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        group, version, namespace, kind.lower() + "s", name)
+    return dict(body)
