@@ -16,8 +16,13 @@ class Settings(BaseSettings):
     protected_namespaces: Annotated[tuple[str, ...], NoDecode] = ("kube-system", "kube-public", "kube-node-lease")
     metrics_port: int = Field(default=19102, ge=0, le=65535)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
+    # Guardrails on automated sequestrations (a human's manual one is bound only by protection).
     max_active: int = Field(default=50, ge=0)
     max_active_per_namespace: int = Field(default=10, ge=0)
+    max_namespace_share_percent: int = Field(default=50, ge=0, le=100)
+    max_actions_per_hour: int = Field(default=60, ge=0)
+    circuit_breaker_max_anomalous: int = Field(default=20, ge=1)
+    circuit_breaker_window_s: float = Field(default=300, gt=0)
     log_level: str = "INFO"
 
     @field_validator("protected_namespaces", mode="before")

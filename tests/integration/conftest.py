@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION
 from sequestra.sandbox import lifecycle
 from sequestra.sandbox.paths import SandboxPaths
 from tests.support import eventually
@@ -42,4 +43,16 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
     eventually(lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
                what=f"the default ServiceAccount in {name}")
     yield name
+    # Sequestrations carry the operator's finalizer; with no operator running after the test they would
+    # keep the namespace terminating and leak into the next test's counts. Drop them first.
+    objects = client.CustomObjectsApi(api_client)
+    try:
+        leftovers = objects.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]
+    except client.ApiException:
+        leftovers = []  # the CRDs are not installed in this session
+    for item in leftovers:
+        objects.patch_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"],
+                                               {"metadata": {"finalizers": None}},
+                                               _content_type="application/merge-patch+json")
+        objects.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
     core.delete_namespace(name)

@@ -65,7 +65,8 @@ def test_label_marks_the_workload_and_names_the_sequestration() -> None:
     marked = copy.deepcopy(_deployment(labels={"a": "b"}))
     plans.apply_changes(marked, changes)
     assert marked["metadata"]["labels"] == {"a": "b", "sequestra.dev/sequestered": "true"}
-    assert marked["metadata"]["annotations"] == {"sequestra.dev/sequestration": "q1"}
+    assert marked["metadata"]["annotations"] == {"sequestra.dev/sequestration": "q1",
+                                                 "kustomize.toolkit.fluxcd.io/reconcile": "disabled"}
 
 
 def test_restore_leaves_a_field_someone_else_changed_and_reports_it() -> None:

@@ -114,6 +114,15 @@ class KubernetesActuator:
                 return Workload(kind, name, namespace, body)
             kind, name = owner["kind"], owner["name"]
 
+    def count_workloads(self, namespace: str) -> int:
+        """Workloads a human manages in the namespace (owned Jobs and ReplicaSets are not counted)."""
+        total = 0
+        for kind in ("Deployment", "StatefulSet", "Job", "CronJob"):
+            group, version, plural = RESOURCES[kind]
+            listing: Any = self._objects.list_namespaced_custom_object(group, version, namespace, plural)
+            total += sum(1 for item in listing["items"] if not item["metadata"].get("ownerReferences"))
+        return total
+
     # --- planning (pure, on what was read) -------------------------------------------------------
     def plan(self, index: int, action: ActionSpec, workload: Workload, sequestration: str) -> PriorState:
         changes = plans.plan_changes(action, workload.kind, workload.body, sequestration)

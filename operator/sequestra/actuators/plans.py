@@ -14,6 +14,7 @@ from typing import Any
 
 from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import (
+    FLUX_RECONCILE_ANNOTATION,
     SEQUESTERED_LABEL,
     SEQUESTRATION_ANNOTATION,
     ActionSpec,
@@ -111,6 +112,7 @@ def plan_changes(action: ActionSpec, kind: str, obj: dict[str, Any], sequestrati
     elif action.type is ActionType.LABEL:
         wanted.append((f"/metadata/labels/{escape(SEQUESTERED_LABEL)}", "true"))
         wanted.append((f"/metadata/annotations/{escape(SEQUESTRATION_ANNOTATION)}", sequestration))
+        wanted.append((f"/metadata/annotations/{escape(FLUX_RECONCILE_ANNOTATION)}", "disabled"))
     changes: list[FieldChange] = []
     scratch = copy.deepcopy(obj)
     for path, after in wanted:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import kopf
@@ -42,6 +42,7 @@ from sequestra.policy import guardrails, lifecycle
 from sequestra.settings import Settings
 
 log = structlog.get_logger("sequestra.sequestration")
+AUTOMATED_REQUESTER = "sequestra"  # spec.requester of the sequestrations the operator itself creates
 _locks: dict[str, asyncio.Lock] = {}
 
 
@@ -183,6 +184,8 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     refusal = await asyncio.to_thread(_guardrail_refusal, ctx, body, spec, workload)
     if refusal is not None:
         metrics.REFUSALS.labels(reason=refusal.reason).inc()
+        if refusal.reason == "CircuitBreakerOpen":
+            log.warning("circuit_breaker.open", sequestration=_name(body), message=refusal.message)
         await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, refusal.reason,
                                 f"refused: {refusal.message}", **summary)
         _target_event(workload, refusal.reason, f"Sequestration {_name(body)} refused: {refusal.message}",
@@ -206,30 +209,50 @@ def _parse_time(value: str | None) -> datetime | None:
 def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec,
                        workload: Workload) -> guardrails.Refusal | None:
     namespace = body["metadata"]["namespace"]
-    automated = spec.requester == "sequestra"
-    state = guardrails.ClusterState()
-    if automated:
-        listing: Any = ctx.objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
-        active = listing["items"]
-        held = [s for s in active if (s.get("status") or {}).get("phase") == Phase.ACTIVE
-                and s["metadata"]["uid"] != body["metadata"]["uid"]]
-        state = guardrails.ClusterState(
-            active_total=len(held),
-            active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
-        )
+    automated = spec.requester == AUTOMATED_REQUESTER
     limits = guardrails.Limits(
         protected_namespaces=ctx.settings.all_protected_namespaces(),
         max_active=ctx.settings.max_active,
         max_active_per_namespace=ctx.settings.max_active_per_namespace,
+        max_namespace_share_percent=ctx.settings.max_namespace_share_percent,
+        max_actions_per_hour=ctx.settings.max_actions_per_hour,
+        circuit_breaker_max_anomalous=ctx.settings.circuit_breaker_max_anomalous,
     )
     labels = workload.body["metadata"].get("labels") or {}
+    state = _cluster_state(ctx, body) if automated else guardrails.ClusterState()
     return guardrails.check(namespace, str(workload), labels, limits, state, automated=automated)
+
+
+def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
+    """Counts of the operator's own sequestrations, besides this one, for the caps and the breaker."""
+    namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
+    listing: Any = ctx.objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+    others = [s for s in listing["items"]
+              if s["metadata"]["uid"] != uid and (s.get("spec") or {}).get("requester") == AUTOMATED_REQUESTER]
+    held = [s for s in others if (s.get("status") or {}).get("phase") == Phase.ACTIVE]
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    acted_recently = [s for s in others if any(
+        t["phase"] == Phase.ACTIVE and t["at"] >= hour_ago for t in (s.get("status") or {}).get("transitions", []))]
+    # Until the scoring loop reports its own count, each automated request opened within the breaker's
+    # window stands for one workload that looked bad: a burst of them means a shared cause (a bad deploy
+    # of a common library, a broken node pool), which containing workloads one by one would not fix.
+    window_start = (datetime.now(UTC) - timedelta(seconds=ctx.settings.circuit_breaker_window_s)).strftime(
+        "%Y-%m-%dT%H:%M:%SZ")
+    open_requests = [s for s in others if s["metadata"]["creationTimestamp"] >= window_start
+                     and not Phase((s.get("status") or {}).get("phase") or "Pending").is_final]
+    return guardrails.ClusterState(
+        active_total=len(held),
+        active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
+        workloads_in_namespace=ctx.actuator.count_workloads(namespace),
+        actions_last_hour=len(acted_recently),
+        anomalous_workloads=len(open_requests) + 1,
+    )
 
 
 def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
              summary: dict[str, str]) -> None:
     planned = []
-    for index, action in enumerate(spec.actions):
+    for index, action in enumerate(spec.effective_actions()):
         prior = ctx.actuator.plan(index, action, workload, body["metadata"]["name"])
         planned.append(prior.model_dump(mode="json", by_alias=True))
     would = "; ".join(
@@ -246,7 +269,7 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
     drifted: list[str] = []
-    for index, action in enumerate(spec.actions):
+    for index, action in enumerate(spec.effective_actions()):
         if index >= len(recorded):
             try:
                 prior = ctx.actuator.plan(index, action, workload, name)

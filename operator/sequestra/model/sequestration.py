@@ -22,6 +22,10 @@ SEQUESTERED_LABEL = "sequestra.dev/sequestered"
 SEQUESTRATION_ANNOTATION = "sequestra.dev/sequestration"
 PROTECTED_LABEL = "sequestra.dev/protected"
 APPROVED_ANNOTATION = "sequestra.dev/approved"
+# Flux skips reconciling an object with this annotation, so it does not revert a held workload. Argo CD
+# has no per-object switch; its Applications ignore our fields with
+# `ignoreDifferences: [{group: apps, kind: Deployment, managedFieldsManagers: [sequestra]}]` (see README).
+FLUX_RECONCILE_ANNOTATION = "kustomize.toolkit.fluxcd.io/reconcile"
 
 
 class CamelModel(BaseModel):
@@ -117,6 +121,13 @@ class SequestrationSpec(CamelModel):
 
     def action_summary(self) -> str:
         return ", ".join(a.describe() for a in self.actions)
+
+    def effective_actions(self) -> tuple[ActionSpec, ...]:
+        """The requested actions plus the sequestered mark, always last: it tells humans and GitOps
+        controllers that the workload is held, and goes away on release like every other change."""
+        if any(a.type is ActionType.LABEL for a in self.actions):
+            return self.actions
+        return (*self.actions, ActionSpec(type=ActionType.LABEL))
 
 
 class FieldChange(CamelModel):

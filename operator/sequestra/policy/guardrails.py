@@ -63,8 +63,10 @@ def check(
     if state.active_in_namespace >= limits.max_active_per_namespace:
         return Refusal("NamespaceCapReached", f"{state.active_in_namespace} sequestrations active in {namespace} "
                        f"(cap {limits.max_active_per_namespace})")
+    # The share cap bounds how much of a namespace goes dark at once; it never blocks the first hold,
+    # or a namespace with one workload could never be contained.
     share = 100 * (state.active_in_namespace + 1) / max(1, state.workloads_in_namespace)
-    if share > limits.max_namespace_share_percent:
+    if state.active_in_namespace and share > limits.max_namespace_share_percent:
         return Refusal("NamespaceShareExceeded", f"holding {target} would hold {share:.0f}% of {namespace}'s "
                        f"workloads (cap {limits.max_namespace_share_percent}%)")
     if state.actions_last_hour >= limits.max_actions_per_hour:

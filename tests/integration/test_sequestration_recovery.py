@@ -1,0 +1,209 @@
+"""Crash safety and automation guardrails, each with an operator started for the test.
+
+A crash can stop the operator at any line. What it leaves behind is one of a few states on the API
+server; each test below builds one of them exactly as the operator writes it, starts a fresh operator,
+and checks that it converges with no action lost or doubled. One test kills a real operator process.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+from kubernetes import client
+
+from sequestra.model.sequestration import GROUP, VERSION
+from sequestra.sandbox.paths import SandboxPaths
+from tests.integration import workloads
+from tests.integration.operator_support import Sequestrations, events_for, running_operator, sequestration
+from tests.support import eventually
+
+SCALE_TO_ZERO = {"type": "scale", "replicas": 0}
+
+
+def _prior(index: int, action: str, path: str, before: Any, after: Any) -> dict[str, Any]:
+    return {"actionIndex": index, "action": action, "targetKind": "Deployment", "targetName": "web",
+            "changes": [{"path": path, "before": before, "existed": True, "after": after}], "created": []}
+
+
+
+def _replicas(api_client: client.ApiClient, namespace: str) -> int:
+    return int(workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"])
+
+
+def test_crash_after_recording_prior_state_before_mutating_converges(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 5))
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
+    seqs.patch_status("hold", {"phase": "Pending", "targetRef": "Deployment/web",
+                               "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)]})
+
+    with running_operator(sandbox):
+        active = seqs.wait_phase("hold", "Active")
+        assert _replicas(api_client, namespace) == 0
+        scale = active["status"]["priorState"][0]["changes"][0]
+        assert (scale["before"], scale["after"]) == (5, 0), "the record made before the crash is kept"
+        seqs.patch_spec("hold", {"release": True})
+        seqs.wait_phase("hold", "Released")
+    assert _replicas(api_client, namespace) == 5
+
+
+def test_crash_after_mutating_before_the_status_update_does_not_act_twice(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 5))
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
+    seqs.patch_status("hold", {"phase": "Pending", "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)]})
+    client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 0}})
+
+    with running_operator(sandbox):
+        active = seqs.wait_phase("hold", "Active")
+        changes = active["status"]["priorState"][0]["changes"]
+        assert changes == [{"path": "/spec/replicas", "before": 5, "existed": True, "after": 0}], \
+            "not planned again from the already-changed object (which would record 0 -> 0)"
+        assert "Drifted" not in {c["type"] for c in active["status"]["conditions"]}
+        seqs.patch_spec("hold", {"release": True})
+        seqs.wait_phase("hold", "Released")
+    assert _replicas(api_client, namespace) == 5
+
+
+def test_crash_midway_through_a_release_finishes_it(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 5, limits={"cpu": "2"}))
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO,
+                              {"type": "throttle", "cpu": "100m"}, release=True))
+    cpu_path = "/spec/template/spec/containers/0/resources/limits/cpu"
+    # The throttle was already undone (restored in reverse order) when the operator died; scale was not.
+    client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 0}})
+    seqs.patch_status("hold", {"phase": "Releasing", "priorState": [
+        _prior(0, "scale", "/spec/replicas", 5, 0), _prior(1, "throttle", cpu_path, "2", "100m")]})
+
+    with running_operator(sandbox):
+        released = seqs.wait_phase("hold", "Released")
+    assert _replicas(api_client, namespace) == 5
+    limits = workloads.read(api_client, namespace, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]
+    assert limits["resources"]["limits"]["cpu"] == "2"
+    assert "RestoreConflict" not in {c["type"] for c in released["status"]["conditions"]}
+
+
+def test_operator_killed_repeatedly_while_applying_converges_without_lost_or_doubled_actions(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    count = 6
+    for i in range(count):
+        workloads.create(api_client, namespace, workloads.deployment(f"web-{i}", 3 + i))
+    seqs = Sequestrations(api_client, namespace)
+    env = {**os.environ, "SEQUESTRA_METRICS_PORT": "0", "KUBECONFIG": str(sandbox.kubeconfig)}
+    command = [sys.executable, "-m", "sequestra.cli", "run", "--standalone", "--namespace", namespace]
+    for i in range(count):
+        seqs.create(sequestration(f"hold-{i}", "Deployment", f"web-{i}", SCALE_TO_ZERO))
+    for delay_s in (1.5, 2.0, 2.5):  # SIGKILL at different points of the work, no clean shutdown
+        operator = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(delay_s)
+        operator.send_signal(signal.SIGKILL)
+        operator.wait()
+    operator = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        for i in range(count):
+            active = seqs.wait_phase(f"hold-{i}", "Active", timeout_s=60)
+            scale = active["status"]["priorState"][0]["changes"][0]
+            assert (scale["before"], scale["after"]) == (3 + i, 0), f"hold-{i} recorded the original count"
+            assert [a["action"] for a in active["status"]["priorState"]] == ["scale", "label"], "nothing doubled"
+        for i in range(count):
+            seqs.patch_spec(f"hold-{i}", {"release": True})
+        for i in range(count):
+            seqs.wait_phase(f"hold-{i}", "Released", timeout_s=60)
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=30)
+    for i in range(count):
+        deployment = workloads.read(api_client, namespace, "Deployment", f"web-{i}")
+        assert deployment["spec"]["replicas"] == 3 + i
+        assert "sequestra.dev/sequestered" not in deployment["metadata"].get("labels", {})
+
+
+def test_automated_holds_stop_at_the_namespace_cap_with_a_reason_and_an_event(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    for name in ("a", "b", "c", "d"):
+        workloads.create(api_client, namespace, workloads.deployment(name, 2))
+    seqs = Sequestrations(api_client, namespace)
+    with running_operator(sandbox, SEQUESTRA_MAX_ACTIVE_PER_NAMESPACE="1"):
+        seqs.create(sequestration("first", "Deployment", "a", SCALE_TO_ZERO, requester="sequestra"))
+        seqs.wait_phase("first", "Active")
+        seqs.create(sequestration("second", "Deployment", "b", SCALE_TO_ZERO, requester="sequestra"))
+        refused = seqs.wait_phase("second", "Failed")
+        seqs.create(sequestration("manual", "Deployment", "c", SCALE_TO_ZERO, requester="alice"))
+        seqs.wait_phase("manual", "Active")
+    assert "NamespaceCapReached" in {c["reason"] for c in refused["status"]["conditions"]}
+    assert workloads.read(api_client, namespace, "Deployment", "b")["spec"]["replicas"] == 2
+    assert ("Warning", "NamespaceCapReached") in {(t, r) for t, r, _ in events_for(api_client, namespace, "b")}
+
+
+def test_the_circuit_breaker_stops_automation_when_many_workloads_look_bad_at_once(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    for name in ("a", "b", "c"):
+        workloads.create(api_client, namespace, workloads.deployment(name, 2))
+    seqs = Sequestrations(api_client, namespace)
+    for name in ("a", "b"):  # two requests still open when the operator starts
+        seqs.create(sequestration(f"hold-{name}", "Deployment", name, {"type": "scale", "replicas": 1},
+                                  requester="sequestra", mode="approval"))
+    with running_operator(sandbox, SEQUESTRA_CIRCUIT_BREAKER_MAX_ANOMALOUS="3"):
+        seqs.wait_phase("hold-a", "AwaitingApproval")
+        seqs.create(sequestration("hold-c", "Deployment", "c", SCALE_TO_ZERO, requester="sequestra"))
+        refused = seqs.wait_phase("hold-c", "Failed")
+    assert "CircuitBreakerOpen" in {c["reason"] for c in refused["status"]["conditions"]}
+    assert workloads.read(api_client, namespace, "Deployment", "c")["spec"]["replicas"] == 2
+
+
+def test_the_api_server_refuses_invalid_sequestrations_with_clear_messages(
+    crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    api = client.CustomObjectsApi(api_client)
+    cases = {
+        "unknown action": ({"type": "explode"}, 'Unsupported value: "explode"'),
+        "negative replicas": ({"type": "scale", "replicas": -1}, "should be greater than or equal to 0"),
+        "scale without replicas": ({"type": "scale"}, "a scale action needs replicas"),
+    }
+    for what, (action, message) in cases.items():
+        body = sequestration("bad", "Deployment", "web", action)
+        try:
+            api.create_namespaced_custom_object(GROUP, VERSION, namespace, "sequestrations", body)
+        except client.ApiException as exc:
+            assert exc.status == 422, what
+            assert message in json.loads(exc.body)["message"], f"{what}: {exc.body}"
+        else:
+            raise AssertionError(f"{what} was accepted")
+    missing_target = sequestration("bad", "Deployment", "web", SCALE_TO_ZERO)
+    del missing_target["spec"]["target"]
+    try:
+        api.create_namespaced_custom_object(GROUP, VERSION, namespace, "sequestrations", missing_target)
+    except client.ApiException as exc:
+        assert exc.status == 422 and "spec.target: Required value" in json.loads(exc.body)["message"]
+    else:
+        raise AssertionError("a Sequestration without a target was accepted")
+
+
+def test_release_cannot_be_taken_back(
+    crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("once", "Deployment", "web", SCALE_TO_ZERO, release=True))
+    try:
+        seqs.patch_spec("once", {"release": False})
+    except client.ApiException as exc:
+        assert exc.status == 422 and "release cannot be undone" in json.loads(exc.body)["message"]
+    else:
+        raise AssertionError("release was taken back")
+    eventually(lambda: seqs.get("once")["spec"]["release"] is True, what="release still set")
