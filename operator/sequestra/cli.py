@@ -47,7 +47,7 @@ def run(
     import kopf
 
     from sequestra import logs
-    from sequestra.controller import sequestrations  # noqa: F401  (registers the handlers)
+    from sequestra.controller import handlers  # noqa: F401  (registers the handlers)
     from sequestra.settings import Settings
 
     logs.configure(Settings().log_level)

@@ -11,8 +11,9 @@ from kubernetes.client.rest import ApiException
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
 
 
-def _objects() -> client.CustomObjectsApi:
-    return client.CustomObjectsApi(config.new_client_from_config(config_file=os.environ.get("KUBECONFIG")))
+def _objects(api_client: client.ApiClient | None = None) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(
+        api_client or config.new_client_from_config(config_file=os.environ.get("KUBECONFIG")))
 
 
 def _get(api: client.CustomObjectsApi, name: str, namespace: str) -> dict[str, Any]:
@@ -25,8 +26,8 @@ def _get(api: client.CustomObjectsApi, name: str, namespace: str) -> dict[str, A
     return dict(body)
 
 
-def explain(name: str, namespace: str) -> str:
-    api = _objects()
+def explain(name: str, namespace: str, api_client: client.ApiClient | None = None) -> str:
+    api = _objects(api_client)
     body = _get(api, name, namespace)
     spec, status = body.get("spec", {}), body.get("status", {})
     target = status.get("targetRef") or f"{spec['target']['kind']}/{spec['target']['name']}"

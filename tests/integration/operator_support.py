@@ -24,7 +24,7 @@ def running_operator(sandbox: SandboxPaths, **env: str) -> Iterator[KopfRunner]:
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     try:
-        with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "sequestra.controller.sequestrations"],
+        with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "sequestra.controller.handlers"],
                         timeout=60) as runner:
             yield runner
     finally:

@@ -81,7 +81,7 @@ def test_action_applies_and_release_restores_the_target_exactly(
     assert [t["phase"] for t in released["status"]["transitions"]] == ["Active", "Releasing", "Released"]
     reasons = {reason for _, reason, _ in events_for(api_client, namespace, "hold")}
     assert {"Applied", "ReleaseRequested"} <= reasons
-    assert "Sequestered" in {reason for _, reason, _ in events_for(api_client, namespace, name)}
+    assert {"Sequestered", "Released"} <= {reason for _, reason, _ in events_for(api_client, namespace, name)}
 
 
 def test_isolate_creates_a_network_policy_for_the_pods_and_release_deletes_it(
@@ -246,3 +246,44 @@ def test_a_missing_target_fails_with_a_reason(operator: KopfRunner, seqs: Seques
     seqs.create(sequestration("ghost", "Deployment", "does-not-exist", {"type": "scale", "replicas": 0}))
     failed = seqs.wait_phase("ghost", "Failed")
     assert "not found" in failed["status"]["message"]
+
+
+def _policy(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": "sequestra.dev/v1alpha1", "kind": "SequestrationPolicy", "metadata": {"name": name},
+            "spec": {"ladder": [{"name": "observe"}, {"name": "quarantine",
+                                                     "actions": [{"type": "scale", "replicas": 0}]}], **spec}}
+
+
+def test_a_policy_reports_what_it_covers_and_a_bad_one_says_why(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str,
+) -> None:
+    objects = client.CustomObjectsApi(api_client)
+    workloads.create(api_client, namespace, workloads.deployment("web", 1, labels={"sequestra.dev/managed": "yes"}))
+    workloads.create(api_client, namespace, workloads.deployment("db", 1))
+    selector = {"workloadSelector": {"matchLabels": {"sequestra.dev/managed": "yes"}}}
+    objects.create_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace, "sequestrationpolicies",
+                                            _policy("shop", selector=selector))
+    bad = _policy("twice")
+    bad["spec"]["ladder"].append({"name": "observe"})
+    objects.create_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace, "sequestrationpolicies", bad)
+
+    def status(name: str) -> dict[str, Any]:
+        body: Any = objects.get_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace,
+                                                         "sequestrationpolicies", name)
+        return dict(body.get("status") or {})
+
+    good = eventually(lambda: status("shop").get("conditions") and status("shop"), what="policy status")
+    assert good["coveredWorkloads"] == 1
+    assert good["activeSequestrations"] == 0
+    assert good["conditions"][0]["reason"] == "Observed"
+    assert "mode dry-run" in good["conditions"][0]["message"], "a policy is dry-run unless told otherwise"
+    refused = eventually(lambda: status("twice").get("conditions"), what="the invalid policy's condition")[0]
+    assert (refused["status"], refused["reason"]) == ("False", "InvalidSpec")
+    assert "repeated: observe" in refused["message"]
+
+    empty_ladder = _policy("empty")
+    empty_ladder["spec"]["ladder"] = []
+    with pytest.raises(client.ApiException) as rejected:
+        objects.create_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace, "sequestrationpolicies",
+                                                empty_ladder)
+    assert rejected.value.status == 422

@@ -54,3 +54,16 @@ def test_a_protected_namespace_is_never_acted_on_whatever_the_input(
 def test_a_workload_labelled_protected_is_never_acted_on(automated: bool, namespace: str) -> None:
     labels = {"sequestra.dev/protected": "true"}
     assert _reason(namespace, labels, automated, workloads_in_namespace=10) == "ProtectedWorkload"
+
+
+def test_label_selectors_follow_kubernetes_semantics() -> None:
+    from sequestra.model.selectors import matches
+
+    labels = {"app": "web", "tier": "front"}
+    assert matches(None, labels) and matches({}, labels)
+    assert matches({"matchLabels": {"app": "web"}}, labels)
+    assert not matches({"matchLabels": {"app": "api"}}, labels)
+    assert matches({"matchExpressions": [{"key": "tier", "operator": "In", "values": ["front", "back"]}]}, labels)
+    assert not matches({"matchExpressions": [{"key": "tier", "operator": "NotIn", "values": ["front"]}]}, labels)
+    assert matches({"matchExpressions": [{"key": "team", "operator": "DoesNotExist"}]}, labels)
+    assert not matches({"matchExpressions": [{"key": "team", "operator": "Exists"}]}, labels)

@@ -64,6 +64,7 @@ class Workload:
 class RestoreResult:
     restored: list[str]
     conflicts: list[str]
+    target: Workload | None  # as read before the restore; None when it no longer exists
 
 
 def isolation_policy_name(sequestration: str) -> str:
@@ -163,11 +164,12 @@ class KubernetesActuator:
             self._delete(created.kind, namespace, created.name)
         current = self.get(prior.target_kind, namespace, prior.target_name)
         if current is None:  # the workload was deleted while held: nothing left to restore
-            return RestoreResult(restored=[], conflicts=[])
+            return RestoreResult(restored=[], conflicts=[], target=None)
         plan = plans.plan_restore(current, list(prior.changes))
         if plan.ops:
             self._patch(prior.target_kind, namespace, prior.target_name, plan.ops)
-        return RestoreResult(restored=plan.restored, conflicts=plan.conflicts)
+        target = Workload(prior.target_kind, prior.target_name, namespace, current)
+        return RestoreResult(restored=plan.restored, conflicts=plan.conflicts, target=target)
 
     def _patch(self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
         group, version, plural = RESOURCES[kind]

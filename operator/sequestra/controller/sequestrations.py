@@ -324,6 +324,7 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
                                          "restoring the prior state")
     namespace = body["metadata"]["namespace"]
     conflicts: list[str] = []
+    target: Workload | None = None
     for prior in reversed(recorded):
         with metrics.ACTUATOR_SECONDS.labels(action=str(prior.action), operation="restore").time():
             try:
@@ -334,6 +335,7 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
                 metrics.ACTUATOR_ERRORS.labels(action=str(prior.action), operation="restore").inc()
                 raise kopf.TemporaryError(f"restoring {prior.action} failed: {exc.reason}", delay=5) from exc
         conflicts += [f"{prior.target_kind}/{prior.target_name}{path}" for path in result.conflicts]
+        target = target or result.target
     fields: dict[str, Any] = {}
     if conflicts:
         fields["conditions"] = set_condition(
@@ -343,3 +345,6 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
     outcome = "prior state restored" + (f"; {len(conflicts)} field(s) left as changed by others" if conflicts else "")
     await asyncio.to_thread(_transition, ctx, body, status, final_phase, reason,
                             f"{message}; {outcome}" if message else outcome, **fields)
+    if target is not None:
+        _target_event(target, "Released", f"Sequestration {_name(body)} ({reason}): {outcome}",
+                      warning=bool(conflicts))

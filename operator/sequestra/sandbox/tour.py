@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Callable
+from typing import Any
 
 import httpx
 from confluent_kafka import Consumer, Producer
@@ -123,11 +128,69 @@ def show_alertmanager(say: Say) -> None:
     say(f"Alertmanager {endpoints.alertmanager_url()}: alert SequestraDemo posted and listed back")
 
 
+def _items(listing: Any) -> list[dict[str, Any]]:
+    return list(listing["items"])
+
+
+def show_manual_quarantine(paths: SandboxPaths, say: Say) -> None:
+    """Run the operator, hold the demo Deployment with a Sequestration, then release it exactly."""
+    from sequestra import humans
+    from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+    from sequestra.sandbox import crds
+
+    api_client = config.new_client_from_config(config_file=str(paths.kubeconfig))
+    crds.install(api_client)
+    objects, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
+    env = {**os.environ, "KUBECONFIG": str(paths.kubeconfig), "SEQUESTRA_METRICS_PORT": "0"}
+    log_path = paths.logs / "demo-operator.log"
+    with log_path.open("ab") as log:
+        operator = subprocess.Popen([sys.executable, "-m", "sequestra.cli", "run", "--standalone", "--namespace",
+                                     DEMO_NAMESPACE], env=env, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        name = "web-quarantine"
+        with contextlib.suppress(client.ApiException):
+            objects.delete_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, PLURAL, name)
+            _until("the previous demo Sequestration gone", lambda: not any(
+                i["metadata"]["name"] == name for i in _items(objects.list_namespaced_custom_object(
+                    GROUP, VERSION, DEMO_NAMESPACE, PLURAL))))
+        objects.create_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, PLURAL, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration", "metadata": {"name": name},
+            "spec": {"target": {"kind": "Deployment", "name": "web"}, "requester": "demo", "ttl": "30m",
+                     "reason": "manual quarantine from `make demo`",
+                     "actions": [{"type": "scale", "replicas": 0}, {"type": "isolate"}]},
+        })
+
+        def phase() -> str:
+            body: Any = objects.get_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, PLURAL, name)
+            return str((body.get("status") or {}).get("phase", ""))
+
+        _until("the Sequestration Active", lambda: phase() == "Active")
+        replicas = apps.read_namespaced_deployment("web", DEMO_NAMESPACE).spec.replicas
+        say(f"Sequestration {DEMO_NAMESPACE}/{name} Active: Deployment web scaled to {replicas}, "
+            "NetworkPolicy sequestra-web-quarantine isolates its pods")
+        kubectl = [str(paths.bin / "kubectl"), f"--kubeconfig={paths.kubeconfig}",
+                   f"--cache-dir={paths.state / 'kube-cache'}"]
+        say("$ kubectl get seq -A")
+        say(subprocess.run([*kubectl, "get", "seq", "-A"], capture_output=True, text=True).stdout.rstrip())
+        objects.patch_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, PLURAL, name,
+                                               {"spec": {"release": True}},
+                                               _content_type="application/merge-patch+json")
+        _until("the Sequestration Released", lambda: phase() == "Released")
+        replicas = apps.read_namespaced_deployment("web", DEMO_NAMESPACE).spec.replicas
+        say(f"released: Deployment web back to {replicas} replicas, NetworkPolicy removed, exactly as before")
+        say(f"$ sequestra explain {name} -n {DEMO_NAMESPACE}")
+        say(humans.explain(name, DEMO_NAMESPACE, api_client))
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+
+
 def run(paths: SandboxPaths, say: Say) -> None:
     show_kubernetes(paths, say)
     show_kafka(say)
     show_prometheus(say)
     show_alertmanager(say)
+    show_manual_quarantine(paths, say)
     say("")
     say("Every component is real and running on 127.0.0.1. Try it yourself:")
     say('  eval "$(.venv/bin/sequestra sandbox env)"; kubectl get pods -A; .venv/bin/sequestra sandbox status')

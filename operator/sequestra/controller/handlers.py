@@ -1,0 +1,5 @@
+"""Every kopf handler of the operator: importing this module registers them all (`kopf run -m`)."""
+
+from sequestra.controller import policies, sequestrations
+
+__all__ = ["policies", "sequestrations"]

@@ -1,0 +1,60 @@
+"""The SequestrationPolicy custom resource as typed values (see crds/)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from pydantic import Field, field_validator
+
+from sequestra.model.durations import parse_duration
+from sequestra.model.sequestration import CamelModel, Mode
+
+POLICY_PLURAL = "sequestrationpolicies"
+POLICY_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob", "SparkApplication", "KafkaClient")
+
+
+class PolicySelector(CamelModel):
+    namespaces: tuple[str, ...] = ()
+    namespace_selector: dict[str, Any] = Field(default_factory=dict)
+    workload_selector: dict[str, Any] = Field(default_factory=dict)
+    kinds: tuple[str, ...] = ()
+
+
+class Rung(CamelModel):
+    name: str = Field(min_length=1)
+    actions: tuple[dict[str, Any], ...] = ()
+
+
+class PolicyGuardrails(CamelModel):
+    max_active: int = Field(default=10, ge=0)
+    max_active_per_namespace: int = Field(default=3, ge=0)
+    max_namespace_share_percent: int = Field(default=34, ge=0, le=100)
+    max_actions_per_hour: int = Field(default=20, ge=0)
+    circuit_breaker: dict[str, int] = Field(default_factory=lambda: {"maxAnomalousWorkloads": 5})
+
+
+class SequestrationPolicySpec(CamelModel):
+    selector: PolicySelector = Field(default_factory=PolicySelector)
+    ladder: tuple[Rung, ...] = Field(min_length=1)
+    mode: Mode = Mode.DRY_RUN
+    ttl: timedelta = timedelta(hours=1)
+    score_threshold: float = Field(default=0.9, ge=0)
+    guardrails: PolicyGuardrails = Field(default_factory=PolicyGuardrails)
+
+    @field_validator("ttl", mode="before")
+    @classmethod
+    def _parse_ttl(cls, value: object) -> object:
+        return parse_duration(value) if isinstance(value, str) else value
+
+    @field_validator("ladder")
+    @classmethod
+    def _unique_rungs(cls, ladder: tuple[Rung, ...]) -> tuple[Rung, ...]:
+        names = [r.name for r in ladder]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"rung names must be unique; repeated: {', '.join(duplicates)}")
+        return ladder
+
+    def covered_kinds(self) -> tuple[str, ...]:
+        return self.selector.kinds or ("Deployment", "StatefulSet", "Job", "CronJob")
