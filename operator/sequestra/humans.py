@@ -55,7 +55,8 @@ def explain(name: str, namespace: str, api_client: client.ApiClient | None = Non
     for condition in status.get("conditions", []):
         lines.append(f"  condition {condition['type']}={condition['status']} ({condition['reason']}): "
                      f"{condition.get('message', '')}")
-    lines.append(f"  release it: sequestra release {name} -n {namespace}")
+    if status.get("phase") not in ("Released", "Failed"):
+        lines.append(f"  release it: sequestra release {name} -n {namespace}")
     return "\n".join(lines)
 
 

@@ -43,6 +43,11 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
     eventually(lambda: core.list_namespaced_service_account(name, field_selector="metadata.name=default").items,
                what=f"the default ServiceAccount in {name}")
     yield name
+    drop_namespace(api_client, name)
+
+
+def drop_namespace(api_client: client.ApiClient, name: str) -> None:
+    core = client.CoreV1Api(api_client)
     # Sequestrations carry the operator's finalizer; with no operator running after the test they would
     # keep the namespace terminating and leak into the next test's counts. Drop them first.
     objects = client.CustomObjectsApi(api_client)

@@ -12,6 +12,7 @@ from kubernetes import client
 
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
+from tests.integration.conftest import drop_namespace
 from tests.integration.operator_support import (
     PROTECTED_TEST_NAMESPACE,
     Sequestrations,
@@ -218,19 +219,19 @@ def test_a_workload_labelled_protected_is_refused_with_a_reason_and_an_event(
 
 def test_a_protected_namespace_is_refused(operator: KopfRunner, api_client: client.ApiClient) -> None:
     core = client.CoreV1Api(api_client)
-    try:
-        core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=PROTECTED_TEST_NAMESPACE)))
-    except client.ApiException as exc:
-        if exc.status != 409:
-            raise
+    eventually(lambda: PROTECTED_TEST_NAMESPACE not in {n.metadata.name for n in core.list_namespace().items},
+               timeout_s=60, what="the namespace of an earlier run gone")
+    core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=PROTECTED_TEST_NAMESPACE)))
     eventually(lambda: core.list_namespaced_service_account(PROTECTED_TEST_NAMESPACE).items, what="namespace ready")
     seqs = Sequestrations(api_client, PROTECTED_TEST_NAMESPACE)
-    name = f"web-{id(seqs) % 10000}"
-    workloads.create(api_client, PROTECTED_TEST_NAMESPACE, workloads.deployment(name, 2))
-    seqs.create(sequestration(name, "Deployment", name, {"type": "scale", "replicas": 0}))
-    failed = seqs.wait_phase(name, "Failed")
-    assert "ProtectedNamespace" in {c["reason"] for c in failed["status"]["conditions"]}
-    assert workloads.read(api_client, PROTECTED_TEST_NAMESPACE, "Deployment", name)["spec"]["replicas"] == 2
+    try:
+        workloads.create(api_client, PROTECTED_TEST_NAMESPACE, workloads.deployment("web", 2))
+        seqs.create(sequestration("web", "Deployment", "web", {"type": "scale", "replicas": 0}))
+        failed = seqs.wait_phase("web", "Failed")
+        assert "ProtectedNamespace" in {c["reason"] for c in failed["status"]["conditions"]}
+        assert workloads.read(api_client, PROTECTED_TEST_NAMESPACE, "Deployment", "web")["spec"]["replicas"] == 2
+    finally:
+        drop_namespace(api_client, PROTECTED_TEST_NAMESPACE)
 
 
 def test_an_action_that_does_not_fit_the_target_fails_with_a_reason(
