@@ -14,6 +14,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from sequestra.sandbox import endpoints, lifecycle
+from sequestra.sandbox.kafka_clients import KAFKA_CLIENT_ANNOTATION
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
 from tests.support import eventually
@@ -146,3 +147,29 @@ def test_alert_posted_to_alertmanager_is_listed_back(sandbox: SandboxPaths) -> N
     alerts = eventually(listed, what="the alert listed back")
     assert alerts[0]["labels"]["alertname"] == "SmokeTest"
     assert alerts[0]["status"]["state"] == "active"
+
+
+def test_an_annotated_pod_runs_a_real_kafka_producer_whose_traffic_the_broker_measures(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    topic = f"orders-{namespace}"
+    manifest = workloads.deployment("producer", 1)
+    manifest["spec"]["template"]["metadata"]["annotations"][KAFKA_CLIENT_ANNOTATION] = json.dumps(
+        {"role": "producer", "topic": topic, "bytesPerSecond": 20000, "messageBytes": 1000, "user": "app"})
+    workloads.create(api_client, namespace, manifest)
+
+    def topic_bytes_in() -> float | None:
+        rows = _query(f'sum(rate(kafka_server_brokertopicmetrics_count{{name="BytesInPerSec",topic="{topic}"}}[20s]))')
+        return float(rows[0]["value"][1]) if rows and float(rows[0]["value"][1]) > 0 else None
+
+    rate = eventually(topic_bytes_in, timeout_s=90, what="the broker's BytesIn for the producer's topic")
+    assert 5_000 < rate < 80_000, f"~20 KB/s offered, broker measured {rate:.0f} B/s"
+    clients = httpx.get(f"{endpoints.workload_metrics_url()}/v1/kafka-clients", timeout=5).json()
+    mine = [c for c in clients if c["namespace"] == namespace]
+    assert [c["role"] for c in mine] == ["producer"]
+    assert mine[0]["pod"].startswith("producer-"), "client.id is the pod's name"
+
+    client.AppsV1Api(api_client).patch_namespaced_deployment("producer", namespace, {"spec": {"replicas": 0}})
+    eventually(lambda: not [c for c in httpx.get(f"{endpoints.workload_metrics_url()}/v1/kafka-clients",
+                                                 timeout=5).json() if c["namespace"] == namespace],
+               what="the client stopped with its pod")

@@ -106,3 +106,13 @@ def test_pods_that_went_away_stop_being_reported() -> None:
 ])
 def test_quantity_parsing(text: str | None, cpu: bool, expected: float | None) -> None:
     assert _quantity(text, cpu=cpu) == expected
+
+
+def test_kafka_client_annotation_is_parsed_and_a_bad_one_is_ignored() -> None:
+    from sequestra.sandbox.kafka_clients import KAFKA_CLIENT_ANNOTATION, parse_annotation
+
+    spec = parse_annotation({KAFKA_CLIENT_ANNOTATION: '{"role": "producer", "topic": "t", "bytesPerSecond": 5}'})
+    assert spec is not None and (spec.role, spec.topic, spec.bytes_per_second, spec.user) == ("producer", "t", 5, "app")
+    assert parse_annotation({KAFKA_CLIENT_ANNOTATION: '{"role": "juggler", "topic": "t"}'}) is None
+    assert parse_annotation({KAFKA_CLIENT_ANNOTATION: "not json"}) is None
+    assert parse_annotation({}) is None

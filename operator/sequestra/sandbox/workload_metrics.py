@@ -11,6 +11,8 @@ HTTP API. It is a stand-in for the kubelet only: everything else in the sandbox 
     POST   /v1/scenario    {"steps": [{"after_s": 10, "namespace": "shop", ...}, ...]}  timed overrides
     DELETE /v1/overrides   back to every pod's baseline
     GET    /v1/overrides   what is in force
+    POST   /v1/kafka-rate  {"namespace": "shop", "pod_prefix": "producer-", "bytes_per_second": 5e6}
+    GET    /v1/kafka-clients  the real Kafka clients run for annotated pods (see kafka_clients)
     GET    /metrics, /healthz
 """
 
@@ -19,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+import signal
 import threading
 import time
 import zlib
@@ -27,6 +30,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
+
+from sequestra.sandbox.kafka_clients import KafkaClients, KafkaClientSpec, parse_annotation
 
 BASELINE_CPU_ANNOTATION = "sandbox.sequestra.dev/cpu-cores"
 BASELINE_MEMORY_ANNOTATION = "sandbox.sequestra.dev/memory-bytes"
@@ -232,7 +237,7 @@ def pod_info(pod: Any) -> PodInfo:
                    baseline_cpu, baseline_memory)
 
 
-def _watch_pods(metrics: WorkloadMetrics, kubeconfig: str, stop: threading.Event) -> None:
+def _watch_pods(metrics: WorkloadMetrics, kafka: KafkaClients, kubeconfig: str, stop: threading.Event) -> None:
     from kubernetes import client, config
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
@@ -240,6 +245,13 @@ def _watch_pods(metrics: WorkloadMetrics, kubeconfig: str, stop: threading.Event
         try:
             pods = api.list_pod_for_all_namespaces(field_selector="status.phase=Running", _request_timeout=5)
             metrics.set_pods([pod_info(p) for p in pods.items])
+            wanted: dict[tuple[str, str], KafkaClientSpec] = {}
+            for pod in pods.items:
+                if pod.metadata.deletion_timestamp is None:
+                    spec = parse_annotation(pod.metadata.annotations or {})
+                    if spec is not None:
+                        wanted[(str(pod.metadata.namespace), str(pod.metadata.name))] = spec
+            kafka.reconcile(wanted)
         except Exception as exc:  # the apiserver may not be up yet; keep serving what we have
             print(f"listing pods failed: {exc}", flush=True)
         stop.wait(1.0)
@@ -251,7 +263,13 @@ def _ticker(metrics: WorkloadMetrics, stop: threading.Event) -> None:
         stop.wait(0.5)
 
 
-def make_handler(metrics: WorkloadMetrics) -> type[BaseHTTPRequestHandler]:
+class KafkaRate(BaseModel):
+    namespace: str
+    pod_prefix: str
+    bytes_per_second: float = Field(ge=0)
+
+
+def make_handler(metrics: WorkloadMetrics, kafka: KafkaClients) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         def _reply(self, code: int, body: str, content_type: str = "application/json") -> None:
             data = body.encode()
@@ -273,6 +291,8 @@ def make_handler(metrics: WorkloadMetrics) -> type[BaseHTTPRequestHandler]:
                 self._reply(200, "ok", "text/plain")
             elif self.path == "/v1/overrides":
                 self._reply(200, json.dumps(metrics.overrides()))
+            elif self.path == "/v1/kafka-clients":
+                self._reply(200, json.dumps(kafka.snapshot()))
             else:
                 self._reply(404, json.dumps({"error": f"no such path {self.path}"}))
 
@@ -282,6 +302,11 @@ def make_handler(metrics: WorkloadMetrics) -> type[BaseHTTPRequestHandler]:
                     metrics.add_override(Override.model_validate(self._body()))
                 elif self.path == "/v1/scenario":
                     metrics.schedule(Scenario.model_validate(self._body()))
+                elif self.path == "/v1/kafka-rate":
+                    rate = KafkaRate.model_validate(self._body())
+                    matched = kafka.set_rate(rate.namespace, rate.pod_prefix, rate.bytes_per_second)
+                    self._reply(200 if matched else 404, json.dumps({"matched": matched}))
+                    return
                 else:
                     self._reply(404, json.dumps({"error": f"no such path {self.path}"}))
                     return
@@ -295,6 +320,7 @@ def make_handler(metrics: WorkloadMetrics) -> type[BaseHTTPRequestHandler]:
                 self._reply(404, json.dumps({"error": f"no such path {self.path}"}))
                 return
             metrics.clear()
+            kafka.clear_rates()
             self._reply(200, json.dumps({"overrides": []}))
 
         def log_message(self, format: str, *args: Any) -> None:  # scrapes every 5 s would flood the log
@@ -311,15 +337,18 @@ def main() -> None:
     parser.add_argument("--state-dir", help="the sandbox directory (marks the process as the sandbox's)")
     args = parser.parse_args()
     metrics = WorkloadMetrics()
+    kafka = KafkaClients()
     stop = threading.Event()
-    threading.Thread(target=_watch_pods, args=(metrics, args.kubeconfig, stop), daemon=True).start()
+    threading.Thread(target=_watch_pods, args=(metrics, kafka, args.kubeconfig, stop), daemon=True).start()
     threading.Thread(target=_ticker, args=(metrics, stop), daemon=True).start()
-    server = ThreadingHTTPServer((args.host, args.port), make_handler(metrics))
+    server = ThreadingHTTPServer((args.host, args.port), make_handler(metrics, kafka))
     print(f"workload metrics (kubelet stand-in) on http://{args.host}:{args.port}", flush=True)
+    signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
     try:
         server.serve_forever()
     finally:
         stop.set()
+        kafka.stop_all()
 
 
 if __name__ == "__main__":
