@@ -23,6 +23,7 @@ class Settings(BaseSettings):
     max_actions_per_hour: int = Field(default=60, ge=0)
     circuit_breaker_max_anomalous: int = Field(default=20, ge=1)
     circuit_breaker_window_s: float = Field(default=300, gt=0)
+    io_threads: int = Field(default=32, ge=1, le=256)  # concurrent blocking API calls
     log_level: str = "INFO"
 
     @field_validator("protected_namespaces", mode="before")

@@ -5,6 +5,7 @@ Blocking (the kubernetes client); callers on the event loop run these in a worke
 
 from __future__ import annotations
 
+import copy
 import json
 from dataclasses import dataclass
 from typing import Any, cast
@@ -17,7 +18,6 @@ from sequestra.model.sequestration import (
     ActionSpec,
     ActionType,
     CreatedObject,
-    FieldChange,
     PriorState,
     TargetRef,
     WorkloadKind,
@@ -135,41 +135,59 @@ class KubernetesActuator:
         return PriorState(action_index=index, action=action.type, target_kind=workload.kind,
                           target_name=workload.name, changes=tuple(changes), created=created)
 
-    # --- writing ------------------------------------------------------------------------------------
-    def apply(self, prior: PriorState, action: ActionSpec, namespace: str, sequestration: str) -> list[str]:
-        """Make the recorded changes hold; idempotent. Returns paths someone else changed (left alone)."""
-        current = self.get(prior.target_kind, namespace, prior.target_name)
-        if current is None:
-            raise TargetNotFound(f"{prior.target_kind} {namespace}/{prior.target_name} not found")
-        pending: list[FieldChange] = []
-        drifted: list[FieldChange] = []
-        for change in prior.changes:
-            value = plans.get_pointer(current, change.path)
-            if value == change.after:
-                continue  # already applied (a retry, or a resume after a crash)
-            untouched = (value == change.before) if change.existed else not plans.exists(current, change.path)
-            (pending if untouched else drifted).append(change)
-        if pending:
-            self._patch(prior.target_kind, namespace, prior.target_name, plans.apply_patch(pending))
-        for created in prior.created:
-            selector = plans.pod_labels(prior.target_kind, current)
-            self._create_network_policy(
-                plans.isolation_policy(created.name, namespace, selector, action, sequestration)
-            )
-        return [c.path for c in drifted]
+    def plan_remaining(self, actions: tuple[ActionSpec, ...], workload: Workload, sequestration: str,
+                       recorded: list[PriorState]) -> list[PriorState]:
+        """Plan the actions not yet recorded, each on the object as the earlier ones leave it."""
+        scratch = copy.deepcopy(workload.body)
+        for prior in recorded:
+            plans.apply_changes(scratch, list(plans.plan_apply(scratch, list(prior.changes)).pending))
+        planned = []
+        for index in range(len(recorded), len(actions)):
+            prior = self.plan(index, actions[index], Workload(workload.kind, workload.name, workload.namespace,
+                                                              scratch), sequestration)
+            plans.apply_changes(scratch, list(prior.changes))
+            planned.append(prior)
+        return planned
 
-    def restore(self, prior: PriorState, namespace: str) -> RestoreResult:
-        """Undo what `prior` records, leaving any field someone else changed since; idempotent."""
-        for created in prior.created:
-            self._delete(created.kind, namespace, created.name)
-        current = self.get(prior.target_kind, namespace, prior.target_name)
+    # --- writing ------------------------------------------------------------------------------------
+    def apply(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str, sequestration: str,
+              current: dict[str, Any] | None = None) -> list[str]:
+        """Make every recorded change hold, in one atomic patch of the target; idempotent. `current` is
+        the target as last read (a stale copy only costs a retry: the patch's `test` ops catch it).
+        Returns the paths someone else changed since they were recorded (left alone)."""
+        if not priors:
+            return []
+        kind, name = priors[0].target_kind, priors[0].target_name
+        current = current if current is not None else self.get(kind, namespace, name)
+        if current is None:
+            raise TargetNotFound(f"{kind} {namespace}/{name} not found")
+        plan = plans.plan_apply(current, [c for prior in priors for c in prior.changes])
+        if plan.pending:
+            self._patch(kind, namespace, name, plans.apply_patch(plan.pending))
+        for prior in priors:
+            for created in prior.created:
+                selector = plans.pod_labels(kind, current)
+                self._create_network_policy(plans.isolation_policy(
+                    created.name, namespace, selector, actions[prior.action_index], sequestration))
+        return [c.path for c in plan.drifted]
+
+    def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
+        """Undo what `priors` record, newest first, in one patch, leaving any field someone else changed
+        since; idempotent."""
+        for prior in priors:
+            for created in prior.created:
+                self._delete(created.kind, namespace, created.name)
+        if not priors:
+            return RestoreResult(restored=[], conflicts=[], target=None)
+        kind, name = priors[0].target_kind, priors[0].target_name
+        current = self.get(kind, namespace, name)
         if current is None:  # the workload was deleted while held: nothing left to restore
             return RestoreResult(restored=[], conflicts=[], target=None)
-        plan = plans.plan_restore(current, list(prior.changes))
+        plan = plans.plan_restore(current, [c for prior in priors for c in prior.changes])
         if plan.ops:
-            self._patch(prior.target_kind, namespace, prior.target_name, plan.ops)
-        target = Workload(prior.target_kind, prior.target_name, namespace, current)
-        return RestoreResult(restored=plan.restored, conflicts=plan.conflicts, target=target)
+            self._patch(kind, namespace, name, plan.ops)
+        return RestoreResult(restored=plan.restored, conflicts=plan.conflicts,
+                             target=Workload(kind, name, namespace, current))
 
     def _patch(self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
         group, version, plural = RESOURCES[kind]

@@ -179,6 +179,31 @@ def apply_patch(changes: list[FieldChange]) -> list[dict[str, Any]]:
 
 
 @dataclass(frozen=True)
+class ApplyPlan:
+    pending: list[FieldChange]  # still to write
+    drifted: list[FieldChange]  # someone else changed the field since it was recorded: left alone
+
+
+def plan_apply(current: dict[str, Any], changes: list[FieldChange]) -> ApplyPlan:
+    """Which recorded changes still need writing. Idempotent: a change already in place is skipped,
+    so re-asserting after a crash or a resume writes nothing twice."""
+    scratch = copy.deepcopy(current)
+    pending: list[FieldChange] = []
+    drifted: list[FieldChange] = []
+    for change in changes:
+        value = get_pointer(scratch, change.path)
+        if value == change.after:
+            continue
+        untouched = (value == change.before) if change.existed else value is _MISSING
+        if untouched:
+            pending.append(change)
+            apply_changes(scratch, [change])
+        else:
+            drifted.append(change)
+    return ApplyPlan(pending, drifted)
+
+
+@dataclass(frozen=True)
 class RestorePlan:
     ops: list[dict[str, Any]]
     restored: list[str]

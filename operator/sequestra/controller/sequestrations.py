@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -56,18 +57,25 @@ class Context:
         self.objects = client.CustomObjectsApi(api_client)
 
 
-def _load_api_client() -> client.ApiClient:
+def _load_api_client(pool_size: int) -> client.ApiClient:
+    configuration = client.Configuration()
     try:
-        config.load_incluster_config()
-        return client.ApiClient()
+        config.load_incluster_config(client_configuration=configuration)
     except config.ConfigException:
-        return config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
+    # One connection per I/O thread: the default pool (a few connections) would queue the threads.
+    configuration.connection_pool_maxsize = pool_size
+    return client.ApiClient(configuration)
 
 
 @kopf.on.startup()
 async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) -> None:
     operator_settings = Settings()
-    memo.context = Context(operator_settings, _load_api_client())
+    # Every blocking client call runs in this pool; asyncio's default (cores + 4 threads) would make a
+    # burst of sequestrations wait in line behind each other's API round trips.
+    asyncio.get_running_loop().set_default_executor(
+        ThreadPoolExecutor(max_workers=operator_settings.io_threads, thread_name_prefix="sequestra-io"))
+    memo.context = Context(operator_settings, _load_api_client(operator_settings.io_threads))
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="sequestra.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="sequestra.dev", key="last-spec")
     settings.persistence.finalizer = "sequestra.dev/restore-prior-state"
@@ -251,10 +259,12 @@ def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
 
 def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
              summary: dict[str, str]) -> None:
-    planned = []
-    for index, action in enumerate(spec.effective_actions()):
-        prior = ctx.actuator.plan(index, action, workload, body["metadata"]["name"])
-        planned.append(prior.model_dump(mode="json", by_alias=True))
+    try:
+        priors = ctx.actuator.plan_remaining(spec.effective_actions(), workload, body["metadata"]["name"], [])
+    except PlanError as exc:
+        _transition(ctx, body, status, Phase.FAILED, "ActionNotApplicable", str(exc), **summary)
+        return
+    planned = [prior.model_dump(mode="json", by_alias=True) for prior in priors]
     would = "; ".join(
         f"{p['action']}: " + (", ".join(f"{c['path']} {c['before']!r} -> {c['after']!r}" for c in p["changes"])
                               or ", ".join(f"create {o['kind']} {o['name']}" for o in p["created"]) or "no change")
@@ -264,36 +274,42 @@ def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: Seques
                 plannedActions=planned, **summary)
 
 
+def _action_label(spec: SequestrationSpec) -> str:
+    """A low-cardinality metric label: the action types, not their parameters."""
+    return "+".join(str(a.type) for a in spec.effective_actions())
+
+
 async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
                  workload: Workload, summary: dict[str, str]) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    actions = spec.effective_actions()
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
-    drifted: list[str] = []
-    for index, action in enumerate(spec.effective_actions()):
-        if index >= len(recorded):
-            try:
-                prior = ctx.actuator.plan(index, action, workload, name)
-            except PlanError as exc:
-                await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "ActionNotApplicable",
-                                        str(exc), **summary)
-                return
-            recorded.append(prior)
-            # Written before the target is touched: a crash after this line leaves a record to restore from.
-            await asyncio.to_thread(_write_status, ctx, body, {
-                "priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})
-        with metrics.ACTUATOR_SECONDS.labels(action=str(action.type), operation="apply").time():
-            try:
-                drifted += await asyncio.to_thread(ctx.actuator.apply, recorded[index], action, namespace, name)
-            except ActuationConflict as exc:
-                raise kopf.TemporaryError(str(exc), delay=1) from exc
-            except ActuationRejected as exc:
-                metrics.ACTUATOR_ERRORS.labels(action=str(action.type), operation="apply").inc()
-                await _release(body, ctx, reason="ActionRejected", message=str(exc), final_phase=Phase.FAILED)
-                return
-            except ApiException as exc:
-                metrics.ACTUATOR_ERRORS.labels(action=str(action.type), operation="apply").inc()
-                raise kopf.TemporaryError(f"applying {action.type} to {workload} failed: {exc.reason}",
-                                          delay=5) from exc
+    try:
+        planned = ctx.actuator.plan_remaining(actions, workload, name, recorded)
+    except PlanError as exc:
+        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "ActionNotApplicable", str(exc),
+                                **summary)
+        return
+    if planned:
+        recorded += planned
+        # Written before the target is touched: a crash after this line leaves a record to restore from.
+        await asyncio.to_thread(_write_status, ctx, body, {
+            "priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})
+    # Freshly read when resolving; a stale copy only costs a retry (the patch's test ops catch it).
+    current = workload.body if planned else None
+    with metrics.ACTUATOR_SECONDS.labels(action=_action_label(spec), operation="apply").time():
+        try:
+            drifted = await asyncio.to_thread(ctx.actuator.apply, recorded, actions, namespace, name, current)
+        except ActuationConflict as exc:
+            raise kopf.TemporaryError(str(exc), delay=1) from exc
+        except ActuationRejected as exc:
+            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+            await _release(body, ctx, reason="ActionRejected", message=str(exc), final_phase=Phase.FAILED)
+            return
+        except ApiException as exc:
+            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+            raise kopf.TemporaryError(f"applying {spec.action_summary()} to {workload} failed: {exc.reason}",
+                                      delay=5) from exc
     phase = Phase(status.get("phase") or Phase.PENDING)
     if phase is Phase.ACTIVE and not drifted:
         return
@@ -323,19 +339,16 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
         status = await asyncio.to_thread(_transition, ctx, body, status, Phase.RELEASING, reason,
                                          "restoring the prior state")
     namespace = body["metadata"]["namespace"]
-    conflicts: list[str] = []
-    target: Workload | None = None
-    for prior in reversed(recorded):
-        with metrics.ACTUATOR_SECONDS.labels(action=str(prior.action), operation="restore").time():
-            try:
-                result = await asyncio.to_thread(ctx.actuator.restore, prior, namespace)
-            except ActuationConflict as exc:
-                raise kopf.TemporaryError(str(exc), delay=1) from exc
-            except ApiException as exc:
-                metrics.ACTUATOR_ERRORS.labels(action=str(prior.action), operation="restore").inc()
-                raise kopf.TemporaryError(f"restoring {prior.action} failed: {exc.reason}", delay=5) from exc
-        conflicts += [f"{prior.target_kind}/{prior.target_name}{path}" for path in result.conflicts]
-        target = target or result.target
+    with metrics.ACTUATOR_SECONDS.labels(action="restore", operation="restore").time():
+        try:
+            result = await asyncio.to_thread(ctx.actuator.restore, recorded, namespace)
+        except ActuationConflict as exc:
+            raise kopf.TemporaryError(str(exc), delay=1) from exc
+        except ApiException as exc:
+            metrics.ACTUATOR_ERRORS.labels(action="restore", operation="restore").inc()
+            raise kopf.TemporaryError(f"restoring the prior state failed: {exc.reason}", delay=5) from exc
+    conflicts = [f"{result.target}{path}" for path in result.conflicts]
+    target = result.target
     fields: dict[str, Any] = {}
     if conflicts:
         fields["conditions"] = set_condition(

@@ -19,7 +19,8 @@ from sequestra.sandbox import endpoints
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
-NODE_CAPACITY = {"cpu": "32", "memory": "128Gi", "pods": "110"}
+# Room for the scale benchmark's 10k simulated pods on two nodes (a real kubelet's default is 110).
+NODE_CAPACITY = {"cpu": "1000", "memory": "4Ti", "pods": "6000"}
 
 
 def core_api(paths: SandboxPaths) -> client.CoreV1Api:
@@ -45,6 +46,8 @@ def ensure_kwok_nodes(paths: SandboxPaths) -> None:
         except ApiException as exc:
             if exc.status != 409:
                 raise
+        # KWOK keeps the capacity a node declares; set it on existing nodes too (an older sandbox's).
+        api.patch_node_status(name, {"status": {"capacity": NODE_CAPACITY, "allocatable": NODE_CAPACITY}})
 
 
 def wait_for_nodes_ready(paths: SandboxPaths, timeout_s: float = 30.0) -> None:
