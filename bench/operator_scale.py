@@ -99,6 +99,9 @@ def _cpu_seconds(pid: int) -> float:
 def _setup(api_client: client.ApiClient, deployments: int, pods_per: int) -> list[tuple[str, str]]:
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
     namespaces = [f"bench-{i}" for i in range(NAMESPACES)]
+    while any(n.metadata.deletion_timestamp for n in core.list_namespace().items if str(n.metadata.name) in namespaces):
+        print("  waiting for the namespaces of an earlier run to be deleted", flush=True)
+        time.sleep(5)
     for ns in namespaces:
         try:
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
@@ -112,7 +115,8 @@ def _setup(api_client: client.ApiClient, deployments: int, pods_per: int) -> lis
 
     def create(target: tuple[str, str]) -> None:
         try:
-            apps.create_namespaced_deployment(target[0], _deployment(target[1], pods_per))
+            manifest: Any = _deployment(target[1], pods_per)
+            apps.create_namespaced_deployment(target[0], manifest)
         except client.ApiException as exc:
             if exc.status != 409:
                 raise
@@ -198,7 +202,8 @@ def _teardown(api_client: client.ApiClient) -> None:
     objects, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
     for i in range(NAMESPACES):
         ns = f"bench-{i}"
-        for item in objects.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)["items"]:
+        listing: Any = objects.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
+        for item in listing["items"]:
             objects.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, item["metadata"]["name"],
                                                    {"metadata": {"finalizers": None}},
                                                    _content_type="application/merge-patch+json")

@@ -58,7 +58,9 @@ def seqs(api_client: client.ApiClient, namespace: str) -> Sequestrations:
      {"type": "throttle", "cpu": "200m", "memory": "256Mi"}),
     ("Deployment", workloads.deployment("web", 1), {"type": "label"}),
     ("CronJob", workloads.cronjob("nightly"), {"type": "suspend"}),
-], ids=["scale", "throttle", "label", "suspend"])
+    ("StatefulSet", workloads.statefulset("db", 3), {"type": "scale", "replicas": 0}),
+    ("Job", workloads.job("backfill"), {"type": "suspend"}),
+], ids=["scale", "throttle", "label", "suspend-cronjob", "scale-statefulset", "suspend-job"])
 def test_action_applies_and_release_restores_the_target_exactly(
     operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
     kind: str, manifest: dict[str, Any], action: dict[str, Any],

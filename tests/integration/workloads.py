@@ -35,6 +35,23 @@ def deployment(name: str, replicas: int, *, cpu_limit: str | None = None, labels
     }
 
 
+def statefulset(name: str, replicas: int) -> dict[str, Any]:
+    manifest = deployment(name, replicas)
+    manifest["kind"] = "StatefulSet"
+    manifest["spec"]["serviceName"] = name
+    return manifest
+
+
+def job(name: str) -> dict[str, Any]:
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"parallelism": 2, "completions": 4, "backoffLimit": 1, "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"restartPolicy": "Never", "containers": [{"name": "main", "image": "example/batch:1"}]},
+        }},
+    }
+
+
 def cronjob(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},
