@@ -204,9 +204,11 @@ def _teardown(api_client: client.ApiClient) -> None:
         ns = f"bench-{i}"
         listing: Any = objects.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
         for item in listing["items"]:
+            # No operator runs now to honour the finalizer; delete at once so none can re-add it.
             objects.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, item["metadata"]["name"],
                                                    {"metadata": {"finalizers": None}},
                                                    _content_type="application/merge-patch+json")
+            objects.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, item["metadata"]["name"])
         core.delete_namespace(ns)
 
 
