@@ -15,6 +15,7 @@ import sys
 import time
 from typing import Any
 
+import httpx
 from kubernetes import client
 
 from sequestra.model.sequestration import GROUP, VERSION
@@ -207,3 +208,37 @@ def test_release_cannot_be_taken_back(
     else:
         raise AssertionError("release was taken back")
     eventually(lambda: seqs.get("once")["spec"]["release"] is True, what="release still set")
+
+
+def test_the_operator_exports_its_metrics_and_prometheus_scrapes_them(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    from sequestra.sandbox import endpoints
+
+    workloads.create(api_client, namespace, workloads.deployment("web", 2))
+    port = endpoints.PORTS.operator_metrics
+    env = {**os.environ, "SEQUESTRA_METRICS_PORT": str(port), "KUBECONFIG": str(sandbox.kubeconfig)}
+    operator = subprocess.Popen([sys.executable, "-m", "sequestra.cli", "run", "--standalone", "--namespace",
+                                 namespace], env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        seqs = Sequestrations(api_client, namespace)
+        seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
+        seqs.wait_phase("hold", "Active")
+
+        def exported() -> str | None:
+            text = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+            return text if "sequestra_sequestrations_active 1.0" in text else None
+
+        text = eventually(exported, what="the operator's /metrics")
+        assert 'sequestra_transitions_total{phase="Active",reason="Applied"} 1.0' in text
+        assert "sequestra_actuator_duration_seconds_count" in text
+
+        def scraped() -> list[dict[str, Any]]:
+            response = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query",
+                                 params={"query": 'sequestra_sequestrations_active{job="sequestra"} == 1'}, timeout=5)
+            return list(response.json()["data"]["result"])
+
+        eventually(scraped, timeout_s=30, what="Prometheus scraping the operator")
+    finally:
+        operator.send_signal(signal.SIGTERM)
+        operator.wait(timeout=30)

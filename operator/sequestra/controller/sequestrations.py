@@ -80,9 +80,6 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="sequestra.dev", key="last-spec")
     settings.persistence.finalizer = "sequestra.dev/restore-prior-state"
     settings.posting.level = 20  # INFO: every transition becomes a Kubernetes Event
-    # kopf waits this long for more events on an object before handling it; its default (0.1 s) is paid
-    # twice per new Sequestration (creation, then the finalizer it adds) on the way to containment.
-    settings.queueing.batch_window = 0.01
     metrics.serve(operator_settings.metrics_port)
     log.info("operator.started", protected_namespaces=sorted(operator_settings.all_protected_namespaces()))
 
