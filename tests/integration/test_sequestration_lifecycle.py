@@ -189,6 +189,8 @@ def test_dry_run_records_what_it_would_do_and_changes_nothing(
     assert "/spec/replicas 3 -> 0" in body["status"]["message"]
     assert "priorState" not in body["status"]
     assert _comparable(workloads.read(api_client, namespace, "Deployment", "web")) == _comparable(before)
+    eventually(lambda: "DryRun" in {r for _, r, _ in events_for(api_client, namespace, "web")},
+               what="a DryRun Event on the Deployment")
 
 
 def test_approval_mode_waits_for_a_human_then_applies(
@@ -199,6 +201,8 @@ def test_approval_mode_waits_for_a_human_then_applies(
     waiting = seqs.wait_phase("ask-first", "AwaitingApproval")
     assert "sequestra.dev/approved=true" in waiting["status"]["message"]
     assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
+    eventually(lambda: "AwaitingApproval" in {r for _, r, _ in events_for(api_client, namespace, "web")},
+               what="an AwaitingApproval Event on the Deployment")
 
     seqs.patch_spec("ask-first", {"approved": True})
     seqs.wait_phase("ask-first", "Active")

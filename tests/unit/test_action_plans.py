@@ -60,6 +60,12 @@ def test_an_action_that_does_not_fit_the_kind_is_refused_with_the_kinds_it_fits(
         plans.plan_changes(ActionSpec(type=ActionType.SUSPEND), "Deployment", _deployment(), "s")
 
 
+def test_throttling_a_job_is_refused_before_the_api_server_would_refuse_it() -> None:
+    job = {"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "m"}]}}}}
+    with pytest.raises(plans.PlanError, match="throttle does not apply to a Job"):
+        plans.plan_changes(ActionSpec(type=ActionType.THROTTLE, cpu="100m"), "Job", job, "s")
+
+
 def test_label_marks_the_workload_and_names_the_sequestration() -> None:
     changes = plans.plan_changes(ActionSpec(type=ActionType.LABEL), "Deployment", _deployment(labels={"a": "b"}), "q1")
     marked = copy.deepcopy(_deployment(labels={"a": "b"}))

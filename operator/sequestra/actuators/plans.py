@@ -40,7 +40,8 @@ POD_LABELS_PATHS = {
 ACTIONS_BY_KIND = {
     ActionType.SCALE: {"Deployment", "StatefulSet"},
     ActionType.SUSPEND: {"Job", "CronJob"},
-    ActionType.THROTTLE: set(POD_SPEC_PATHS),
+    # A Job's pod template is immutable once created: throttling one needs an in-place pod resize.
+    ActionType.THROTTLE: set(POD_SPEC_PATHS) - {"Job"},
     ActionType.ISOLATE: set(POD_SPEC_PATHS),
     ActionType.LABEL: set(POD_SPEC_PATHS),
 }

@@ -213,10 +213,13 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     if step is lifecycle.Step.DRY_RUN:
         await asyncio.to_thread(_dry_run, ctx, body, status, spec, workload, summary)
     elif step is lifecycle.Step.AWAIT_APPROVAL:
-        await asyncio.to_thread(
-            _transition, ctx, body, status, Phase.AWAITING_APPROVAL, "AwaitingApproval",
-            f"waiting for a human: kubectl annotate seq {body['metadata']['name']} {APPROVED_ANNOTATION}=true",
-            **summary)
+        message = (f"waiting for a human: kubectl annotate seq {body['metadata']['name']} "
+                   f"{APPROVED_ANNOTATION}=true")
+        await asyncio.to_thread(_transition, ctx, body, status, Phase.AWAITING_APPROVAL, "AwaitingApproval", message,
+                                **summary)
+        if status.get("phase") != Phase.AWAITING_APPROVAL:
+            _target_event(workload, "AwaitingApproval", f"Sequestration {_name(body)} {spec.action_summary()}: "
+                          f"{message}")
     else:
         await _apply(body, ctx, status, spec, workload, summary)
 
@@ -281,8 +284,10 @@ def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: Seques
                               or ", ".join(f"create {o['kind']} {o['name']}" for o in p["created"]) or "no change")
         for p in planned
     )
-    _transition(ctx, body, status, Phase.PENDING, "DryRun", f"dry-run, nothing changed; would {would}",
-                plannedActions=planned, **summary)
+    message = f"dry-run, nothing changed; would {would}"
+    _transition(ctx, body, status, Phase.PENDING, "DryRun", message, plannedActions=planned, **summary)
+    if status.get("phase") != Phase.PENDING or not status.get("plannedActions"):
+        _target_event(workload, "DryRun", f"Sequestration {_name(body)}: {message}")
 
 
 def _action_label(spec: SequestrationSpec) -> str:
