@@ -105,6 +105,7 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if body.get("status", {}).get("phase") != Phase.RELEASED:
         await _locked(body, lambda: _release(body, memo.context, reason="Deleted"))
     metrics.mark_active(body["metadata"]["uid"], False)
+    _locks.pop(body["metadata"]["uid"], None)
 
 
 async def reconcile(body: kopf.Body, ctx: Context) -> None:
