@@ -199,17 +199,9 @@ def run(deployments: int = 500, pods_per: int = 2, sequestrations: int = 200) ->
 
 
 def _teardown(api_client: client.ApiClient) -> None:
-    objects, core = client.CustomObjectsApi(api_client), client.CoreV1Api(api_client)
     for i in range(NAMESPACES):
-        ns = f"bench-{i}"
-        listing: Any = objects.list_namespaced_custom_object(GROUP, VERSION, ns, PLURAL)
-        for item in listing["items"]:
-            # No operator runs now to honour the finalizer; delete at once so none can re-add it.
-            objects.patch_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, item["metadata"]["name"],
-                                                   {"metadata": {"finalizers": None}},
-                                                   _content_type="application/merge-patch+json")
-            objects.delete_namespaced_custom_object(GROUP, VERSION, ns, PLURAL, item["metadata"]["name"])
-        core.delete_namespace(ns)
+        crds.forget_sequestrations(api_client, f"bench-{i}")
+        client.CoreV1Api(api_client).delete_namespace(f"bench-{i}")
 
 
 def main() -> None:

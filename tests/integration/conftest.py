@@ -8,8 +8,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
-from sequestra.model.sequestration import GROUP, PLURAL, VERSION
-from sequestra.sandbox import lifecycle
+from sequestra.sandbox import crds, lifecycle
 from sequestra.sandbox.paths import SandboxPaths
 from tests.support import eventually
 
@@ -29,8 +28,6 @@ def api_client(sandbox: SandboxPaths) -> client.ApiClient:
 
 @pytest.fixture(scope="session")
 def crds_installed(api_client: client.ApiClient) -> list[str]:
-    from sequestra.sandbox import crds
-
     return crds.install(api_client)
 
 
@@ -47,17 +44,7 @@ def namespace(api_client: client.ApiClient) -> Iterator[str]:
 
 
 def drop_namespace(api_client: client.ApiClient, name: str) -> None:
-    core = client.CoreV1Api(api_client)
     # Sequestrations carry the operator's finalizer; with no operator running after the test they would
     # keep the namespace terminating and leak into the next test's counts. Drop them first.
-    objects = client.CustomObjectsApi(api_client)
-    try:
-        leftovers = objects.list_namespaced_custom_object(GROUP, VERSION, name, PLURAL)["items"]
-    except client.ApiException:
-        leftovers = []  # the CRDs are not installed in this session
-    for item in leftovers:
-        objects.patch_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"],
-                                               {"metadata": {"finalizers": None}},
-                                               _content_type="application/merge-patch+json")
-        objects.delete_namespaced_custom_object(GROUP, VERSION, name, PLURAL, item["metadata"]["name"])
-    core.delete_namespace(name)
+    crds.forget_sequestrations(api_client, name)
+    client.CoreV1Api(api_client).delete_namespace(name)

@@ -41,3 +41,29 @@ def install(api_client: client.ApiClient, directory: Path = REPO_CRDS, timeout_s
                 raise SandboxError(f"CRD {name} not Established after {timeout_s:.0f} s")
             time.sleep(0.2)
     return names
+
+
+def forget_sequestrations(api_client: client.ApiClient, namespace: str) -> int:
+    """Delete a namespace's Sequestrations without restoring anything: for tearing down tests and
+    benchmarks when no operator runs to honour the finalizer. Deleting right after dropping the finalizer
+    leaves no window for a running operator to add it back. Returns how many there were."""
+    from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+
+    objects = client.CustomObjectsApi(api_client)
+    try:
+        listing: Any = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    except ApiException as exc:
+        if exc.status == 404:  # the CRD is not installed
+            return 0
+        raise
+    for item in listing["items"]:
+        name = item["metadata"]["name"]
+        objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
+                                               {"metadata": {"finalizers": None}},
+                                               _content_type="application/merge-patch+json")
+        try:
+            objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+    return len(listing["items"])
