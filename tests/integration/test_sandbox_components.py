@@ -173,3 +173,26 @@ def test_an_annotated_pod_runs_a_real_kafka_producer_whose_traffic_the_broker_me
     eventually(lambda: not [c for c in httpx.get(f"{endpoints.workload_metrics_url()}/v1/kafka-clients",
                                                  timeout=5).json() if c["namespace"] == namespace],
                what="the client stopped with its pod")
+
+
+def test_simulated_pods_report_container_resources_so_they_can_be_resized_in_place(
+    api_client: client.ApiClient, namespace: str
+) -> None:
+    core = client.CoreV1Api(api_client)
+    workloads.create(api_client, namespace, workloads.deployment("web", 1, limits={"cpu": "2"}, requests={"cpu": "1"}))
+
+    def reporting() -> client.V1Pod | None:
+        pods = _running_pods(core, namespace, "web")
+        ready = [p for p in pods if p.status.container_statuses and all(
+            s.state.running for s in p.status.container_statuses)]
+        return ready[0] if ready else None
+
+    pod = eventually(reporting, what="a pod whose containers are running")
+    main = next(s for s in pod.status.container_statuses if s.name == "main")
+    assert main.resources.limits == {"cpu": "2"}
+
+    resized = core.patch_namespaced_pod_resize(
+        pod.metadata.name, namespace,
+        {"spec": {"containers": [{"name": "main", "resources": {"limits": {"cpu": "1500m"}}}]}},
+        _content_type="application/strategic-merge-patch+json")
+    assert next(c for c in resized.spec.containers if c.name == "main").resources.limits == {"cpu": "1500m"}

@@ -81,3 +81,12 @@ def test_client_certificates_carry_user_and_groups(tmp_path: Path) -> None:
     assert cert.subject.get_attributes_for_oid(x509.NameOID.COMMON_NAME)[0].value == "alice"
     groups = [a.value for a in cert.subject.get_attributes_for_oid(x509.NameOID.ORGANIZATION_NAME)]
     assert groups == ["team-a", "viewers"]
+
+
+def test_kwok_pod_ready_stage_gains_container_resources_or_fails_loudly() -> None:
+    from sequestra.sandbox.components import report_container_resources
+
+    stage = "      - image: x\n        ready: true\n        restartCount: 0\n"
+    assert "resources: {{ YAML $item.resources 2 }}" in report_container_resources(stage)
+    with pytest.raises(SandboxError, match="changed shape"):
+        report_container_resources("no such line")

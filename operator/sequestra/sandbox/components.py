@@ -162,6 +162,17 @@ def _kwok_config(paths: SandboxPaths) -> str:
     return str(paths.config / "kwok-stages.yaml")
 
 
+def report_container_resources(pod_ready_stage: str) -> str:
+    """KWOK's pod-ready stage, with each running container's status also reporting its resources, as a
+    kubelet that supports in-place resize does. Without them kube-apiserver refuses `pods/resize` for a
+    running pod ("Pod running on node without support for resize")."""
+    anchor = "        restartCount: 0\n"
+    if pod_ready_stage.count(anchor) != 1:
+        raise SandboxError("KWOK's pod-ready stage changed shape: update report_container_resources")
+    # The piped value would be YAML's last argument; the indent (2 levels) must come after the value.
+    return pod_ready_stage.replace(anchor, "        resources: {{ YAML $item.resources 2 }}\n" + anchor)
+
+
 def _kwok_prepare(paths: SandboxPaths) -> None:
     # KWOK exits at once with "no stages found" without Stage objects; use the ones its module ships.
     stages_dir = provision.kwok_stages_dir(paths)
@@ -170,7 +181,8 @@ def _kwok_prepare(paths: SandboxPaths) -> None:
         source = stages_dir / relative
         if not source.exists():
             raise SandboxError(f"KWOK stage file {source} is missing: remove {paths.bin}/kwok and run `up` again")
-        documents.append(source.read_text().strip())
+        text = source.read_text().strip()
+        documents.append(report_container_resources(text) if relative.endswith("pod-ready.yaml") else text)
     (paths.config / "kwok-stages.yaml").write_text("\n---\n".join(documents) + "\n")
 
 
