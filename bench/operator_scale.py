@@ -26,7 +26,7 @@ import httpx
 from kubernetes import client, config, watch
 
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
-from sequestra.sandbox import crds, processes
+from sequestra.sandbox import components, crds, endpoints, processes
 from sequestra.sandbox.paths import SandboxPaths
 
 NAMESPACES = 10
@@ -81,12 +81,7 @@ def _deployment(name: str, replicas: int) -> dict[str, Any]:
 
 
 def _apiserver_requests(paths: SandboxPaths) -> float:
-    cert, key = paths.pki / "user-sequestra-admin.crt", paths.pki / "user-sequestra-admin.key"
-    import ssl
-
-    context = ssl.create_default_context(cafile=str(paths.pki / "ca.crt"))
-    context.load_cert_chain(str(cert), str(key))
-    text = httpx.get("https://127.0.0.1:16443/metrics", verify=context, timeout=10).text
+    text = httpx.get(f"{endpoints.apiserver_url()}/metrics", verify=components.admin_tls(paths), timeout=10).text
     return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
                if line.startswith("apiserver_request_total{"))
 

@@ -6,6 +6,7 @@ from typing import Any
 
 from kubernetes import client
 
+from sequestra.actuators.kubernetes import RESOURCES
 from sequestra.sandbox.workload_metrics import BASELINE_CPU_ANNOTATION
 
 
@@ -71,8 +72,7 @@ def create(api_client: client.ApiClient, namespace: str, manifest: dict[str, Any
 
 
 def read(api_client: client.ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any]:
-    group, version = {"Deployment": ("apps", "v1"), "CronJob": ("batch", "v1"), "Job": ("batch", "v1"),
-                      "StatefulSet": ("apps", "v1")}[kind]
-    body: Any = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
-        group, version, namespace, kind.lower() + "s", name)
+    group, version, plural = RESOURCES[kind]
+    objects = client.CustomObjectsApi(api_client)
+    body: Any = objects.get_namespaced_custom_object(group, version, namespace, plural, name)
     return dict(body)

@@ -101,11 +101,11 @@ def test_pods_that_went_away_stop_being_reported() -> None:
     assert 'pod="a"' not in metrics.exposition()
 
 
-@pytest.mark.parametrize(("text", "cpu", "expected"), [
-    ("250m", True, 0.25), ("2", True, 2.0), ("512Mi", False, 512 * 2**20), ("1G", False, 1e9), (None, True, None),
+@pytest.mark.parametrize(("text", "expected"), [
+    ("250m", 0.25), ("2", 2.0), ("512Mi", 512 * 2**20), ("1G", 1e9), (None, None),
 ])
-def test_quantity_parsing(text: str | None, cpu: bool, expected: float | None) -> None:
-    assert _quantity(text, cpu=cpu) == expected
+def test_quantity_parsing(text: str | None, expected: float | None) -> None:
+    assert _quantity(text) == expected
 
 
 def test_kafka_client_annotation_is_parsed_and_a_bad_one_is_ignored() -> None:

@@ -33,6 +33,7 @@ RESOURCES = {
     "CronJob": ("batch", "v1", "cronjobs"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
 }
+WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 # Owners a pod's ownership chain is walked through to the workload a human manages.
 OWNER_CHAIN_STOPS = {"Deployment", "StatefulSet", "CronJob"}
 
@@ -75,7 +76,6 @@ class KubernetesActuator:
     def __init__(self, api_client: client.ApiClient) -> None:
         self._objects = client.CustomObjectsApi(api_client)
         self._core = client.CoreV1Api(api_client)
-        self._api_client = api_client
 
     # --- reading ----------------------------------------------------------------------------------
     def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
@@ -115,14 +115,16 @@ class KubernetesActuator:
                 return Workload(kind, name, namespace, body)
             kind, name = owner["kind"], owner["name"]
 
-    def count_workloads(self, namespace: str) -> int:
-        """Workloads a human manages in the namespace (owned Jobs and ReplicaSets are not counted)."""
-        total = 0
-        for kind in ("Deployment", "StatefulSet", "Job", "CronJob"):
+    def list_workloads(self, namespace: str, kinds: tuple[str, ...] = WORKLOAD_KINDS) -> list[dict[str, Any]]:
+        """Workloads a human manages in the namespace: owned ones (a CronJob's Jobs) are not counted."""
+        found: list[dict[str, Any]] = []
+        for kind in kinds:
+            if kind not in RESOURCES:
+                continue  # SparkApplication and Kafka clients are listed by the issues that add them
             group, version, plural = RESOURCES[kind]
             listing: Any = self._objects.list_namespaced_custom_object(group, version, namespace, plural)
-            total += sum(1 for item in listing["items"] if not item["metadata"].get("ownerReferences"))
-        return total
+            found += [item for item in listing["items"] if not item["metadata"].get("ownerReferences")]
+        return found
 
     # --- planning (pure, on what was read) -------------------------------------------------------
     def plan(self, index: int, action: ActionSpec, workload: Workload, sequestration: str) -> PriorState:

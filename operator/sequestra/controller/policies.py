@@ -11,7 +11,7 @@ import structlog
 from kubernetes import client
 from pydantic import ValidationError
 
-from sequestra.actuators.kubernetes import RESOURCES
+from sequestra.controller.sequestrations import Context
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
@@ -33,21 +33,13 @@ def _covered_namespaces(core: client.CoreV1Api, policy_namespace: str, spec: Seq
     return sorted(names)
 
 
-def _observe(objects: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str, name: str,
-             spec: SequestrationPolicySpec, operator_namespace: str) -> tuple[int, int]:
-    covered = 0
-    namespaces = _covered_namespaces(core, namespace, spec, operator_namespace)
-    for ns in namespaces:
-        for kind in spec.covered_kinds():
-            if kind not in RESOURCES:
-                continue  # SparkApplication and Kafka clients are counted by the issues that add them
-            group, version, plural = RESOURCES[kind]
-            listing: Any = objects.list_namespaced_custom_object(group, version, ns, plural)
-            covered += sum(
-                1 for item in listing["items"]
-                if not item["metadata"].get("ownerReferences")
-                and selectors.matches(spec.selector.workload_selector, item["metadata"].get("labels") or {})
-            )
+def _observe(ctx: Context, objects: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str, name: str,
+             spec: SequestrationPolicySpec) -> tuple[int, int]:
+    namespaces = _covered_namespaces(core, namespace, spec, ctx.settings.operator_namespace)
+    covered = sum(
+        1 for ns in namespaces for item in ctx.actuator.list_workloads(ns, spec.covered_kinds())
+        if selectors.matches(spec.selector.workload_selector, item["metadata"].get("labels") or {})
+    )
     held: Any = objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
     active = sum(1 for s in held["items"] if (s.get("spec") or {}).get("policyRef") == name
                  and s["metadata"]["namespace"] in namespaces and (s.get("status") or {}).get("phase") == Phase.ACTIVE)
@@ -79,8 +71,8 @@ async def observe_policy(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             "conditions": set_condition(conditions, "Ready", False, "InvalidSpec", message, generation)})
         kopf.warn(body, reason="InvalidSpec", message=message)
         return
-    covered, active = await asyncio.to_thread(_observe, objects, client.CoreV1Api(ctx.api_client), namespace, name,
-                                              spec, ctx.settings.operator_namespace)
+    covered, active = await asyncio.to_thread(_observe, ctx, objects, client.CoreV1Api(ctx.api_client), namespace,
+                                              name, spec)
     await asyncio.to_thread(_write, objects, namespace, name, {
         "observedGeneration": generation, "coveredWorkloads": covered, "activeSequestrations": active,
         "conditions": set_condition(conditions, "Ready", True, "Observed",

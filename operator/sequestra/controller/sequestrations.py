@@ -266,7 +266,7 @@ def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
     return guardrails.ClusterState(
         active_total=len(held),
         active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
-        workloads_in_namespace=ctx.actuator.count_workloads(namespace),
+        workloads_in_namespace=len(ctx.actuator.list_workloads(namespace)),
         actions_last_hour=len(acted_recently),
         anomalous_workloads=len(open_requests) + 1,
     )

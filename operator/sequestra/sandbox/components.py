@@ -90,7 +90,7 @@ def _apiserver_argv(paths: SandboxPaths) -> list[str]:
     ]
 
 
-def _admin_tls(paths: SandboxPaths) -> ssl.SSLContext:
+def admin_tls(paths: SandboxPaths) -> ssl.SSLContext:
     context = ssl.create_default_context(cafile=str(pki(paths).ca_cert))
     cert, key = pki(paths).client_cert("sequestra-admin")
     context.load_cert_chain(str(cert), str(key))
@@ -98,7 +98,7 @@ def _admin_tls(paths: SandboxPaths) -> ssl.SSLContext:
 
 
 def _apiserver_health(paths: SandboxPaths) -> Health:
-    return _get(f"{endpoints.apiserver_url()}/readyz", verify=_admin_tls(paths))
+    return _get(f"{endpoints.apiserver_url()}/readyz", verify=admin_tls(paths))
 
 
 # --- controller-manager, scheduler -------------------------------------------------------------

@@ -31,6 +31,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
+from sequestra.model.quantity import parse_quantity
 from sequestra.sandbox.kafka_clients import KafkaClients, KafkaClientSpec, parse_annotation
 
 BASELINE_CPU_ANNOTATION = "sandbox.sequestra.dev/cpu-cores"
@@ -98,16 +99,9 @@ class ContainerSeries:
     rng: random.Random = field(default_factory=random.Random)
 
 
-def _quantity(value: str | None, *, cpu: bool) -> float | None:
-    """Parse a Kubernetes quantity (100m, 2, 512Mi, 1G) into cores or bytes."""
-    if not value:
-        return None
-    suffixes = {"m": 1e-3, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12,
-                "Ki": 2**10, "Mi": 2**20, "Gi": 2**30, "Ti": 2**40}
-    for suffix in sorted(suffixes, key=len, reverse=True):
-        if value.endswith(suffix):
-            return float(value[: -len(suffix)]) * suffixes[suffix]
-    return float(value)
+def _quantity(value: str | None) -> float | None:
+    """A Kubernetes quantity (100m, 2, 512Mi, 1G) as cores or bytes; None when unset."""
+    return float(parse_quantity(value)) if value else None
 
 
 class WorkloadMetrics:
@@ -224,11 +218,11 @@ def pod_info(pod: Any) -> PodInfo:
         requests = (c.resources.requests if c.resources else None) or {}
         containers[c.name] = {
             k: v for k, v in (
-                ("cpu_limit", _quantity(limits.get("cpu"), cpu=True)),
-                ("memory_limit", _quantity(limits.get("memory"), cpu=False)),
+                ("cpu_limit", _quantity(limits.get("cpu"))),
+                ("memory_limit", _quantity(limits.get("memory"))),
             ) if v is not None
         }
-        requested_cpu += _quantity(requests.get("cpu"), cpu=True) or 0.0
+        requested_cpu += _quantity(requests.get("cpu")) or 0.0
     baseline_cpu = float(annotations.get(BASELINE_CPU_ANNOTATION, 0) or 0) or (
         requested_cpu / 2 / max(1, len(containers)) if requested_cpu else DEFAULT_CPU_CORES
     )
