@@ -1,0 +1,107 @@
+"""Kubernetes as a signal source: one listing per interval of what attribution and change detection need.
+
+Raw JSON (no client model objects) keeps a 10k-pod listing cheap. Restarts and OOM kills are read from
+pod statuses here too, so they count even where kube-state-metrics is not installed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from kubernetes import client
+
+from sequestra.model.workload import ChangeEvent, WorkloadRef
+from sequestra.signals.attribution import Attribution
+from sequestra.signals.changes import recent_changes
+
+# kind -> (group, version, plural); the workloads humans manage, and the objects between them and pods.
+WORKLOAD_RESOURCES = {
+    "Deployment": ("apps", "v1", "deployments"),
+    "StatefulSet": ("apps", "v1", "statefulsets"),
+    "CronJob": ("batch", "v1", "cronjobs"),
+    "Job": ("batch", "v1", "jobs"),
+    "SparkApplication": ("sparkoperator.k8s.io", "v1beta2", "sparkapplications"),
+}
+INTERMEDIATE_RESOURCES = {"ReplicaSet": ("apps", "v1", "replicasets")}
+
+
+@dataclass
+class ClusterSnapshot:
+    attribution: Attribution
+    replicasets: dict[tuple[str, str], list[Mapping[str, Any]]] = field(default_factory=dict)  # owner key
+    configmaps: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)  # ns -> name -> obj
+    # Secrets are not listed: reading every Secret in a namespace is a privilege an operator should not hold.
+    secrets: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
+    pod_restarts: dict[WorkloadRef, int] = field(default_factory=dict)
+    pod_oom_kills: dict[WorkloadRef, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def changes(self, workload: WorkloadRef, since: float) -> list[ChangeEvent]:
+        obj = self.attribution.workloads.get(workload)
+        if obj is None:
+            return []
+        return recent_changes(workload, obj, configmaps=self.configmaps.get(workload.namespace, {}),
+                              secrets=self.secrets.get(workload.namespace, {}),
+                              revisions=self.replicasets.get((workload.namespace, workload.name), []), since=since)
+
+
+class ClusterReader:
+    def __init__(self, api_client: client.ApiClient) -> None:
+        self._api = api_client
+
+    def _list(self, group: str, version: str, plural: str, namespace: str) -> list[dict[str, Any]]:
+        prefix = "/api/v1" if group == "" else f"/apis/{group}/{version}"
+        request = self._api.param_serialize("GET", f"{prefix}/namespaces/{namespace}/{plural}",
+                                            header_params={"Accept": "application/json"},
+                                            auth_settings=["BearerToken"])
+        response = self._api.call_api(*request)
+        response.read()
+        if not 200 <= response.status < 300:
+            raise client.ApiException(status=response.status, reason=response.reason)
+        return list(json.loads(response.data or b"{}").get("items", []))
+
+    def snapshot(self, namespaces: list[str], kinds: tuple[str, ...]) -> ClusterSnapshot:
+        workloads: list[dict[str, Any]] = []
+        owners: list[dict[str, Any]] = []
+        pods: list[dict[str, Any]] = []
+        snapshot = ClusterSnapshot(attribution=Attribution())
+        for namespace in namespaces:
+            for kind in kinds:
+                if kind not in WORKLOAD_RESOURCES:
+                    continue
+                try:
+                    items = self._list(*WORKLOAD_RESOURCES[kind], namespace)
+                except client.ApiException as exc:
+                    if exc.status == 404:  # the CRD (SparkApplication) is not installed: nothing to list
+                        continue
+                    raise
+                for item in items:
+                    item["kind"] = kind
+                    # A CronJob's Jobs sit between it and its pods; humans manage the CronJob.
+                    (owners if item["metadata"].get("ownerReferences") else workloads).append(item)
+            for kind, resource in INTERMEDIATE_RESOURCES.items():
+                for item in self._list(*resource, namespace):
+                    item["kind"] = kind
+                    owners.append(item)
+                    references = item["metadata"].get("ownerReferences") or []
+                    owner = next((o for o in references if o.get("controller")), None)
+                    if owner:
+                        snapshot.replicasets.setdefault((namespace, owner["name"]), []).append(item)
+            pods += self._list("", "v1", "pods", namespace)
+            snapshot.configmaps[namespace] = {c["metadata"]["name"]: {"metadata": c["metadata"]}
+                                              for c in self._list("", "v1", "configmaps", namespace)}
+        snapshot.attribution = Attribution.build(workloads, owners, pods)
+        for pod in pods:
+            ref = snapshot.attribution.pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
+            if ref is None:
+                continue
+            statuses = (pod.get("status") or {}).get("containerStatuses") or []
+            snapshot.pod_restarts[ref] = snapshot.pod_restarts.get(ref, 0) + sum(
+                int(s.get("restartCount", 0)) for s in statuses)
+            terminations = [(s.get("lastState") or {}).get("terminated") or {} for s in statuses]
+            snapshot.pod_oom_kills[ref] = snapshot.pod_oom_kills.get(ref, 0) + sum(
+                1 for t in terminations if t.get("reason") == "OOMKilled")
+        return snapshot
