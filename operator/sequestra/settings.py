@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
@@ -25,6 +25,14 @@ class Settings(BaseSettings):
     circuit_breaker_window_s: float = Field(default=300, gt=0)
     io_threads: int = Field(default=32, ge=1, le=256)  # concurrent blocking API calls
     log_level: str = "INFO"
+    # Notify (see docs/NOTIFY.md). Each part is off while its URL is unset.
+    alertmanager_url: str | None = None  # silences for held workloads' alerts
+    digest_slack_webhook_url: SecretStr | None = None  # a Slack incoming webhook; its path is a secret
+    digest_webhook_url: str | None = None  # any receiver of the generic JSON digest
+    digest_window_s: float = Field(default=60.0, gt=0)  # one digest per incident per window
+    pager_alertmanager_url: str | None = None  # post SequestraNeedsHuman alerts here (a paging route)
+    pagerduty_url: str | None = None  # a PagerDuty Events v2-compatible endpoint
+    pagerduty_routing_key: SecretStr | None = None  # SEQUESTRA_PAGERDUTY_ROUTING_KEY
 
     @field_validator("protected_namespaces", mode="before")
     @classmethod
