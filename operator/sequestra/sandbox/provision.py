@@ -173,6 +173,23 @@ def build_go_install(paths: SandboxPaths, progress: Progress, name: str, package
     _mark_current(paths, name, version)
 
 
+def build_helm(paths: SandboxPaths, progress: Progress) -> None:
+    """Helm for the chart tests. Only cmd/helm is compiled; its go.mod has no replace directives, so
+    `go install` works. The version is stamped in, else `helm version` reports a development build."""
+    if is_current(paths, "helm", versions.HELM):
+        return
+    require_tool("go", "install Go >= 1.25 (https://go.dev/dl) or `apt-get install golang`")
+    progress(f"building helm {versions.HELM} from its Go module (about 2-3 min)")
+    env = _go_env(paths)
+    env["GOBIN"] = str(paths.bin)
+    env["GOFLAGS"] = "-buildvcs=false"
+    major = versions.HELM.lstrip("v").split(".")[0]
+    ldflags = f"-s -w -X helm.sh/helm/v{major}/internal/version.version={versions.HELM}"
+    _run(["go", "install", f"-ldflags={ldflags}", f"helm.sh/helm/v{major}/cmd/helm@{versions.HELM}"],
+         cwd=paths.go_build, env=env, log=paths.logs / "build-helm.log", what="building helm")
+    _mark_current(paths, "helm", versions.HELM)
+
+
 def kwok_stages_dir(paths: SandboxPaths) -> Path:
     """KWOK exits at once with 'no stages found' unless given Stage objects; its module ships them."""
     return paths.go_build / "mod" / f"sigs.k8s.io/kwok@{versions.KWOK}" / "kustomize" / "stage"
@@ -260,4 +277,5 @@ def provision(paths: SandboxPaths, progress: Progress) -> float:
     build_etcd(paths, progress)
     build_go_install(paths, progress, "kwok", "sigs.k8s.io/kwok/cmd/kwok", versions.KWOK)
     build_kubernetes(paths, progress)
+    build_helm(paths, progress)
     return time.monotonic() - started

@@ -5,6 +5,8 @@ KUBERNETES = "v1.37.2"
 KUBERNETES_STAGING = "v0.37.2"
 ETCD = "v3.6.16"
 KWOK = "v0.8.0"
+# Helm, for the chart tests (`helm lint`, `helm template`, `helm install` into the sandbox).
+HELM = "v4.3.1"
 
 KAFKA = "4.4.0"
 SCALA = "2.13"
