@@ -32,10 +32,19 @@ RESOURCES = {
     "Job": ("batch", "v1", "jobs"),
     "CronJob": ("batch", "v1", "cronjobs"),
     "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
+    # Kubeflow spark-operator's CRDs: present only where the spark-operator (or the sandbox) installed them.
+    "SparkApplication": ("sparkoperator.k8s.io", "v1beta2", "sparkapplications"),
+    "ScheduledSparkApplication": ("sparkoperator.k8s.io", "v1beta2", "scheduledsparkapplications"),
 }
+OPTIONAL_KINDS = {"SparkApplication", "ScheduledSparkApplication"}
 WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
 # Owners a pod's ownership chain is walked through to the workload a human manages.
-OWNER_CHAIN_STOPS = {"Deployment", "StatefulSet", "CronJob"}
+# A SparkApplication stops the walk even when a ScheduledSparkApplication owns it: capping the running
+# application is what contains it; changing the schedule's template would only shape the next run.
+OWNER_CHAIN_STOPS = {"Deployment", "StatefulSet", "CronJob", "SparkApplication", "ScheduledSparkApplication"}
+# spark-operator labels a run's driver and executor pods with its SparkApplication's name; Spark makes the
+# driver pod the owner of the executors, so the label, not the owner chain, leads from an executor to it.
+SPARK_APP_NAME_LABEL = "sparkoperator.k8s.io/app-name"
 
 
 class TargetNotFound(LookupError):
@@ -99,9 +108,13 @@ class KubernetesActuator:
                     raise TargetNotFound(f"Pod {namespace}/{name} not found") from None
                 raise
             owner = next((o for o in pod.metadata.owner_references or [] if o.controller), None)
-            if owner is None:
+            spark_app = (pod.metadata.labels or {}).get(SPARK_APP_NAME_LABEL)
+            if spark_app:
+                kind, name = "SparkApplication", spark_app
+            elif owner is None:
                 raise TargetNotFound(f"Pod {namespace}/{name} has no controlling owner to act on")
-            kind, name = owner.kind, owner.name
+            else:
+                kind, name = owner.kind, owner.name
         while True:
             if kind not in RESOURCES:
                 raise TargetNotFound(f"{kind}/{name} is not a workload Sequestra can act on")
@@ -122,7 +135,12 @@ class KubernetesActuator:
             if kind not in RESOURCES:
                 continue  # SparkApplication and Kafka clients are listed by the issues that add them
             group, version, plural = RESOURCES[kind]
-            listing: Any = self._objects.list_namespaced_custom_object(group, version, namespace, plural)
+            try:
+                listing: Any = self._objects.list_namespaced_custom_object(group, version, namespace, plural)
+            except ApiException as exc:
+                if exc.status == 404 and kind in OPTIONAL_KINDS:  # the CRD is not installed: none of them
+                    continue
+                raise
             found += [item for item in listing["items"] if not item["metadata"].get("ownerReferences")]
         return found
 

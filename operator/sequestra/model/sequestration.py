@@ -46,6 +46,9 @@ class WorkloadKind(StrEnum):
     JOB = "Job"
     CRONJOB = "CronJob"
     POD = "Pod"
+    # Kubeflow spark-operator (sparkoperator.k8s.io/v1beta2).
+    SPARK_APPLICATION = "SparkApplication"
+    SCHEDULED_SPARK_APPLICATION = "ScheduledSparkApplication"
 
 
 class Mode(StrEnum):

@@ -11,6 +11,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from sequestra.sandbox.errors import SandboxError
+from sequestra.sandbox.paths import SandboxPaths
 
 REPO_CRDS = Path(__file__).resolve().parents[3] / "crds"
 
@@ -41,6 +42,44 @@ def install(api_client: client.ApiClient, directory: Path = REPO_CRDS, timeout_s
                 raise SandboxError(f"CRD {name} not Established after {timeout_s:.0f} s")
             time.sleep(0.2)
     return names
+
+
+SPARK_OPERATOR_VERSION_ANNOTATION = "sandbox.sequestra.dev/spark-operator-version"
+
+
+def install_spark_operator(api_client: client.ApiClient, paths: SandboxPaths, timeout_s: float = 30.0) -> list[str]:
+    """The Kubeflow spark-operator's CRDs (cached by provisioning); skipped when the pinned version is in
+    place already, as each is ~800 KB of schema the API server would otherwise re-validate on every `up`."""
+    from sequestra.sandbox import provision, versions
+
+    directory = provision.spark_operator_crds_dir(paths)
+    if not directory.is_dir():
+        raise SandboxError(f"no spark-operator CRDs at {directory}: run `sequestra sandbox up` to download them")
+    api = client.ApiextensionsV1Api(api_client)
+    manifests = {path.name: yaml.safe_load(path.read_text()) for path in sorted(directory.glob("*.yaml"))}
+    names = [manifest["metadata"]["name"] for manifest in manifests.values()]
+    if all(_installed_version(api, name) == versions.SPARK_OPERATOR for name in names):
+        return names
+    staged = paths.config / "spark-operator-crds"
+    staged.mkdir(parents=True, exist_ok=True)
+    for filename, manifest in manifests.items():
+        annotations = manifest["metadata"].setdefault("annotations", {})
+        annotations[SPARK_OPERATOR_VERSION_ANNOTATION] = versions.SPARK_OPERATOR
+        (staged / filename).write_text(yaml.safe_dump(manifest, sort_keys=False))
+    return install(api_client, staged, timeout_s)
+
+
+def _installed_version(api: client.ApiextensionsV1Api, name: str) -> str | None:
+    """The spark-operator version an Established CRD was installed from, or None."""
+    try:
+        crd = api.read_custom_resource_definition(name)
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    if not any(c.type == "Established" and c.status == "True" for c in crd.status.conditions or []):
+        return None
+    return (crd.metadata.annotations or {}).get(SPARK_OPERATOR_VERSION_ANNOTATION)
 
 
 def forget_sequestrations(api_client: client.ApiClient, namespace: str) -> int:

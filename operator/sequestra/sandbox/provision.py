@@ -190,6 +190,40 @@ def build_helm(paths: SandboxPaths, progress: Progress) -> None:
     _mark_current(paths, "helm", versions.HELM)
 
 
+SPARK_OPERATOR_MODULE = "github.com/kubeflow/spark-operator/v2"
+SPARK_OPERATOR_CRDS = ("sparkoperator.k8s.io_sparkapplications.yaml",
+                       "sparkoperator.k8s.io_scheduledsparkapplications.yaml")
+
+
+def spark_operator_crds_dir(paths: SandboxPaths) -> Path:
+    return paths.cache / "spark-operator" / "crds"
+
+
+def download_spark_operator_crds(paths: SandboxPaths, progress: Progress) -> None:
+    """The spark-operator's CRD manifests, taken from its Go module zip (the Go module proxy is a registry
+    this machine reaches; GitHub release assets are not). No Spark and no spark-operator run here: the
+    CRDs let SparkApplications exist, and the sandbox's Spark stand-in acts on them."""
+    target = spark_operator_crds_dir(paths)
+    stamp = target / ".version"
+    if stamp.exists() and stamp.read_text().strip() == versions.SPARK_OPERATOR:
+        return
+    require_tool("go", "install Go >= 1.25 (https://go.dev/dl) or `apt-get install golang`")
+    progress(f"downloading the spark-operator {versions.SPARK_OPERATOR} CRDs from the Go module proxy")
+    log = paths.logs / "download-spark-operator.log"
+    module = f"{SPARK_OPERATOR_MODULE}@{versions.SPARK_OPERATOR}"
+    _run(["go", "mod", "download", module], cwd=paths.go_build, env=_go_env(paths), log=log,
+         what="downloading the spark-operator module")
+    out = subprocess.run(["go", "mod", "download", "-json", module], cwd=paths.go_build, env=_go_env(paths),
+                         capture_output=True, text=True, check=True).stdout
+    bases = Path(json.loads(out)["Dir"]) / "config" / "crd" / "bases"
+    target.mkdir(parents=True, exist_ok=True)
+    for name in SPARK_OPERATOR_CRDS:
+        if not (bases / name).exists():
+            raise SandboxError(f"spark-operator {versions.SPARK_OPERATOR} has no {name} under {bases}")
+        (target / name).write_bytes((bases / name).read_bytes())  # the module cache's copy is read-only
+    stamp.write_text(versions.SPARK_OPERATOR + "\n")
+
+
 def kwok_stages_dir(paths: SandboxPaths) -> Path:
     """KWOK exits at once with 'no stages found' unless given Stage objects; its module ships them."""
     return paths.go_build / "mod" / f"sigs.k8s.io/kwok@{versions.KWOK}" / "kustomize" / "stage"
@@ -277,5 +311,6 @@ def provision(paths: SandboxPaths, progress: Progress) -> float:
     build_etcd(paths, progress)
     build_go_install(paths, progress, "kwok", "sigs.k8s.io/kwok/cmd/kwok", versions.KWOK)
     build_kubernetes(paths, progress)
+    download_spark_operator_crds(paths, progress)
     build_helm(paths, progress)
     return time.monotonic() - started

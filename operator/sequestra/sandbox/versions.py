@@ -13,3 +13,6 @@ SCALA = "2.13"
 LOG4J = "2.25.2"
 SLF4J = "2.0.17"
 JMX_EXPORTER = "1.0.1"
+
+# Kubeflow spark-operator: only its CRDs (SparkApplication, ScheduledSparkApplication), from the Go module.
+SPARK_OPERATOR = "v2.5.1"
