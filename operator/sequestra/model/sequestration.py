@@ -38,6 +38,9 @@ class ActionType(StrEnum):
     THROTTLE = "throttle"
     ISOLATE = "isolate"
     LABEL = "label"
+    # Kafka actions: they act on the workload's declared Kafka identity (model/kafka.py), not its pods.
+    QUOTA = "quota"
+    DENY_WRITE = "deny-write"
 
 
 class WorkloadKind(StrEnum):
@@ -77,9 +80,20 @@ class ActionSpec(CamelModel):
     memory: str | None = None
     allow_egress_to: tuple[str, ...] = ()
     allow_ingress_from: tuple[str, ...] = ()
+    # quota: Kafka client quotas (KIP-546 keys producer_byte_rate, consumer_byte_rate, request_percentage).
+    producer_byte_rate: int | None = Field(default=None, ge=1)
+    consumer_byte_rate: int | None = Field(default=None, ge=1)
+    request_percentage: float | None = Field(default=None, gt=0)
+    # deny-write: the topics the workload's principal may no longer write to.
+    topics: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _parameters_fit_the_type(self) -> ActionSpec:
+        if self.type is ActionType.QUOTA and self.producer_byte_rate is None and self.consumer_byte_rate is None \
+                and self.request_percentage is None:
+            raise ValueError("a quota action needs producerByteRate, consumerByteRate or requestPercentage")
+        if self.type is ActionType.DENY_WRITE and not self.topics:
+            raise ValueError("a deny-write action needs topics")
         if self.type is ActionType.SCALE and self.replicas is None:
             raise ValueError("a scale action needs replicas")
         if self.type is ActionType.THROTTLE and self.cpu is None and self.memory is None:
@@ -92,6 +106,13 @@ class ActionSpec(CamelModel):
         if self.type is ActionType.THROTTLE:
             limits = ", ".join(f"{k}={v}" for k, v in (("cpu", self.cpu), ("memory", self.memory)) if v)
             return f"throttle {limits}"
+        if self.type is ActionType.QUOTA:
+            quotas = [f"producer={self.producer_byte_rate}B/s" if self.producer_byte_rate else "",
+                      f"consumer={self.consumer_byte_rate}B/s" if self.consumer_byte_rate else "",
+                      f"requests={self.request_percentage:g}%" if self.request_percentage else ""]
+            return f"quota {', '.join(q for q in quotas if q)}"
+        if self.type is ActionType.DENY_WRITE:
+            return f"deny writes to {', '.join(self.topics)}"
         return str(self.type)
 
 
