@@ -41,6 +41,9 @@ def install(api_client: client.ApiClient, directory: Path = REPO_CRDS, timeout_s
             if time.monotonic() > deadline:
                 raise SandboxError(f"CRD {name} not Established after {timeout_s:.0f} s")
             time.sleep(0.2)
+    if (directory / "guard").is_dir():
+        # After the CRDs: one guard policy takes Sequestrations as its parameters.
+        install_guard(api_client, directory / "guard")
     return names
 
 
@@ -106,3 +109,81 @@ def forget_sequestrations(api_client: client.ApiClient, namespace: str) -> int:
             if exc.status != 404:
                 raise
     return len(listing["items"])
+
+
+GUARD_PARAMS_OPERATORS_KEY = "operators"
+
+
+def install_guard(api_client: client.ApiClient, directory: Path = REPO_CRDS / "guard") -> list[str]:
+    """Install the admission guard (crds/guard/: its parameter ConfigMap, then the policies, then their
+    bindings, so no binding ever points at a missing policy or parameter). The identity installing it is
+    added to the operators the guard lets through: `sequestra install-crds` is run by whoever then runs the
+    operator with the same kubeconfig (in the sandbox, its admin user); the chart templates its own
+    ServiceAccount instead. An existing ConfigMap keeps its settings (only that identity is added).
+    Returns "Kind/name" of everything installed."""
+    manifests: list[Any] = [doc for path in sorted(directory.glob("*.yaml"))
+                            for doc in yaml.safe_load_all(path.read_text()) if doc]
+    order = {"ConfigMap": 0, "ValidatingAdmissionPolicy": 1, "ValidatingAdmissionPolicyBinding": 2}
+    unknown = [m["kind"] for m in manifests if m["kind"] not in order]
+    if unknown:
+        raise SandboxError(f"unexpected kinds in {directory}: {', '.join(unknown)}")
+    installer = _own_username(api_client)
+    installed = []
+    for manifest in sorted(manifests, key=lambda m: order[m["kind"]]):
+        if manifest["kind"] == "ConfigMap":
+            _install_guard_params(api_client, manifest, installer)
+        else:
+            _create_or_replace_cluster_object(api_client, manifest)
+        installed.append(f"{manifest['kind']}/{manifest['metadata']['name']}")
+    return installed
+
+
+def _own_username(api_client: client.ApiClient) -> str:
+    review: Any = client.AuthenticationV1Api(api_client).create_self_subject_review(
+        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    return str(review.status.user_info.username)
+
+
+def _install_guard_params(api_client: client.ApiClient, manifest: dict[str, Any], installer: str) -> None:
+    core = client.CoreV1Api(api_client)
+    namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    try:
+        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+    try:
+        current = core.read_namespaced_config_map(name, namespace)
+    except ApiException as exc:
+        if exc.status != 404:
+            raise
+        current = None
+    data = dict(current.data or {}) if current is not None else dict(manifest.get("data") or {})
+    operators = [u.strip() for u in data.get(GUARD_PARAMS_OPERATORS_KEY, "").split(",") if u.strip()]
+    if installer in operators and current is not None:
+        return
+    data[GUARD_PARAMS_OPERATORS_KEY] = ",".join(operators if installer in operators else [*operators, installer])
+    if current is None:
+        core.create_namespaced_config_map(namespace, {**manifest, "data": data})
+    else:
+        core.patch_namespaced_config_map(name, namespace, {"data": data})
+
+
+def _create_or_replace_cluster_object(api_client: client.ApiClient, manifest: dict[str, Any]) -> None:
+    api = client.AdmissionregistrationV1Api(api_client)
+    name = manifest["metadata"]["name"]
+    if manifest["kind"] == "ValidatingAdmissionPolicy":
+        create, read, replace = (api.create_validating_admission_policy, api.read_validating_admission_policy,
+                                 api.replace_validating_admission_policy)
+    else:
+        create, read, replace = (api.create_validating_admission_policy_binding,
+                                 api.read_validating_admission_policy_binding,
+                                 api.replace_validating_admission_policy_binding)
+    try:
+        create(manifest)
+    except ApiException as exc:
+        if exc.status != 409:
+            raise
+        manifest = {**manifest, "metadata": {**manifest["metadata"],
+                                             "resourceVersion": read(name).metadata.resource_version}}
+        replace(name, manifest)
