@@ -25,6 +25,19 @@ class Settings(BaseSettings):
     circuit_breaker_window_s: float = Field(default=300, gt=0)
     io_threads: int = Field(default=32, ge=1, le=256)  # concurrent blocking API calls
     log_level: str = "INFO"
+    # The autonomous loop (docs/LOOP.md).
+    prometheus_url: str = "http://127.0.0.1:9090"
+    loop_interval_s: float = Field(default=15.0, gt=0)  # a policy's `interval` overrides it
+    warmup_history_s: float = Field(default=3600.0, ge=0)  # range query at start-up: baselines from history
+    change_lookback_s: float = Field(default=1800.0, gt=0)  # how far back a change may explain an anomaly
+    alert_webhook_port: int = Field(default=19103, ge=0, le=65535)  # Alertmanager webhook receiver; 0 = off
+    alert_webhook_token: SecretStr | None = None  # bearer token Alertmanager must present
+    # Kafka, for quota and ACL actions: a principal allowed to alter client quotas and ACLs.
+    kafka_bootstrap_servers: str | None = None
+    kafka_security_protocol: str = "SASL_PLAINTEXT"
+    kafka_sasl_mechanism: str = "PLAIN"
+    kafka_username: str | None = None
+    kafka_password: SecretStr | None = None
     # Notify (see docs/NOTIFY.md). Each part is off while its URL is unset.
     alertmanager_url: str | None = None  # silences for held workloads' alerts
     digest_slack_webhook_url: SecretStr | None = None  # a Slack incoming webhook; its path is a secret
@@ -38,6 +51,17 @@ class Settings(BaseSettings):
     @classmethod
     def _comma_separated(cls, value: object) -> object:
         return tuple(v.strip() for v in value.split(",") if v.strip()) if isinstance(value, str) else value
+
+    def kafka_client_config(self) -> dict[str, str] | None:
+        """confluent-kafka configuration for the operator's Kafka principal, or None when not configured."""
+        if not self.kafka_bootstrap_servers:
+            return None
+        config = {"bootstrap.servers": self.kafka_bootstrap_servers, "security.protocol": self.kafka_security_protocol,
+                  "client.id": "sequestra-operator"}
+        if self.kafka_username:
+            config |= {"sasl.mechanism": self.kafka_sasl_mechanism, "sasl.username": self.kafka_username,
+                       "sasl.password": self.kafka_password.get_secret_value() if self.kafka_password else ""}
+        return config
 
     def all_protected_namespaces(self) -> frozenset[str]:
         """The operator's own namespace is always protected, whatever the setting says."""

@@ -20,7 +20,7 @@ from sequestra.model.sequestration import GROUP, PLURAL, VERSION, Phase
 log = structlog.get_logger("sequestra.policy")
 
 
-def _covered_namespaces(core: client.CoreV1Api, policy_namespace: str, spec: SequestrationPolicySpec,
+def covered_namespaces(core: client.CoreV1Api, policy_namespace: str, spec: SequestrationPolicySpec,
                         operator_namespace: str) -> list[str]:
     """A namespaced policy covers its own namespace; the default in the operator's namespace covers
     the namespaces it names or selects."""
@@ -35,7 +35,7 @@ def _covered_namespaces(core: client.CoreV1Api, policy_namespace: str, spec: Seq
 
 def _observe(ctx: Context, objects: client.CustomObjectsApi, core: client.CoreV1Api, namespace: str, name: str,
              spec: SequestrationPolicySpec) -> tuple[int, int]:
-    namespaces = _covered_namespaces(core, namespace, spec, ctx.settings.operator_namespace)
+    namespaces = covered_namespaces(core, namespace, spec, ctx.settings.operator_namespace)
     covered = sum(
         1 for ns in namespaces for item in ctx.actuator.list_workloads(ns, spec.covered_kinds())
         if selectors.matches(spec.selector.workload_selector, item["metadata"].get("labels") or {})

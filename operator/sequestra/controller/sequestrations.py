@@ -20,6 +20,9 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
+from sequestra.actuators.composite import CompositeActuator
+from sequestra.actuators.kafka import KafkaActuator
+from sequestra.actuators.kafka_quotas import KafkaUnavailable
 from sequestra.actuators.kubernetes import (
     ActuationConflict,
     ActuationRejected,
@@ -54,7 +57,14 @@ class Context:
         self.settings = settings
         self.api_client = api_client
         self.actuator = KubernetesActuator(api_client)
+        # Plans, applies and restores actions on every system they touch (Kubernetes, Kafka).
+        self.actions = CompositeActuator(self.actuator, kafka=lambda: _kafka_actuator(settings))
         self.objects = client.CustomObjectsApi(api_client)
+
+
+def _kafka_actuator(settings: Settings) -> KafkaActuator | None:
+    config = settings.kafka_client_config()
+    return KafkaActuator(config) if config else None
 
 
 def _load_api_client(pool_size: int) -> client.ApiClient:
@@ -275,7 +285,7 @@ def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
 def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
              summary: dict[str, str]) -> None:
     try:
-        priors = ctx.actuator.plan_remaining(spec.effective_actions(), workload, body["metadata"]["name"], [])
+        priors = ctx.actions.plan_remaining(spec.effective_actions(), workload, body["metadata"]["name"], [])
     except PlanError as exc:
         _transition(ctx, body, status, Phase.FAILED, "ActionNotApplicable", str(exc), **summary)
         return
@@ -302,11 +312,13 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     actions = spec.effective_actions()
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
     try:
-        planned = ctx.actuator.plan_remaining(actions, workload, name, recorded)
+        planned = await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, name, recorded)
     except PlanError as exc:
         await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "ActionNotApplicable", str(exc),
                                 **summary)
         return
+    except KafkaUnavailable as exc:
+        raise kopf.TemporaryError(f"Kafka unreachable, nothing changed yet: {exc}", delay=5) from exc
     if planned:
         recorded += planned
         # Written before the target is touched: a crash after this line leaves a record to restore from.
@@ -316,9 +328,12 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     current = workload.body if planned else None
     with metrics.ACTUATOR_SECONDS.labels(action=_action_label(spec), operation="apply").time():
         try:
-            drifted = await asyncio.to_thread(ctx.actuator.apply, recorded, actions, namespace, name, current)
+            drifted = await asyncio.to_thread(ctx.actions.apply, recorded, actions, namespace, name, current)
         except ActuationConflict as exc:
             raise kopf.TemporaryError(str(exc), delay=1) from exc
+        except KafkaUnavailable as exc:
+            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+            raise kopf.TemporaryError(f"Kafka unreachable while applying: {exc}", delay=5) from exc
         except ActuationRejected as exc:
             metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
             await _release(body, ctx, reason="ActionRejected", message=str(exc), final_phase=Phase.FAILED)
@@ -358,9 +373,12 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
     namespace = body["metadata"]["namespace"]
     with metrics.ACTUATOR_SECONDS.labels(action="restore", operation="restore").time():
         try:
-            result = await asyncio.to_thread(ctx.actuator.restore, recorded, namespace)
+            result = await asyncio.to_thread(ctx.actions.restore, recorded, namespace)
         except ActuationConflict as exc:
             raise kopf.TemporaryError(str(exc), delay=1) from exc
+        except KafkaUnavailable as exc:
+            metrics.ACTUATOR_ERRORS.labels(action="restore", operation="restore").inc()
+            raise kopf.TemporaryError(f"Kafka unreachable while restoring: {exc}", delay=5) from exc
         except ApiException as exc:
             metrics.ACTUATOR_ERRORS.labels(action="restore", operation="restore").inc()
             raise kopf.TemporaryError(f"restoring the prior state failed: {exc.reason}", delay=5) from exc

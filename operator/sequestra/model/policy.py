@@ -34,15 +34,33 @@ class PolicyGuardrails(CamelModel):
     circuit_breaker: dict[str, int] = Field(default_factory=lambda: {"maxAnomalousWorkloads": 5})
 
 
+class PolicySignal(CamelModel):
+    name: str = Field(min_length=1)
+    threshold: float | None = Field(default=None, ge=0)
+
+
+class ReleaseRule(CamelModel):
+    healthy_intervals: int = Field(default=3, ge=0)
+    require_human: bool = False
+
+
+class VerifyRule(CamelModel):
+    intervals: int = Field(default=3, ge=1)
+
+
 class SequestrationPolicySpec(CamelModel):
     selector: PolicySelector = Field(default_factory=PolicySelector)
     ladder: tuple[Rung, ...] = Field(min_length=1)
     mode: Mode = Mode.DRY_RUN
     ttl: timedelta = timedelta(hours=1)
+    interval: timedelta = timedelta(seconds=15)
+    signals: tuple[PolicySignal, ...] = ()
     score_threshold: float = Field(default=0.9, ge=0)
+    release: ReleaseRule = Field(default_factory=ReleaseRule)
+    verify: VerifyRule = Field(default_factory=VerifyRule)
     guardrails: PolicyGuardrails = Field(default_factory=PolicyGuardrails)
 
-    @field_validator("ttl", mode="before")
+    @field_validator("ttl", "interval", mode="before")
     @classmethod
     def _parse_ttl(cls, value: object) -> object:
         return parse_duration(value) if isinstance(value, str) else value

@@ -1,0 +1,93 @@
+"""One Sequestration, several systems: Kubernetes fields and Kafka quotas/ACLs in one ordered record.
+
+Each action keeps its index in the Sequestration's prior-state record, whichever system it acts on, so
+crash recovery and release treat them alike: planned and recorded before acting, restored newest first.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Callable
+from typing import Any
+
+from sequestra.actuators import plans
+from sequestra.actuators.kafka import KAFKA_ACTIONS, KafkaActuationError, KafkaActuator
+from sequestra.actuators.kubernetes import ActuationRejected, KubernetesActuator, RestoreResult, Workload
+from sequestra.actuators.plans import PlanError
+from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError, principal_sharers
+from sequestra.model.sequestration import ActionSpec, PriorState
+
+
+class CompositeActuator:
+    def __init__(self, kubernetes: KubernetesActuator,
+                 kafka: Callable[[], KafkaActuator | None] = lambda: None) -> None:
+        self.kubernetes = kubernetes
+        self._kafka_factory = kafka
+        self._kafka: KafkaActuator | None = None
+
+    def kafka(self) -> KafkaActuator:
+        if self._kafka is None:
+            self._kafka = self._kafka_factory()
+        if self._kafka is None:
+            raise PlanError("Kafka actions need the operator's Kafka connection: set SEQUESTRA_KAFKA_BOOTSTRAP_SERVERS "
+                            "(and credentials) or the chart's kafka values")
+        return self._kafka
+
+    def _identity(self, workload: Workload) -> tuple[KafkaIdentity, tuple[str, ...]]:
+        annotations = workload.body["metadata"].get("annotations") or {}
+        try:
+            identity = KafkaIdentity.from_annotations(annotations)
+        except KafkaIdentityError as exc:
+            raise PlanError(str(exc)) from exc
+        if identity is None:
+            raise PlanError(f"{workload} declares no Kafka identity: annotate it with sequestra.dev/kafka-principal "
+                            "and/or sequestra.dev/kafka-client-id (docs/KAFKA.md)")
+        neighbours = [(w["metadata"]["name"], w["metadata"].get("annotations"))
+                      for w in self.kubernetes.list_workloads(workload.namespace)]
+        return identity, principal_sharers(identity.principal, neighbours, workload.name)
+
+    def plan_remaining(self, actions: tuple[ActionSpec, ...], workload: Workload, sequestration: str,
+                       recorded: list[PriorState]) -> list[PriorState]:
+        """Plan the actions not yet recorded; Kubernetes ones on the object as earlier ones leave it."""
+        scratch = copy.deepcopy(workload.body)
+        for prior in recorded:
+            if prior.action not in KAFKA_ACTIONS:
+                plans.apply_changes(scratch, list(plans.plan_apply(scratch, list(prior.changes)).pending))
+        planned = []
+        for index in range(len(recorded), len(actions)):
+            action = actions[index]
+            if action.type in KAFKA_ACTIONS:
+                identity, sharers = self._identity(workload)
+                try:
+                    planned.append(self.kafka().plan(index, action, identity, sharers))
+                except KafkaIdentityError as exc:
+                    raise PlanError(str(exc)) from exc
+                continue
+            prior = self.kubernetes.plan(index, action, Workload(workload.kind, workload.name, workload.namespace,
+                                                                 scratch), sequestration)
+            plans.apply_changes(scratch, list(prior.changes))
+            planned.append(prior)
+        return planned
+
+    def apply(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str, sequestration: str,
+              current: dict[str, Any] | None = None) -> list[str]:
+        kafka_priors = [p for p in priors if p.action in KAFKA_ACTIONS]
+        drifted = self.kubernetes.apply([p for p in priors if p.action not in KAFKA_ACTIONS], actions, namespace,
+                                        sequestration, current)
+        if kafka_priors:
+            try:
+                drifted += self.kafka().apply(kafka_priors)
+            except KafkaActuationError as exc:
+                raise ActuationRejected(f"the broker refused: {exc}") from exc
+        return drifted
+
+    def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
+        kafka_priors = [p for p in priors if p.action in KAFKA_ACTIONS]
+        restored: list[str] = []
+        conflicts: list[str] = []
+        if kafka_priors:
+            result = self.kafka().restore(kafka_priors)
+            restored, conflicts = list(result.restored), list(result.conflicts)
+        kubernetes = self.kubernetes.restore([p for p in priors if p.action not in KAFKA_ACTIONS], namespace)
+        return RestoreResult(restored=restored + kubernetes.restored, conflicts=conflicts + kubernetes.conflicts,
+                             target=kubernetes.target)
