@@ -82,8 +82,9 @@ def render_text(digest: Digest) -> str:
     n = digest.notice
     done = "; ".join(n.actions) or "nothing yet"
     expires = f" until {_when(n.expires_at)}" if n.expires_at and n.phase == "Active" else ""
+    release = f"Release: `{n.release_command()}`." if n.releasable else f"Inspect: `{n.inspect_command()}`."
     return (f"{digest.headline}{expires}. What happened: {n.what_happened or 'anomalous behaviour'}. "
-            f"Done: {done}. Diagnosis: {_diagnosis_line(digest)}. Release: `{n.release_command()}`.")
+            f"Done: {done}. Diagnosis: {_diagnosis_line(digest)}. {release}")
 
 
 def render_slack(digest: Digest) -> dict[str, Any]:
@@ -107,7 +108,8 @@ def render_slack(digest: Digest) -> dict[str, Any]:
         *({"type": "section", "text": {"type": "mrkdwn", "text": _clip(f"*{title}*\n{body}", _SLACK_TEXT_LIMIT)}}
           for title, body in sections),
         {"type": "context", "elements": [{"type": "mrkdwn", "text": _clip(
-            f"Release now: `{n.release_command()}` · Inspect: `{n.inspect_command()}`", _SLACK_TEXT_LIMIT)}]},
+            (f"Release now: `{n.release_command()}` · " if n.releasable else "")
+            + f"Inspect: `{n.inspect_command()}`", _SLACK_TEXT_LIMIT)}]},
     ]
     return {"text": _clip(_slack_escape(render_text(digest)), _SLACK_TEXT_LIMIT), "blocks": blocks}
 
@@ -128,7 +130,8 @@ def render_generic(digest: Digest) -> dict[str, Any]:
         "actions": list(n.actions),
         "expiresAt": n.expires_at.astimezone(UTC).isoformat() if n.expires_at else None,
         "diagnosis": d.model_dump(by_alias=True) if d else None,
-        "release": {"cli": n.release_command(), "kubectl": n.release_kubectl(), "inspect": n.inspect_command()},
+        "release": ({"cli": n.release_command(), "kubectl": n.release_kubectl(), "inspect": n.inspect_command()}
+                    if n.releasable else {"inspect": n.inspect_command()}),
         "updates": [{"at": e.at.astimezone(UTC).isoformat(), "event": e.text} for e in digest.events],
         "omittedUpdates": digest.omitted_events,
         "text": render_text(digest),

@@ -37,7 +37,7 @@ class DiagnosisSummary(CamelModel):
         review = record.get("review")
         if isinstance(review, Mapping):
             verdict = str(review.get("verdict") or ("agree" if review.get("agrees") else "disagree"))
-            reason = review.get("reason") or review.get("rationale") or ""
+            reason = review.get("notes") or review.get("reason") or review.get("rationale") or ""
             review_text = f"{verdict}: {reason}" if reason else verdict
         else:
             review_text = str(review or "")
@@ -68,6 +68,13 @@ class IncidentNotice(CamelModel):
     mode: str = ""
     expires_at: datetime | None = None
     diagnosis: DiagnosisSummary | None = None
+    # The object a person inspects: a Sequestration, or the SequestrationPolicy for a policy-wide page
+    # (circuit breaker open), which has nothing to release.
+    resource: str = "seq"
+
+    @property
+    def releasable(self) -> bool:
+        return self.resource == "seq"
 
     @property
     def key(self) -> str:
@@ -79,7 +86,7 @@ class IncidentNotice(CamelModel):
         return f"{self.workload_kind} {self.namespace}/{self.workload_name}"
 
     def inspect_command(self) -> str:
-        return f"kubectl get seq {self.sequestration} -n {self.namespace}"
+        return f"kubectl get {self.resource} {self.sequestration} -n {self.namespace}"
 
     def release_command(self) -> str:
         return f"sequestra release {self.sequestration} -n {self.namespace}"

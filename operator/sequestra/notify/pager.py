@@ -88,7 +88,10 @@ def _description(notice: IncidentNotice, detail: str) -> str:
         lines.append(f"Done: {'; '.join(notice.actions)}")
     if notice.diagnosis is not None:
         lines.append(f"Diagnosis: {notice.diagnosis.summary}")
-    return "\n".join([*lines, f"Inspect: {notice.inspect_command()}", f"Release: {notice.release_command()}"])
+    lines.append(f"Inspect: {notice.inspect_command()}")
+    if notice.releasable:
+        lines.append(f"Release: {notice.release_command()}")
+    return "\n".join(lines)
 
 
 def alertmanager_alert(notice: IncidentNotice, reason: PageReason | None, *, starts_at: datetime,
@@ -136,7 +139,7 @@ def pagerduty_event(notice: IncidentNotice, reason: PageReason | None, routing_k
             "reason": str(reason), "detail": detail, "sequestration": f"{notice.namespace}/{notice.sequestration}",
             "whatHappened": notice.what_happened, "actions": list(notice.actions),
             "diagnosis": notice.diagnosis.summary if notice.diagnosis else None,
-            "inspect": notice.inspect_command(), "release": notice.release_command(),
+            "inspect": notice.inspect_command(), "release": notice.release_command() if notice.releasable else None,
         },
     }
     return event
