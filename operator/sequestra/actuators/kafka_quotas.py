@@ -141,6 +141,19 @@ class ClientQuotas:
         if wait:
             self._wait_until(entity, set_values, remove)
 
+    def alter_defaults(self, set_values: Mapping[str, float]) -> None:
+        """Set the (default user, default client id) quota: the broker then keeps per-(user, client id)
+        byte-rate sensors for every client, which is where per-client traffic metrics come from. Any more
+        specific quota (a user, a client id) still wins over it."""
+        ops = [AlterClientQuotasRequest.EntryData.OpData(key=key, value=float(value), remove=False)
+               for key, value in set_values.items()]
+        defaults = [AlterClientQuotasRequest.EntryData.EntityData(entity_type=kind, entity_name=None)
+                    for kind in ("user", "client-id")]
+        response = self._send(AlterClientQuotasRequest(
+            entries=[AlterClientQuotasRequest.EntryData(entity=defaults, ops=ops)], validate_only=False))
+        for entry in response.entries:
+            self._raise_for(entry.error_code, entry.error_message, "altering the default client quotas")
+
     def close(self) -> None:
         with self._lock:
             if self._admin is not None:

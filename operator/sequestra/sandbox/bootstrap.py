@@ -1,4 +1,4 @@
-"""Objects the sandbox creates once its processes are healthy: KWOK nodes and Kafka ACLs."""
+"""Objects the sandbox creates once its processes are healthy: KWOK nodes, Kafka ACLs and default quotas."""
 
 from __future__ import annotations
 
@@ -15,6 +15,8 @@ from confluent_kafka.admin import (
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
+# The one import across layers: the sandbox sets default quotas with the operator's KIP-546 client.
+from sequestra.actuators.kafka_quotas import ClientQuotas
 from sequestra.sandbox import endpoints
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
@@ -81,3 +83,17 @@ def ensure_kafka_acls() -> None:
     ]
     for future in admin.create_acls(bindings, request_timeout=15).values():
         future.result()
+
+
+# Effectively unlimited (1 TB/s): present only so the broker keeps per-client traffic sensors (docs/KAFKA.md).
+UNLIMITED_BYTE_RATE = 1e12
+
+
+def ensure_kafka_client_metrics() -> None:
+    """A (default user, default client id) quota so the broker exports per-client byte rates, as a
+    production cluster with default quotas does; the operator's own quotas are more specific and win."""
+    quotas = ClientQuotas(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
+    try:
+        quotas.alter_defaults({"producer_byte_rate": UNLIMITED_BYTE_RATE, "consumer_byte_rate": UNLIMITED_BYTE_RATE})
+    finally:
+        quotas.close()

@@ -157,6 +157,7 @@ def up(paths: SandboxPaths, progress: Progress) -> UpReport:
                 started.append(name)
             _wait_healthy(paths, list(wave))
         _after_start(paths, progress)
+        _refresh_prometheus_config(paths, started, progress)
     except BaseException:
         for name in reversed(started):
             processes.stop(paths.pids, name)
@@ -172,8 +173,30 @@ def _after_start(paths: SandboxPaths, progress: Progress) -> None:
 
     bootstrap.ensure_kwok_nodes(paths)
     bootstrap.ensure_kafka_acls()
+    bootstrap.ensure_kafka_client_metrics()
     bootstrap.wait_for_nodes_ready(paths)
     progress("fake nodes Ready, Kafka application principals authorized")
+    from kubernetes import config
+
+    from sequestra.sandbox import crds
+
+    crds.install_spark_operator(config.new_client_from_config(config_file=str(paths.kubeconfig)), paths)
+
+
+def _refresh_prometheus_config(paths: SandboxPaths, started: list[str], progress: Progress) -> None:
+    """A Prometheus left running by an earlier `up` keeps the scrape jobs it started with: write the
+    current ones and have it reload them (it runs with --web.enable-lifecycle), so a component added since
+    is scraped without restarting anything."""
+    import httpx
+
+    config_file = paths.config / "prometheus.yaml"
+    if "prometheus" in started or not config_file.exists():
+        return
+    before = config_file.read_text()
+    COMPONENTS["prometheus"].prepare(paths)
+    if config_file.read_text() != before:
+        httpx.post(f"{endpoints.prometheus_url()}/-/reload", timeout=10.0).raise_for_status()
+        progress("Prometheus reloaded with the current scrape jobs")
 
 
 def down(paths: SandboxPaths, progress: Progress, *, purge: bool = False) -> list[tuple[int, str]]:
