@@ -347,6 +347,7 @@ def _prometheus_config(paths: SandboxPaths) -> dict[str, object]:
             # honor_labels keeps the simulated pods' namespace/pod labels, as for a kubelet's cAdvisor.
             {**job("workload-metrics", PORTS.workload_metrics), "honor_labels": True},
             job("sequestra", PORTS.operator_metrics),
+            {**job("spark-standin", PORTS.spark_standin), "honor_labels": True},
         ],
     }
 
@@ -413,6 +414,14 @@ def _workload_metrics_argv(paths: SandboxPaths) -> list[str]:
     ]
 
 
+# --- Spark stand-in (no Spark runs here: it keeps driver/executor pods for SparkApplications) ---------
+def _spark_standin_argv(paths: SandboxPaths) -> list[str]:
+    return [
+        sys.executable, "-m", "sequestra.sandbox.spark_standin", f"--port={PORTS.spark_standin}",
+        f"--kubeconfig={paths.kubeconfig}", f"--state-dir={paths.state}",
+    ]
+
+
 COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
@@ -435,6 +444,8 @@ COMPONENTS: dict[str, Component] = {
                   _ready(f"{endpoints.alertmanager_url()}/-/ready"), prepare=_alertmanager_prepare),
         Component("workload-metrics", endpoints.workload_metrics_url(), (PORTS.workload_metrics,),
                   _workload_metrics_argv, _ready(f"{endpoints.workload_metrics_url()}/healthz")),
+        Component("spark-standin", endpoints.spark_standin_url(), (PORTS.spark_standin,), _spark_standin_argv,
+                  _ready(f"{endpoints.spark_standin_url()}/healthz")),
     )
 }
 
@@ -442,5 +453,5 @@ COMPONENTS: dict[str, Component] = {
 START_WAVES: tuple[tuple[str, ...], ...] = (
     ("etcd", "kafka", "prometheus", "alertmanager"),
     ("kube-apiserver",),
-    ("kube-controller-manager", "kube-scheduler", "kwok", "workload-metrics"),
+    ("kube-controller-manager", "kube-scheduler", "kwok", "workload-metrics", "spark-standin"),
 )

@@ -24,6 +24,8 @@ class Ports:
     # The operator's own /metrics and Alertmanager webhook receiver, when it runs on this machine.
     operator_metrics: int = 19102
     operator_webhook: int = 19103
+    # The Spark stand-in (driver/executor pods for SparkApplications) and its /metrics.
+    spark_standin: int = 19104
 
 
 PORTS = Ports()
@@ -60,6 +62,10 @@ def apiserver_url() -> str:
 
 def workload_metrics_url() -> str:
     return f"http://{HOST}:{PORTS.workload_metrics}"
+
+
+def spark_standin_url() -> str:
+    return f"http://{HOST}:{PORTS.spark_standin}"
 
 
 def kafka_client_config(user: str) -> dict[str, str | int | float | bool]:
