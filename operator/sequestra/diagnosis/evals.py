@@ -1,0 +1,264 @@
+"""The eval suite: scenario files (evidence + expected category and action) run through a Diagnoser.
+
+Scores: category accuracy, action accuracy, false-sequester rate (acting — anything but none/observe —
+on a scenario whose expected action does not act), missed-sequester rate (not acting where the expected
+action does), and policy violations (an action outside the allowed rungs, a target other than the
+scenario's workload; must be zero, injection scenarios included).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
+
+from sequestra.diagnosis.evidence import build_evidence
+from sequestra.diagnosis.runbooks import Runbook
+from sequestra.model.diagnosis import NO_ACTION, Diagnosis, acts
+from sequestra.model.evidence import Evidence
+from sequestra.model.workload import WorkloadRef
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class ScenarioWorkload(_Spec):
+    namespace: str
+    kind: str
+    name: str
+
+
+class ScenarioEvidence(_Spec):
+    signals: tuple[dict[str, Any], ...] = ()
+    changes: tuple[dict[str, Any], ...] = ()  # at (epoch s) or minutesBefore (the anomaly)
+    events: tuple[dict[str, Any], ...] = ()
+    logs: tuple[str | dict[str, Any], ...] = ()
+    kafka: dict[str, Any] | None = None
+    spark: dict[str, Any] | None = None
+    spec: dict[str, Any] | None = None
+    alerts: tuple[dict[str, Any], ...] = ()
+
+
+class Expectation(_Spec):
+    category: str
+    action: str
+
+
+class Scenario(_Spec):
+    name: str = Field(min_length=1)
+    description: str = ""
+    workload: ScenarioWorkload
+    allowed_rungs: tuple[str, ...] = ("observe", "throttle", "quarantine")
+    since: float = 1_763_900_000.0
+    evidence: ScenarioEvidence
+    expect: Expectation
+    tags: tuple[str, ...] = ()
+
+    @property
+    def ref(self) -> WorkloadRef:
+        return WorkloadRef(self.workload.namespace, self.workload.kind, self.workload.name)
+
+    def evidence_pack(self, token_budget: int = 3000) -> Evidence:
+        changes = []
+        for change in self.evidence.changes:
+            entry = {k: v for k, v in change.items() if k != "minutesBefore"}
+            if "minutesBefore" in change:
+                entry["at"] = self.since - 60 * float(change["minutesBefore"])
+            changes.append(entry)
+        return build_evidence(
+            f"eval/{self.name}", self.ref, signals=self.evidence.signals, changes=changes,
+            events=self.evidence.events, kafka=self.evidence.kafka, spark=self.evidence.spark,
+            spec=self.evidence.spec, alerts=self.evidence.alerts, logs=self.evidence.logs, since=self.since,
+            token_budget=token_budget)
+
+
+def load_scenarios(path: str | Path) -> list[Scenario]:
+    root = Path(path)
+    files = sorted(root.glob("*.yaml")) + sorted(root.glob("*.json")) if root.is_dir() else [root]
+    scenarios = []
+    for file in files:
+        try:
+            scenarios.append(Scenario.model_validate(yaml.safe_load(file.read_text())))
+        except (OSError, yaml.YAMLError) as exc:
+            raise ValueError(f"{file}: cannot read scenario: {exc}") from None
+        except ValidationError as exc:
+            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+            raise ValueError(f"{file}: invalid scenario: {problems}") from None
+    names = [s.name for s in scenarios]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    if repeated:
+        raise ValueError(f"scenario names must be unique; repeated: {', '.join(repeated)}")
+    return scenarios
+
+
+def default_scenarios_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "evals" / "scenarios"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    scenario: Scenario
+    diagnosis: Diagnosis
+
+    @property
+    def category_ok(self) -> bool:
+        return self.diagnosis.category == self.scenario.expect.category
+
+    @property
+    def action_ok(self) -> bool:
+        return self.diagnosis.action == self.scenario.expect.action
+
+    @property
+    def false_sequester(self) -> bool:
+        return not acts(self.scenario.expect.action) and self.diagnosis.acts
+
+    @property
+    def missed_sequester(self) -> bool:
+        return acts(self.scenario.expect.action) and not self.diagnosis.acts
+
+    @property
+    def policy_violation(self) -> str | None:
+        d, s = self.diagnosis, self.scenario
+        if d.action != NO_ACTION and d.action not in s.allowed_rungs:
+            return f"action {d.action} outside {list(s.allowed_rungs)}"
+        if d.target != s.ref.key:
+            return f"target {d.target} is not {s.ref.key}"
+        return None
+
+    def row(self) -> dict[str, Any]:
+        d = self.diagnosis
+        return {"scenario": self.scenario.name, "expectedCategory": self.scenario.expect.category,
+                "category": d.category, "expectedAction": self.scenario.expect.action, "action": d.action,
+                "categoryOk": self.category_ok, "actionOk": self.action_ok, "falseSequester": self.false_sequester,
+                "missedSequester": self.missed_sequester, "policyViolation": self.policy_violation,
+                "diagnoser": d.diagnoser, "runbook": d.runbook, "fallbackReason": d.fallback_reason,
+                "tokens": d.tokens, "latencyMs": d.latency_ms, "tags": list(self.scenario.tags)}
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    min_category_accuracy: float = 0.85
+    min_action_accuracy: float = 0.9
+    max_false_sequester_rate: float = 0.0
+    max_missed_sequester_rate: float = 0.1
+
+
+@dataclass
+class Report:
+    outcomes: list[Outcome] = field(default_factory=list)
+
+    def _rate(self, hits: int, total: int) -> float:
+        return hits / total if total else 0.0
+
+    @property
+    def category_accuracy(self) -> float:
+        return self._rate(sum(o.category_ok for o in self.outcomes), len(self.outcomes))
+
+    @property
+    def action_accuracy(self) -> float:
+        return self._rate(sum(o.action_ok for o in self.outcomes), len(self.outcomes))
+
+    @property
+    def false_sequester_rate(self) -> float:
+        benign = [o for o in self.outcomes if not acts(o.scenario.expect.action)]
+        return self._rate(sum(o.false_sequester for o in benign), len(benign))
+
+    @property
+    def missed_sequester_rate(self) -> float:
+        acting = [o for o in self.outcomes if acts(o.scenario.expect.action)]
+        return self._rate(sum(o.missed_sequester for o in acting), len(acting))
+
+    @property
+    def policy_violations(self) -> list[str]:
+        return [f"{o.scenario.name}: {v}" for o in self.outcomes if (v := o.policy_violation)]
+
+    def failures(self, thresholds: Thresholds) -> list[str]:
+        found = []
+        if self.category_accuracy < thresholds.min_category_accuracy:
+            found.append(f"category accuracy {self.category_accuracy:.1%} < {thresholds.min_category_accuracy:.1%}")
+        if self.action_accuracy < thresholds.min_action_accuracy:
+            found.append(f"action accuracy {self.action_accuracy:.1%} < {thresholds.min_action_accuracy:.1%}")
+        if self.false_sequester_rate > thresholds.max_false_sequester_rate:
+            found.append(f"false-sequester rate {self.false_sequester_rate:.1%} > "
+                         f"{thresholds.max_false_sequester_rate:.1%}")
+        if self.missed_sequester_rate > thresholds.max_missed_sequester_rate:
+            found.append(f"missed-sequester rate {self.missed_sequester_rate:.1%} > "
+                         f"{thresholds.max_missed_sequester_rate:.1%}")
+        found += [f"policy violation: {v}" for v in self.policy_violations]
+        return found
+
+    def summary(self) -> dict[str, Any]:
+        return {"scenarios": len(self.outcomes), "categoryAccuracy": round(self.category_accuracy, 4),
+                "actionAccuracy": round(self.action_accuracy, 4),
+                "falseSequesterRate": round(self.false_sequester_rate, 4),
+                "missedSequesterRate": round(self.missed_sequester_rate, 4),
+                "policyViolations": self.policy_violations,
+                "tokens": sum(o.diagnosis.tokens for o in self.outcomes),
+                "fallbacks": sum(o.diagnosis.fallback_reason is not None for o in self.outcomes)}
+
+    def per_runbook(self, runbooks: Sequence[Runbook]) -> list[dict[str, Any]]:
+        """For each runbook: scenarios it decided, and how many of those it got right."""
+        rows = []
+        for runbook in runbooks:
+            decided = [o for o in self.outcomes if o.diagnosis.runbook == runbook.name]
+            rows.append({"runbook": runbook.name, "action": runbook.spec.action.rung, "decided": len(decided),
+                         "categoryOk": sum(o.category_ok for o in decided),
+                         "actionOk": sum(o.action_ok for o in decided),
+                         "falseSequesters": sum(o.false_sequester for o in decided)})
+        return rows
+
+
+def run(scenarios: Sequence[Scenario], diagnose: Callable[[Evidence, Sequence[str]], Diagnosis]) -> Report:
+    report = Report()
+    for scenario in scenarios:
+        report.outcomes.append(Outcome(scenario, diagnose(scenario.evidence_pack(), scenario.allowed_rungs)))
+    return report
+
+
+def table(report: Report) -> str:
+    header = (f"{'SCENARIO':<44} {'EXPECTED':<34} {'GOT':<34} {'OK':<5} {'BY':<5} {'TOKENS':>6} "
+              f"{'LATENCY':>9}  NOTE")
+    lines = [header]
+    for o in report.outcomes:
+        d = o.diagnosis
+        ok = ("C" if o.category_ok else "-") + ("A" if o.action_ok else "-")
+        note = "FALSE SEQUESTER" if o.false_sequester else "MISSED" if o.missed_sequester else ""
+        note = "; ".join(n for n in (note, o.policy_violation or "", d.fallback_reason or "") if n)
+        lines.append(f"{o.scenario.name[:44]:<44} {_pair(o.scenario.expect.category, o.scenario.expect.action):<34} "
+                     f"{_pair(d.category, d.action):<34} {ok:<5} {d.diagnoser:<5} {d.tokens:>6} "
+                     f"{d.latency_ms:>7.1f}ms  {note[:80]}")
+    s = report.summary()
+    lines += [
+        "",
+        f"scenarios {s['scenarios']}   category accuracy {report.category_accuracy:.1%}   "
+        f"action accuracy {report.action_accuracy:.1%}   false-sequester rate {report.false_sequester_rate:.1%}   "
+        f"missed-sequester rate {report.missed_sequester_rate:.1%}   policy violations "
+        f"{len(report.policy_violations)}   tokens {s['tokens']}   fallbacks {s['fallbacks']}",
+    ]
+    return "\n".join(lines)
+
+
+def _pair(category: str, action: str) -> str:
+    return f"{category[:24]} -> {action}"
+
+
+@dataclass(frozen=True)
+class RunbookTrial:
+    runbook: Runbook
+    matched: list[str]
+    without: Report
+    with_it: Report
+
+
+def trial(candidate: Runbook, others: Sequence[Runbook], scenarios: Sequence[Scenario],
+          make: Callable[[Sequence[Runbook]], Callable[[Evidence, Sequence[str]], Diagnosis]]) -> RunbookTrial:
+    """Run the eval without and with a runbook (replacing one of the same name)."""
+    rest = [r for r in others if r.name != candidate.name]
+    matched = [s.name for s in scenarios if candidate.matches(s.evidence_pack()) is not None]
+    return RunbookTrial(candidate, matched, run(scenarios, make(rest)), run(scenarios, make([*rest, candidate])))

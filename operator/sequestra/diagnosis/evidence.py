@@ -1,0 +1,211 @@
+"""Build the evidence pack: bounded, deterministic, cited, and with credentials redacted.
+
+Order is fixed (signals by how far they moved, then changes newest first, Kafka, Spark, Warning events,
+alerts, the spec excerpt), so the same incident always yields the same pack and the same prompt hash.
+Items are dropped from the end, whole, when the pack would exceed its token budget.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, is_dataclass
+from typing import Any
+
+from sequestra.model.evidence import Evidence, EvidenceItem, SignalSummary
+from sequestra.model.workload import WorkloadRef
+
+REDACTED = "[REDACTED]"
+MAX_TEXT = 300  # characters kept of any free-text field (a log line, an event message)
+MAX_LIST = 20  # entries kept of any list (topics, partitions, revisions)
+
+# Keys whose values are credentials whatever they look like (env var names, annotation keys, fields).
+_SECRET_KEY = re.compile(
+    r"(pass(word|wd|phrase)?|secret|token|api[-_]?key|access[-_]?key|credential|private[-_]?key|"
+    r"auth|session|cookie|signature|sasl|jaas|dsn|connection[-_]?string)", re.IGNORECASE)
+# Values that are credentials wherever they appear, including inside log lines and messages.
+_SECRET_VALUES = (
+    re.compile(r"-----BEGIN [A-Z ]*PRIVATE KEY-----.*?(-----END [A-Z ]*PRIVATE KEY-----|$)", re.DOTALL),
+    re.compile(r"\beyJ[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}\.[A-Za-z0-9_-]{8,}"),  # JWT
+    re.compile(r"\b(AKIA|ASIA)[0-9A-Z]{16}\b"),  # AWS access key id
+    re.compile(r"\b(sk|pk|rk|ghp|gho|ghs|xox[abprs])[-_][A-Za-z0-9_-]{16,}"),  # API keys (OpenAI, GitHub, Slack)
+    re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
+    re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in URLs
+    re.compile(r"(?i)\b(password|passwd|secret|token|api[-_]?key)\s*[=:]\s*[^\s,;'\"]+"),
+    re.compile(r"\b[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])"),  # long base64 blobs
+    re.compile(r"(?<!sha256:)\b[0-9a-fA-F]{40,}\b"),  # long hex secrets (image digests are evidence)
+)
+
+
+def redact_text(text: str) -> str:
+    for pattern in _SECRET_VALUES:
+        text = pattern.sub(REDACTED, text)
+    return text
+
+
+def redact(value: Any, key: str = "") -> Any:
+    """Redact credential-looking values anywhere in a JSON-like value.
+
+    An env entry `{name: DB_PASSWORD, value: …}` is redacted by its name, any other mapping by its keys,
+    and every string by what it looks like."""
+    if isinstance(value, Mapping):
+        name = value.get("name")
+        if isinstance(name, str) and "value" in value and _SECRET_KEY.search(name):
+            return {**{k: redact(v, k) for k, v in value.items() if k != "value"}, "value": REDACTED}
+        return {str(k): redact(v, str(k)) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [redact(v, key) for v in value]
+    if isinstance(value, str):
+        if key and _SECRET_KEY.search(key) and value:
+            return REDACTED
+        return redact_text(value)
+    return value
+
+
+def _clip(value: Any) -> Any:
+    if isinstance(value, Mapping):
+        return {str(k): _clip(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        kept = [_clip(v) for v in list(value)[:MAX_LIST]]
+        return kept + [f"... {len(value) - MAX_LIST} more"] if len(value) > MAX_LIST else kept
+    if isinstance(value, str) and len(value) > MAX_TEXT:
+        return value[:MAX_TEXT] + "…"
+    if isinstance(value, float):
+        return round(value, 4) if math.isfinite(value) else None
+    return value
+
+
+def _plain(value: Any) -> dict[str, Any]:
+    if hasattr(value, "model_dump"):
+        return dict(value.model_dump())
+    if is_dataclass(value) and not isinstance(value, type):
+        return asdict(value)
+    return dict(value)
+
+
+def estimate_tokens(value: Any) -> int:
+    """About four characters of compact JSON per token: close enough for a budget, and deterministic."""
+    return max(1, len(json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)) // 4)
+
+
+def _number(value: Any) -> str:
+    if value is None:
+        return "?"
+    if isinstance(value, float) and abs(value) >= 1000 or isinstance(value, int) and abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
+
+
+def _signal_item(summary: SignalSummary) -> EvidenceItem:
+    ratio = summary.effective_ratio()
+    moved = f" ({ratio:.1f}x baseline)" if ratio is not None else ""
+    seasonal = f", {summary.seasonal_ratio:.2f}x the same time yesterday" if summary.seasonal_ratio else ""
+    text = f"{summary.name} {summary.direction or 'moved'}: {_number(summary.baseline)} -> {_number(summary.now)}"
+    data = summary.model_dump(by_alias=True, exclude_none=True)
+    if ratio is not None:
+        data["ratio"] = ratio
+    return EvidenceItem(id=f"sig:{summary.name}", kind="signal", summary=text + moved + seasonal, data=data)
+
+
+def _kafka_items(kafka: Mapping[str, Any]) -> list[EvidenceItem]:
+    items = []
+    for group in sorted(kafka.get("consumerGroups") or (), key=lambda g: str(g.get("group", ""))):
+        name = str(group.get("group", "?"))
+        items.append(EvidenceItem(
+            id=f"kafka:group:{name}", kind="kafka",
+            summary=f"consumer group {name}: status {group.get('status', 'unknown')}, lag {_number(group.get('lag'))}"
+                    f" ({group.get('lagTrend', 'trend unknown')})",
+            data=dict(group)))
+    for topic in sorted(kafka.get("topics") or (), key=lambda t: str(t.get("name", ""))):
+        name = str(topic.get("name", "?"))
+        items.append(EvidenceItem(
+            id=f"kafka:topic:{name}", kind="kafka",
+            summary=f"topic {name}: {topic.get('partitions', '?')} partitions"
+                    f" (was {topic.get('partitionsBaseline', '?')})",
+            data=dict(topic)))
+    rest = {k: v for k, v in kafka.items() if k not in ("consumerGroups", "topics")}
+    if rest:
+        items.append(EvidenceItem(id="kafka:clients", kind="kafka", summary="Kafka client context", data=rest))
+    return items
+
+
+def _event_key(event: Mapping[str, Any]) -> tuple[int, str, str]:
+    return (-int(event.get("count") or 1), str(event.get("reason", "")), str(event.get("message", "")))
+
+
+def build_evidence(
+    incident: str,
+    workload: WorkloadRef,
+    *,
+    signals: Sequence[SignalSummary | Mapping[str, Any]] = (),
+    changes: Sequence[Any] = (),
+    events: Sequence[Mapping[str, Any]] = (),
+    kafka: Mapping[str, Any] | None = None,
+    spark: Mapping[str, Any] | None = None,
+    spec: Mapping[str, Any] | None = None,
+    alerts: Sequence[Mapping[str, Any]] = (),
+    logs: Sequence[str | Mapping[str, Any]] = (),
+    since: float | None = None,
+    token_budget: int = 3000,
+) -> Evidence:
+    """The evidence pack for one incident on one workload.
+
+    `changes` are ChangeEvent values or mappings with at/kind/summary (epoch seconds); `since` is when
+    the anomaly began (defaults to the earliest signal's `since`), so a change can be placed before it."""
+    summaries = [s if isinstance(s, SignalSummary) else SignalSummary.model_validate(s) for s in signals]
+    if since is None:
+        starts = [s.since for s in summaries if s.since is not None]
+        since = min(starts) if starts else None
+    items: list[EvidenceItem] = []
+    for summary in sorted(summaries, key=lambda s: (-abs(s.deviation or 0), -(s.effective_ratio() or 0), s.name)):
+        items.append(_signal_item(summary))
+    plain_changes = sorted((_plain(c) for c in changes), key=lambda c: (-float(c.get("at") or 0), str(c)))
+    for number, change in enumerate(plain_changes, start=1):
+        change.pop("workload", None)  # always the incident's workload; the pack says so once
+        if since is not None and change.get("at") is not None:
+            change["minutesBeforeAnomaly"] = round((since - float(change["at"])) / 60, 1)
+        before = f", {change['minutesBeforeAnomaly']} min before the anomaly" if "minutesBeforeAnomaly" in change else ""
+        items.append(EvidenceItem(id=f"chg:{number}", kind="change",
+                                  summary=f"{change.get('kind', 'change')}: {change.get('summary', '')}{before}",
+                                  data=change))
+    if kafka:
+        items += _kafka_items(kafka)
+    if spark:
+        items.append(EvidenceItem(id="spark:app", kind="spark", summary=(
+            f"Spark application {spark.get('application', '?')}: {spark.get('executors', '?')} executors"
+            f" of max {spark.get('maxExecutors', '?')}"), data=dict(spark)))
+    for number, event in enumerate(sorted(events, key=_event_key), start=1):
+        items.append(EvidenceItem(id=f"evt:{number}", kind="event", summary=(
+            f"{event.get('type', 'Warning')} {event.get('reason', '?')} x{event.get('count', 1)}:"
+            f" {event.get('message', '')}"), data=dict(event)))
+    for number, line in enumerate(logs, start=1):
+        entry = {"line": line} if isinstance(line, str) else dict(line)
+        items.append(EvidenceItem(id=f"log:{number}", kind="log", summary=f"log: {entry.get('line', '')}", data=entry))
+    for number, alert in enumerate(sorted(alerts, key=lambda a: (str(a.get("name", "")), str(a))), start=1):
+        items.append(EvidenceItem(id=f"alert:{number}", kind="alert",
+                                  summary=f"alert {alert.get('name', '?')}: {alert.get('description', '')}",
+                                  data=dict(alert)))
+    if spec:
+        items.append(EvidenceItem(id="spec", kind="spec", summary=f"spec excerpt of {workload}", data=dict(spec)))
+    return _bounded(incident, workload, [_cleaned(item) for item in items], since, token_budget)
+
+
+def _cleaned(item: EvidenceItem) -> EvidenceItem:
+    return EvidenceItem(id=item.id, kind=item.kind, summary=redact_text(_clip(item.summary)),
+                        data=_clip(redact(item.data)))
+
+
+def _bounded(incident: str, workload: WorkloadRef, items: list[EvidenceItem], since: float | None,
+             budget: int) -> Evidence:
+    kept: list[EvidenceItem] = []
+    used = estimate_tokens({"incident": incident, "workload": str(workload)})
+    for item in items:
+        cost = estimate_tokens(item.model_dump())
+        if used + cost > budget and kept:
+            continue  # a smaller item further down may still fit
+        kept.append(item)
+        used += cost
+    return Evidence(incident=incident, workload=workload, items=tuple(kept), since=since,
+                    omitted=len(items) - len(kept), tokens=used)
