@@ -139,3 +139,23 @@ class WebhookReceiver:
             raise TimeoutError(f"expected {count} documents on {path or 'any path'} within {timeout_s} s, "
                                f"got {len(got)}: {[describe(r) for r in got]}")
         return got
+
+
+def main(argv: list[str] | None = None) -> None:
+    """`python -m sequestra.notify.receiver --port 19105`: print every digest and page that arrives."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=main.__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=19105)  # next to the sandbox's ports (19090-19104)
+    args = parser.parse_args(argv)
+    receiver = WebhookReceiver(args.host, args.port, echo=lambda line: print(line, flush=True)).start()
+    print(f"receiving on {receiver.url('/')} (Ctrl-C to stop)", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        receiver.stop()
+
+
+if __name__ == "__main__":
+    main()

@@ -164,7 +164,8 @@ class SilenceManager:
 
     def find(self, namespace: str, sequestration: str) -> list[dict[str, Any]]:
         """Sequestra's unexpired silences for this Sequestration, as Alertmanager returns them."""
-        response = self._request("GET", "/silences")
+        # Alertmanager keeps expired silences for days: let it narrow the list to this namespace.
+        response = self._request("GET", "/silences", params={"filter": f'namespace="{namespace}"'})
         assert response is not None
         tag = marker(namespace, sequestration)
         return [s for s in response.json()
@@ -196,9 +197,10 @@ class SilenceManager:
         log.info("silence.extended", silence=silence["id"], ends_at=_iso(ends_at))
         return str(response.json()["silenceID"])
 
-    def _request(self, method: str, path: str, *, json: Any = None, missing_ok: bool = False) -> httpx.Response | None:
+    def _request(self, method: str, path: str, *, json: Any = None, params: dict[str, str] | None = None,
+                 missing_ok: bool = False) -> httpx.Response | None:
         try:
-            response = self._http.request(method, path, json=json)
+            response = self._http.request(method, path, json=json, params=params)
         except httpx.HTTPError as exc:
             raise AlertmanagerUnavailable(
                 f"Alertmanager at {redact(self.url)} did not answer {method} {path} ({type(exc).__name__}: {exc}); "
