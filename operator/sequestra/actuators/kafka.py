@@ -16,6 +16,7 @@ AdminClient. Blocking, with bounded timeouts; callers on the event loop run thes
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
@@ -77,8 +78,11 @@ class KafkaActuator:
         (a Kafka super user, or one with ALTER and DESCRIBE on the cluster)."""
         self._timeout_s = timeout_s
         self._quotas = ClientQuotas(config, timeout_s=timeout_s)
-        self._admin = AdminClient({**config, "client.id": config.get("client.id", "sequestra-actuator"),
-                                   "socket.timeout.ms": int(timeout_s * 1000)})
+        # librdkafka logs through stdlib logging (one format, see logs.py), not to stderr.
+        settings: dict[str, Any] = {**config, "client.id": config.get("client.id", "sequestra-actuator"),
+                                    "socket.timeout.ms": int(timeout_s * 1000),
+                                    "logger": logging.getLogger("sequestra.kafka.actuator")}
+        self._admin = AdminClient(settings)
 
     def close(self) -> None:
         self._quotas.close()
@@ -209,5 +213,5 @@ def _deny_write_binding(principal: str, topic: str) -> AclBinding:
 
 
 def _deny_write_filter(principal: str, topic: str | None) -> AclBindingFilter:
-    return AclBindingFilter(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, principal, "*",
-                            AclOperation.WRITE, AclPermissionType.DENY)
+    return AclBindingFilter(ResourceType.TOPIC, topic,  # type: ignore[arg-type]  # None matches any topic
+                            ResourcePatternType.LITERAL, principal, "*", AclOperation.WRITE, AclPermissionType.DENY)
