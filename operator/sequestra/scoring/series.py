@@ -1,0 +1,285 @@
+"""Online, causal anomaly scoring of one time series, or of many at once with the same code.
+
+Each point is scored against a baseline built from the points before it only, then joins that history.
+Three predictors of "normal" compete, each with its own streaming error scale:
+
+- level: the median of the last `window` values (robust to spikes; adapts to a level shift within
+  about `window / 2` points, after which the new level is normal);
+- trend: that median moved along the median pairwise slope of the window (a steady ramp is normal);
+- seasonal: the median plus the offset learnt for this time of day (a daily peak is normal).
+
+A point's deviation is its residual in units of the predictor's mean absolute error, taken from the
+predictor that explains the point best: a point is anomalous only when no model of normal explains it.
+
+How rare that deviation is for this series decides the score: a decayed histogram of the series' own
+past |deviation| (with a Laplace prior for young series) gives the tail probability p of a deviation
+this large; surprise = -ln p, and score = e / (e + spread) with e = max(surprise - offset, 0). A series
+whose residuals are always spiky therefore needs a bigger spike to score high than a quiet one, which
+makes one threshold fit many kinds of series; the score never saturates, so large surprises keep their
+order. Missing values (None/NaN) score None ("unknown") and leave the state untouched; the first
+`warmup_points` values score None but are learnt from.
+
+All state lives in one float64 row per series (ring buffer, seasonal profile, a few scalars), about
+1 KiB per series with the defaults, so `ScoreBook` scores many series per numpy call and `SeriesScorer`
+is a book of one. Memory per series is fixed: nothing grows with the length of the history.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from pydantic import Field, model_validator
+
+from sequestra.model.sequestration import CamelModel
+
+FloatArray = npt.NDArray[np.float64]
+DAY_S = 86_400.0
+
+
+class ScorerConfig(CamelModel):
+    """One configuration for every series (no per-series tuning)."""
+
+    window: int = Field(default=64, ge=8, le=4096, description="recent values kept for the level baseline")
+    warmup_points: int = Field(default=32, ge=2, description="values seen before a score is given")
+    seasonal_bins: int = Field(default=48, ge=2, le=1440, description="time-of-day bins of the daily profile")
+    seasonal_memory_days: float = Field(default=3.0, gt=0, description="how many days the daily profile remembers")
+    seasonal_after_s: float = Field(default=1.5 * DAY_S, ge=0, description="history before the profile is used")
+    scale_alpha: float = Field(default=0.02, gt=0, le=1, description="learning rate of each error scale")
+    clip: float = Field(default=4.0, gt=1, description="residuals beyond clip x scale update scales as if at it")
+    relative_floor: float = Field(default=1e-3, ge=0, description="smallest scale, relative to the typical |value|")
+    surprise_memory: int = Field(default=2000, ge=10, description="points the |deviation| histogram remembers")
+    surprise_prior: float = Field(default=20.0, gt=0, description="weight of the prior (Laplace) in points")
+    score_offset: float = Field(default=2.0, ge=0, description="surprise (nats) below this scores 0")
+    score_spread: float = Field(default=3.0, gt=0, description="surprise = offset + spread scores 0.5")
+    excursion_score: float = Field(default=0.5, gt=0, lt=1, description="a score at or above starts an excursion")
+
+    @model_validator(mode="after")
+    def _warmup_fits(self) -> ScorerConfig:
+        if self.warmup_points > self.window:
+            raise ValueError(f"warmupPoints ({self.warmup_points}) must not exceed window ({self.window})")
+        return self
+
+
+@dataclass(frozen=True)
+class PointScore:
+    score: float | None  # in [0, 1]; None = unknown (missing value or warming up)
+    baseline: float | None  # what the scorer expected
+    value: float | None
+    deviation: float | None  # signed residual in units of the baseline's mean absolute error
+    anomalous_since: float | None  # epoch seconds when the current excursion began
+
+
+# Scalar columns after the ring buffer and the seasonal profile.
+_COUNT, _POS, _LAST_TS, _FIRST_TS, _MAG, _E_LEVEL, _E_TREND, _E_SEASON, _SINCE = range(9)
+_SCALARS = 9
+# Bin edges of the |deviation| histogram: fine near the body, geometric in the tail, open-ended.
+_EDGES = np.concatenate([np.arange(0.0, 3.0, 0.5), np.geomspace(3.0, 1e4, 37), [np.inf]])
+_NBINS = len(_EDGES) - 1
+
+
+class ScoreBook:
+    """Scores `size` series at once: `update(timestamps, values)` takes one point per series.
+
+    Vectorised over series with numpy; the per-series arithmetic is exactly `SeriesScorer`'s.
+    """
+
+    def __init__(self, size: int, config: ScorerConfig | None = None) -> None:
+        self.config = config or ScorerConfig()
+        self.size = size
+        w, b = self.config.window, self.config.seasonal_bins
+        self._w, self._b = w, b
+        self._half = w // 2
+        self.state = np.full((size, w + b + _NBINS + _SCALARS), np.nan)
+        self._ring = self.state[:, :w]
+        self._season = self.state[:, w:w + b]
+        self._hist = self.state[:, w + b:w + b + _NBINS]
+        self._hist[:] = 0.0
+        self._s = w + b + _NBINS
+        self.state[:, self._s + _COUNT] = 0.0
+        self.state[:, self._s + _POS] = 0.0
+        self.state[:, self._s + _LAST_TS] = -np.inf
+        self.state[:, self._s + _MAG] = 0.0
+        self._rows = np.arange(size)
+        # For the trend's pairwise slopes: column j pairs with j + half, which is `half` values apart.
+        self._pair_cols = np.arange(self._half)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.state.nbytes)
+
+    def _col(self, index: int) -> FloatArray:
+        return self.state[:, self._s + index]
+
+    def update(self, timestamps: float | FloatArray, values: FloatArray
+               ) -> tuple[FloatArray, FloatArray, FloatArray, FloatArray]:
+        """Score one point per series; returns (score, baseline, deviation, since), NaN where unknown.
+
+        Points are scored in the order given (real exports repeat or step back an hour at daylight-saving
+        changes); the timestamp only places a point in the day. A value without a finite timestamp is missing.
+        """
+        cfg = self.config
+        x = np.asarray(values, dtype=np.float64)
+        t = np.broadcast_to(np.asarray(timestamps, dtype=np.float64), x.shape)
+        if x.shape != (self.size,):
+            raise ValueError(f"expected {self.size} values, got shape {x.shape}")
+        present = np.isfinite(x) & np.isfinite(t)
+
+        count = self._col(_COUNT)
+        n = np.minimum(count, self._w).astype(np.int64)
+        ordered = np.sort(self._ring, axis=1)  # NaN (unfilled slots) sort last
+        lo = ordered[self._rows, np.maximum(n - 1, 0) // 2]
+        hi = ordered[self._rows, n // 2]
+        level = 0.5 * (lo + hi)  # NaN while the ring is empty
+
+        full = count >= self._w
+        trend = np.full(self.size, np.nan)
+        if full.any():
+            pos = self._col(_POS).astype(np.int64)
+            a = self._ring[:, :self._half]
+            b = self._ring[:, self._half:2 * self._half]
+            j = self._pair_cols[None, :]
+            # Slot j was written after slot j + half iff the write position wrapped between them.
+            a_newer = (j < pos[:, None]) & (pos[:, None] <= j + self._half)
+            slopes = np.where(a_newer, a - b, b - a) / self._half
+            slope = np.median(slopes, axis=1)
+            trend = np.where(full, level + slope * (self._w + 1) / 2.0, np.nan)
+
+        bins = ((np.nan_to_num(t) % DAY_S) // (DAY_S / self._b)).astype(np.int64) % self._b
+        offset = self._season[self._rows, bins]
+        first_ts = self._col(_FIRST_TS)
+        seasoned = np.isfinite(offset) & (t - first_ts >= cfg.seasonal_after_s)
+        seasonal = np.where(seasoned, level + offset, np.nan)
+
+        floor = np.maximum(cfg.relative_floor * self._col(_MAG), 1e-12)
+        preds = np.stack([level, trend, seasonal])
+        scales = np.stack([self._col(_E_LEVEL), self._col(_E_TREND), self._col(_E_SEASON)])
+        residuals = x[None, :] - preds
+        with np.errstate(invalid="ignore"):
+            z = residuals / np.maximum(np.nan_to_num(scales, nan=0.0), floor)
+        usable = np.isfinite(z) & np.isfinite(scales)
+        abs_z = np.where(usable, np.abs(z), np.inf)
+        best = np.argmin(abs_z, axis=0)
+        deviation = z[best, self._rows]
+        baseline = preds[best, self._rows]
+
+        known = present & (count >= cfg.warmup_points) & usable.any(axis=0)
+        surprise = self._surprise(np.abs(deviation), known)
+        excess = np.maximum(surprise - cfg.score_offset, 0.0)
+        with np.errstate(invalid="ignore"):
+            score = np.where(known, excess / (excess + cfg.score_spread), np.nan)
+        deviation = np.where(known, deviation, np.nan)
+        baseline = np.where(np.isfinite(level), baseline, np.nan)
+
+        since = self._col(_SINCE)
+        rising = known & (score >= cfg.excursion_score)
+        since[:] = np.where(rising, np.where(np.isnan(since), t, since), np.where(known, np.nan, since))
+
+        self._learn(x, t, present, count, level, residuals, scales, floor, bins, offset)
+        return score, baseline, deviation, since.copy()
+
+    def _surprise(self, size: FloatArray, known: npt.NDArray[np.bool_]) -> FloatArray:
+        """-ln P(|deviation| >= size) under this series' own recent history of |deviation|.
+
+        A Laplace prior (P = exp(-size), as for residuals in units of their mean absolute value) worth
+        `surprise_prior` points keeps a young history from calling everything rare, and ranks points
+        beyond all history by their size. Then the history is updated with this point.
+        """
+        cfg = self.config
+        size = np.where(known, size, 0.0)
+        k = np.clip(np.searchsorted(_EDGES, size, side="right") - 1, 0, _NBINS - 1)
+        at_or_above = np.cumsum(self._hist[:, ::-1], axis=1)[:, ::-1]
+        lower, upper = _EDGES[k], _EDGES[k + 1]
+        with np.errstate(invalid="ignore"):
+            inside = np.where(np.isfinite(upper), (upper - size) / (upper - lower), 0.0)
+        own = self._hist[self._rows, k]
+        beyond = np.where(k + 1 < _NBINS, at_or_above[self._rows, np.minimum(k + 1, _NBINS - 1)], 0.0)
+        total = at_or_above[:, 0]
+        tail = (cfg.surprise_prior * np.exp(-size) + beyond + inside * own) / (cfg.surprise_prior + total)
+        decay = 1.0 - 1.0 / cfg.surprise_memory
+        self._hist[known] *= decay
+        self._hist[self._rows[known], k[known]] += 1.0
+        return -np.log(np.maximum(tail, 1e-300))
+
+    def _learn(self, x: FloatArray, t: FloatArray, present: npt.NDArray[np.bool_], count: FloatArray,
+               level: FloatArray, residuals: FloatArray, scales: FloatArray, floor: FloatArray,
+               bins: npt.NDArray[np.int64], offset: FloatArray) -> None:
+        cfg = self.config
+        # Early on each scale is the plain mean of |residual|; later an exponential average whose inputs
+        # are clipped, so one outlier cannot blow the scale up and hide the next one.
+        for k, col in enumerate((_E_LEVEL, _E_TREND, _E_SEASON)):
+            r = np.abs(residuals[k])
+            have = present & np.isfinite(r)
+            if not have.any():
+                continue
+            scale = self._col(col)
+            seen = np.where(np.isnan(scale), 0.0, scale)
+            capped = np.minimum(r, cfg.clip * np.maximum(seen, floor))
+            # Scales count their own updates through the ring count: the level's starts with the 2nd value.
+            alpha = np.maximum(1.0 / np.maximum(count, 1.0), cfg.scale_alpha)
+            updated = np.where(np.isnan(scale), r, seen + alpha * (capped - seen))
+            scale[:] = np.where(have, updated, scale)
+
+        # Seasonal offsets learn (value - level) per time-of-day bin; the learning rate per point is set
+        # so that each bin remembers about `seasonal_memory_days` days whatever the sampling interval.
+        last = self._col(_LAST_TS)
+        step = np.where(np.isfinite(last), np.maximum(t - last, 0.0), 0.0)
+        bin_s = DAY_S / self._b
+        alpha_s = np.clip(step / (bin_s * cfg.seasonal_memory_days), 0.01, 0.5)
+        target = x - level
+        e_season = self._col(_E_SEASON)
+        known_scale = np.where(np.isnan(e_season), self._col(_E_LEVEL), e_season)
+        limit = cfg.clip * np.maximum(np.nan_to_num(known_scale, nan=np.inf), floor)
+        target = np.clip(target, np.where(np.isnan(offset), -np.inf, offset - limit),
+                         np.where(np.isnan(offset), np.inf, offset + limit))
+        new_offset = np.where(np.isnan(offset), target, offset + alpha_s * (target - offset))
+        learn_season = present & np.isfinite(level)
+        rows = self._rows[learn_season]
+        self._season[rows, bins[learn_season]] = new_offset[learn_season]
+
+        rows = self._rows[present]
+        pos = self._col(_POS)
+        self._ring[rows, pos[present].astype(np.int64)] = x[present]
+        pos[:] = np.where(present, (pos + 1) % self._w, pos)
+        count[:] = np.where(present, count + 1, count)
+        mag = self._col(_MAG)
+        mag[:] = np.where(present, mag + np.maximum(1.0 / count, 0.01) * (np.abs(np.nan_to_num(x)) - mag), mag)
+        first = self._col(_FIRST_TS)
+        first[:] = np.where(present & np.isnan(first), t, first)
+        last[:] = np.where(present, t, last)
+
+
+class SeriesScorer:
+    """Scores one time series online: `update` each new point, `warm` with history at start-up."""
+
+    def __init__(self, config: ScorerConfig | None = None) -> None:
+        self._book = ScoreBook(1, config)
+        self._value = np.empty(1)
+
+    @property
+    def config(self) -> ScorerConfig:
+        return self._book.config
+
+    def update(self, timestamp: float, value: float | None) -> PointScore:
+        self._value[0] = math.nan if value is None else value
+        score, baseline, deviation, since = self._book.update(float(timestamp), self._value)
+        present = value is not None and math.isfinite(value)
+        return PointScore(
+            score=_opt(score[0]),
+            baseline=_opt(baseline[0]),
+            value=float(value) if present and value is not None else None,
+            deviation=_opt(deviation[0]),
+            anomalous_since=_opt(since[0]),
+        )
+
+    def warm(self, points: Iterable[tuple[float, float | None]]) -> None:
+        """Feed history (oldest first) without keeping the scores, e.g. from a Prometheus range query."""
+        for timestamp, value in points:
+            self.update(timestamp, value)
+
+
+def _opt(x: np.float64 | float) -> float | None:
+    return float(x) if math.isfinite(x) else None
