@@ -183,6 +183,37 @@ def sandbox_scenario(
 
 
 @app.command()
+def score(
+    input: Annotated[Path, typer.Option("--input", "-i", help="CSV with a header and timestamp,value columns")],
+    output: Annotated[Path, typer.Option("--output", "-o", help="CSV written: timestamp,value,anomaly_score")],
+) -> None:
+    """Backtest: stream a series through the online scorer; anomaly_score in [0,1] per row (unknown = 0).
+
+    Timestamps are epoch seconds or ISO 8601 (UTC when no zone is given); an empty/NaN value is missing.
+    Each row is scored from the rows before it only. Unknown scores (missing value, warm-up) are written
+    as 0. The output appears only when the whole input was read (a malformed row stops with its line).
+    """
+    import csv
+
+    from sequestra.scoring.backtest import MalformedRow, score_rows
+
+    partial = output.with_name(f".{output.name}.partial")
+    try:
+        with input.open(newline="") as source, partial.open("w", newline="") as sink:
+            writer = csv.writer(sink)
+            writer.writerow(["timestamp", "value", "anomaly_score"])
+            for timestamp, value, point in score_rows(csv.reader(source)):
+                writer.writerow([timestamp, value, f"{point.score or 0.0:.10g}"])
+    except MalformedRow as exc:
+        partial.unlink(missing_ok=True)
+        _fail(f"{input}: {exc}")
+    except OSError as exc:
+        partial.unlink(missing_ok=True)
+        _fail(str(exc))
+    partial.replace(output)
+
+
+@app.command()
 def demo() -> None:
     """Bring the sandbox up and show each real component at work."""
     from sequestra.sandbox import lifecycle, tour
