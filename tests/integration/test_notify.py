@@ -221,3 +221,24 @@ def test_failed_delivery_is_retried_then_counted_never_raised(scope: str) -> Non
     assert counter("sequestra_digests_sent_total", sink="generic") == sent + 1
     assert counter("sequestra_digests_failed_total", sink="generic") == failed + 1
     assert counter("sequestra_digests_failed_total", sink="slack") >= 1
+
+
+def test_a_stalled_endpoint_does_not_hold_up_new_updates(scope: str) -> None:
+    import socket
+
+    # A socket that accepts connections (the kernel's backlog) but never answers: the sender waits.
+    with socket.create_server(("127.0.0.1", 0)) as stalled:
+        url = f"http://127.0.0.1:{stalled.getsockname()[1]}/json"
+        batcher = DigestBatcher([WebhookSink.generic(url)], window_s=0.2,
+                                delivery=Delivery(timeout_s=3.0, retries=0)).start(tick_s=0.05)
+        try:
+            failed = counter("sequestra_digests_failed_total", sink="generic")
+            batcher.add(notice(scope), "contained")
+            eventually(lambda: batcher.pending() == 0, what="the first digest taken by the sender")
+            # The sender is now stuck on the stalled endpoint (3 s timeout); the loop's next update is
+            # recorded while it still is: add() did not wait for the delivery to give up.
+            batcher.add(notice(scope), "still held")
+            assert batcher.pending() == 1
+            assert counter("sequestra_digests_failed_total", sink="generic") == failed
+        finally:
+            batcher.close(flush=False)
