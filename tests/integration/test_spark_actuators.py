@@ -1,0 +1,171 @@
+"""Spark actions through the real operator: a runaway SparkApplication capped, a schedule suspended, and
+both restored exactly. The sandbox's Spark stand-in keeps the driver and executor pods (real KWOK pods)
+an application's spec allows, and exports spark_executors to the sandbox's real Prometheus."""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+from kopf.testing import KopfRunner
+from kubernetes import client
+
+from sequestra.actuators.kubernetes import RESOURCES
+from sequestra.sandbox import crds, endpoints
+from sequestra.sandbox.paths import SandboxPaths
+from sequestra.sandbox.spark_standin import APP_NAME_LABEL, DEMAND_ANNOTATION, ROLE_LABEL
+from tests.integration.operator_support import Sequestrations, running_operator, sequestration
+from tests.support import eventually
+
+VOLATILE_METADATA = {"resourceVersion", "generation", "managedFields", "uid", "creationTimestamp"}
+
+
+@pytest.fixture(scope="module")
+def spark_crds(api_client: client.ApiClient, sandbox: SandboxPaths) -> list[str]:
+    return crds.install_spark_operator(api_client, sandbox)
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: SandboxPaths, crds_installed: list[str], spark_crds: list[str]) -> Iterator[KopfRunner]:
+    with running_operator(sandbox) as runner:
+        yield runner
+
+
+@pytest.fixture()
+def seqs(api_client: client.ApiClient, namespace: str) -> Sequestrations:
+    return Sequestrations(api_client, namespace)
+
+
+def spark_application(name: str, *, demand: int, executor: dict[str, Any],
+                      allocation: dict[str, Any] | None) -> dict[str, Any]:
+    spec: dict[str, Any] = {
+        "type": "Scala", "mode": "cluster", "sparkVersion": "3.5.5", "image": "apache/spark:3.5.5",
+        "mainClass": "org.example.Etl", "mainApplicationFile": "local:///opt/etl.jar",
+        "sparkConf": {"spark.sql.shuffle.partitions": "400"},
+        "driver": {"cores": 1, "memory": "512m", "labels": {"team": "data"}},
+        "executor": {"cores": 1, "memory": "1g", **executor},
+    }
+    if allocation is not None:
+        spec["dynamicAllocation"] = allocation
+    return {"apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
+            "metadata": {"name": name, "labels": {"app": name}, "annotations": {DEMAND_ANNOTATION: str(demand)}},
+            "spec": spec}
+
+
+def _objects(api_client: client.ApiClient) -> client.CustomObjectsApi:
+    return client.CustomObjectsApi(api_client)
+
+
+def create(api_client: client.ApiClient, namespace: str, manifest: dict[str, Any]) -> None:
+    group, version, plural = RESOURCES[manifest["kind"]]
+    _objects(api_client).create_namespaced_custom_object(group, version, namespace, plural, manifest)
+
+
+def read(api_client: client.ApiClient, namespace: str, kind: str, name: str) -> dict[str, Any]:
+    group, version, plural = RESOURCES[kind]
+    body: Any = _objects(api_client).get_namespaced_custom_object(group, version, namespace, plural, name)
+    return dict(body)
+
+
+def comparable(obj: dict[str, Any]) -> dict[str, Any]:
+    result = copy.deepcopy(obj)
+    result.pop("status", None)
+    for key in VOLATILE_METADATA:
+        result["metadata"].pop(key, None)
+    return result
+
+
+def running_executors(api_client: client.ApiClient, namespace: str, app: str) -> list[str]:
+    pods = client.CoreV1Api(api_client).list_namespaced_pod(
+        namespace, label_selector=f"{APP_NAME_LABEL}={app},{ROLE_LABEL}=executor")
+    return sorted(p.metadata.name for p in pods.items
+                  if p.status.phase == "Running" and p.metadata.deletion_timestamp is None)
+
+
+def prometheus_value(metric: str, namespace: str, app: str) -> float | None:
+    query = f'{metric}{{namespace="{namespace}",app="{app}"}}'
+    response = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query", params={"query": query}, timeout=5)
+    result = response.json()["data"]["result"]
+    return float(result[0]["value"][1]) if result else None
+
+
+def wait_executors(api_client: client.ApiClient, namespace: str, app: str, count: int) -> None:
+    """Until exactly `count` executor pods run and Prometheus has scraped that figure."""
+    eventually(lambda: len(running_executors(api_client, namespace, app)) == count, timeout_s=60,
+               what=f"{count} running executors of {app} (now {len(running_executors(api_client, namespace, app))})")
+    eventually(lambda: prometheus_value("spark_executors", namespace, app) == count, timeout_s=30,
+               what=f"Prometheus to report spark_executors={count} for {app}")
+
+
+@pytest.mark.parametrize(("executor", "allocation", "expected_changes"), [
+    ({"instances": 10}, {"enabled": True, "minExecutors": 2, "maxExecutors": 50},
+     {"/spec/dynamicAllocation/maxExecutors": (50, 4, True), "/spec/executor/instances": (10, 4, True)}),
+    ({}, {"enabled": True, "initialExecutors": 6},
+     {"/spec/dynamicAllocation/maxExecutors": (None, 4, False),
+      "/spec/dynamicAllocation/initialExecutors": (6, 4, True)}),
+], ids=["max-and-instances-present", "max-absent"])
+def test_runaway_spark_application_is_capped_and_restored_exactly(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+    executor: dict[str, Any], allocation: dict[str, Any], expected_changes: dict[str, tuple[Any, Any, bool]],
+) -> None:
+    create(api_client, namespace, spark_application("etl", demand=40, executor=executor, allocation=allocation))
+    before = read(api_client, namespace, "SparkApplication", "etl")
+    wait_executors(api_client, namespace, "etl", 40)
+    assert prometheus_value("spark_shuffle_spill_bytes_total", namespace, "etl"), "executors spill while they run"
+
+    seqs.create(sequestration("cap", "SparkApplication", "etl", {"type": "scale", "replicas": 4}))
+    active = seqs.wait_phase("cap", "Active")
+
+    recorded = {c["path"]: (c.get("before"), c["after"], c.get("existed", True))
+                for c in active["status"]["priorState"][0]["changes"]}
+    assert recorded == expected_changes
+    wait_executors(api_client, namespace, "etl", 4)
+    assert prometheus_value("spark_executors_max", namespace, "etl") == 4
+    assert prometheus_value("spark_executors_demand", namespace, "etl") == 40, "the demand is still there"
+
+    seqs.patch_spec("cap", {"release": True})
+    seqs.wait_phase("cap", "Released")
+    after = read(api_client, namespace, "SparkApplication", "etl")
+    assert comparable(after) == comparable(before)
+    assert ("maxExecutors" in after["spec"]["dynamicAllocation"]) == ("maxExecutors" in allocation)
+    wait_executors(api_client, namespace, "etl", 40)
+
+
+def test_an_executor_pod_resolves_to_its_spark_application(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    create(api_client, namespace, spark_application("etl", demand=3, executor={"instances": 3}, allocation=None))
+    wait_executors(api_client, namespace, "etl", 3)
+
+    seqs.create(sequestration("cap", "Pod", "etl-exec-2", {"type": "scale", "replicas": 1}))
+    active = seqs.wait_phase("cap", "Active")
+
+    assert active["status"]["targetRef"] == "SparkApplication/etl"
+    assert read(api_client, namespace, "SparkApplication", "etl")["spec"]["executor"]["instances"] == 1
+    wait_executors(api_client, namespace, "etl", 1)
+
+
+def test_scheduled_spark_application_is_suspended_and_restored_exactly(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    template = spark_application("nightly", demand=2, executor={"instances": 2}, allocation=None)["spec"]
+    create(api_client, namespace, {
+        "apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "ScheduledSparkApplication",
+        "metadata": {"name": "nightly"},
+        "spec": {"schedule": "@every 1h", "concurrencyPolicy": "Forbid", "template": template},
+    })
+    before = read(api_client, namespace, "ScheduledSparkApplication", "nightly")
+    assert "suspend" not in before["spec"]
+
+    seqs.create(sequestration("pause", "ScheduledSparkApplication", "nightly", {"type": "suspend"}))
+    seqs.wait_phase("pause", "Active")
+    held = read(api_client, namespace, "ScheduledSparkApplication", "nightly")
+    assert held["spec"]["suspend"] is True
+    assert held["metadata"]["labels"]["sequestra.dev/sequestered"] == "true"
+
+    seqs.patch_spec("pause", {"release": True})
+    seqs.wait_phase("pause", "Released")
+    assert comparable(read(api_client, namespace, "ScheduledSparkApplication", "nightly")) == comparable(before)
