@@ -57,12 +57,14 @@ def run(
 
 @app.command("install-crds")
 def install_crds() -> None:
-    """Create or update Sequestra's CRDs (from crds/) in the current cluster."""
+    """Create or update Sequestra's CRDs (from crds/) and its admission guard (crds/guard/) in the current
+    cluster; the identity running this is let through the guard as the operator."""
     from kubernetes import config
 
     from sequestra.sandbox import crds
 
-    for name in crds.install(config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))):
+    api_client = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
+    for name in crds.install(api_client):
         print(f"customresourcedefinition {name} established")
 
 
@@ -81,9 +83,11 @@ def explain(
 
 
 @app.command()
+    from sequestra.signals.guard import guard_installed
 def release(
     name: Annotated[str, typer.Argument(help="the Sequestration")],
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
+    print(guard_installed(api_client).summary())
 ) -> None:
     """Ask the operator to release a workload now; it restores the recorded prior state."""
     from sequestra import humans

@@ -145,16 +145,17 @@ def install_guard(api_client: client.ApiClient, directory: Path = REPO_CRDS / "g
 
 
 def _own_username(api_client: client.ApiClient) -> str:
-    review: Any = client.AuthenticationV1Api(api_client).create_self_subject_review(
-        {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"})
+    request: Any = {"apiVersion": "authentication.k8s.io/v1", "kind": "SelfSubjectReview"}
+    review: Any = client.AuthenticationV1Api(api_client).create_self_subject_review(request)
     return str(review.status.user_info.username)
 
 
-def _install_guard_params(api_client: client.ApiClient, manifest: dict[str, Any], installer: str) -> None:
+def _install_guard_params(api_client: client.ApiClient, manifest: Any, installer: str) -> None:
     core = client.CoreV1Api(api_client)
     namespace, name = manifest["metadata"]["namespace"], manifest["metadata"]["name"]
+    namespace_manifest: Any = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
     try:
-        core.create_namespace({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}})
+        core.create_namespace(namespace_manifest)
     except ApiException as exc:
         if exc.status != 409:
             raise
@@ -170,14 +171,18 @@ def _install_guard_params(api_client: client.ApiClient, manifest: dict[str, Any]
         return
     data[GUARD_PARAMS_OPERATORS_KEY] = ",".join(operators if installer in operators else [*operators, installer])
     if current is None:
-        core.create_namespaced_config_map(namespace, {**manifest, "data": data})
+        config_map: Any = {**manifest, "data": data}
+        core.create_namespaced_config_map(namespace, config_map)
     else:
         core.patch_namespaced_config_map(name, namespace, {"data": data})
 
 
-def _create_or_replace_cluster_object(api_client: client.ApiClient, manifest: dict[str, Any]) -> None:
+def _create_or_replace_cluster_object(api_client: client.ApiClient, manifest: Any) -> None:
     api = client.AdmissionregistrationV1Api(api_client)
     name = manifest["metadata"]["name"]
+    create: Any
+    read: Any
+    replace: Any
     if manifest["kind"] == "ValidatingAdmissionPolicy":
         create, read, replace = (api.create_validating_admission_policy, api.read_validating_admission_policy,
                                  api.replace_validating_admission_policy)
