@@ -62,10 +62,12 @@ def install_crds() -> None:
     from kubernetes import config
 
     from sequestra.sandbox import crds
+    from sequestra.signals.guard import guard_installed
 
     api_client = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
     for name in crds.install(api_client):
         print(f"customresourcedefinition {name} established")
+    print(guard_installed(api_client).summary())
 
 
 @app.command()
@@ -83,11 +85,9 @@ def explain(
 
 
 @app.command()
-    from sequestra.signals.guard import guard_installed
 def release(
     name: Annotated[str, typer.Argument(help="the Sequestration")],
     namespace: Annotated[str, typer.Option("--namespace", "-n")] = "default",
-    print(guard_installed(api_client).summary())
 ) -> None:
     """Ask the operator to release a workload now; it restores the recorded prior state."""
     from sequestra import humans
