@@ -140,7 +140,7 @@ def topic_acls(admin: AdminClient, topic: str) -> set[str]:
 
 def test_quota_holds_the_producer_to_its_rate_and_release_restores_it(
         actuator: KafkaActuator, quotas: ClientQuotas, topic: str) -> None:
-    identity = KafkaIdentity(principal=PRINCIPAL, client_id="orders-writer")
+    identity = KafkaIdentity(principal=PRINCIPAL, client_ids=("orders-writer",))
     before = quotas.describe(QuotaEntity(user=PRINCIPAL))
     free = measure_produce_rate(topic, "orders-writer")
     assert free > 10 * QUOTA_BYTES_PER_S, f"the unthrottled producer only reached {free:.0f} B/s"
@@ -203,7 +203,7 @@ def test_a_shared_principal_is_quota_d_on_user_and_client_id(actuator: KafkaActu
     client_id = f"orders-{uuid.uuid4().hex[:6]}"
     entity = QuotaEntity(user=PRINCIPAL, client_id=client_id)
     prior = actuator.plan(0, ActionSpec(type=ActionType.QUOTA, producer_byte_rate=QUOTA_BYTES_PER_S),
-                          KafkaIdentity(principal=PRINCIPAL, client_id=client_id), sharers=["billing"])
+                          KafkaIdentity(principal=PRINCIPAL, client_ids=(client_id,)), sharers=["billing"])
     try:
         actuator.apply([prior])
         assert quotas.describe(entity) == {"producer_byte_rate": QUOTA_BYTES_PER_S}

@@ -40,8 +40,8 @@ def identity(principal: str | None = None, client: str | None = None) -> KafkaId
 
 def test_identity_is_read_from_the_workload_annotations() -> None:
     assert KafkaIdentity.from_annotations({"unrelated": "x"}) is None
-    assert identity("User:app", "orders-*") == KafkaIdentity(principal="app", client_id="orders-",
-                                                            client_id_is_prefix=True)
+    assert identity("User:app", "orders-*") == KafkaIdentity(principal="app", client_id_prefixes=("orders-",))
+    assert identity(client="a, b,orders-*,a") == KafkaIdentity(client_ids=("a", "b"), client_id_prefixes=("orders-",))
     assert identity(" app ") == KafkaIdentity(principal="app")
 
 
@@ -70,8 +70,10 @@ def test_no_principal_puts_the_quota_on_the_client_id() -> None:
 
 def test_a_client_id_prefix_needs_a_dedicated_principal() -> None:
     assert choose_quota_entity(identity("app", "orders-*")).entity == QuotaEntity(user="app")
-    with pytest.raises(KafkaIdentityError, match=r"prefix orders-\*.*shared with billing"):
+    with pytest.raises(KafkaIdentityError, match=r"client ids orders-\*.*shared with billing"):
         choose_quota_entity(identity("app", "orders-*"), sharers=["billing"])
+    with pytest.raises(KafkaIdentityError, match="one exact client id"):
+        choose_quota_entity(identity("app", "orders-a,orders-b"), sharers=["billing"])
     with pytest.raises(KafkaIdentityError, match="without a principal"):
         choose_quota_entity(identity(client="orders-*"))
 

@@ -5,15 +5,15 @@ client chooses for itself. A workload declares both with annotations on the work
 StatefulSet, Job, CronJob metadata):
 
     sequestra.dev/kafka-principal: app            # the SASL user (a leading "User:" is accepted)
-    sequestra.dev/kafka-client-id: orders-writer  # the client.id, or a prefix ending in "*" (pod names)
+    sequestra.dev/kafka-client-id: orders-writer  # client.id(s), comma-separated; a prefix ends in "*"
 
 A client id is the client's own choice, so a contained workload (or the agent running it) can escape a
 client-id quota by reconnecting under a new one. The principal it cannot change without new credentials.
 Hence `choose_quota_entity`: a principal that only this workload uses gets the quota on the user entity,
 which holds every client id it connects with; a shared principal gets it on (user, client id), so the
 neighbours sharing the principal are not throttled; a workload that declares no principal gets it on
-the client id alone. A client-id *prefix* cannot be a quota entity (Kafka matches client ids exactly), so
-it works only with a dedicated principal.
+the client id alone. A quota entity names one exact client id, so a prefix (or several ids) works only
+with a dedicated principal.
 """
 
 from __future__ import annotations
@@ -49,8 +49,8 @@ class KafkaIdentityError(ValueError):
 
 class KafkaIdentity(CamelModel):
     principal: str | None = Field(default=None, min_length=1)  # SASL user name, without "User:"
-    client_id: str | None = Field(default=None, min_length=1)  # exact client.id, or the prefix
-    client_id_is_prefix: bool = False
+    client_ids: tuple[str, ...] = ()  # exact client.id values
+    client_id_prefixes: tuple[str, ...] = ()  # declared as "prefix*" (e.g. a Deployment's pod names)
 
     @classmethod
     def from_annotations(cls, annotations: Mapping[str, str] | None) -> KafkaIdentity | None:
@@ -63,22 +63,23 @@ class KafkaIdentity(CamelModel):
         principal = raw_principal.strip().removeprefix("User:").strip() if raw_principal is not None else None
         if raw_principal is not None and not principal:
             raise KafkaIdentityError(f"annotation {KAFKA_PRINCIPAL_ANNOTATION} is empty: set it to the SASL user")
-        client = raw_client.strip() if raw_client is not None else None
-        prefix = bool(client and client.endswith("*"))
-        client = client.rstrip("*") if client else client
-        if raw_client is not None and not client:
+        clients = [c.strip() for c in (raw_client or "").split(",") if c.strip()]
+        if raw_client is not None and not any(c.rstrip("*") for c in clients):
             raise KafkaIdentityError(f"annotation {KAFKA_CLIENT_ID_ANNOTATION} is empty: set it to the client.id "
-                                     "or a prefix ending in *")
-        return cls(principal=principal, client_id=client, client_id_is_prefix=prefix)
+                                     "(or ids, comma-separated; a prefix ends in *)")
+        return cls(principal=principal,
+                   client_ids=tuple(dict.fromkeys(c for c in clients if not c.endswith("*"))),
+                   client_id_prefixes=tuple(dict.fromkeys(c.rstrip("*") for c in clients
+                                                          if c.endswith("*") and c.rstrip("*"))))
 
     @property
     def acl_principal(self) -> str | None:
         return f"User:{self.principal}" if self.principal else None
 
     def __str__(self) -> str:
-        client = f"{self.client_id}{'*' if self.client_id_is_prefix else ''}" if self.client_id else None
+        clients = ",".join([*self.client_ids, *(f"{p}*" for p in self.client_id_prefixes)])
         return ", ".join(p for p in (self.principal and f"principal {self.principal}",
-                                     client and f"client id {client}") if p) or "no identity"
+                                     clients and f"client id {clients}") if p) or "no identity"
 
 
 class QuotaEntity(CamelModel):
@@ -121,21 +122,23 @@ def choose_quota_entity(identity: KafkaIdentity, sharers: Collection[str] = ()) 
             reason=f"principal {identity.principal} is dedicated to this workload: a user quota holds every "
                    "client id it connects with",
         )
-    if identity.client_id and not identity.client_id_is_prefix:
+    if len(identity.client_ids) == 1 and not identity.client_id_prefixes:
+        client_id = identity.client_ids[0]
         if identity.principal:
             return QuotaEntityChoice(
-                entity=QuotaEntity(user=identity.principal, client_id=identity.client_id),
+                entity=QuotaEntity(user=identity.principal, client_id=client_id),
                 reason=f"principal {identity.principal} is shared with {', '.join(sorted(sharers))}: the quota "
                        f"goes on (user, client id) so they are not throttled; a new client id escapes it",
             )
         return QuotaEntityChoice(
-            entity=QuotaEntity(client_id=identity.client_id),
+            entity=QuotaEntity(client_id=client_id),
             reason="no principal declared: the quota goes on the client id alone; a new client id escapes it, "
                    "and any user quota at the broker takes precedence",
         )
-    if identity.client_id:
+    if identity.client_ids or identity.client_id_prefixes:
+        declared = ", ".join([*identity.client_ids, *(f"{p}*" for p in identity.client_id_prefixes)])
         raise KafkaIdentityError(
-            f"cannot put a quota on client-id prefix {identity.client_id}* (Kafka matches client ids exactly) "
+            f"cannot put one quota on client ids {declared} (a quota entity names one exact client id) "
             + (f"while principal {identity.principal} is shared with {', '.join(sorted(sharers))}"
                if identity.principal else "without a principal")
             + f": give the workload its own SASL user and declare it in {KAFKA_PRINCIPAL_ANNOTATION}"
