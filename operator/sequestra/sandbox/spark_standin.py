@@ -290,9 +290,10 @@ class Reconciler:
             key = (app["metadata"]["namespace"], app["metadata"]["name"])
             try:
                 observed[key] = self._reconcile(app, by_app.get(key, []))
-            except ApiException as exc:  # e.g. the namespace is being deleted: try again next round
-                print(f"reconciling SparkApplication {key[0]}/{key[1]} failed: {exc.status} {exc.reason}",
-                      flush=True)
+            except ApiException as exc:  # try again next round
+                if exc.status != 403:  # 403: its namespace is being deleted, and the application with it
+                    print(f"reconciling SparkApplication {key[0]}/{key[1]} failed: {exc.status} {exc.reason}",
+                          flush=True)
         self._standin.observe(observed)
 
     def _reconcile(self, app: dict[str, Any], pods: list[Any]) -> AppSeries:
