@@ -25,8 +25,8 @@ BOTH: tuple[Direction, ...] = ("up", "down")
 
 
 class CombinerConfig(CamelModel):
-    threshold: float = Field(default=0.6, gt=0, le=1, description="score at or above counts toward an episode")
-    release_threshold: float = Field(default=0.45, ge=0, lt=1, description="an episode ends below this score")
+    threshold: float = Field(default=0.5, gt=0, le=1, description="score at or above counts toward an episode")
+    release_threshold: float = Field(default=0.35, ge=0, lt=1, description="an episode ends below this score")
     persistence: int = Field(default=3, ge=1, description="consecutive intervals at/above threshold to start")
     cooldown: int = Field(default=5, ge=0, description="intervals after an episode before another can start")
     directions: dict[str, tuple[Direction, ...]] = Field(

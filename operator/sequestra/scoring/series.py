@@ -51,8 +51,10 @@ class ScorerConfig(CamelModel):
     scale_alpha: float = Field(default=0.02, gt=0, le=1, description="learning rate of each error scale")
     clip: float = Field(default=4.0, gt=1, description="residuals beyond clip x scale update scales as if at it")
     relative_floor: float = Field(default=1e-3, ge=0, description="smallest scale, relative to the typical |value|")
-    surprise_memory: int = Field(default=2000, ge=10, description="points the |deviation| histogram remembers")
+    surprise_memory: int = Field(default=500, ge=10, description="points the |deviation| histogram remembers")
     surprise_prior: float = Field(default=20.0, gt=0, description="weight of the prior (Laplace) in points")
+    surprise_learn_excursions: float = Field(
+        default=0.2, ge=0, le=1, description="weight with which excursion points join the |deviation| history")
     score_offset: float = Field(default=2.0, ge=0, description="surprise (nats) below this scores 0")
     score_spread: float = Field(default=3.0, gt=0, description="surprise = offset + spread scores 0.5")
     excursion_score: float = Field(default=0.5, gt=0, lt=1, description="a score at or above starts an excursion")
@@ -200,9 +202,15 @@ class ScoreBook:
         total = at_or_above[:, 0]
         tail = (cfg.surprise_prior * np.exp(-size) + beyond + inside * own) / (cfg.surprise_prior + total)
         decay = 1.0 - 1.0 / cfg.surprise_memory
+        surprise = -np.log(np.maximum(tail, 1e-300))
+        excess = np.maximum(surprise - cfg.score_offset, 0.0)
+        # An excursion's own points would soon make it look ordinary; they join the history at a lower
+        # weight, so a sustained excursion keeps scoring until the baseline has moved to it.
+        in_excursion = excess / (excess + cfg.score_spread) >= cfg.excursion_score
+        weight = np.where(in_excursion, cfg.surprise_learn_excursions, 1.0)
         self._hist[known] *= decay
-        self._hist[self._rows[known], k[known]] += 1.0
-        return -np.log(np.maximum(tail, 1e-300))
+        self._hist[self._rows[known], k[known]] += weight[known]
+        return surprise
 
     def _learn(self, x: FloatArray, t: FloatArray, present: npt.NDArray[np.bool_], count: FloatArray,
                level: FloatArray, residuals: FloatArray, scales: FloatArray, floor: FloatArray,
@@ -246,7 +254,7 @@ class ScoreBook:
         pos[:] = np.where(present, (pos + 1) % self._w, pos)
         count[:] = np.where(present, count + 1, count)
         mag = self._col(_MAG)
-        mag[:] = np.where(present, mag + np.maximum(1.0 / count, 0.01) * (np.abs(np.nan_to_num(x)) - mag), mag)
+        mag[:] = np.where(present, mag + np.maximum(1.0 / np.maximum(count, 1.0), 0.01) * (np.abs(np.nan_to_num(x)) - mag), mag)
         first = self._col(_FIRST_TS)
         first[:] = np.where(present & np.isnan(first), t, first)
         last[:] = np.where(present, t, last)

@@ -1,0 +1,197 @@
+"""The per-series scorer on constructed series: what it calls anomalous, what it calls normal, what it cannot know."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from sequestra.scoring import CombinerConfig, PointScore, ScoreBook, ScorerConfig, SeriesScorer
+
+STEP_S = 300.0  # five-minute samples
+# Single points of plain noise reach ~0.5 now and then (the combiner asks for 3 in a row); a level no
+# single point of noise should reach, and well under what a real spike scores:
+ALERT = 0.65
+
+
+def _feed(scorer: SeriesScorer, values: list[float | None], start: float = 0.0) -> list[PointScore]:
+    return [scorer.update(start + i * STEP_S, v) for i, v in enumerate(values)]
+
+
+def _noise(n: int, level: float = 100.0, sd: float = 5.0, seed: int = 7) -> list[float | None]:
+    return list(level + np.random.default_rng(seed).normal(0.0, sd, n))
+
+
+def _scores(points: list[PointScore]) -> list[float]:
+    return [p.score if p.score is not None else 0.0 for p in points]
+
+
+def _longest_run(scores: list[float], level: float) -> int:
+    longest = run = 0
+    for s in scores:
+        run = run + 1 if s >= level else 0
+        longest = max(longest, run)
+    return longest
+
+
+def test_scores_are_unknown_until_warm_then_known() -> None:
+    config = ScorerConfig()
+    points = _feed(SeriesScorer(config), _noise(100))
+    assert all(p.score is None for p in points[: config.warmup_points])
+    assert all(p.score is not None for p in points[config.warmup_points:])
+
+
+def test_spike_scores_high_and_only_the_spike() -> None:
+    values = _noise(400)
+    values[300] = 100.0 + 20 * 5.0
+    points = _feed(SeriesScorer(), values)
+    spike = points[300]
+    assert spike.score is not None and spike.score > 0.8
+    assert spike.deviation is not None and spike.deviation > 0
+    assert spike.anomalous_since == 300 * STEP_S
+    others = _scores(points[200:300]) + _scores(points[301:])
+    assert max(others) < ALERT
+
+
+def test_step_is_anomalous_at_onset_then_becomes_the_new_normal() -> None:
+    values = _noise(300) + _noise(300, level=160.0, seed=8)
+    points = _feed(SeriesScorer(), values)
+    onset = points[300]
+    assert onset.score is not None and onset.score > 0.8
+    assert onset.baseline is not None and abs(onset.baseline - 100.0) < 5.0
+    # The excursion lasts a few intervals and keeps its start time, then the new level is normal.
+    assert all(p.anomalous_since == 300 * STEP_S for p in points[300:303])
+    assert max(_scores(points[400:])) < ALERT
+
+
+def test_step_down_reports_direction_down() -> None:
+    values = _noise(300) + [0.0] * 5
+    points = _feed(SeriesScorer(), values)
+    assert points[300].deviation is not None and points[300].deviation < 0
+
+
+def test_steady_trend_is_normal() -> None:
+    rng = np.random.default_rng(3)
+    values: list[float | None] = list(100.0 + 2.0 * np.arange(600) + rng.normal(0, 5, 600))
+    points = _feed(SeriesScorer(), values)
+    assert max(_scores(points[100:])) < ALERT
+
+
+def test_drift_away_from_a_flat_baseline_is_noticed() -> None:
+    # A quiet series that suddenly starts climbing fast: the first points of the climb are unexplained.
+    values = _noise(300) + [100.0 + 15.0 * (i + 1) for i in range(20)]
+    points = _feed(SeriesScorer(), values)
+    assert max(_scores(points[300:310])) > ALERT
+
+
+def _daily(days: int, peak_hour: int = 12, seed: int = 5) -> list[float | None]:
+    """5-minute samples, quiet at 100 except a daily two-hour peak at 400 starting at `peak_hour`."""
+    rng = np.random.default_rng(seed)
+    per_day = int(86_400 / STEP_S)
+    values: list[float | None] = []
+    for i in range(days * per_day):
+        hour = (i % per_day) * STEP_S / 3600
+        base = 400.0 if peak_hour <= hour < peak_hour + 2 else 100.0
+        values.append(base + rng.normal(0, 5))
+    return values
+
+
+def test_daily_peak_is_normal_once_the_day_is_learnt() -> None:
+    values = _daily(8)
+    points = _feed(SeriesScorer(), values)
+    per_day = int(86_400 / STEP_S)
+    later = points[3 * per_day:]
+    assert max(_scores(later)) < ALERT
+
+
+def test_peak_at_an_unusual_hour_is_anomalous() -> None:
+    per_day = int(86_400 / STEP_S)
+    values = _daily(8)
+    night = 7 * per_day + 3 * 12  # 03:00 on day 8: never seen a peak at this hour
+    for i in range(night, night + 24):
+        values[i] = 400.0 + float(np.random.default_rng(i).normal(0, 5))
+    points = _feed(SeriesScorer(), values)
+    # Enough, and long enough, for the workload combiner to call it (threshold held 3 intervals).
+    assert min(_scores(points[night:night + 3])) >= CombinerConfig().threshold
+    assert _longest_run(_scores(points[3 * per_day:night]), CombinerConfig().threshold) < 3
+
+
+def test_missing_values_are_unknown_and_change_nothing() -> None:
+    values = _noise(200)
+    with_gaps = values[:150] + [None, math.nan, None] + values[150:]
+    plain = _feed(SeriesScorer(), values)
+    gapped = SeriesScorer()
+    out = [gapped.update(i * STEP_S if i < 150 else (i + 3) * STEP_S, v) for i, v in enumerate(values[:150])]
+    for j, v in enumerate(with_gaps[150:153]):
+        gap = gapped.update((150 + j) * STEP_S, v)
+        assert gap.score is None and gap.value is None and gap.deviation is None
+    out += [gapped.update((153 + i) * STEP_S, v) for i, v in enumerate(values[150:])]
+    assert [p.score for p in out] == [p.score for p in plain]
+
+
+def test_missing_data_never_scores_anomalous_even_after_a_long_outage() -> None:
+    scorer = SeriesScorer()
+    _feed(scorer, _noise(200))
+    outage = [scorer.update((200 + i) * STEP_S, None) for i in range(500)]
+    assert all(p.score is None for p in outage)
+
+
+def test_flat_series_then_change_is_anomalous() -> None:
+    points = _feed(SeriesScorer(), [5.0] * 200 + [6.0])
+    assert max(_scores(points[:200])) == 0.0
+    assert points[200].score is not None and points[200].score > 0.8
+
+
+def test_warm_gives_the_same_state_as_scoring() -> None:
+    values = _noise(300)
+    history = [(i * STEP_S, v) for i, v in enumerate(values[:250])]
+    warmed, scored = SeriesScorer(), SeriesScorer()
+    warmed.warm(history)
+    _feed(scored, values[:250])
+    assert _feed(warmed, values[250:], 250 * STEP_S) == _feed(scored, values[250:], 250 * STEP_S)
+
+
+def test_score_book_matches_one_scorer_per_series() -> None:
+    rng = np.random.default_rng(11)
+    series = rng.normal(50, 3, (5, 300))
+    series[2, 200] = 500.0
+    series[3, 100:120] = np.nan
+    book = ScoreBook(5)
+    scorers = [SeriesScorer() for _ in range(5)]
+    for i in range(300):
+        scores, baselines, deviations, _since = book.update(i * STEP_S, series[:, i])
+        for j, scorer in enumerate(scorers):
+            v = series[j, i]
+            one = scorer.update(i * STEP_S, None if math.isnan(v) else float(v))
+            assert (one.score is None and math.isnan(scores[j])) or one.score == scores[j]
+            assert (one.deviation is None and math.isnan(deviations[j])) or one.deviation == deviations[j]
+
+
+def test_memory_per_series_is_fixed_and_small() -> None:
+    small, large = ScoreBook(10), ScoreBook(1000)
+    assert large.nbytes == 100 * small.nbytes
+    assert small.nbytes / 10 <= 2048
+
+
+finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
+maybe = st.one_of(st.none(), finite, st.just(math.nan), st.just(math.inf))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(maybe, min_size=1, max_size=150))
+def test_score_is_in_unit_interval_or_unknown(values: list[float | None]) -> None:
+    for point in _feed(SeriesScorer(ScorerConfig(warmup_points=4, window=8)), values):
+        assert point.score is None or 0.0 <= point.score <= 1.0
+
+
+@settings(max_examples=40, deadline=None)
+@given(st.lists(st.one_of(st.none(), st.floats(min_value=-1e6, max_value=1e6)), min_size=2, max_size=120),
+       st.data())
+def test_appending_future_points_never_changes_past_scores(values: list[float | None], data: st.DataObject) -> None:
+    cut = data.draw(st.integers(min_value=1, max_value=len(values) - 1))
+    config = ScorerConfig(warmup_points=4, window=8)
+    prefix = _feed(SeriesScorer(config), values[:cut])
+    full = _feed(SeriesScorer(config), values)
+    assert full[:cut] == prefix
