@@ -232,5 +232,103 @@ def demo() -> None:
         _fail(str(exc))
 
 
+runbook_app = typer.Typer(no_args_is_help=True, help="Runbooks: a team's incident knowledge as data.")
+app.add_typer(runbook_app, name="runbook")
+_RUNBOOKS_HELP = "runbook file or directory (default: the repository's runbooks/)"
+_SCENARIOS_HELP = "scenario file or directory (default: the repository's evals/scenarios/)"
+
+
+@app.command("eval")
+def eval_(
+    diagnoser: Annotated[str, typer.Option(help="rules, or llm (OPENAI_BASE_URL, OPENAI_API_KEY)")] = "rules",
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+    runbooks: Annotated[Path | None, typer.Option(help=_RUNBOOKS_HELP)] = None,
+    scenarios: Annotated[Path | None, typer.Option(help=_SCENARIOS_HELP)] = None,
+    model: Annotated[str | None, typer.Option(help="model name (default SEQUESTRA_LLM_MODEL or gpt-4o-mini)")] = None,
+    base_url: Annotated[str | None, typer.Option(help="OpenAI-compatible endpoint (default OPENAI_BASE_URL)")] = None,
+    timeout: Annotated[float | None, typer.Option(help="seconds per model request")] = None,
+    review: Annotated[bool, typer.Option(help="a second model call reviews each proposal")] = True,
+    min_category_accuracy: Annotated[float, typer.Option(help="fail below this (0..1)")] = 0.85,
+    min_action_accuracy: Annotated[float, typer.Option(help="fail below this (0..1)")] = 0.9,
+    max_false_sequester_rate: Annotated[float, typer.Option(help="fail above this (0..1)")] = 0.0,
+    max_missed_sequester_rate: Annotated[float, typer.Option(help="fail above this (0..1)")] = 0.1,
+) -> None:
+    """Run the diagnosis eval suite; print accuracy, false/missed sequesters, tokens and latency per
+    scenario; exit 1 when a threshold is not met or any action falls outside policy."""
+    from sequestra.diagnosis import Diagnoser, LlmSettings, RunbookError, default_runbooks_dir, evals, load_runbooks
+
+    if diagnoser not in ("rules", "llm"):
+        _fail(f"--diagnoser must be rules or llm, not {diagnoser!r}")
+    settings = None
+    if diagnoser == "llm":
+        settings = LlmSettings.from_env(dict(os.environ), model=model, base_url=base_url, timeout_s=timeout,
+                                        review=review)
+        if not settings.base_url and not settings.api_key:
+            _fail("--diagnoser llm needs OPENAI_BASE_URL (or --base-url) or OPENAI_API_KEY")
+    try:
+        loaded = load_runbooks(runbooks or default_runbooks_dir())
+        cases = evals.load_scenarios(scenarios or evals.default_scenarios_dir())
+    except (RunbookError, ValueError) as exc:
+        _fail(str(exc))
+    report = evals.run(cases, Diagnoser(loaded, settings).diagnose)
+    thresholds = evals.Thresholds(min_category_accuracy, min_action_accuracy, max_false_sequester_rate,
+                                  max_missed_sequester_rate)
+    failures = report.failures(thresholds)
+    if as_json:
+        print(json.dumps({"summary": report.summary(), "failures": failures, "perRunbook": report.per_runbook(loaded),
+                          "scenarios": [o.row() for o in report.outcomes]}, indent=2))
+    else:
+        print(evals.table(report))
+        for failure in failures:
+            print(f"FAIL: {failure}", file=sys.stderr)
+    if failures:
+        raise typer.Exit(code=1)
+
+
+@runbook_app.command("test")
+def runbook_test(
+    runbook: Annotated[str, typer.Argument(help="a runbook YAML file, or the name of a runbook in --runbooks")],
+    runbooks: Annotated[Path | None, typer.Option(help=_RUNBOOKS_HELP)] = None,
+    scenarios: Annotated[Path | None, typer.Option(help=_SCENARIOS_HELP)] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Run a runbook against the eval scenarios: which it matches, and how accuracy and the
+    false-sequester rate change with it (against the other runbooks without it)."""
+    from sequestra.diagnosis import Diagnoser, RunbookError, default_runbooks_dir, evals, load_runbooks
+
+    try:
+        others = load_runbooks(runbooks or default_runbooks_dir())
+        if Path(runbook).exists():
+            candidates = load_runbooks(Path(runbook))
+        else:
+            candidates = [r for r in others if r.name == runbook]
+            if not candidates:
+                _fail(f"no runbook file or runbook named {runbook!r} (known: {', '.join(r.name for r in others)})")
+        cases = evals.load_scenarios(scenarios or evals.default_scenarios_dir())
+    except (RunbookError, ValueError) as exc:
+        _fail(str(exc))
+    results = []
+    for candidate in candidates:
+        trial = evals.trial(candidate, others, cases, lambda rbs: Diagnoser(rbs).diagnose)
+        decided = [o.row() for o in trial.with_it.outcomes if o.diagnosis.runbook == candidate.name]
+        results.append({"runbook": candidate.name, "matched": trial.matched, "without": trial.without.summary(),
+                        "with": trial.with_it.summary(), "decided": decided})
+        if not as_json:
+            print(f"runbook {candidate.name} ({candidate.source}): matches {len(trial.matched)} of {len(cases)} "
+                  f"scenarios: {', '.join(trial.matched) or '-'}")
+            print(f"  {'':<22} {'WITHOUT':>8} {'WITH':>8}")
+            for label, attribute in (("category accuracy", "category_accuracy"), ("action accuracy", "action_accuracy"),
+                                     ("false-sequester rate", "false_sequester_rate"),
+                                     ("missed-sequester rate", "missed_sequester_rate")):
+                before, after = getattr(trial.without, attribute), getattr(trial.with_it, attribute)
+                print(f"  {label:<22} {before:>8.1%} {after:>8.1%}")
+            for row in decided:
+                verdict = "ok" if row["actionOk"] and row["categoryOk"] else (
+                    f"expected {row['expectedCategory']} -> {row['expectedAction']}")
+                print(f"  decides {row['scenario']}: {row['category']} -> {row['action']} ({verdict})")
+    if as_json:
+        print(json.dumps(results, indent=2))
+
+
 if __name__ == "__main__":
     app()

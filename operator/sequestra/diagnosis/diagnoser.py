@@ -32,13 +32,14 @@ log = structlog.get_logger()
 
 def material_fingerprint(evidence: Evidence, allowed_rungs: Sequence[str]) -> str:
     """What must change for a new diagnosis round: which items exist, and their numbers only coarsely
-    (a ratio moving from 7.1x to 7.4x is the same incident; from 3x to 12x it is not)."""
+    (a ratio moving from 5x to 7x is the same incident; from 5x to 12x it is not: numbers count by their
+    factor-of-two bucket, timestamps not at all)."""
 
     def coarse(value: Any) -> Any:
         if isinstance(value, bool) or value is None:
             return value
         if isinstance(value, int | float):
-            return 0 if value == 0 else round(math.copysign(math.log2(abs(value) + 1e-12), value) * 2)
+            return 0 if value == 0 else math.copysign(math.floor(math.log2(abs(value) + 1e-12)), value)
         if isinstance(value, dict):
             return {k: coarse(v) for k, v in value.items() if k not in ("since", "at", "minutesBeforeAnomaly")}
         if isinstance(value, list):

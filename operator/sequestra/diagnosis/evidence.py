@@ -34,7 +34,7 @@ _SECRET_VALUES = (
     re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]{8,}"),
     re.compile(r"(?<=://)[^/\s:@]+:[^/\s@]+(?=@)"),  # user:password@ in URLs
     re.compile(r"(?i)\b(password|passwd|secret|token|api[-_]?key)\s*[=:]\s*[^\s,;'\"]+"),
-    re.compile(r"\b[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])"),  # long base64 blobs
+    re.compile(r"(?<!sha256:)\b[A-Za-z0-9+/]{40,}={0,2}(?![A-Za-z0-9+/=])"),  # long base64 blobs
     re.compile(r"(?<!sha256:)\b[0-9a-fA-F]{40,}\b"),  # long hex secrets (image digests are evidence)
 )
 
@@ -69,7 +69,7 @@ def _clip(value: Any) -> Any:
         return {str(k): _clip(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         kept = [_clip(v) for v in list(value)[:MAX_LIST]]
-        return kept + [f"... {len(value) - MAX_LIST} more"] if len(value) > MAX_LIST else kept
+        return [*kept, f"... {len(value) - MAX_LIST} more"] if len(value) > MAX_LIST else kept
     if isinstance(value, str) and len(value) > MAX_TEXT:
         return value[:MAX_TEXT] + "…"
     if isinstance(value, float):
@@ -93,7 +93,7 @@ def estimate_tokens(value: Any) -> int:
 def _number(value: Any) -> str:
     if value is None:
         return "?"
-    if isinstance(value, float) and abs(value) >= 1000 or isinstance(value, int) and abs(value) >= 1000:
+    if (isinstance(value, float) and abs(value) >= 1000) or (isinstance(value, int) and abs(value) >= 1000):
         return f"{value:,.0f}"
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
@@ -166,7 +166,8 @@ def build_evidence(
         change.pop("workload", None)  # always the incident's workload; the pack says so once
         if since is not None and change.get("at") is not None:
             change["minutesBeforeAnomaly"] = round((since - float(change["at"])) / 60, 1)
-        before = f", {change['minutesBeforeAnomaly']} min before the anomaly" if "minutesBeforeAnomaly" in change else ""
+        minutes = change.get("minutesBeforeAnomaly")
+        before = f", {minutes} min before the anomaly" if minutes is not None else ""
         items.append(EvidenceItem(id=f"chg:{number}", kind="change",
                                   summary=f"{change.get('kind', 'change')}: {change.get('summary', '')}{before}",
                                   data=change))

@@ -203,16 +203,17 @@ def complete(
 
     A timeout is not retried: a slow endpoint is the case where waiting longer hurts most."""
     started = time.perf_counter()
+    request: dict[str, Any] = {
+        "model": settings.model, "messages": list(messages), "temperature": 0,
+        "max_tokens": settings.max_output_tokens, "timeout": settings.timeout_s,
+        "response_format": {"type": "json_schema",
+                            "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
+    }
     attempt = 0
     while True:
         attempt += 1
         try:
-            response = client.chat.completions.create(
-                model=settings.model, messages=list(messages),  # type: ignore[arg-type]
-                temperature=0, max_tokens=settings.max_output_tokens,
-                response_format={"type": "json_schema",
-                                 "json_schema": {"name": schema_name, "strict": True, "schema": schema}},
-                timeout=settings.timeout_s)
+            response = client.chat.completions.create(**request)
             break
         except openai.APITimeoutError:
             log.warning("diagnosis.llm.timeout", purpose=purpose, attempt=attempt, timeout_s=settings.timeout_s)

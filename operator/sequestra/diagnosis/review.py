@@ -62,9 +62,13 @@ def check(proposal: Proposal, evidence: Evidence, allowed_rungs: Sequence[str], 
         findings.append(ReviewFinding(check="runbook", ok=agrees, message="" if agrees else (
             f"contradicts the matching runbook ({category} -> {action}) with {proposal.category} -> "
             f"{proposal.action}")))
-    warranted = proposal.confidence <= 0.5 + 0.15 * len(measured)
+    # Each cited measurement, change before the anomaly or matching runbook earns some confidence.
+    corroborating = [c for c in proposal.citations if c.startswith("chg:") or c in runbook_ids]
+    ceiling = 0.55 + 0.15 * (len(measured) + len(corroborating))
+    warranted = proposal.confidence <= ceiling
     findings.append(ReviewFinding(check="confidence", ok=warranted, message="" if warranted else (
-        f"confidence {proposal.confidence:.2f} rests on {len(measured)} measured items")))
+        f"confidence {proposal.confidence:.2f} rests on {len(measured)} measured and {len(corroborating)} "
+        f"corroborating items (warrants at most {min(ceiling, 1):.2f})")))
     return findings
 
 

@@ -190,10 +190,10 @@ class SparkPredicate(_Spec):
 
     def holds(self, spark: Mapping[str, Any]) -> bool:
         executors, cap = spark.get("executors"), spark.get("maxExecutors")
-        if self.executors_at_max is not None:
-            # "At max" allows 5% slack: allocation hovers just under a ceiling it keeps hitting.
-            if executors is None or not cap or (executors >= 0.95 * cap) != self.executors_at_max:
-                return False
+        # "At max" allows 5% slack: allocation hovers just under a ceiling it keeps hitting.
+        if self.executors_at_max is not None and (
+                executors is None or not cap or (executors >= 0.95 * cap) != self.executors_at_max):
+            return False
         if self.dynamic_allocation is not None and spark.get("dynamicAllocation") != self.dynamic_allocation:
             return False
         if self.task_skew_at_least is not None and (spark.get("taskSkew") or 0) < self.task_skew_at_least:

@@ -1,0 +1,1 @@
+"""Fakes for what cannot run here. Only the LLM endpoint qualifies; each speaks the real protocol."""
