@@ -40,6 +40,13 @@ def run(
     namespace: Annotated[list[str], typer.Option("--namespace", "-n", help="watch only these (globs allowed)")] = [],  # noqa: B006
     standalone: Annotated[bool, typer.Option(help="no peering with other replicas (local runs and tests)")] = False,
     liveness: Annotated[str | None, typer.Option(help="liveness endpoint, e.g. http://0.0.0.0:8080/healthz")] = None,
+    leader_elect: Annotated[bool, typer.Option(
+        "--leader-elect", help="act only while holding a Lease, so several replicas can run")] = False,
+    lease_name: Annotated[str, typer.Option(help="the Lease replicas compete for")] = "sequestra-leader",
+    lease_namespace: Annotated[str | None, typer.Option(
+        help="where the Lease lives (default: SEQUESTRA_OPERATOR_NAMESPACE)")] = None,
+    lease_duration: Annotated[float, typer.Option(help="seconds a silent holder keeps the Lease")] = 15.0,
+    renew_period: Annotated[float, typer.Option(help="seconds between the leader's renewals")] = 5.0,
 ) -> None:
     """Run the operator against the current kubeconfig (or in-cluster config)."""
     import asyncio
@@ -51,6 +58,19 @@ def run(
     from sequestra.settings import Settings
 
     logs.configure(Settings().log_level)
+    if leader_elect:
+        from sequestra.controller import leader
+
+        try:
+            timing = leader.LeaseTiming(duration_s=lease_duration, renew_period_s=renew_period)
+        except ValueError as exc:
+            _fail(str(exc))
+        elector = leader.LeaseElector(lease_namespace or Settings().operator_namespace, lease_name, timing=timing)
+        # The Lease decides who acts; kopf's own peering would only pause a replica, so it runs standalone.
+        asyncio.run(leader.run_as_leader(elector, lambda: kopf.operator(
+            clusterwide=not namespace, namespaces=namespace, standalone=True, liveness_endpoint=liveness),
+            liveness))
+        return
     asyncio.run(kopf.operator(clusterwide=not namespace, namespaces=namespace, standalone=standalone,
                               liveness_endpoint=liveness))
 
