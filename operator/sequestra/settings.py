@@ -29,9 +29,12 @@ class Settings(BaseSettings):
     prometheus_url: str = "http://127.0.0.1:9090"
     loop_interval_s: float = Field(default=15.0, gt=0)  # a policy's `interval` overrides it
     warmup_history_s: float = Field(default=3600.0, ge=0)  # range query at start-up: baselines from history
+    warmup_points: int = Field(default=32, ge=2)  # points a series needs before it is scored
+    persistence_intervals: int = Field(default=2, ge=1)  # intervals a workload must stay anomalous before acting
     change_lookback_s: float = Field(default=1800.0, gt=0)  # how far back a change may explain an anomaly
     alert_webhook_port: int = Field(default=19103, ge=0, le=65535)  # Alertmanager webhook receiver; 0 = off
     alert_webhook_token: SecretStr | None = None  # bearer token Alertmanager must present
+    runbooks_dir: str | None = None  # default: the runbooks shipped with Sequestra
     # Kafka, for quota and ACL actions: a principal allowed to alter client quotas and ACLs.
     kafka_bootstrap_servers: str | None = None
     kafka_security_protocol: str = "SASL_PLAINTEXT"

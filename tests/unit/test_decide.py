@@ -8,7 +8,8 @@ from sequestra.policy.decide import DecisionKind, Hold, LoopPolicy, Rung, Situat
 
 LADDER = (
     Rung("observe", ()),
-    Rung("throttle", ({"type": "quota", "producerByteRate": 100_000}, {"type": "throttle", "cpu": "200m"})),
+    Rung("throttle", ({"type": "quota", "producerByteRate": 100_000}, {"type": "throttle", "cpu": "200m"},
+                      {"type": "scale", "replicas": 4})),
     Rung("quarantine", ({"type": "scale", "replicas": 0}, {"type": "isolate"})),
 )
 POLICY = LoopPolicy(ladder=LADDER, healthy_intervals_to_release=3, verify_intervals=3)
@@ -26,6 +27,12 @@ def test_a_producer_flood_is_contained_with_a_quota_not_a_kill() -> None:
 def test_a_cpu_hog_gets_a_cpu_throttle_and_no_kafka_quota() -> None:
     decision = decide(POLICY, replace(FLOOD, moved=("cpu_usage_cores",), has_kafka_identity=True))
     assert [a["type"] for a in decision.actions] == ["throttle"]
+
+
+def test_fewer_executors_for_a_spark_signal_only() -> None:
+    decision = decide(POLICY, replace(FLOOD, moved=("spark_executors",), has_kafka_identity=False))
+    assert decision.actions == ({"type": "scale", "replicas": 4},)
+    assert all(a["type"] != "scale" for a in decide(POLICY, FLOOD).actions)
 
 
 def test_a_kafka_signal_without_a_kafka_identity_skips_to_a_rung_that_can_act() -> None:

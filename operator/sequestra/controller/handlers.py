@@ -1,5 +1,5 @@
 """Every kopf handler of the operator: importing this module registers them all (`kopf run -m`)."""
 
-from sequestra.controller import policies, sequestrations
+from sequestra.controller import loop, policies, sequestrations
 
-__all__ = ["policies", "sequestrations"]
+__all__ = ["loop", "policies", "sequestrations"]

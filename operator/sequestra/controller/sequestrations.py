@@ -32,6 +32,7 @@ from sequestra.actuators.kubernetes import (
 )
 from sequestra.actuators.plans import PlanError
 from sequestra.controller import metrics
+from sequestra.controller.notifications import Notifications
 from sequestra.model.conditions import now_iso, set_condition
 from sequestra.model.sequestration import (
     APPROVED_ANNOTATION,
@@ -42,6 +43,7 @@ from sequestra.model.sequestration import (
     PriorState,
     SequestrationSpec,
 )
+from sequestra.notify.pager import PageReason
 from sequestra.policy import guardrails, lifecycle
 from sequestra.settings import Settings
 
@@ -60,6 +62,10 @@ class Context:
         # Plans, applies and restores actions on every system they touch (Kubernetes, Kafka).
         self.actions = CompositeActuator(self.actuator, kafka=lambda: _kafka_actuator(settings))
         self.objects = client.CustomObjectsApi(api_client)
+        self.notifications = Notifications(settings)
+        # Set at start-up by the loop's services (controller/loop.py): the diagnoser and the firing alerts.
+        self.diagnoser: Any = None
+        self.alerts: Any = None
 
 
 def _kafka_actuator(settings: Settings) -> KafkaActuator | None:
@@ -162,6 +168,10 @@ def _transition(ctx: Context, body: kopf.Body, status: dict[str, Any], phase: Ph
     _write_status(ctx, body, fragment)
     metrics.mark_active(body["metadata"]["uid"], phase is Phase.ACTIVE)
     return {**status, **fragment}
+
+
+def _with_status(body: kopf.Body, status: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": dict(body["metadata"]), "spec": dict(body["spec"]), "status": status}
 
 
 def _name(body: kopf.Body) -> str:
@@ -358,6 +368,9 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     status = await asyncio.to_thread(_transition, ctx, body, status, Phase.ACTIVE, "Applied", message, **fields)
     if phase is not Phase.ACTIVE:
         _target_event(workload, "Sequestered", f"{message} by Sequestration {name}: {spec.reason or 'no reason'}")
+        recorded_fields = await asyncio.to_thread(ctx.notifications.held, _with_status(body, status))
+        if recorded_fields:
+            await asyncio.to_thread(_write_status, ctx, body, recorded_fields)
 
 
 async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str = "",
@@ -391,8 +404,12 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
             f"left as someone else set them while held: {', '.join(conflicts)}")
         status = {**status, "conditions": fields["conditions"]}
     outcome = "prior state restored" + (f"; {len(conflicts)} field(s) left as changed by others" if conflicts else "")
-    await asyncio.to_thread(_transition, ctx, body, status, final_phase, reason,
-                            f"{message}; {outcome}" if message else outcome, **fields)
+    status = await asyncio.to_thread(_transition, ctx, body, status, final_phase, reason,
+                                     f"{message}; {outcome}" if message else outcome, **fields)
+    await asyncio.to_thread(ctx.notifications.released, _with_status(body, status), outcome)
+    if final_phase is Phase.FAILED:
+        await asyncio.to_thread(ctx.notifications.page_for, _with_status(body, status), PageReason.ACTION_FAILED,
+                                message or reason)
     if target is not None:
         _target_event(target, "Released", f"Sequestration {_name(body)} ({reason}): {outcome}",
                       warning=bool(conflicts))

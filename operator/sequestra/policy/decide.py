@@ -16,6 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 KAFKA_SIGNAL_PREFIX = "kafka_"
+SPARK_SIGNAL_PREFIX = "spark_"
 COMPUTE_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes")
 KAFKA_ACTIONS = ("quota", "deny-write")
 
@@ -76,19 +77,24 @@ class Decision:
     rung: int | None = None
     actions: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     page: str | None = None  # why a human is needed, when one is
+    page_reason: str | None = None  # its class, as notify's PageReason names it
 
 
 def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool) -> tuple[dict[str, Any], ...]:
     """The rung's actions that address what moved. Kafka actions need a Kafka identity and a Kafka signal;
-    a CPU/memory throttle needs a compute signal; the rest (scale, isolate, suspend) always apply."""
+    a CPU/memory throttle needs a compute signal; scaling down to N > 0 (fewer executors) needs a Spark
+    signal; the quarantine actions (scale to zero, isolate, suspend) always apply."""
     kafka_moved = any(s.startswith(KAFKA_SIGNAL_PREFIX) for s in moved)
     compute_moved = any(s in COMPUTE_SIGNALS for s in moved)
+    spark_moved = any(s.startswith(SPARK_SIGNAL_PREFIX) for s in moved)
     chosen = []
     for action in rung.actions:
         kind = action.get("type")
         if kind in KAFKA_ACTIONS and not (has_kafka_identity and kafka_moved):
             continue
         if kind == "throttle" and not compute_moved:
+            continue
+        if kind == "scale" and int(action.get("replicas") or 0) > 0 and not spark_moved:
             continue
         if kind == "label":
             continue  # every hold carries the mark already
@@ -143,7 +149,8 @@ def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision
             if hold.paged:
                 return Decision(DecisionKind.KEEP, "reviewer disagreed with escalation; a human was asked")
             return Decision(DecisionKind.PAGE, "reviewer disagreed with the proposed escalation: keep containment",
-                            page=f"diagnosis proposed {policy.ladder[proposed].name} but the reviewer disagreed")
+                            page=f"diagnosis proposed {policy.ladder[proposed].name} but the reviewer disagreed",
+                            page_reason="ReviewerDisagreed")
         actions = relevant_actions(policy.ladder[proposed], situation.moved, situation.has_kafka_identity)
         if actions:
             return Decision(DecisionKind.ESCALATE, f"diagnosis and review agree on {policy.ladder[proposed].name}",
@@ -157,7 +164,8 @@ def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision
                             f"intervals: escalate to {policy.ladder[next_index].name}", next_index, next_actions)
         if not hold.paged:
             return Decision(DecisionKind.PAGE, "the highest rung had no effect",
-                            page=f"{policy.ladder[hold.rung].name} had no effect and no rung is left")
+                            page=f"{policy.ladder[hold.rung].name} had no effect and no rung is left",
+                            page_reason="ActionHadNoEffect")
     # 3) The TTL is up: release only once healthy for long enough.
     if hold.expires_at is not None and situation.now >= hold.expires_at - 1.0 \
             and hold.healthy_intervals < policy.healthy_intervals_to_release:

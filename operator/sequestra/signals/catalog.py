@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 Direction = Literal["up", "down", "both"]
-Subject = Literal["pod", "kafka_client"]
+Subject = Literal["pod", "kafka_client", "spark_app"]
 
 
 @dataclass(frozen=True)
@@ -34,7 +34,7 @@ class SignalDefinition:
 CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
     SignalDefinition(
         "cpu_usage_cores",
-        'sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{namespace=~"{namespaces}"}[1m]))',
+        'sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{namespace=~"{namespaces}"}[30s]))',
         "pod", "up", "cores", "CPU used by the workload's containers"),
     SignalDefinition(
         "memory_working_set_bytes",
@@ -56,6 +56,14 @@ CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
         "kafka_request_time_percent",
         "sum by (user, client_id) (kafka_server_request_request_time)",
         "kafka_client", "up", "%", "share of broker request-handler time the client used"),
+    SignalDefinition(
+        "spark_executors",
+        'sum by (namespace, app) (spark_executors{namespace=~"{namespaces}"})',
+        "spark_app", "up", "executors", "executors a Spark application holds"),
+    SignalDefinition(
+        "spark_shuffle_spill_bytes",
+        'sum by (namespace, app) (rate(spark_shuffle_spill_bytes_total{namespace=~"{namespaces}"}[1m]))',
+        "spark_app", "up", "bytes/s", "shuffle data a Spark application spills to disk"),
 )}
 
 DEFAULT_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate")

@@ -50,6 +50,9 @@ class History:
 def _subject(signal: SignalDefinition, labels: dict[str, str], attribution: Attribution) -> WorkloadRef | None:
     if signal.subject == "pod":
         return attribution.pod(labels.get("namespace", ""), labels.get("pod", ""))
+    if signal.subject == "spark_app":
+        ref = WorkloadRef(labels.get("namespace", ""), "SparkApplication", labels.get("app", ""))
+        return ref if ref in attribution.workloads else None
     return attribution.kafka_client(labels.get("client_id", ""), labels.get("user") or None)
 
 

@@ -1,0 +1,459 @@
+"""The autonomous loop, one per SequestrationPolicy: sample → score → decide → contain/escalate/release.
+
+Each interval the loop lists what the policy covers, samples the signals, scores every workload and
+asks the pure `decide()` what to do about the anomalous and the held ones. It never mutates a workload
+itself: it creates or amends Sequestrations, and the Sequestration handlers (with their guardrails,
+prior-state records and finalizers) do the acting. So everything the loop does is visible in
+`kubectl get seq`, undone exactly, and bounded by the same guardrails as a human's request.
+
+Crash safety: the loop's memory (scorers) is rebuilt from Prometheus history at start-up, and its
+per-incident state lives in the Sequestration's `status.incident`; a Sequestration's name is derived
+from the workload and the anomaly's start, so a create retried after a crash meets the first one (409)
+instead of making a second hold.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import kopf
+import structlog
+from aiohttp import web
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+from prometheus_client import Counter, Gauge
+
+from sequestra.controller.policies import covered_namespaces
+from sequestra.controller.sequestrations import AUTOMATED_REQUESTER, Context
+from sequestra.diagnosis import Diagnoser, LlmSettings, build_evidence, default_runbooks_dir, load_runbooks
+from sequestra.model import selectors
+from sequestra.model.conditions import set_condition
+from sequestra.model.evidence import SignalSummary
+from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
+from sequestra.model.sequestration import GROUP, PLURAL, PROTECTED_LABEL, VERSION, Phase
+from sequestra.model.workload import WorkloadRef
+from sequestra.notify.incident import IncidentNotice
+from sequestra.notify.pager import PageReason
+from sequestra.policy.decide import Decision, DecisionKind, Hold, LoopPolicy, Rung, Situation, decide
+from sequestra.scoring.combiner import CombinerConfig, WorkloadScorer, WorkloadVerdict
+from sequestra.scoring.series import ScorerConfig
+from sequestra.signals.alerts import WEBHOOK_PATH, AlertBook, webhook_app
+from sequestra.signals.catalog import CATALOG, DEFAULT_SIGNALS, SignalDefinition
+from sequestra.signals.kubernetes import ClusterReader, ClusterSnapshot
+from sequestra.signals.prometheus import History, PrometheusSignals, SignalsUnavailable
+
+log = structlog.get_logger("sequestra.loop")
+
+POLICY_LABEL = "sequestra.dev/policy"
+TARGET_KIND_LABEL = "sequestra.dev/target-kind"
+TARGET_NAME_LABEL = "sequestra.dev/target-name"
+
+DECISIONS = Counter("sequestra_decisions_total", "Decisions of the autonomous loop.", ["decision"])
+ANOMALOUS = Gauge("sequestra_anomalous_workloads", "Workloads scored anomalous at the last interval.", ["policy"])
+LOOP_SECONDS = Gauge("sequestra_loop_duration_seconds", "How long the last loop interval took.", ["policy"])
+SIGNALS_UP = Gauge("sequestra_signals_available", "1 when the last interval's signals could be read.", ["policy"])
+
+
+def sequestration_name(workload: WorkloadRef, since: float) -> str:
+    """Deterministic per incident: the same workload and anomaly start always give the same name."""
+    digest = hashlib.sha256(f"{workload.key}@{int(since)}".encode()).hexdigest()[:6]
+    return f"{workload.name[:48].rstrip('-.')}-{workload.kind.lower()[:6]}-{digest}"
+
+
+def _label_value(value: str) -> str:
+    return value[:63].rstrip("-_.")
+
+
+def _iso(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _epoch(value: str | None) -> float | None:
+    return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
+
+
+def loop_policy(spec: SequestrationPolicySpec) -> LoopPolicy:
+    return LoopPolicy(ladder=tuple(Rung(r.name, tuple(r.actions)) for r in spec.ladder),
+                      healthy_intervals_to_release=spec.release.healthy_intervals,
+                      verify_intervals=spec.verify.intervals)
+
+
+def signal_summaries(verdict: WorkloadVerdict) -> list[SignalSummary]:
+    summaries = []
+    for s in verdict.signals:
+        if s.score is None:
+            continue
+        ratio = (s.value / s.baseline) if (s.value is not None and s.baseline) else None
+        summaries.append(SignalSummary(name=s.name, baseline=s.baseline, now=s.value, ratio=ratio,
+                                       deviation=s.deviation, since=s.since, direction=s.direction))
+    return summaries
+
+
+@dataclass
+class LoopReport:
+    """What one interval saw and did; written to the policy's status."""
+
+    signals_ok: bool = True
+    reason: str = ""
+    covered: int = 0
+    anomalous: list[WorkloadRef] = field(default_factory=list)
+    decisions: list[tuple[WorkloadRef, Decision]] = field(default_factory=list)
+    breaker_open: bool = False
+
+
+class PolicyLoop:
+    def __init__(self, ctx: Context, namespace: str, name: str, *,
+                 diagnose: Callable[..., Any] | None = None, alerts: AlertBook | None = None) -> None:
+        self.ctx = ctx
+        self.namespace, self.name = namespace, name
+        self.reader = ClusterReader(ctx.api_client)
+        self.prometheus = PrometheusSignals(ctx.settings.prometheus_url)
+        self.scorers: dict[WorkloadRef, WorkloadScorer] = {}
+        self.history: History | None = None
+        self.diagnose = diagnose
+        self.alerts = alerts
+        self.paged: set[str] = set()  # page once per reason per incident, not every interval
+
+    # --- one interval --------------------------------------------------------------------------
+    def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
+        spec = SequestrationPolicySpec.model_validate(dict(raw_spec))
+        report = LoopReport()
+        namespaces = covered_namespaces(client.CoreV1Api(self.ctx.api_client), self.namespace, spec,
+                                         self.ctx.settings.operator_namespace)
+        protected = self.ctx.settings.all_protected_namespaces()  # scored (to page), never acted on
+        snapshot = self.reader.snapshot(namespaces, spec.covered_kinds())
+        definitions = self._definitions(spec)
+        holds = self._holds(namespaces)
+        try:
+            sample = self.prometheus.sample(definitions, namespaces, snapshot.attribution, now)
+        except SignalsUnavailable as exc:
+            # Missing data is not an anomaly: keep every hold as it is, decide nothing new.
+            report.signals_ok, report.reason = False, str(exc)
+            return report
+        if self.history is None:
+            self.history = self.prometheus.history(definitions, namespaces, snapshot.attribution,
+                                                   now - self.ctx.settings.warmup_history_s, now - 1,
+                                                   spec.interval.total_seconds())
+        verdicts: dict[WorkloadRef, WorkloadVerdict] = {}
+        for ref, obj in snapshot.attribution.workloads.items():
+            if not selectors.matches(spec.selector.workload_selector, obj["metadata"].get("labels") or {}):
+                continue
+            report.covered += 1
+            values = {d.name: (None if d.name in sample.failed else sample.values.get(ref, {}).get(d.name))
+                      for d in definitions}
+            verdicts[ref] = self._scorer(ref, spec, definitions).observe(now, values)
+        for ref in [r for r in self.scorers if r not in verdicts]:
+            del self.scorers[ref]  # the workload is gone or no longer covered
+        report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
+        breaker_limit = int(spec.guardrails.circuit_breaker.get("maxAnomalousWorkloads", 5))
+        report.breaker_open = len(report.anomalous) > breaker_limit
+        if report.breaker_open:
+            self._page_once(f"breaker:{self.namespace}/{self.name}", None, PageReason.CIRCUIT_BREAKER_OPEN,
+                            f"circuit breaker open: {len(report.anomalous)} workloads look anomalous at once "
+                            f"(limit {breaker_limit}); no automated action is taken")
+        policy = loop_policy(spec)
+        for ref in sorted(set(report.anomalous) | set(holds)):
+            verdict = verdicts.get(ref)
+            if verdict is None:
+                continue
+            decision = self._decide_one(spec, policy, snapshot, ref, verdict, holds.get(ref), now,
+                                        protected, report.breaker_open)
+            if decision.kind is not DecisionKind.NOTHING or ref in report.anomalous:
+                report.decisions.append((ref, decision))
+                DECISIONS.labels(str(decision.kind)).inc()
+        return report
+
+    def _definitions(self, spec: SequestrationPolicySpec) -> list[SignalDefinition]:
+        names = [s.name for s in spec.signals] or list(DEFAULT_SIGNALS)
+        return [CATALOG[n] for n in names if n in CATALOG]
+
+    def _scorer(self, ref: WorkloadRef, spec: SequestrationPolicySpec,
+                definitions: list[SignalDefinition]) -> WorkloadScorer:
+        scorer = self.scorers.get(ref)
+        if scorer is None:
+            threshold = min(spec.score_threshold, 1.0)
+            config = CombinerConfig(
+                threshold=threshold, release_threshold=min(0.45, 0.75 * threshold),
+                persistence=self.ctx.settings.persistence_intervals,
+                directions={d.name: (("up", "down") if d.direction == "both" else (d.direction,)) for d in definitions},
+                scorer=ScorerConfig(warmup_points=self.ctx.settings.warmup_points,
+                                    window=max(64, self.ctx.settings.warmup_points)))
+            scorer = self.scorers[ref] = WorkloadScorer(config)
+            past = self.history.points.get(ref, {}) if self.history else {}
+            for signal, points in past.items():
+                scorer.warm(signal, points)
+        return scorer
+
+    # --- holds -------------------------------------------------------------------------------------
+    def _holds(self, namespaces: list[str]) -> dict[WorkloadRef, dict[str, Any]]:
+        """This policy's automated holds that are not over yet, by target (the newest wins)."""
+        listing: Any = self.ctx.objects.list_cluster_custom_object(
+            GROUP, VERSION, PLURAL, label_selector=f"{POLICY_LABEL}={_label_value(self.name)}")
+        holds: dict[WorkloadRef, dict[str, Any]] = {}
+        for item in sorted(listing["items"], key=lambda i: i["metadata"]["creationTimestamp"]):
+            meta, spec = item["metadata"], item.get("spec") or {}
+            if meta["namespace"] not in namespaces or Phase(
+                    (item.get("status") or {}).get("phase") or Phase.PENDING).is_final or spec.get("release"):
+                continue
+            holds[WorkloadRef(meta["namespace"], spec["target"]["kind"], spec["target"]["name"])] = item
+        return holds
+
+    def _offences(self, ref: WorkloadRef, now: float, window_s: float) -> int:
+        listing: Any = self.ctx.objects.list_namespaced_custom_object(
+            GROUP, VERSION, ref.namespace, PLURAL,
+            label_selector=f"{TARGET_KIND_LABEL}={ref.kind.lower()},{TARGET_NAME_LABEL}={_label_value(ref.name)}")
+        return sum(1 for item in listing["items"]
+                   if (_epoch(item["metadata"]["creationTimestamp"]) or 0) > now - window_s)
+
+    def _hold_view(self, item: Mapping[str, Any], verdict: WorkloadVerdict, now: float,
+                   interval_s: float) -> tuple[Hold, dict[str, Any]]:
+        """Read the hold's incident record and advance it by this interval's verdict."""
+        status = item.get("status") or {}
+        incident = dict(status.get("incident") or {})
+        # Verification counts from when the actions took hold (phase Active), not from the request.
+        active_at = next((_epoch(t.get("at")) for t in reversed(status.get("transitions") or [])
+                          if t.get("phase") == Phase.ACTIVE), None)
+        escalated_at = _epoch(incident.get("escalatedAt"))
+        contained_at = max(filter(None, (active_at, escalated_at)), default=now) if active_at else now
+        watched = incident.get("signal") or {}
+        current = next((s.value for s in verdict.signals if s.name == watched.get("name")), None)
+        at_containment = watched.get("value")
+        # Effective once the offending signal has fallen to half of what it was, or the verdict is normal.
+        effective = bool(incident.get("effective")) or verdict.state == "normal" or (
+            current is not None and at_containment is not None and current <= 0.5 * float(at_containment))
+        healthy = int(incident.get("healthyIntervals", 0)) + 1 if verdict.state == "normal" else 0
+        if verdict.state == "unknown":
+            healthy = int(incident.get("healthyIntervals", 0))  # unknown neither heals nor harms
+        intervals = int((now - contained_at) // max(interval_s, 1e-3))
+        record = {**incident, "effective": effective, "healthyIntervals": healthy,
+                  "lastVerdict": verdict.state, "lastSeen": _iso(now)}
+        if effective and not incident.get("effectiveAt"):
+            record["effectiveAt"] = _iso(now)
+        hold = Hold(name=item["metadata"]["name"], rung=int(incident.get("rung", 0)), contained_at=contained_at,
+                    expires_at=_epoch(status.get("expiresAt")), effective=effective,
+                    intervals_since_contained=intervals, healthy_intervals=healthy,
+                    paged=bool(incident.get("paged")))
+        return hold, record
+
+    # --- one workload ------------------------------------------------------------------------------
+    def _decide_one(self, spec: SequestrationPolicySpec, policy: LoopPolicy, snapshot: ClusterSnapshot,
+                    ref: WorkloadRef, verdict: WorkloadVerdict, held: dict[str, Any] | None, now: float,
+                    protected: frozenset[str], breaker_open: bool) -> Decision:
+        obj = snapshot.attribution.workloads[ref]
+        has_kafka = snapshot.attribution.principal_of(ref) is not None or any(
+            r == ref for r in snapshot.attribution.client_ids.values()) or any(
+            r == ref for _, r in snapshot.attribution.client_id_prefixes) or any(
+            r == ref for r in snapshot.attribution.pods.values())  # client.id = pod name convention
+        moved = tuple(s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
+            or tuple(s.name for s in verdict.signals[:1])
+        hold, record = (None, None)
+        if held is not None:
+            hold, record = self._hold_view(held, verdict, now, spec.interval.total_seconds())
+        situation = Situation(state=verdict.state, moved=moved, has_kafka_identity=has_kafka, hold=hold, now=now,
+                              recent_offences=self._offences(ref, now, policy.repeat_window_s) if hold is None else 0)
+        if hold is None and verdict.state == "anomalous":
+            if ref.namespace in protected or (obj["metadata"].get("labels") or {}).get(PROTECTED_LABEL) == "true":
+                self._page_once(f"protected:{ref.key}", ref, PageReason.PROTECTED_WORKLOAD,
+                                f"protected workload {ref} is misbehaving: {verdict.explain()}")
+                return Decision(DecisionKind.NOTHING, "protected workload: paged, not touched")
+            if breaker_open:
+                return Decision(DecisionKind.NOTHING, "circuit breaker open: no new containment")
+        decision = decide(policy, situation)
+        if decision.kind is DecisionKind.CONTAIN:
+            self._contain(spec, policy, snapshot, ref, verdict, decision, now)
+        elif held is not None and record is not None:
+            self._advance(spec, held, record, decision, ref, now)
+        return decision
+
+    def _diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
+                   verdict: WorkloadVerdict, incident: str, now: float) -> dict[str, Any]:
+        changes = snapshot.changes(ref, now - self.ctx.settings.change_lookback_s)
+        obj = snapshot.attribution.workloads[ref]
+        alerts = [{"name": a.name, "summary": a.summary, "labels": dict(a.labels), "since": a.starts_at}
+                  for a in (self.alerts.for_workload(ref, snapshot.attribution, now) if self.alerts else [])]
+        evidence = build_evidence(incident, ref, signals=signal_summaries(verdict), changes=changes, alerts=alerts,
+                                  spec={"kind": ref.kind, "name": ref.name,
+                                        "replicas": (obj.get("spec") or {}).get("replicas")},
+                                  since=verdict.since)
+        if self.diagnose is None:
+            return {"summary": verdict.explain(), "evidence": [i.summary for i in evidence.items]}
+        try:
+            diagnosis = self.diagnose(evidence, [r.name for r in spec.ladder])
+        except Exception as exc:  # diagnosis never blocks containment
+            log.warning("diagnosis failed", workload=str(ref), error=str(exc)[:300])
+            return {"summary": verdict.explain(), "error": str(exc)[:300]}
+        return dict(diagnosis.model_dump(by_alias=True, mode="json"))
+
+    def _contain(self, spec: SequestrationPolicySpec, policy: LoopPolicy, snapshot: ClusterSnapshot,
+                 ref: WorkloadRef, verdict: WorkloadVerdict, decision: Decision, now: float) -> None:
+        since = verdict.since or now
+        name = sequestration_name(ref, since)
+        diagnosis = self._diagnosis(spec, snapshot, ref, verdict, name, now)
+        top = verdict.signals[0] if verdict.signals else None
+        body = {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration",
+            "metadata": {"name": name, "namespace": ref.namespace, "labels": {
+                POLICY_LABEL: _label_value(self.name), TARGET_KIND_LABEL: ref.kind.lower(),
+                TARGET_NAME_LABEL: _label_value(ref.name)}},
+            "spec": {
+                "target": {"kind": ref.kind, "name": ref.name},
+                # The mark goes in explicitly, so actions added by an escalation keep their record indexes.
+                "actions": [*decision.actions, {"type": "label"}],
+                "reason": verdict.explain()[:1000],
+                "requester": AUTOMATED_REQUESTER,
+                "mode": str(spec.mode),
+                "ttl": f"{int(spec.ttl.total_seconds())}s",
+                "policyRef": self.name,
+                "evidence": {"since": _iso(since), "signals": [s.model_dump(by_alias=True, mode="json")
+                                                               for s in signal_summaries(verdict)][:8]},
+                "diagnosis": diagnosis,
+            },
+        }
+        try:
+            self.ctx.objects.create_namespaced_custom_object(GROUP, VERSION, ref.namespace, PLURAL, body)
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+            # Created before a crash: the hold exists, which is what we want; keep its record if it has one.
+            existing: Any = self.ctx.objects.get_namespaced_custom_object(GROUP, VERSION, ref.namespace, PLURAL, name)
+            if (existing.get("status") or {}).get("incident"):
+                return
+        incident: dict[str, Any] = {"rung": decision.rung, "rungName": policy.ladder[decision.rung or 0].name,
+                    "containedAt": _iso(now), "anomalySince": _iso(since), "effective": False,
+                    "healthyIntervals": 0, "decisions": [{"at": _iso(now), "decision": str(decision.kind),
+                                                          "reason": decision.reason}]}
+        if top is not None and top.value is not None:
+            incident["signal"] = {"name": top.name, "value": top.value, "baseline": top.baseline}
+        self._write_incident(ref.namespace, name, incident)
+        log.info("contained", workload=str(ref), sequestration=name, rung=incident["rungName"],
+                 actions=[a.get("type") for a in decision.actions], why=verdict.explain())
+
+    def _advance(self, spec: SequestrationPolicySpec, held: dict[str, Any], record: dict[str, Any],
+                 decision: Decision, ref: WorkloadRef, now: float) -> None:
+        name = held["metadata"]["name"]
+        if decision.kind in (DecisionKind.ESCALATE, DecisionKind.PAGE, DecisionKind.EXTEND):
+            record["decisions"] = [*record.get("decisions", [])[-9:],
+                                   {"at": _iso(now), "decision": str(decision.kind), "reason": decision.reason}]
+        if decision.kind is DecisionKind.ESCALATE and decision.rung is not None:
+            actions = list((held.get("spec") or {}).get("actions") or [])
+            present = {a.get("type") for a in actions}
+            actions += [a for a in decision.actions if a.get("type") not in present]
+            self.ctx.objects.patch_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, PLURAL, name, {"spec": {"actions": actions}},
+                _content_type="application/merge-patch+json")
+            record.update(rung=decision.rung, rungName=spec.ladder[decision.rung].name, escalatedAt=_iso(now),
+                          effective=False, containedAt=_iso(now))
+            log.info("escalated", workload=str(ref), sequestration=name, rung=record["rungName"],
+                     why=decision.reason)
+            if self.ctx.notifications.digests is not None:
+                self.ctx.notifications.digests.add(IncidentNotice.from_sequestration(held),
+                                                   f"escalated to {record['rungName']}: {decision.reason}")
+        elif decision.kind is DecisionKind.PAGE and decision.page:
+            record["paged"] = True
+            if f"{name}:{decision.page_reason}" not in self.paged:
+                self.paged.add(f"{name}:{decision.page_reason}")
+                self.ctx.notifications.page_for(held, PageReason(decision.page_reason or "ActionHadNoEffect"),
+                                                decision.page)
+        elif decision.kind is DecisionKind.EXTEND:
+            extended = now + spec.interval.total_seconds() * max(1, spec.release.healthy_intervals)
+            self.ctx.objects.patch_namespaced_custom_object(
+                GROUP, VERSION, ref.namespace, PLURAL, name, {"spec": {"expiresAt": _iso(extended)}},
+                _content_type="application/merge-patch+json")
+        self._write_incident(ref.namespace, name, record)
+
+    def _write_incident(self, namespace: str, name: str, incident: dict[str, Any]) -> None:
+        try:
+            self.ctx.objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, {"status": {"incident": incident}},
+                _content_type="application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status != 404:
+                raise
+
+    def _page_once(self, key: str, ref: WorkloadRef | None, reason: PageReason, detail: str) -> None:
+        if key in self.paged:
+            return
+        self.paged.add(key)
+        log.warning("page", workload=str(ref) if ref else None, reason=str(reason), detail=detail)
+        self.ctx.notifications.page_workload(ref, self.name, self.namespace, reason, detail)
+
+
+# --- kopf glue -----------------------------------------------------------------------------------------
+def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Body, report: LoopReport,
+                         now: float) -> None:
+    generation = body["metadata"].get("generation")
+    conditions = list((body.get("status") or {}).get("conditions") or [])
+    conditions = set_condition(conditions, "SignalsAvailable", report.signals_ok,
+                               "Sampled" if report.signals_ok else "SignalsUnavailable",
+                               "signals read" if report.signals_ok else
+                               f"{report.reason[:300]}; holds are kept, no new action is taken", generation)
+    status: dict[str, Any] = {"conditions": conditions,
+                              "circuitBreaker": "Open" if report.breaker_open else "Closed"}
+    if report.signals_ok:
+        status["anomalousWorkloads"] = len(report.anomalous)
+    acted = [(r, d) for r, d in report.decisions if d.kind is not DecisionKind.KEEP]
+    if acted:
+        ref, decision = acted[-1]
+        status["lastDecision"] = {"at": _iso(now), "workload": f"{ref.kind}/{ref.name} in {ref.namespace}",
+                                  "summary": f"{decision.kind}: {decision.reason}"[:500]}
+    client.CustomObjectsApi(ctx.api_client).patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, POLICY_PLURAL, name, {"status": status},
+        _content_type="application/merge-patch+json")
+
+
+def make_loop(ctx: Context, namespace: str, name: str) -> PolicyLoop:
+    """The loop with the diagnoser the settings configure."""
+    return PolicyLoop(ctx, namespace, name, diagnose=ctx.diagnoser.diagnose if ctx.diagnoser else None,
+                      alerts=ctx.alerts)
+
+
+@kopf.on.startup()
+async def start_loop_services(memo: kopf.Memo, **_: Any) -> None:
+    """The diagnoser (runbooks from the repository's defaults; an LLM when OPENAI_API_KEY or
+    OPENAI_BASE_URL is set) and the Alertmanager webhook receiver (when a token is configured)."""
+    ctx: Context = memo.context
+    llm = LlmSettings.from_env(dict(os.environ)) if (os.environ.get("OPENAI_API_KEY")
+                                                     or os.environ.get("OPENAI_BASE_URL")) else None
+    runbooks = load_runbooks(ctx.settings.runbooks_dir or default_runbooks_dir())
+    ctx.diagnoser = Diagnoser(runbooks, llm)
+    ctx.alerts = AlertBook()
+    log.info("diagnoser.ready", runbooks=len(runbooks), llm=llm.model if llm else None)
+    token = ctx.settings.alert_webhook_token
+    if ctx.settings.alert_webhook_port and token:
+        runner = web.AppRunner(webhook_app(ctx.alerts, token.get_secret_value()))
+        await runner.setup()
+        await web.TCPSite(runner, "0.0.0.0", ctx.settings.alert_webhook_port).start()
+        log.info("alert_webhook.listening", port=ctx.settings.alert_webhook_port, path=WEBHOOK_PATH)
+
+
+@kopf.daemon(GROUP, VERSION, POLICY_PLURAL, cancellation_timeout=10.0, initial_delay=1.0)
+async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStopped, **_: Any) -> None:
+    ctx: Context = memo.context
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    loop = make_loop(ctx, namespace, name)
+    log.info("loop.started", policy=f"{namespace}/{name}")
+    while not stopped:
+        started = time.monotonic()
+        interval = ctx.settings.loop_interval_s
+        try:
+            spec = SequestrationPolicySpec.model_validate(dict(body["spec"]))
+            interval = spec.interval.total_seconds()
+            now = time.time()
+            report = await asyncio.to_thread(loop.tick, dict(body["spec"]), now)
+            SIGNALS_UP.labels(name).set(1 if report.signals_ok else 0)
+            ANOMALOUS.labels(name).set(len(report.anomalous))
+            await asyncio.to_thread(_write_policy_status, ctx, namespace, name, body, report, now)
+            if not report.signals_ok:
+                log.warning("signals unavailable", policy=name, reason=report.reason[:300])
+        except Exception as exc:  # one bad interval must not end the loop; the next one retries
+            log.exception("loop interval failed", policy=f"{namespace}/{name}", error=str(exc)[:300])
+        LOOP_SECONDS.labels(name).set(time.monotonic() - started)
+        await stopped.wait(max(0.5, interval - (time.monotonic() - started)))
+

@@ -1,0 +1,113 @@
+"""The autonomous loop against the sandbox: real Prometheus scraping the kubelet stand-in, the real API
+server, the operator process. A CPU hog is contained with a CPU throttle (not a kill), its neighbour
+is left alone, and Prometheus going away yields "unknown", never an action."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from sequestra.model.policy import POLICY_PLURAL
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.sandbox import endpoints
+from sequestra.sandbox.paths import SandboxPaths
+from tests.integration.operator_support import Sequestrations, running_operator
+from tests.integration.workloads import create, deployment
+from tests.support import eventually
+
+LOOP_ENV = {
+    "SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
+    "SEQUESTRA_WARMUP_POINTS": "8",  # 40 s of history at the policy's 5 s interval
+    "SEQUESTRA_PERSISTENCE_INTERVALS": "2",
+    "SEQUESTRA_WARMUP_HISTORY_S": "600",
+}
+
+
+def policy(name: str, **spec: Any) -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": name},
+            "spec": {"mode": "enforce", "interval": "5s", "ttl": "10m", "verify": {"intervals": 12},
+                     "signals": [{"name": "cpu_usage_cores"}], "scoreThreshold": 0.6,
+                     "ladder": [{"name": "observe"},
+                                {"name": "throttle", "actions": [{"type": "throttle", "cpu": "300m"}]},
+                                {"name": "quarantine", "actions": [{"type": "scale", "replicas": 0}]}],
+                     **spec}}
+
+
+def automated(api_client: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    listing: Any = client.CustomObjectsApi(api_client).list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                    PLURAL)
+    return [s for s in listing["items"] if s["spec"].get("requester") == "sequestra"]
+
+
+def hog(namespace: str, pod_prefix: str, cores: float) -> None:
+    httpx.post(f"{endpoints.workload_metrics_url()}/v1/overrides",
+               json={"namespace": namespace, "pod_prefix": pod_prefix, "cpu_cores": cores},
+               timeout=5).raise_for_status()
+
+
+@pytest.fixture()
+def clear_overrides() -> Any:
+    yield
+    httpx.delete(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5)
+
+
+def _policy_status(api_client: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    body: Any = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, name)
+    return dict(body.get("status") or {})
+
+
+def test_a_cpu_hog_is_throttled_and_its_neighbour_left_alone(
+        sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
+        clear_overrides: None) -> None:
+    apps = client.AppsV1Api(api_client)
+    create(api_client, namespace, deployment("hog", 2))
+    create(api_client, namespace, deployment("steady", 2))
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, policy("cpu"))
+    with running_operator(sandbox, **LOOP_ENV):
+        # Baselines first: the scorer stays "unknown" (no action) until it has seen enough points.
+        time.sleep(60)
+        assert automated(api_client, namespace) == [], "nothing may happen while everything is steady"
+        started = time.monotonic()
+        hog(namespace, "hog-", 2.0)
+        held = eventually(lambda: automated(api_client, namespace), timeout_s=90, what="an automated hold")
+        detected_s = time.monotonic() - started
+        assert len(held) == 1 and held[0]["spec"]["target"] == {"kind": "Deployment", "name": "hog"}
+        seq = held[0]
+        assert [a["type"] for a in seq["spec"]["actions"]] == ["throttle", "label"]
+        assert "cpu_usage_cores" in seq["spec"]["reason"]
+        assert seq["spec"]["diagnosis"].get("summary"), seq["spec"]["diagnosis"]
+        name = seq["metadata"]["name"]
+        Sequestrations(api_client, namespace).wait_phase(name, "Active", timeout_s=60)
+        limits = apps.read_namespaced_deployment("hog", namespace).spec.template.spec.containers[0].resources.limits
+        assert limits == {"cpu": "300m"}
+        # The throttle takes effect (the stand-in caps CPU at the limit, like CFS) and the loop sees it.
+        eventually(lambda: (Sequestrations(api_client, namespace).get(name).get("status") or {})
+                   .get("incident", {}).get("effective"), timeout_s=120, what="containment verified effective")
+        assert all(s["spec"]["target"]["name"] == "hog" for s in automated(api_client, namespace))
+        status = _policy_status(api_client, namespace, "cpu")
+        assert "Contain" in status["lastDecision"]["summary"] and status["lastDecision"]["workload"].startswith(
+            "Deployment/hog")
+        print(f"hog detected and held {detected_s:.0f} s after it started")
+
+
+def test_prometheus_unreachable_means_unknown_and_no_action(
+        sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
+        clear_overrides: None) -> None:
+    create(api_client, namespace, deployment("hog", 1))
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, policy("blind"))
+    hog(namespace, "hog-", 3.0)
+    with running_operator(sandbox, **{**LOOP_ENV, "SEQUESTRA_PROMETHEUS_URL": "http://127.0.0.1:1"}):
+        condition = eventually(
+            lambda: next((c for c in _policy_status(api_client, namespace, "blind").get("conditions", [])
+                          if c["type"] == "SignalsAvailable" and c["status"] == "False"), None),
+            timeout_s=30, what="the policy saying its signals are unavailable")
+        assert "no new action" in condition["message"]
+        time.sleep(15)
+        assert automated(api_client, namespace) == []
