@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-
-from bench.nab import NabFile, Profile, probationary_length, score_corpus, scaled_sigmoid
+from bench.nab import NabFile, Profile, probationary_length, scaled_sigmoid, score_corpus
 
 STANDARD = Profile("standard", tp_weight=1.0, fp_weight=0.11, fn_weight=1.0)
 LOW_FN = Profile("reward_low_FN_rate", tp_weight=1.0, fp_weight=0.11, fn_weight=2.0)

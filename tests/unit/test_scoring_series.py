@@ -120,7 +120,7 @@ def test_peak_at_an_unusual_hour_is_anomalous() -> None:
 
 def test_missing_values_are_unknown_and_change_nothing() -> None:
     values = _noise(200)
-    with_gaps = values[:150] + [None, math.nan, None] + values[150:]
+    with_gaps = [*values[:150], None, math.nan, None, *values[150:]]
     plain = _feed(SeriesScorer(), values)
     gapped = SeriesScorer()
     out = [gapped.update(i * STEP_S if i < 150 else (i + 3) * STEP_S, v) for i, v in enumerate(values[:150])]
@@ -167,6 +167,7 @@ def test_score_book_matches_one_scorer_per_series() -> None:
             one = scorer.update(i * STEP_S, None if math.isnan(v) else float(v))
             assert (one.score is None and math.isnan(scores[j])) or one.score == scores[j]
             assert (one.deviation is None and math.isnan(deviations[j])) or one.deviation == deviations[j]
+            assert (one.baseline is None and math.isnan(baselines[j])) or one.baseline == baselines[j]
 
 
 def test_memory_per_series_is_fixed_and_small() -> None:
