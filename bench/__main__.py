@@ -1,7 +1,7 @@
 """Run every benchmark and print its figures (and ratios to the goals) for the docs.
 
-    python -m bench            # all: sandbox start, operator at 1k and at 10k pods
-    python -m bench --quick    # sandbox start and operator at 1k pods
+    python -m bench            # all: sandbox start, operator at 1k and at 10k pods, NAB, scoring at 1k-100k series
+    python -m bench --quick    # sandbox start, operator at 1k pods, NAB (batch path), scoring at 1k-10k series
 """
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from bench import operator_scale, sandbox_start
+from bench import nab, operator_scale, sandbox_start, scoring_throughput
 
 
 class Result(Protocol):
@@ -28,6 +28,10 @@ def main() -> int:
     ]
     if not quick:
         runs.append(lambda: operator_scale.run(deployments=500, pods_per=20, sequestrations=200))
+    # Scoring needs no sandbox. Full: NAB through `sequestra score` itself and up to 100k series; quick:
+    # NAB through the same scorer's batch path (same scores, faster) and up to 10k series.
+    runs.append(lambda: nab.run(through_cli=not quick))
+    runs.append(lambda: scoring_throughput.run(quick=quick))
     failed = False
     for run in runs:
         result = run()
