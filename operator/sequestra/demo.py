@@ -1,0 +1,340 @@
+"""`make demo`: the incident this project exists for, replayed on the sandbox with the real operator.
+
+A checkout service's feature flag is flipped (a ConfigMap change) and its producer floods a topic. The
+operator notices, contains it with a Kafka quota, diagnoses it, silences its alert, sends a digest, and
+releases it exactly when the TTL ends and the service is healthy again. A second scenario caps a runaway
+Spark application's executors. The sandbox plays the applications: its kubelet stand-in runs a real
+Kafka producer for the checkout pod, and when the flag flips the demo tells that producer to flood, as
+the real service would on reading its flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+from kubernetes import client, config
+
+from sequestra.actuators.kafka_quotas import ClientQuotas
+from sequestra.model.kafka import QuotaEntity
+from sequestra.model.policy import POLICY_PLURAL
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.notify.receiver import WebhookReceiver
+from sequestra.sandbox import crds, endpoints
+from sequestra.sandbox.errors import SandboxError
+from sequestra.sandbox.kafka_clients import KAFKA_CLIENT_ANNOTATION
+from sequestra.sandbox.paths import SandboxPaths
+
+Say = Callable[[str], None]
+NAMESPACE = "sequestra-incident"
+QUOTA = 50_000  # bytes/s the throttle rung allows a flooding producer
+NORMAL_RATE = 40_000
+FLOOD_RATE = 2_000_000
+INTERVAL_S = 5
+
+
+@dataclass
+class Timeline:
+    started: float = field(default_factory=time.monotonic)
+    marks: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, what: str) -> float:
+        return self.marks.setdefault(what, time.monotonic())
+
+    def since(self, start: str, end: str) -> float | None:
+        if start in self.marks and end in self.marks:
+            return self.marks[end] - self.marks[start]
+        return None
+
+
+def _wait(what: str, check: Callable[[], Any], timeout_s: float, tick: Callable[[], None] | None = None) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if tick:
+            tick()
+        found = check()
+        if found:
+            return found
+        time.sleep(1.0)
+    raise SandboxError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _producer_pod(name: str, user: str, topic: str, rate: float) -> dict[str, Any]:
+    return {KAFKA_CLIENT_ANNOTATION: json.dumps({"role": "producer", "topic": topic, "user": user,
+                                                 "bytesPerSecond": rate, "messageBytes": 1000})}
+
+
+def _deployment(name: str, pod_annotations: dict[str, str], annotations: dict[str, str] | None = None,
+                env_from: str | None = None) -> dict[str, Any]:
+    container: dict[str, Any] = {"name": "app", "image": f"shop/{name}:1.4",
+                                 "resources": {"limits": {"cpu": "1", "memory": "512Mi"}}}
+    if env_from:
+        container["envFrom"] = [{"configMapRef": {"name": env_from}}]
+    return {"apiVersion": "apps/v1", "kind": "Deployment",
+            "metadata": {"name": name, "labels": {"app": name}, "annotations": annotations or {}},
+            "spec": {"replicas": 1, "selector": {"matchLabels": {"app": name}},
+                     "template": {"metadata": {"labels": {"app": name}, "annotations": pod_annotations},
+                                  "spec": {"containers": [container]}}}}
+
+
+def _policy() -> dict[str, Any]:
+    return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": "shop"},
+            "spec": {"mode": "enforce", "interval": f"{INTERVAL_S}s", "ttl": "45s", "scoreThreshold": 0.6,
+                     "release": {"healthyIntervals": 3}, "verify": {"intervals": 12},
+                     "signals": [{"name": "kafka_producer_byte_rate"}, {"name": "spark_executors"}],
+                     "ladder": [
+                         {"name": "observe"},
+                         {"name": "throttle", "actions": [{"type": "quota", "producerByteRate": QUOTA},
+                                                          {"type": "scale", "replicas": 4}]},
+                         {"name": "quarantine", "actions": [{"type": "deny-write", "topics": ["orders"]},
+                                                            {"type": "suspend"}]}]}}
+
+
+def _spark_app() -> dict[str, Any]:
+    return {"apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
+            "metadata": {"name": "nightly-etl", "annotations": {"sandbox.sequestra.dev/spark-demand": "6"}},
+            "spec": {"type": "Scala", "mode": "cluster", "image": "spark:3.5.3", "sparkVersion": "3.5.3",
+                     "mainClass": "shop.NightlyEtl", "mainApplicationFile": "local:///opt/etl.jar",
+                     "driver": {"cores": 1, "memory": "1g"},
+                     "executor": {"cores": 1, "memory": "2g", "instances": 2},
+                     "dynamicAllocation": {"enabled": True, "initialExecutors": 2, "minExecutors": 1,
+                                           "maxExecutors": 50}}}
+
+
+class IncidentDemo:
+    def __init__(self, paths: SandboxPaths, say: Say) -> None:
+        self.paths, self.say = paths, say
+        self.api = config.new_client_from_config(config_file=str(paths.kubeconfig))
+        self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
+        self.objects = client.CustomObjectsApi(self.api)
+        self.timeline = Timeline()
+        self.seen: set[str] = set()
+        self.receiver = WebhookReceiver(echo=lambda line: self.say(f"  digest received ← {line}"))
+        self.quotas = ClientQuotas(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
+
+    def _create_deployment(self, body: dict[str, Any]) -> None:
+        self.objects.create_namespaced_custom_object("apps", "v1", NAMESPACE, "deployments", body)
+
+    # --- set-up ---------------------------------------------------------------------------------
+    def reset(self) -> None:
+        """Remove what an earlier run left, so the demo can be re-run."""
+        with contextlib.suppress(client.ApiException):
+            crds.forget_sequestrations(self.api, NAMESPACE)
+        with contextlib.suppress(client.ApiException):
+            self.core.delete_namespace(NAMESPACE)
+        _wait("the previous demo namespace to go", lambda: not self.core.list_namespace(
+            field_selector=f"metadata.name={NAMESPACE}").items, 120)
+        # A quota left by an interrupted run would hold the next one.
+        self.quotas.alter(QuotaEntity(user="app"), remove=["producer_byte_rate"])
+
+    def set_up(self) -> None:
+        crds.install(self.api)
+        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        _wait("the namespace's ServiceAccount", lambda: self.core.list_namespaced_service_account(
+            NAMESPACE, field_selector="metadata.name=default").items, 30)
+        self.core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
+            metadata=client.V1ObjectMeta(name="checkout-flags"), data={"BULK_EXPORT": "off"}))
+        self._create_deployment(_deployment(
+            "checkout", _producer_pod("checkout", "app", "orders", NORMAL_RATE),
+            {"sequestra.dev/kafka-principal": "app", "sequestra.dev/kafka-client-id": "checkout-*"},
+            env_from="checkout-flags"))
+        self._create_deployment(_deployment(
+            "ledger", _producer_pod("ledger", "batch", "ledger", 20_000)))
+        self._create_deployment(_deployment("billing", {KAFKA_CLIENT_ANNOTATION: json.dumps(
+            {"role": "consumer", "topic": "ledger", "group": "billing", "user": "batch",
+             "messagesPerSecond": 50})}))
+        with contextlib.suppress(client.ApiException):  # without the spark-operator CRD, no Spark scenario
+            self.objects.create_namespaced_custom_object("sparkoperator.k8s.io", "v1beta2", NAMESPACE,
+                                                         "sparkapplications", _spark_app())
+        self.objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, POLICY_PLURAL, _policy())
+        self.say(f"namespace {NAMESPACE}: checkout (producer, principal app, flag ConfigMap checkout-flags), "
+                 "ledger → billing (a healthy producer/consumer pair), SparkApplication nightly-etl; policy "
+                 f"`shop`: interval {INTERVAL_S}s, ladder observe → throttle (quota {QUOTA} B/s, ≤4 executors) → "
+                 "quarantine, TTL 45s")
+
+    def start_operator(self) -> subprocess.Popen[bytes]:
+        env = {**os.environ, "KUBECONFIG": str(self.paths.kubeconfig), "SEQUESTRA_METRICS_PORT": "0",
+               "SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
+               "SEQUESTRA_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap(),
+               "SEQUESTRA_KAFKA_USERNAME": endpoints.KAFKA_OPERATOR_USER,
+               "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[endpoints.KAFKA_OPERATOR_USER],
+               "SEQUESTRA_ALERTMANAGER_URL": endpoints.alertmanager_url(),
+               "SEQUESTRA_DIGEST_WEBHOOK_URL": self.receiver.url("/digest"),
+               "SEQUESTRA_DIGEST_WINDOW_S": "5", "SEQUESTRA_WARMUP_POINTS": "12",
+               "SEQUESTRA_ALERT_WEBHOOK_PORT": "0", "SEQUESTRA_LOG_LEVEL": "WARNING"}
+        log = (self.paths.logs / "demo-operator.log").open("ab")
+        self.say(f"operator: `sequestra run` (log: {self.paths.logs / 'demo-operator.log'}); diagnoser: "
+                 + ("LLM at " + os.environ.get("OPENAI_BASE_URL", "api.openai.com")
+                    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
+                    else "built-in rules (runbooks/); set OPENAI_API_KEY/OPENAI_BASE_URL for an LLM"))
+        return subprocess.Popen([sys.executable, "-m", "sequestra.cli", "run", "--standalone", "--namespace",
+                                 NAMESPACE], env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    # --- observation ----------------------------------------------------------------------------
+    def _holds(self) -> list[dict[str, Any]]:
+        listing: Any = self.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
+        return list(listing["items"])
+
+    def _rate(self, user: str) -> float | None:
+        reply = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query",
+                          params={"query": f'sum(kafka_server_produce_byte_rate{{user="{user}"}})'}, timeout=5).json()
+        result = reply.get("data", {}).get("result", [])
+        return float(result[0]["value"][1]) if result else None
+
+    def _report(self) -> None:
+        """Print each new step of every hold once, as it happens."""
+        for hold in self._holds():
+            name, spec, status = hold["metadata"]["name"], hold["spec"], hold.get("status") or {}
+            target = f"{spec['target']['kind']}/{spec['target']['name']}"
+            if f"{name}:created" not in self.seen and spec["target"]["name"] == "checkout":
+                self.timeline.mark("created")
+            self._once(f"{name}:created", f"anomaly → Sequestration {name} for {target}: {spec.get('reason', '')}")
+            diagnosis = spec.get("diagnosis") or {}
+            if diagnosis.get("summary"):
+                self._once(f"{name}:diagnosis", f"diagnosis ({diagnosis.get('diagnoser', 'rules')}"
+                           f"{', runbook ' + diagnosis['runbook'] if diagnosis.get('runbook') else ''}): "
+                           f"{diagnosis.get('category', '?')} — {diagnosis['summary']}; proposed action: "
+                           f"{diagnosis.get('action', 'none')}")
+            phase = status.get("phase")
+            if phase:
+                self._once(f"{name}:{phase}", f"{name} is {phase}: {status.get('message', '')}")
+            for silence in status.get("silences") or []:
+                self._once(f"{name}:silence:{silence}", f"Alertmanager silence {silence} holds {target}'s alerts "
+                           "(a digest goes out instead of a page)")
+            incident = status.get("incident") or {}
+            if incident.get("effective"):
+                self._once(f"{name}:effective", f"verified: the offending signal fell after containment "
+                           f"(at {incident.get('effectiveAt')})")
+
+    def _once(self, key: str, line: str) -> None:
+        if key not in self.seen:
+            self.seen.add(key)
+            self.say(f"[{time.monotonic() - self.timeline.started:6.1f}s] {line}")
+
+    # --- the scenarios ----------------------------------------------------------------------------
+    def producer_flood(self) -> dict[str, Any]:
+        before = self.quotas.describe(QuotaEntity(user="app"))
+        self.say(f"quota on user=app before the incident: {before or 'none'}")
+        self.say("learning baselines (the scorer needs ~12 intervals of history before it judges)…")
+        self._fire_alert()
+        time.sleep(INTERVAL_S * 14)
+        self.core.patch_namespaced_config_map("checkout-flags", NAMESPACE, {"data": {"BULK_EXPORT": "on"}})
+        httpx.post(f"{endpoints.workload_metrics_url()}/v1/kafka-rate", json={
+            "namespace": NAMESPACE, "pod_prefix": "checkout-", "bytes_per_second": FLOOD_RATE}, timeout=5)
+        self.timeline.mark("flood")
+        self._once("flip", f"feature flag BULK_EXPORT flipped on (ConfigMap checkout-flags): checkout now offers "
+                   f"{FLOOD_RATE / 1e6:.0f} MB/s to topic orders (was {NORMAL_RATE / 1e3:.0f} KB/s)")
+
+        def quota_active() -> bool:
+            held = [h for h in self._holds() if h["spec"]["target"]["name"] == "checkout"]
+            if held and (held[0].get("status") or {}).get("phase") == "Active":
+                self.timeline.mark("applied")
+            if "applied" in self.timeline.marks:
+                rate = self._rate("app")
+                if rate is not None and rate <= QUOTA * 1.5:
+                    self.timeline.mark("effective")
+                    self._once("measured", f"measured at the broker: checkout's produce rate {rate / 1e3:.0f} KB/s "
+                               f"(quota {QUOTA / 1e3:.0f} KB/s) — the throttle holds")
+                    return True
+            return False
+
+        _wait("the quota to take effect", quota_active, 180, tick=self._report)
+        self._report()
+        time.sleep(INTERVAL_S * 2)
+        self.core.patch_namespaced_config_map("checkout-flags", NAMESPACE, {"data": {"BULK_EXPORT": "off"}})
+        httpx.post(f"{endpoints.workload_metrics_url()}/v1/kafka-rate", json={
+            "namespace": NAMESPACE, "pod_prefix": "checkout-", "bytes_per_second": NORMAL_RATE}, timeout=5)
+        self._once("unflip", "the owner turns BULK_EXPORT off again (from the digest's instructions)")
+
+        def released() -> bool:
+            held = [h for h in self._holds() if h["spec"]["target"]["name"] == "checkout"]
+            return bool(held) and (held[0].get("status") or {}).get("phase") == "Released"
+
+        _wait("the automatic release after the TTL", released, 240, tick=self._report)
+        self.timeline.mark("released")
+        self._report()
+        after = self.quotas.describe(QuotaEntity(user="app"))
+        self.say(f"quota on user=app after release: {after or 'none'} — "
+                 + ("exactly as before" if after == before else f"DIFFERENT from before ({before})"))
+        return {"before": before, "after": after}
+
+    def spark_runaway(self) -> None:
+        try:
+            self.objects.get_namespaced_custom_object("sparkoperator.k8s.io", "v1beta2", NAMESPACE,
+                                                      "sparkapplications", "nightly-etl")
+        except client.ApiException:
+            self.say("(Spark scenario skipped: the spark-operator CRD is not installed)")
+            return
+        httpx.post(f"{endpoints.spark_standin_url()}/v1/demand",
+                   json={"namespace": NAMESPACE, "app": "nightly-etl", "executors": 40}, timeout=5)
+        self.timeline.mark("spark")
+        self._once("spark", "SparkApplication nightly-etl turns runaway: dynamic allocation asks for 40 executors")
+
+        def capped() -> bool:
+            app: Any = self.objects.get_namespaced_custom_object("sparkoperator.k8s.io", "v1beta2", NAMESPACE,
+                                                                 "sparkapplications", "nightly-etl")
+            cap = ((app.get("spec") or {}).get("dynamicAllocation") or {}).get("maxExecutors")
+            if cap is not None and cap <= 4:
+                self.timeline.mark("spark-capped")
+                return True
+            return False
+
+        _wait("the executors capped", capped, 240, tick=self._report)
+        self._report()
+        executors = len(self.core.list_namespaced_pod(NAMESPACE, label_selector="spark-role=executor").items)
+        self.say(f"nightly-etl capped: dynamicAllocation.maxExecutors 50 → 4; executor pods now {executors}")
+        for hold in self._holds():
+            if hold["spec"]["target"]["kind"] == "SparkApplication":
+                self.objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
+                                                            hold["metadata"]["name"], {"spec": {"release": True}},
+                                                            _content_type="application/merge-patch+json")
+                self.say(f"$ sequestra release {hold['metadata']['name']} -n {NAMESPACE}   (a human releases it)")
+        _wait("every hold released", lambda: all((h.get("status") or {}).get("phase") in ("Released", "Failed")
+                                                 for h in self._holds()), 120, tick=self._report)
+        self._report()
+
+    def _fire_alert(self) -> None:
+        """The alert a team's rule would raise for checkout (so the silence has something to hold)."""
+        httpx.post(f"{endpoints.alertmanager_url()}/api/v2/alerts", json=[{
+            "labels": {"alertname": "KafkaProducerFlood", "namespace": NAMESPACE, "deployment": "checkout",
+                       "severity": "page"},
+            "annotations": {"summary": "checkout produces far above its usual rate"}}], timeout=5)
+
+    def summary(self, quota: dict[str, Any]) -> None:
+        rows = [("flag flip → anomaly & Sequestration", self.timeline.since("flood", "created")),
+                ("flag flip → quota applied (Active)", self.timeline.since("flood", "applied")),
+                ("flag flip → throttle measured effective", self.timeline.since("flood", "effective")),
+                ("flag flip → released after TTL", self.timeline.since("flood", "released")),
+                ("Spark runaway → executors capped", self.timeline.since("spark", "spark-capped"))]
+        self.say("")
+        self.say("summary                                      seconds")
+        for label, seconds in rows:
+            self.say(f"  {label:<42} {'' if seconds is None else f'{seconds:6.1f}'}")
+        self.say(f"  quota on user=app before / after: {quota['before'] or 'none'} / {quota['after'] or 'none'}")
+        self.say(f"  digests received: {len(self.receiver.received())}; pages: 0 (nobody was woken up)")
+
+
+
+def run(paths: SandboxPaths, say: Say) -> None:
+    demo = IncidentDemo(paths, say)
+    demo.reset()
+    demo.set_up()
+    demo.receiver.start()
+    operator = demo.start_operator()
+    try:
+        quota = demo.producer_flood()
+        demo.spark_runaway()
+        demo.summary(quota)
+    finally:
+        operator.terminate()
+        operator.wait(timeout=30)
+        demo.receiver.stop()
+        demo.quotas.close()
