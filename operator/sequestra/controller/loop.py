@@ -137,6 +137,8 @@ class PolicyLoop:
             # Missing data is not an anomaly: keep every hold as it is, decide nothing new.
             report.signals_ok, report.reason = False, str(exc)
             return report
+        if self.history is None and self.ctx.settings.warmup_history_s <= 0:
+            self.history = History()
         if self.history is None:
             self.history = self.prometheus.history(definitions, namespaces, snapshot.attribution,
                                                    now - self.ctx.settings.warmup_history_s, now - 1,

@@ -92,29 +92,34 @@ def _installed_version(api: client.ApiextensionsV1Api, name: str) -> str | None:
 
 
 def forget_sequestrations(api_client: client.ApiClient, namespace: str) -> int:
-    """Delete a namespace's Sequestrations without restoring anything: for tearing down tests and
-    benchmarks when no operator runs to honour the finalizer. Deleting right after dropping the finalizer
-    leaves no window for a running operator to add it back. Returns how many there were."""
+    """Delete a namespace's Sequestrations and SequestrationPolicies without restoring anything: for
+    tearing down tests, benchmarks and demo runs when no operator runs to honour the finalizer (kopf puts
+    it on policies too, for their loop daemons). Deleting right after dropping the finalizer leaves no
+    window for a running operator to add it back. Returns how many Sequestrations there were."""
+    from sequestra.model.policy import POLICY_PLURAL
     from sequestra.model.sequestration import GROUP, PLURAL, VERSION
 
     objects = client.CustomObjectsApi(api_client)
-    try:
-        listing: Any = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    except ApiException as exc:
-        if exc.status == 404:  # the CRD is not installed
-            return 0
-        raise
-    for item in listing["items"]:
-        name = item["metadata"]["name"]
-        objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name,
-                                               {"metadata": {"finalizers": None}},
-                                               _content_type="application/merge-patch+json")
+    counted = 0
+    for plural in (PLURAL, POLICY_PLURAL):
         try:
-            objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, name)
+            listing: Any = objects.list_namespaced_custom_object(GROUP, VERSION, namespace, plural)
         except ApiException as exc:
-            if exc.status != 404:
-                raise
-    return len(listing["items"])
+            if exc.status == 404:  # the CRD is not installed
+                continue
+            raise
+        for item in listing["items"]:
+            name = item["metadata"]["name"]
+            try:
+                objects.patch_namespaced_custom_object(GROUP, VERSION, namespace, plural, name,
+                                                       {"metadata": {"finalizers": None}},
+                                                       _content_type="application/merge-patch+json")
+                objects.delete_namespaced_custom_object(GROUP, VERSION, namespace, plural, name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        counted += len(listing["items"]) if plural == PLURAL else 0
+    return counted
 
 
 GUARD_PARAMS_OPERATORS_KEY = "operators"

@@ -164,7 +164,7 @@ def show_manual_quarantine(paths: SandboxPaths, say: Say) -> None:
             body: Any = objects.get_namespaced_custom_object(GROUP, VERSION, DEMO_NAMESPACE, PLURAL, name)
             return str((body.get("status") or {}).get("phase", ""))
 
-        _until("the Sequestration Active", lambda: phase() == "Active")
+        _until("the Sequestration Active", lambda: phase() == "Active", timeout_s=120)
         replicas = apps.read_namespaced_deployment("web", DEMO_NAMESPACE).spec.replicas
         say(f"Sequestration {DEMO_NAMESPACE}/{name} Active: Deployment web scaled to {replicas}, "
             "NetworkPolicy sequestra-web-quarantine isolates its pods")
