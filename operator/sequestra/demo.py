@@ -67,12 +67,12 @@ def _wait(what: str, check: Callable[[], Any], timeout_s: float, tick: Callable[
     raise SandboxError(f"timed out after {timeout_s:.0f} s waiting for {what}")
 
 
-def _producer_pod(name: str, user: str, topic: str, rate: float) -> dict[str, Any]:
+def producer_annotations(name: str, user: str, topic: str, rate: float) -> dict[str, Any]:
     return {KAFKA_CLIENT_ANNOTATION: json.dumps({"role": "producer", "topic": topic, "user": user,
                                                  "bytesPerSecond": rate, "messageBytes": 1000})}
 
 
-def _deployment(name: str, pod_annotations: dict[str, str], annotations: dict[str, str] | None = None,
+def deployment_manifest(name: str, pod_annotations: dict[str, str], annotations: dict[str, str] | None = None,
                 env_from: str | None = None) -> dict[str, Any]:
     container: dict[str, Any] = {"name": "app", "image": f"shop/{name}:1.4",
                                  "resources": {"limits": {"cpu": "1", "memory": "512Mi"}}}
@@ -142,13 +142,13 @@ class IncidentDemo:
             NAMESPACE, field_selector="metadata.name=default").items, 30)
         self.core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
             metadata=client.V1ObjectMeta(name="checkout-flags"), data={"BULK_EXPORT": "off"}))
-        self._create_deployment(_deployment(
-            "checkout", _producer_pod("checkout", "app", "orders", NORMAL_RATE),
+        self._create_deployment(deployment_manifest(
+            "checkout", producer_annotations("checkout", "app", "orders", NORMAL_RATE),
             {"sequestra.dev/kafka-principal": "app", "sequestra.dev/kafka-client-id": "checkout-*"},
             env_from="checkout-flags"))
-        self._create_deployment(_deployment(
-            "ledger", _producer_pod("ledger", "batch", "ledger", 20_000)))
-        self._create_deployment(_deployment("billing", {KAFKA_CLIENT_ANNOTATION: json.dumps(
+        self._create_deployment(deployment_manifest(
+            "ledger", producer_annotations("ledger", "batch", "ledger", 20_000)))
+        self._create_deployment(deployment_manifest("billing", {KAFKA_CLIENT_ANNOTATION: json.dumps(
             {"role": "consumer", "topic": "ledger", "group": "billing", "user": "batch",
              "messagesPerSecond": 50})}))
         with contextlib.suppress(client.ApiException):  # without the spark-operator CRD, no Spark scenario
@@ -169,6 +169,8 @@ class IncidentDemo:
                "SEQUESTRA_ALERTMANAGER_URL": endpoints.alertmanager_url(),
                "SEQUESTRA_DIGEST_WEBHOOK_URL": self.receiver.url("/digest"),
                "SEQUESTRA_DIGEST_WINDOW_S": "5", "SEQUESTRA_WARMUP_POINTS": "12",
+               # The workloads were created seconds ago: their history is a start-up ramp, not a baseline.
+               "SEQUESTRA_WARMUP_HISTORY_S": "0",
                "SEQUESTRA_ALERT_WEBHOOK_PORT": "0", "SEQUESTRA_LOG_LEVEL": "WARNING"}
         log = (self.paths.logs / "demo-operator.log").open("ab")
         self.say(f"operator: `sequestra run` (log: {self.paths.logs / 'demo-operator.log'}); diagnoser: "
@@ -328,11 +330,16 @@ def run(paths: SandboxPaths, say: Say) -> None:
     demo.reset()
     demo.set_up()
     demo.receiver.start()
+    _wait("checkout's producer to reach the broker", lambda: (demo._rate("app") or 0) > NORMAL_RATE / 2, 120)
     operator = demo.start_operator()
     try:
         quota = demo.producer_flood()
         demo.spark_runaway()
         demo.summary(quota)
+        # Cleaned up while the operator still runs, so it releases what it holds and stops its loop.
+        demo.core.delete_namespace(NAMESPACE)
+        _wait("the demo namespace to go", lambda: not demo.core.list_namespace(
+            field_selector=f"metadata.name={NAMESPACE}").items, 120)
     finally:
         operator.terminate()
         operator.wait(timeout=30)

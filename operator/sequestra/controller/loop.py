@@ -31,8 +31,9 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge
 
 from sequestra.controller.policies import covered_namespaces
+from sequestra.controller.runbooks import RunbookCatalog
 from sequestra.controller.sequestrations import AUTOMATED_REQUESTER, Context
-from sequestra.diagnosis import Diagnoser, LlmSettings, build_evidence, default_runbooks_dir, load_runbooks
+from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_dir
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
 from sequestra.model.evidence import SignalSummary
@@ -287,10 +288,14 @@ class PolicyLoop:
         if self.diagnose is None:
             return {"summary": verdict.explain(), "evidence": [i.summary for i in evidence.items]}
         try:
+            if isinstance(self.ctx.diagnoser, RunbookCatalog):
+                self.ctx.diagnoser.refresh()  # a runbook added with kubectl counts from the next incident
             diagnosis = self.diagnose(evidence, [r.name for r in spec.ladder])
         except Exception as exc:  # diagnosis never blocks containment
             log.warning("diagnosis failed", workload=str(ref), error=str(exc)[:300])
             return {"summary": verdict.explain(), "error": str(exc)[:300]}
+        if isinstance(self.ctx.diagnoser, RunbookCatalog):
+            self.ctx.diagnoser.record_match(ref.namespace, diagnosis.runbook, incident, str(ref))
         return dict(diagnosis.model_dump(by_alias=True, mode="json"))
 
     def _contain(self, spec: SequestrationPolicySpec, policy: LoopPolicy, snapshot: ClusterSnapshot,
@@ -423,10 +428,12 @@ async def start_loop_services(memo: kopf.Memo, **_: Any) -> None:
     ctx: Context = memo.context
     llm = LlmSettings.from_env(dict(os.environ)) if (os.environ.get("OPENAI_API_KEY")
                                                      or os.environ.get("OPENAI_BASE_URL")) else None
-    runbooks = load_runbooks(ctx.settings.runbooks_dir or default_runbooks_dir())
-    ctx.diagnoser = Diagnoser(runbooks, llm)
+    catalog = RunbookCatalog(ctx.api_client, str(ctx.settings.runbooks_dir or default_runbooks_dir()),
+                             ctx.settings.operator_namespace, llm)
+    await asyncio.to_thread(catalog.refresh)
+    ctx.diagnoser = catalog
     ctx.alerts = AlertBook()
-    log.info("diagnoser.ready", runbooks=len(runbooks), llm=llm.model if llm else None)
+    log.info("diagnoser.ready", shipped_runbooks=len(catalog.defaults), llm=llm.model if llm else None)
     token = ctx.settings.alert_webhook_token
     if ctx.settings.alert_webhook_port and token:
         runner = web.AppRunner(webhook_app(ctx.alerts, token.get_secret_value()))
