@@ -10,7 +10,7 @@ import copy
 from collections.abc import Callable
 from typing import Any
 
-from sequestra.actuators import plans
+from sequestra.actuators import drift, plans
 from sequestra.actuators.kafka import KAFKA_ACTIONS, KafkaActuationError, KafkaActuator
 from sequestra.actuators.kubernetes import ActuationRejected, KubernetesActuator, RestoreResult, Workload
 from sequestra.actuators.plans import PlanError
@@ -80,6 +80,19 @@ class CompositeActuator:
             except KafkaActuationError as exc:
                 raise ActuationRejected(f"the broker refused: {exc}") from exc
         return drifted
+
+    def reassert(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str,
+                 sequestration: str, current: dict[str, Any] | None = None) -> list[drift.Tampering]:
+        """While held: re-assert what someone undid on every system, and say what and who (drift.py)."""
+        kafka_priors = [p for p in priors if p.action in KAFKA_ACTIONS]
+        found = self.kubernetes.reassert([p for p in priors if p.action not in KAFKA_ACTIONS], actions, namespace,
+                                         sequestration, current)
+        if kafka_priors:
+            try:
+                found += self.kafka().reassert(kafka_priors)
+            except KafkaActuationError as exc:
+                raise ActuationRejected(f"the broker refused: {exc}") from exc
+        return found
 
     def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
         kafka_priors = [p for p in priors if p.action in KAFKA_ACTIONS]

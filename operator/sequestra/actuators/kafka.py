@@ -34,6 +34,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 
+from sequestra.actuators import drift
 from sequestra.actuators.kafka_quotas import ClientQuotas, KafkaUnavailable
 from sequestra.model.kafka import (
     ACL_TARGET_KIND,
@@ -135,6 +136,32 @@ class KafkaActuator:
             drifted += [f"{prior.target_name}{c.path}" for c in plan.drifted]
         return drifted
 
+    def reassert(self, priors: Sequence[PriorState]) -> list[drift.Tampering]:
+        """While held: put back a quota someone raised or removed and a DENY WRITE binding someone
+        deleted. A quota set stricter than Sequestra's is left (it does not undo containment). The
+        broker records no author for quota or ACL changes, so `by` says so."""
+        found: list[drift.Tampering] = []
+        for prior in priors:
+            if prior.action not in KAFKA_ACTIONS or not prior.changes:
+                continue
+            current = self._view(prior)
+            undone: dict[str, Any] = {}
+            for change in prior.changes:
+                key = change.path.removeprefix("/")
+                value = current.get(key, _ABSENT)
+                if value == change.after or (value is not _ABSENT and not _quota_loosened(value, change.after)):
+                    continue
+                undone[key] = change.after
+                found.append(drift.Tampering(
+                    action=str(prior.action), target=f"{prior.target_kind} {prior.target_name}", path=change.path,
+                    what="removed" if value is _ABSENT else "changed", found=None if value is _ABSENT else value,
+                    wanted=change.after, by=drift.KAFKA_BY_UNKNOWN))
+            if undone:
+                self._write(prior, set_values=undone, remove=[])
+                log.warning("kafka.action.reasserted", action=str(prior.action), target=prior.target_name,
+                            keys=sorted(undone))
+        return found
+
     def restore(self, priors: Sequence[PriorState]) -> KafkaRestoreResult:
         """Undo what the Kafka priors record, newest first; idempotent; never overwrites a value
         someone else set while the workload was held."""
@@ -201,6 +228,16 @@ class KafkaActuator:
             raise KafkaActuationError(f"Kafka refused {what}: {exc}") from exc
         except TimeoutError as exc:
             raise KafkaUnavailable(f"Kafka did not answer in {self._timeout_s + 5:.0f} s while {what}") from exc
+
+
+_ABSENT = object()
+
+
+def _quota_loosened(found: Any, wanted: Any) -> bool:
+    """A quota is a ceiling: a lower one is stricter. Anything else (an ACL value) must match exactly."""
+    if isinstance(found, int | float) and isinstance(wanted, int | float):
+        return found > wanted
+    return bool(found != wanted)
 
 
 def _key_topic(key: str) -> str:

@@ -13,7 +13,7 @@ from typing import Any, cast
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from sequestra.actuators import plans
+from sequestra.actuators import drift, plans
 from sequestra.model.sequestration import (
     ActionSpec,
     ActionType,
@@ -190,6 +190,54 @@ class KubernetesActuator:
                 self._create_network_policy(plans.isolation_policy(
                     created.name, namespace, selector, actions[prior.action_index], sequestration))
         return [c.path for c in plan.drifted]
+
+    def reassert(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str,
+                 sequestration: str, current: dict[str, Any] | None = None) -> list[drift.Tampering]:
+        """While held: put back every owned field someone loosened and every isolating NetworkPolicy
+        someone deleted or edited, and say who did it (managedFields). Idempotent; one GET per
+        NetworkPolicy and at most one patch per object when nothing was undone, none otherwise."""
+        if not priors:
+            return []
+        kind, name = priors[0].target_kind, priors[0].target_name
+        current = current if current is not None else self.get(kind, namespace, name)
+        if current is None:
+            raise TargetNotFound(f"{kind} {namespace}/{name} not found")
+        found: list[drift.Tampering] = []
+        action_of = {c.path: str(prior.action) for prior in priors for c in prior.changes}
+        plan = drift.plan_reassert(current, [c for prior in priors for c in prior.changes])
+        if plan.ops:
+            self._patch(kind, namespace, name, plan.ops)
+        for path, was, wanted in plan.undone:
+            action = next((a for p, a in action_of.items() if path == p or path.startswith(p + "/")), "label")
+            found.append(drift.Tampering(action=action, target=f"{kind}/{name}", path=path,
+                                         what="removed" if was is plans._MISSING else "changed",
+                                         found=None if was is plans._MISSING else was, wanted=wanted,
+                                         by=drift.owner_text(current, path, was)))
+        for prior in priors:
+            for created in prior.created:
+                desired = plans.isolation_policy(created.name, namespace, plans.pod_labels(kind, current),
+                                                 actions[prior.action_index], sequestration)
+                tampering = self._reassert_policy(desired, str(prior.action))
+                if tampering is not None:
+                    found.append(tampering)
+        return found
+
+    def _reassert_policy(self, desired: dict[str, Any], action: str) -> drift.Tampering | None:
+        namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
+        target = f"NetworkPolicy/{name}"
+        current = self.get("NetworkPolicy", namespace, name)
+        if current is None:
+            self._create_network_policy(desired)
+            return drift.Tampering(action=action, target=target, path="", what="deleted", found=None,
+                                   wanted="present", by=drift.REMOVED_BY_UNKNOWN)
+        changed = drift.isolation_drift(current, desired)
+        if not changed:
+            return None
+        self._patch("NetworkPolicy", namespace, name, drift.isolation_fix(current, desired))
+        owners = {str(o) for o in (drift.field_owner(current, path) for path in changed) if o is not None}
+        return drift.Tampering(action=action, target=target, path=",".join(changed), what="edited",
+                               found=None, wanted=None,
+                               by=", ".join(sorted(owners)) or drift.REMOVED_BY_UNKNOWN)
 
     def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
         """Undo what `priors` record, newest first, in one patch, leaving any field someone else changed

@@ -11,6 +11,8 @@ ACTUATOR_SECONDS = Histogram(
     "sequestra_actuator_duration_seconds", "Time an actuator call took.", ["action", "operation"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
+TAMPERS = Counter("sequestra_tamper_total", "Held fields or objects found undone and re-asserted, by action.",
+                  ["kind"])
 REFUSALS = Counter("sequestra_guardrail_refusals_total", "Requests refused by a guardrail.", ["reason"])
 
 _active: set[str] = set()

@@ -9,6 +9,7 @@ release restores only from that record, never from memory.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import os
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -21,9 +22,11 @@ from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
 from sequestra.actuators.composite import CompositeActuator
+from sequestra.actuators.drift import Tampering
 from sequestra.actuators.kafka import KafkaActuator
 from sequestra.actuators.kafka_quotas import KafkaUnavailable
 from sequestra.actuators.kubernetes import (
+    RESOURCES,
     ActuationConflict,
     ActuationRejected,
     KubernetesActuator,
@@ -34,21 +37,28 @@ from sequestra.actuators.plans import PlanError
 from sequestra.controller import metrics
 from sequestra.controller.notifications import Notifications
 from sequestra.model.conditions import now_iso, set_condition
+from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
 from sequestra.model.sequestration import (
     APPROVED_ANNOTATION,
     GROUP,
     PLURAL,
     VERSION,
+    ActionType,
     Phase,
     PriorState,
     SequestrationSpec,
 )
 from sequestra.notify.pager import PageReason
-from sequestra.policy import guardrails, lifecycle
+from sequestra.policy import evasion, guardrails, lifecycle
 from sequestra.settings import Settings
 
 log = structlog.get_logger("sequestra.sequestration")
 AUTOMATED_REQUESTER = "sequestra"  # spec.requester of the sequestrations the operator itself creates
+TAMPERS_PER_ESCALATION = 3  # every third tamper of one hold escalates it one rung (or pages)
+EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestration it evaded
+# The autonomous loop's labels (controller/loop.py, which imports this module): an evader's hold carries
+# them so the loop sees the workload as held by its policy and does not open a second hold on it.
+_LOOP_LABELS = ("sequestra.dev/policy", "sequestra.dev/target-kind", "sequestra.dev/target-name")
 _locks: dict[str, asyncio.Lock] = {}
 
 
@@ -111,8 +121,11 @@ async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=5.0, initial_delay=5.0,
             when=lambda status, **_: status.get("phase") in (Phase.ACTIVE, Phase.RELEASING))
 async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """TTL expiry, and re-asserting containment that was undone while held."""
+    """TTL expiry, re-asserting containment that was undone while held, and (when the hold's policy
+    enables it) containing look-alikes of the held workload."""
     await reconcile(body, memo.context)
+    if body.get("status", {}).get("phase") == Phase.ACTIVE and (body.get("spec") or {}).get("policyRef"):
+        await asyncio.to_thread(_contain_evaders, body, memo.context)
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
@@ -221,7 +234,10 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
         return
     workload = resolved
     summary = {"targetRef": str(workload), "actionSummary": spec.action_summary()}
-    refusal = await asyncio.to_thread(_guardrail_refusal, ctx, body, spec, workload)
+    # Guardrails bound taking a hold, not keeping one: re-checked every interval, a cap reached by later
+    # holds would fail an Active hold without restoring it.
+    refusal = None if phase is Phase.ACTIVE else await asyncio.to_thread(_guardrail_refusal, ctx, body, spec,
+                                                                         workload)
     if refusal is not None:
         metrics.REFUSALS.labels(reason=refusal.reason).inc()
         if refusal.reason == "CircuitBreakerOpen":
@@ -321,6 +337,9 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     actions = spec.effective_actions()
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
+    phase = Phase(status.get("phase") or Phase.PENDING)
+    if phase is Phase.ACTIVE and recorded:
+        status = await _reassert(body, ctx, status, spec, workload, recorded)
     try:
         planned = await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, name, recorded)
     except PlanError as exc:
@@ -329,6 +348,8 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
         return
     except KafkaUnavailable as exc:
         raise kopf.TemporaryError(f"Kafka unreachable, nothing changed yet: {exc}", delay=5) from exc
+    if phase is Phase.ACTIVE and not planned:
+        return  # held, and re-asserted above: nothing new to apply
     if planned:
         recorded += planned
         # Written before the target is touched: a crash after this line leaves a record to restore from.
@@ -352,7 +373,6 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
             metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
             raise kopf.TemporaryError(f"applying {spec.action_summary()} to {workload} failed: {exc.reason}",
                                       delay=5) from exc
-    phase = Phase(status.get("phase") or Phase.PENDING)
     if phase is Phase.ACTIVE and not drifted:
         return
     activated = datetime.now(UTC)
@@ -371,6 +391,180 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
         recorded_fields = await asyncio.to_thread(ctx.notifications.held, _with_status(body, status))
         if recorded_fields:
             await asyncio.to_thread(_write_status, ctx, body, recorded_fields)
+
+
+async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                    workload: Workload, recorded: list[PriorState]) -> dict[str, Any]:
+    """Level-based: put back whatever someone undid while held, then record who and escalate on repeats."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    current = workload.body if any(p.target_kind == workload.kind and p.target_name == workload.name
+                                   for p in recorded) else None
+    try:
+        tampered = await asyncio.to_thread(ctx.actions.reassert, recorded, spec.effective_actions(), namespace, name,
+                                           current)
+    except ActuationConflict as exc:
+        raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
+    except KafkaUnavailable as exc:
+        raise kopf.TemporaryError(f"Kafka unreachable while re-asserting: {exc}", delay=5) from exc
+    except (ActuationRejected, ApiException, PlanError) as exc:
+        metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="reassert").inc()
+        raise kopf.TemporaryError(f"re-asserting {spec.action_summary()} on {workload} failed: {exc}",
+                                  delay=5) from exc
+    if not tampered:
+        return status
+    return await asyncio.to_thread(_record_tampering, ctx, body, status, spec, workload, tampered)
+
+
+def _record_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
+                      workload: Workload, tampered: list[Tampering]) -> dict[str, Any]:
+    count = int(status.get("tamperCount") or 0) + 1
+    summary = "; ".join(t.describe() for t in tampered)
+    message = f"containment undone while held (tamper {count}), re-asserted: {summary}"
+    now = now_iso()
+    history = [*(status.get("tampering") or [])[-9:],
+               {"at": now, "count": count, "changes": [t.as_record() for t in tampered]}]
+    fields: dict[str, Any] = {
+        "tamperCount": count, "lastTamperedAt": now, "tampering": history,
+        "conditions": set_condition(list(status.get("conditions") or []), "Tampered", True, "ContainmentUndone",
+                                    message[:2000], body["metadata"].get("generation")),
+    }
+    _write_status(ctx, body, fields)
+    status = {**status, **fields}
+    for tampering in tampered:
+        metrics.TAMPERS.labels(kind=tampering.action).inc()
+    log.warning("sequestration.tampered", sequestration=_name(body), workload=str(workload), count=count,
+                changes=[t.as_record() for t in tampered])
+    kopf.warn(body, reason="Tampered", message=message[:1000])
+    _target_event(workload, "Tampered", f"Sequestration {_name(body)}: {message}"[:1000], warning=True)
+    if count % TAMPERS_PER_ESCALATION == 0:
+        _escalate_for_tampering(ctx, body, status, spec, count)
+    return status
+
+
+def _read_policy(ctx: Context, namespace: str, name: str) -> tuple[str, SequestrationPolicySpec] | None:
+    """The hold's SequestrationPolicy: in its own namespace, else the operator's (the cluster default),
+    as the loop's coverage rule has it (controller/policies.py)."""
+    for where in dict.fromkeys((namespace, ctx.settings.operator_namespace)):
+        try:
+            raw: Any = ctx.objects.get_namespaced_custom_object(GROUP, VERSION, where, POLICY_PLURAL, name)
+        except ApiException as exc:
+            if exc.status == 404:
+                continue
+            raise
+        try:
+            return where, SequestrationPolicySpec.model_validate(dict(raw.get("spec") or {}))
+        except ValidationError:
+            return None  # its own handler reports an invalid policy
+    return None
+
+
+def _escalate_for_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
+                            count: int) -> None:
+    """Every third tamper: an automated hold climbs one rung of its policy's ladder (actions appended as the
+    loop does), and a human is paged either way; a manual hold only pages (its requester chose the actions)."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    outcome = "a manual hold: paging only"
+    if spec.policy_ref:
+        found = _read_policy(ctx, namespace, spec.policy_ref)
+        incident = dict(status.get("incident") or {})
+        rung = int(incident.get("rung") or 0) + 1
+        if found is None:
+            outcome = f"policy {spec.policy_ref} not found or invalid: cannot escalate, paging"
+        elif rung >= len(found[1].ladder):
+            outcome = f"already at the top of policy {spec.policy_ref}'s ladder: paging"
+        else:
+            ladder_rung = found[1].ladder[rung]
+            actions = [dict(a) for a in body["spec"].get("actions") or []]
+            if not any(a.get("type") == ActionType.LABEL for a in actions):
+                # The mark was implied (recorded last); made explicit so appended actions keep the
+                # record's indexes (the loop does the same when it creates a hold).
+                actions.append({"type": str(ActionType.LABEL)})
+            present = {a.get("type") for a in actions}
+            added = [dict(a) for a in ladder_rung.actions if a.get("type") not in present]
+            if added:
+                ctx.objects.patch_namespaced_custom_object(
+                    GROUP, VERSION, namespace, PLURAL, name, {"spec": {"actions": [*actions, *added]}},
+                    _content_type="application/merge-patch+json")
+            _write_status(ctx, body, {"incident": {
+                "rung": rung, "rungName": ladder_rung.name, "escalatedAt": now_iso(), "escalatedFor": "Tampered",
+                "effective": False, "containedAt": now_iso()}})
+            what = ", ".join(str(a.get("type")) for a in added) or "nothing new (its actions are already held)"
+            outcome = f"escalated to rung {ladder_rung.name} of policy {spec.policy_ref}: added {what}"
+    message = f"containment undone {count} times while held; {outcome}"
+    log.warning("sequestration.tamper_escalation", sequestration=_name(body), count=count, outcome=outcome)
+    kopf.warn(body, reason="TamperEscalated", message=message)
+    ctx.notifications.page_for(_with_status(body, status), PageReason.TAMPERED, message)
+
+
+def _contain_evaders(body: kopf.Body, ctx: Context) -> None:
+    """Hold look-alikes of the held workload created since the hold began, when the policy enables it.
+    Cheap when off: one read of the policy per interval."""
+    namespace = body["metadata"]["namespace"]
+    spec, status = body.get("spec") or {}, body.get("status") or {}
+    if not spec.get("policyRef"):
+        return  # evasion is a policy's rule: a hold without one never follows look-alikes
+    found = _read_policy(ctx, namespace, str(spec["policyRef"]))
+    if found is None or not found[1].evasion.enabled:
+        return
+    kind, target = spec["target"]["kind"], spec["target"]["name"]
+    since = next((t["at"] for t in status.get("transitions") or [] if t.get("phase") == Phase.ACTIVE), None)
+    if kind not in RESOURCES or kind not in ("Deployment", "StatefulSet", "Job", "CronJob") or since is None:
+        return
+    group, version, plural = RESOURCES[kind]
+    listing: Any = ctx.objects.list_namespaced_custom_object(group, version, namespace, plural)
+    held = next((w for w in listing["items"] if w["metadata"]["name"] == target), None)
+    if held is None:
+        return
+    found_evaders = evasion.evaders(kind, held, listing["items"], held_since=since, rules=found[1].evasion.match)
+    if not found_evaders:
+        return
+    holds: Any = ctx.objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
+    targeted = {(h["spec"]["target"]["kind"], h["spec"]["target"]["name"]) for h in holds["items"]
+                if not Phase((h.get("status") or {}).get("phase") or Phase.PENDING).is_final
+                and not (h.get("spec") or {}).get("release")}
+    for evader in found_evaders:
+        if (kind, evader.name) in targeted:
+            continue
+        _hold_evader(ctx, body, kind, evader)
+
+
+def _label_value(value: str) -> str:
+    return value[:63].rstrip("-_.")
+
+
+def _hold_evader(ctx: Context, body: kopf.Body, kind: str, evader: evasion.Evader) -> None:
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    spec, status = dict(body.get("spec") or {}), dict(body.get("status") or {})
+    digest = hashlib.sha256(f"{name}/{evader.name}".encode()).hexdigest()[:6]
+    hold_name = f"{evader.name[:40].rstrip('-.')}-evader-{digest}"
+    reason = f"evasion of {name}: {kind}/{evader.name} looks like {spec['target']['name']} ({evader.rule})"
+    manifest = {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration",
+        "metadata": {"name": hold_name, "namespace": namespace, "labels": {
+            EVADES_LABEL: _label_value(name), _LOOP_LABELS[0]: _label_value(str(spec.get("policyRef") or "")),
+            _LOOP_LABELS[1]: kind.lower(), _LOOP_LABELS[2]: _label_value(evader.name)}},
+        "spec": {
+            "target": {"kind": kind, "name": evader.name},
+            "actions": list(spec.get("actions") or []),
+            "reason": reason,
+            "requester": AUTOMATED_REQUESTER,
+            "policyRef": spec.get("policyRef"),
+            **{k: spec[k] for k in ("mode", "ttl", "expiresAt", "approved", "evidence", "diagnosis") if k in spec},
+        },
+    }
+    try:
+        ctx.objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+    except ApiException as exc:
+        if exc.status == 409:
+            return  # created at an earlier interval (its hold may since have ended: not re-opened)
+        raise
+    incident = {**(status.get("incident") or {}), "evasionOf": name}
+    ctx.objects.patch_namespaced_custom_object_status(
+        GROUP, VERSION, namespace, PLURAL, hold_name, {"status": {"incident": incident}},
+        _content_type="application/merge-patch+json")
+    log.warning("sequestration.evasion", sequestration=_name(body), evader=f"{kind}/{evader.name}",
+                rule=str(evader.rule), hold=hold_name)
+    kopf.warn(body, reason="EvasionContained", message=f"{reason}: held by Sequestration {hold_name}")
 
 
 async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str = "",

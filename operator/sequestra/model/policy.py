@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from enum import StrEnum
 from typing import Any
 
 from pydantic import Field, field_validator
@@ -48,6 +49,18 @@ class VerifyRule(CamelModel):
     intervals: int = Field(default=3, ge=1)
 
 
+class EvasionMatch(StrEnum):
+    OWNER_REFERENCES = "ownerReferences"  # the same owners (e.g. one operator's custom resource)
+    LABELS_AND_IMAGE = "labelsAndImage"  # the same labels and the same container images
+
+
+class EvasionRule(CamelModel):
+    """Contain a new workload that looks like a held one (policy/evasion.py). Off unless enabled."""
+
+    enabled: bool = False
+    match: tuple[EvasionMatch, ...] = (EvasionMatch.OWNER_REFERENCES, EvasionMatch.LABELS_AND_IMAGE)
+
+
 class SequestrationPolicySpec(CamelModel):
     selector: PolicySelector = Field(default_factory=PolicySelector)
     ladder: tuple[Rung, ...] = Field(min_length=1)
@@ -59,6 +72,7 @@ class SequestrationPolicySpec(CamelModel):
     release: ReleaseRule = Field(default_factory=ReleaseRule)
     verify: VerifyRule = Field(default_factory=VerifyRule)
     guardrails: PolicyGuardrails = Field(default_factory=PolicyGuardrails)
+    evasion: EvasionRule = Field(default_factory=EvasionRule)
 
     @field_validator("ttl", "interval", mode="before")
     @classmethod

@@ -30,6 +30,7 @@ class PageReason(StrEnum):
     REVIEWER_DISAGREED = "ReviewerDisagreed"
     CIRCUIT_BREAKER_OPEN = "CircuitBreakerOpen"
     PROTECTED_WORKLOAD = "ProtectedWorkloadMisbehaving"
+    TAMPERED = "Tampered"
 
     @property
     def explanation(self) -> str:
@@ -39,6 +40,7 @@ class PageReason(StrEnum):
             PageReason.REVIEWER_DISAGREED: "the reviewer disagreed with quarantining the workload",
             PageReason.CIRCUIT_BREAKER_OPEN: "the circuit breaker is open: automation is paused",
             PageReason.PROTECTED_WORKLOAD: "a protected workload misbehaves and Sequestra may not act on it",
+            PageReason.TAMPERED: "containment was undone repeatedly while held (Sequestra re-asserted it each time)",
         }[self]
 
 
