@@ -58,6 +58,8 @@ class ScorerConfig(CamelModel):
     score_offset: float = Field(default=2.0, ge=0, description="surprise (nats) below this scores 0")
     score_spread: float = Field(default=3.0, gt=0, description="surprise = offset + spread scores 0.5")
     excursion_score: float = Field(default=0.5, gt=0, lt=1, description="a score at or above starts an excursion")
+    repeat_window: int = Field(
+        default=200, ge=0, description="points after an excursion during which a no-bigger new one scores 0")
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> ScorerConfig:
@@ -76,8 +78,9 @@ class PointScore:
 
 
 # Scalar columns after the ring buffer and the seasonal profile.
-_COUNT, _POS, _LAST_TS, _FIRST_TS, _MAG, _E_LEVEL, _E_TREND, _E_SEASON, _SINCE = range(9)
-_SCALARS = 9
+(_COUNT, _POS, _LAST_TS, _FIRST_TS, _MAG, _E_LEVEL, _E_TREND, _E_SEASON, _SINCE,
+ _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD) = range(13)
+_SCALARS = 13
 # Bin edges of the |deviation| histogram: fine near the body, geometric in the tail, open-ended.
 _EDGES = np.concatenate([np.arange(0.0, 3.0, 0.5), np.geomspace(3.0, 1e4, 37), [np.inf]])
 _NBINS = len(_EDGES) - 1
@@ -105,6 +108,10 @@ class ScoreBook:
         self.state[:, self._s + _POS] = 0.0
         self.state[:, self._s + _LAST_TS] = -np.inf
         self.state[:, self._s + _MAG] = 0.0
+        self.state[:, self._s + _PEAK_UP] = 0.0
+        self.state[:, self._s + _PEAK_DOWN] = 0.0
+        self.state[:, self._s + _PEAK_AGE] = 0.0
+        self.state[:, self._s + _HELD] = 0.0
         self._rows = np.arange(size)
         # For the trend's pairwise slopes: column j pairs with j + half, which is `half` values apart.
         self._pair_cols = np.arange(self._half)
@@ -172,7 +179,8 @@ class ScoreBook:
         surprise = self._surprise(np.abs(deviation), known)
         excess = np.maximum(surprise - cfg.score_offset, 0.0)
         with np.errstate(invalid="ignore"):
-            score = np.where(known, excess / (excess + cfg.score_spread), np.nan)
+            raw = excess / (excess + cfg.score_spread)
+        score = np.where(known, self._repeats_damped(raw, surprise, deviation > 0, known), np.nan)
         deviation = np.where(known, deviation, np.nan)
         baseline = np.where(np.isfinite(level), baseline, np.nan)
 
@@ -182,6 +190,32 @@ class ScoreBook:
 
         self._learn(x, t, present, count, level, residuals, scales, floor, bins, offset)
         return score, baseline, deviation, since.copy()
+
+    def _repeats_damped(self, raw: FloatArray, surprise: FloatArray, up: npt.NDArray[np.bool_],
+                        known: npt.NDArray[np.bool_]) -> FloatArray:
+        """Scores 0 for a new excursion no more surprising than one reported in the last `repeat_window` points.
+
+        An excursion that goes on keeps its score point after point (a step or a flood stays flagged for
+        as long as it is unexplained), but a fresh spike the same way shortly after a bigger one says
+        nothing new: spiky-but-normal series stop crying wolf, and the first alarm of an incident stands
+        out. Up and down are remembered apart, so a drop right after a surge is news.
+        """
+        cfg = self.config
+        peak_up, peak_down = self._col(_PEAK_UP), self._col(_PEAK_DOWN)
+        age, held = self._col(_PEAK_AGE), self._col(_HELD)
+        expired = known & (age >= cfg.repeat_window)
+        peak_up[:] = np.where(expired, 0.0, peak_up)
+        peak_down[:] = np.where(expired, 0.0, peak_down)
+        peak = np.where(up, peak_up, peak_down)
+        excursion = raw >= cfg.excursion_score
+        new_peak = known & (surprise > peak)
+        reported = new_peak | (known & (held > 0) & excursion)
+        new_peak &= excursion
+        peak_up[:] = np.where(new_peak & up, surprise, peak_up)
+        peak_down[:] = np.where(new_peak & ~up, surprise, peak_down)
+        age[:] = np.where(new_peak, 0.0, np.where(known, age + 1.0, age))
+        held[:] = np.where(known, (reported & excursion).astype(np.float64), held)
+        return np.where(reported, raw, 0.0)
 
     def _surprise(self, size: FloatArray, known: npt.NDArray[np.bool_]) -> FloatArray:
         """-ln P(|deviation| >= size) under this series' own recent history of |deviation|.
@@ -200,9 +234,12 @@ class ScoreBook:
         own = self._hist[self._rows, k]
         beyond = np.where(k + 1 < _NBINS, at_or_above[self._rows, np.minimum(k + 1, _NBINS - 1)], 0.0)
         total = at_or_above[:, 0]
-        tail = (cfg.surprise_prior * np.exp(-size) + beyond + inside * own) / (cfg.surprise_prior + total)
+        # In logs, so that deviations far beyond all history keep their order instead of underflowing.
+        seen = beyond + inside * own
+        with np.errstate(divide="ignore"):
+            log_tail = np.logaddexp(math.log(cfg.surprise_prior) - size, np.log(seen))
+        surprise = np.log(cfg.surprise_prior + total) - log_tail
         decay = 1.0 - 1.0 / cfg.surprise_memory
-        surprise = -np.log(np.maximum(tail, 1e-300))
         excess = np.maximum(surprise - cfg.score_offset, 0.0)
         # An excursion's own points would soon make it look ordinary; they join the history at a lower
         # weight, so a sustained excursion keeps scoring until the baseline has moved to it.
