@@ -89,4 +89,4 @@ class SequestrationPolicySpec(CamelModel):
         return ladder
 
     def covered_kinds(self) -> tuple[str, ...]:
-        return self.selector.kinds or ("Deployment", "StatefulSet", "Job", "CronJob")
+        return self.selector.kinds or ("Deployment", "StatefulSet", "Job", "CronJob", "SparkApplication")
