@@ -5,12 +5,25 @@ policy says so. Real API server, real operator (kopf) scoped to the test's names
 
 from __future__ import annotations
 
+import uuid
 from typing import Any
 
 import httpx
+from confluent_kafka.admin import (
+    AclBindingFilter,
+    AclOperation,
+    AclPermissionType,
+    AdminClient,
+    NewTopic,
+    ResourcePatternType,
+    ResourceType,
+)
 from kubernetes import client
 
-from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.actuators.kafka import KafkaActuator
+from sequestra.actuators.kafka_quotas import ClientQuotas
+from sequestra.model.kafka import KafkaIdentity, QuotaEntity
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION, ActionSpec, ActionType
 from sequestra.notify.incident import NEEDS_HUMAN_ALERT
 from sequestra.sandbox import endpoints
 from sequestra.sandbox.paths import SandboxPaths
@@ -42,6 +55,12 @@ def _held_view(obj: dict[str, Any]) -> dict[str, Any]:
 
 def _condition(seq: dict[str, Any], kind: str) -> dict[str, Any] | None:
     return next((c for c in (seq.get("status") or {}).get("conditions") or [] if c["type"] == kind), None)
+
+
+def _message(seq: dict[str, Any], kind: str) -> str:
+    condition = _condition(seq, kind)
+    assert condition is not None, f"no {kind} condition in {seq.get('status')}"
+    return str(condition["message"])
 
 
 def _tampered(seqs: Sequestrations, name: str, count: int) -> dict[str, Any]:
@@ -94,7 +113,7 @@ def test_undone_containment_is_reasserted_with_who_and_the_third_tamper_pages_an
         isolation = net.read_namespaced_network_policy(policy_name, namespace)
         assert isolation.spec.pod_selector.match_labels == {"app": "web"}
         assert isolation.spec.policy_types == ["Ingress", "Egress"]
-        assert f"NetworkPolicy/{policy_name} deleted by unknown" in _condition(seq, "Tampered")["message"]
+        assert f"NetworkPolicy/{policy_name} deleted by unknown" in _message(seq, "Tampered")
 
         # 3: it strips the sequestered label (a removed field has no owner left to name).
         apps.patch_namespaced_deployment("web", namespace, [
@@ -102,7 +121,7 @@ def test_undone_containment_is_reasserted_with_who_and_the_third_tamper_pages_an
         seq = _tampered(seqs, "hold", 3)
         assert _deployment(api_client, namespace, "web")["metadata"]["labels"]["sequestra.dev/sequestered"] == "true"
         stripped = "/metadata/labels/sequestra.dev~1sequestered removed by unknown"
-        assert stripped in _condition(seq, "Tampered")["message"]
+        assert stripped in _message(seq, "Tampered")
         assert seq["status"]["tamperCount"] == 3
 
         # The third tamper of a manual hold pages (no ladder to climb).
@@ -137,12 +156,12 @@ def test_a_human_tightening_further_is_left_alone_and_kept_on_release(
         apps.patch_namespaced_deployment("web", namespace, [
             {"op": "remove", "path": "/metadata/labels/sequestra.dev~1sequestered"}], field_manager=AGENT)
         seq = _tampered(seqs, "hold", 1)
-        assert "/spec/replicas" not in _condition(seq, "Tampered")["message"]
+        assert "/spec/replicas" not in _message(seq, "Tampered")
         assert _deployment(api_client, namespace, "web")["spec"]["replicas"] == 0
         seqs.patch_spec("hold", {"release": True})
         released = seqs.wait_phase("hold", "Released")
     assert _deployment(api_client, namespace, "web")["spec"]["replicas"] == 0, "the human's change is not clobbered"
-    assert "/spec/replicas" in _condition(released, "RestoreConflict")["message"]
+    assert "/spec/replicas" in _message(released, "RestoreConflict")
 
 
 def test_the_third_tamper_of_an_automated_hold_climbs_its_policys_ladder(
@@ -164,7 +183,7 @@ def test_the_third_tamper_of_an_automated_hold_climbs_its_policys_ladder(
             apps.patch_namespaced_deployment("web", namespace, [
                 {"op": "replace", "path": CPU, "value": f"{count}"}], field_manager=AGENT)
             seq = _tampered(seqs, "hold", count)
-            assert f"{CPU} changed to '{count}' (held at '100m') by agent-x" in _condition(seq, "Tampered")["message"]
+            assert f"{CPU} changed to '{count}' (held at '100m') by agent-x" in _message(seq, "Tampered")
         escalated = eventually(lambda: _deployment(api_client, namespace, "web")["spec"]["replicas"] == 0,
                                timeout_s=WITHIN_AN_INTERVAL_S, what="the quarantine rung applied")
         assert escalated
@@ -243,3 +262,54 @@ def test_a_look_alike_is_left_alone_when_the_policy_does_not_enable_evasion(
         assert [s["metadata"]["name"] for s in listing["items"]] == ["hold"]
     assert _deployment(api_client, namespace, "web-v2")["spec"]["replicas"] == 3
     assert _deployment(api_client, namespace, "batch")["spec"]["replicas"] == 4
+
+
+def _deny_filter(topic: str) -> AclBindingFilter:
+    return AclBindingFilter(ResourceType.TOPIC, topic, ResourcePatternType.LITERAL, "User:batch", "*",
+                            AclOperation.WRITE, AclPermissionType.DENY)
+
+
+def test_a_raised_or_removed_quota_and_a_deleted_deny_acl_are_reasserted_at_the_broker(sandbox: SandboxPaths) -> None:
+    config = endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER)
+    client_id = f"drift-{uuid.uuid4().hex[:8]}"  # a client-id entity of its own: no other test's quota moves
+    topic = f"drift-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient(config)
+    admin.create_topics([NewTopic(topic, 1, 1)])[topic].result(timeout=15)
+    actuator, quotas = KafkaActuator(config), ClientQuotas(config)
+    entity = QuotaEntity(client_id=client_id)
+    try:
+        identity = KafkaIdentity(client_ids=(client_id,))
+        quota = actuator.plan(0, ActionSpec(type=ActionType.QUOTA, producer_byte_rate=100_000), identity)
+        deny = actuator.plan(1, ActionSpec(type=ActionType.DENY_WRITE, topics=(topic,)),
+                             KafkaIdentity(principal="batch"))
+        actuator.apply([quota, deny])
+        assert actuator.reassert([quota, deny]) == []
+
+        quotas.alter(entity, {"producer_byte_rate": 5_000_000}, [])  # raised
+        eventually(lambda: quotas.describe(entity).get("producer_byte_rate") == 5_000_000, what="the raise")
+        (raised,) = actuator.reassert([quota, deny])
+        assert (raised.what, raised.found, raised.wanted) == ("changed", 5_000_000, 100_000)
+        assert raised.by.startswith("unknown: the broker does not record who")
+        eventually(lambda: quotas.describe(entity).get("producer_byte_rate") == 100_000, what="quota re-asserted")
+
+        quotas.alter(entity, {}, ["producer_byte_rate"])  # removed
+        eventually(lambda: "producer_byte_rate" not in quotas.describe(entity), what="the removal")
+        assert [t.what for t in actuator.reassert([quota])] == ["removed"]
+        eventually(lambda: quotas.describe(entity).get("producer_byte_rate") == 100_000, what="quota re-asserted")
+
+        for future in admin.delete_acls([_deny_filter(topic)]).values():
+            future.result(timeout=15)
+        eventually(lambda: topic not in actuator.denied_topics("User:batch"), what="the ACL deleted")
+        (acl,) = actuator.reassert([deny])
+        assert (acl.action, acl.what, acl.path) == ("deny-write", "removed", f"/topics/{topic}")
+        assert topic in actuator.denied_topics("User:batch")
+
+        actuator.restore([quota, deny])  # release after tampering: exactly as before
+        assert quotas.describe(entity) == {} and topic not in actuator.denied_topics("User:batch")
+    finally:
+        quotas.alter(entity, {}, list(quotas.describe(entity)))
+        for future in admin.delete_acls([_deny_filter(topic)]).values():
+            future.result(timeout=15)
+        admin.delete_topics([topic])[topic].result(timeout=15)
+        actuator.close()
+        quotas.close()
