@@ -2,6 +2,7 @@
 
     python -m bench            # all: sandbox start, operator at 1k and at 10k pods, NAB, scoring at 1k-100k series
     python -m bench --quick    # sandbox start, operator at 1k pods, NAB (batch path), scoring at 1k-10k series
+    (both also time containment of a producer flood: 10 runs, 3 with --quick)
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from bench import nab, operator_scale, sandbox_start, scoring_throughput
+from bench import nab, operator_scale, sandbox_start, scoring_throughput, time_to_contain
 
 
 class Result(Protocol):
@@ -28,6 +29,8 @@ def main() -> int:
     ]
     if not quick:
         runs.append(lambda: operator_scale.run(deployments=500, pods_per=20, sequestrations=200))
+    # Flood -> quota measured effective at the broker, with the real operator (~2 min a run).
+    runs.append(lambda: time_to_contain.run(runs=3 if quick else 10))
     # Scoring needs no sandbox. Full: NAB through `sequestra score` itself and up to 100k series; quick:
     # NAB through the same scorer's batch path (same scores, faster) and up to 10k series.
     runs.append(lambda: nab.run(through_cli=not quick))
