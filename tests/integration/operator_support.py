@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 from kopf.testing import KopfRunner
@@ -18,13 +19,17 @@ PROTECTED_TEST_NAMESPACE = "protected-by-policy"
 
 
 @contextlib.contextmanager
-def running_operator(sandbox: SandboxPaths, **env: str) -> Iterator[KopfRunner]:
-    settings = {"KUBECONFIG": str(sandbox.kubeconfig), "SEQUESTRA_METRICS_PORT": "0",
+def running_operator(sandbox: SandboxPaths, kubeconfig: Path | None = None, namespaces: tuple[str, ...] = (),
+                     **env: str) -> Iterator[KopfRunner]:
+    """`kubeconfig`: run as another identity than the sandbox admin (e.g. the chart's ServiceAccount);
+    `namespaces`: watch only these (default: all)."""
+    settings = {"KUBECONFIG": str(kubeconfig or sandbox.kubeconfig), "SEQUESTRA_METRICS_PORT": "0",
                 "SEQUESTRA_PROTECTED_NAMESPACES": f"kube-system,{PROTECTED_TEST_NAMESPACE}", **env}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     try:
-        with KopfRunner(["run", "--standalone", "--all-namespaces", "-m", "sequestra.controller.handlers"],
+        scope = [arg for ns in namespaces for arg in ("--namespace", ns)] or ["--all-namespaces"]
+        with KopfRunner(["run", "--standalone", *scope, "-m", "sequestra.controller.handlers"],
                         timeout=60) as runner:
             yield runner
     finally:
