@@ -74,7 +74,8 @@ def test_every_sequestra_setting_the_chart_sets_is_one_the_operator_reads() -> N
     # The LLM diagnoser reads these itself (diagnosis/llm.py LlmSettings.from_env).
     read_by_diagnoser = {"OPENAI_BASE_URL", "OPENAI_API_KEY", "SEQUESTRA_LLM_MODEL"}
     assert all(name in llm.LlmSettings.from_env.__code__.co_consts for name in read_by_diagnoser)
-    unknown = {name for name in env if name.startswith(("SEQUESTRA_", "OPENAI_"))} - read_by_operator - read_by_diagnoser
+    unknown = {name for name in env if name.startswith(("SEQUESTRA_", "OPENAI_"))}
+    unknown -= read_by_operator | read_by_diagnoser
     assert not unknown, f"the chart sets settings nothing reads: {sorted(unknown)}"
     secrets = {name: ref["secretKeyRef"]["name"] for name, ref in env.items()
                if isinstance(ref, dict) and "secretKeyRef" in ref}

@@ -119,6 +119,7 @@ class LeaseElector:
                             reason=create_exc.reason)
                 return None
             self._observed_version, self._observed_at = None, self._clock()
+            log.info("leader.acquired", lease=f"{self.namespace}/{self.name}", identity=self.identity, previous=None)
             return self.identity
         spec = lease.spec or client.V1LeaseSpec()
         if lease.metadata.resource_version != self._observed_version:
