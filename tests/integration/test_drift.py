@@ -19,6 +19,7 @@ from confluent_kafka.admin import (
     ResourceType,
 )
 from kubernetes import client
+from prometheus_client import REGISTRY
 
 from sequestra.actuators.kafka import KafkaActuator
 from sequestra.actuators.kafka_quotas import ClientQuotas
@@ -97,6 +98,7 @@ def test_undone_containment_is_reasserted_with_who_and_the_third_tamper_pages_an
         seqs.create(sequestration("hold", "Deployment", "web", {"type": "scale", "replicas": 0}, {"type": "isolate"}))
         seqs.wait_phase("hold", "Active")
         policy_name = "sequestra-hold"
+        counted_before = REGISTRY.get_sample_value("sequestra_tamper_total", {"kind": "scale"}) or 0.0
 
         # 1: the agent scales itself back up.
         apps.patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 3}}, field_manager=AGENT)
@@ -106,6 +108,8 @@ def test_undone_containment_is_reasserted_with_who_and_the_third_tamper_pages_an
         assert tampered is not None and tampered["status"] == "True"
         assert "Deployment/web/spec/replicas changed to 3 (held at 0) by agent-x (Update at " in tampered["message"]
         assert seq["status"]["tampering"][-1]["changes"][0]["by"].startswith("agent-x")
+        # The operator runs in this process (kopf's test runner): its counter is readable here.
+        assert REGISTRY.get_sample_value("sequestra_tamper_total", {"kind": "scale"}) == counted_before + 1
 
         # 2: it deletes the NetworkPolicy in its way.
         net.delete_namespaced_network_policy(policy_name, namespace)
