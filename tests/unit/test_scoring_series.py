@@ -66,6 +66,33 @@ def test_step_is_anomalous_at_onset_then_becomes_the_new_normal() -> None:
     assert max(_scores(points[400:])) < ALERT
 
 
+def test_a_repeat_spike_soon_after_a_bigger_one_is_not_news_but_a_bigger_one_is() -> None:
+    config = ScorerConfig()
+    values = _noise(1200)
+    first, repeat, bigger = 300, 340, 380
+    later = first + config.repeat_window + 100
+    values[first] = values[repeat] = 100.0 + 20 * 5.0
+    values[bigger] = 100.0 + 60 * 5.0
+    values[later] = 100.0 + 20 * 5.0
+    points = _feed(SeriesScorer(config), values)
+    assert points[first].score is not None and points[first].score > 0.8
+    assert points[repeat].score == 0.0
+    assert points[repeat].deviation is not None and points[repeat].deviation > 10  # still reported as a deviation
+    assert points[bigger].score is not None and points[bigger].score > 0.8
+    # Past the repeat window the same spike is news again (rated lower: the series has now seen three).
+    assert points[later].score is not None and points[later].score >= CombinerConfig().threshold
+
+
+def test_a_drop_right_after_a_surge_is_news() -> None:
+    values = _noise(400)
+    values[300:303] = [200.0] * 3
+    values[310:313] = [0.0] * 3
+    points = _feed(SeriesScorer(), values)
+    assert min(_scores(points[300:303])) >= CombinerConfig().threshold
+    assert min(_scores(points[310:313])) >= CombinerConfig().threshold
+    assert points[310].deviation is not None and points[310].deviation < 0
+
+
 def test_step_down_reports_direction_down() -> None:
     values = _noise(300) + [0.0] * 5
     points = _feed(SeriesScorer(), values)
