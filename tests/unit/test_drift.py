@@ -13,8 +13,8 @@ from sequestra.model.sequestration import ActionSpec, ActionType
 
 
 def _deployment(replicas: int = 5, cpu: str = "2", labels: dict[str, str] | None = None) -> dict[str, Any]:
-    return {"apiVersion": "apps/v1", "kind": "Deployment",
-            "metadata": {"name": "web", "namespace": "shop", "labels": labels if labels is not None else {"app": "web"}},
+    metadata = {"name": "web", "namespace": "shop", "labels": labels if labels is not None else {"app": "web"}}
+    return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata,
             "spec": {"replicas": replicas, "template": {"metadata": {"labels": {"app": "web"}}, "spec": {
                 "containers": [{"name": "main", "image": "app:1", "resources": {"limits": {"cpu": cpu}}},
                                {"name": "sidecar", "image": "proxy:1"}]}}}}
