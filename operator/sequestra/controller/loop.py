@@ -19,7 +19,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime
 from typing import Any
 
@@ -44,6 +44,7 @@ from sequestra.notify.incident import IncidentNotice
 from sequestra.notify.pager import PageReason
 from sequestra.policy.decide import Decision, DecisionKind, Hold, LoopPolicy, Rung, Situation, decide
 from sequestra.scoring.combiner import CombinerConfig, WorkloadScorer, WorkloadVerdict
+from sequestra.scoring.excursions import ExcursionTracker
 from sequestra.scoring.series import ScorerConfig
 from sequestra.signals.alerts import WEBHOOK_PATH, AlertBook, webhook_app
 from sequestra.signals.catalog import CATALOG, DEFAULT_SIGNALS, SignalDefinition
@@ -117,6 +118,8 @@ class PolicyLoop:
         self.reader = ClusterReader(ctx.api_client)
         self.prometheus = PrometheusSignals(ctx.settings.prometheus_url)
         self.scorers: dict[WorkloadRef, WorkloadScorer] = {}
+        self.excursions: dict[WorkloadRef, ExcursionTracker] = {}
+        self.sustained: dict[WorkloadRef, tuple[str, ...]] = {}
         self.history: History | None = None
         self.diagnose = diagnose
         self.alerts = alerts
@@ -151,9 +154,19 @@ class PolicyLoop:
             report.covered += 1
             values = {d.name: (None if d.name in sample.failed else sample.values.get(ref, {}).get(d.name))
                       for d in definitions}
-            verdicts[ref] = self._scorer(ref, spec, definitions).observe(now, values)
+            verdict = self._scorer(ref, spec, definitions).observe(now, values)
+            tracker = self.excursions.setdefault(ref, ExcursionTracker(min(spec.score_threshold, 1.0),
+                                                                       self.ctx.settings.persistence_intervals))
+            sustained = tracker.update(now, verdict.signals)
+            self.sustained[ref] = tuple(name for name, _ in sustained)
+            if sustained and verdict.state != "anomalous":
+                # A level shift the scorer has started to get used to is still an incident while it lasts.
+                verdict = replace(verdict, state="anomalous", since=sustained[0][1].opened_at)
+            verdicts[ref] = verdict
         for ref in [r for r in self.scorers if r not in verdicts]:
             del self.scorers[ref]  # the workload is gone or no longer covered
+            self.excursions.pop(ref, None)
+            self.sustained.pop(ref, None)
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
         breaker_limit = int(spec.guardrails.circuit_breaker.get("maxAnomalousWorkloads", 5))
         report.breaker_open = len(report.anomalous) > breaker_limit
@@ -163,10 +176,10 @@ class PolicyLoop:
                             f"(limit {breaker_limit}); no automated action is taken")
         policy = loop_policy(spec)
         for ref in sorted(set(report.anomalous) | set(holds)):
-            verdict = verdicts.get(ref)
-            if verdict is None:
+            current = verdicts.get(ref)
+            if current is None:
                 continue
-            decision = self._decide_one(spec, policy, snapshot, ref, verdict, holds.get(ref), now,
+            decision = self._decide_one(spec, policy, snapshot, ref, current, holds.get(ref), now,
                                         protected, report.breaker_open)
             if decision.kind is not DecisionKind.NOTHING or ref in report.anomalous:
                 report.decisions.append((ref, decision))
@@ -254,7 +267,8 @@ class PolicyLoop:
             r == ref for r in snapshot.attribution.client_ids.values()) or any(
             r == ref for _, r in snapshot.attribution.client_id_prefixes) or any(
             r == ref for r in snapshot.attribution.pods.values())  # client.id = pod name convention
-        moved = tuple(s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
+        moved = self.sustained.get(ref, ()) or tuple(
+            s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
             or tuple(s.name for s in verdict.signals[:1])
         hold, record = (None, None)
         if held is not None:
