@@ -125,7 +125,10 @@ async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     enables it) containing look-alikes of the held workload."""
     await reconcile(body, memo.context)
     if body.get("status", {}).get("phase") == Phase.ACTIVE and (body.get("spec") or {}).get("policyRef"):
-        await asyncio.to_thread(_contain_evaders, body, memo.context)
+        try:
+            await asyncio.to_thread(_contain_evaders, body, memo.context)
+        except ApiException as exc:  # the next interval looks again; re-assertion above is not held up
+            log.warning("evasion.check_failed", sequestration=_name(body), error=f"{exc.status} {exc.reason}")
 
 
 @kopf.on.delete(GROUP, VERSION, PLURAL)
