@@ -239,7 +239,9 @@ def score(
 
 @app.command()
 def demo() -> None:
-    """Bring the sandbox up and show each real component at work."""
+    """Bring the sandbox up, show each real component at work, then replay a producer flood and a runaway
+    Spark application against the real operator."""
+    from sequestra import demo as incident
     from sequestra.sandbox import lifecycle, tour
     from sequestra.sandbox.errors import SandboxError
     from sequestra.sandbox.paths import SandboxPaths
@@ -248,6 +250,8 @@ def demo() -> None:
     try:
         lifecycle.up(paths, _progress)
         tour.run(paths, print)
+        print("\n=== The incident Sequestra exists for: a flag flip floods Kafka, and nobody is paged ===")
+        incident.run(paths, print)
     except SandboxError as exc:
         _fail(str(exc))
 
