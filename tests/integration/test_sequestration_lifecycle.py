@@ -279,12 +279,17 @@ def test_a_policy_reports_what_it_covers_and_a_bad_one_says_why(
                                                          "sequestrationpolicies", name)
         return dict(body.get("status") or {})
 
-    good = eventually(lambda: status("shop").get("conditions") and status("shop"), what="policy status")
+    def ready(name: str) -> dict[str, Any] | None:
+        return next((c for c in status(name).get("conditions") or [] if c["type"] == "Ready"), None)
+
+    eventually(lambda: ready("shop") and "coveredWorkloads" in status("shop"), what="policy status")
+    good = status("shop")
     assert good["coveredWorkloads"] == 1
     assert good["activeSequestrations"] == 0
-    assert good["conditions"][0]["reason"] == "Observed"
-    assert "mode dry-run" in good["conditions"][0]["message"], "a policy is dry-run unless told otherwise"
-    refused = eventually(lambda: status("twice").get("conditions"), what="the invalid policy's condition")[0]
+    condition = ready("shop") or {}
+    assert condition["reason"] == "Observed"
+    assert "mode dry-run" in condition["message"], "a policy is dry-run unless told otherwise"
+    refused = eventually(lambda: ready("twice"), what="the invalid policy's condition")
     assert (refused["status"], refused["reason"]) == ("False", "InvalidSpec")
     assert "repeated: observe" in refused["message"]
 

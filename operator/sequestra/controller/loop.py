@@ -29,6 +29,7 @@ from aiohttp import web
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge
+from pydantic import ValidationError
 
 from sequestra.controller.policies import covered_namespaces
 from sequestra.controller.runbooks import RunbookCatalog
@@ -475,6 +476,8 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
             await asyncio.to_thread(_write_policy_status, ctx, namespace, name, body, report, now)
             if not report.signals_ok:
                 log.warning("signals unavailable", policy=name, reason=report.reason[:300])
+        except ValidationError:
+            pass  # an invalid policy acts on nothing; its status says why (controller/policies.py)
         except Exception as exc:  # one bad interval must not end the loop; the next one retries
             log.exception("loop interval failed", policy=f"{namespace}/{name}", error=str(exc)[:300])
         LOOP_SECONDS.labels(name).set(time.monotonic() - started)
