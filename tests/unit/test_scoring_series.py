@@ -83,6 +83,18 @@ def test_a_repeat_spike_soon_after_a_bigger_one_is_not_news_but_a_bigger_one_is(
     assert points[later].score is not None and points[later].score >= CombinerConfig().threshold
 
 
+def test_a_flood_again_soon_after_the_last_one_is_news_once_it_lasts() -> None:
+    config = ScorerConfig()
+    quiet = [float(v) for v in 1000.0 + np.random.default_rng(2).normal(0, 50, 400)]
+    values: list[float | None] = [*quiet[:300], *[50_000.0] * 10, *quiet[300:340], *[50_000.0] * 10]
+    points = _feed(SeriesScorer(config), values)
+    assert points[300].score is not None and points[300].score > 0.8
+    again = _scores(points[350:360])
+    first_flag = next(i for i, s in enumerate(again) if s >= CombinerConfig().threshold)
+    assert first_flag < config.repeat_news_after + 1
+    assert all(p.deviation is not None and p.deviation > 100 for p in points[350:350 + first_flag + 1])
+
+
 def test_a_drop_right_after_a_surge_is_news() -> None:
     values = _noise(400)
     values[300:303] = [200.0] * 3

@@ -60,6 +60,8 @@ class ScorerConfig(CamelModel):
     excursion_score: float = Field(default=0.5, gt=0, lt=1, description="a score at or above starts an excursion")
     repeat_window: int = Field(
         default=200, ge=0, description="points after an excursion during which a no-bigger new one scores 0")
+    repeat_news_after: int = Field(
+        default=3, ge=1, description="a repeat that lasts this many points in a row is news all the same")
 
     @model_validator(mode="after")
     def _warmup_fits(self) -> ScorerConfig:
@@ -79,8 +81,8 @@ class PointScore:
 
 # Scalar columns after the ring buffer and the seasonal profile.
 (_COUNT, _POS, _LAST_TS, _FIRST_TS, _MAG, _E_LEVEL, _E_TREND, _E_SEASON, _SINCE,
- _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD) = range(13)
-_SCALARS = 13
+ _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD, _RUN, _RUN_MAX) = range(15)
+_SCALARS = 15
 # Bin edges of the |deviation| histogram: fine near the body, geometric in the tail, open-ended.
 _EDGES = np.concatenate([np.arange(0.0, 3.0, 0.5), np.geomspace(3.0, 1e4, 37), [np.inf]])
 _NBINS = len(_EDGES) - 1
@@ -112,6 +114,8 @@ class ScoreBook:
         self.state[:, self._s + _PEAK_DOWN] = 0.0
         self.state[:, self._s + _PEAK_AGE] = 0.0
         self.state[:, self._s + _HELD] = 0.0
+        self.state[:, self._s + _RUN] = 0.0
+        self.state[:, self._s + _RUN_MAX] = 0.0
         self._rows = np.arange(size)
         # For the trend's pairwise slopes: column j pairs with j + half, which is `half` values apart.
         self._pair_cols = np.arange(self._half)
@@ -195,27 +199,38 @@ class ScoreBook:
                         known: npt.NDArray[np.bool_]) -> FloatArray:
         """Scores 0 for a new excursion no more surprising than one reported in the last `repeat_window` points.
 
-        An excursion that goes on keeps its score point after point (a step or a flood stays flagged for
-        as long as it is unexplained), but a fresh spike the same way shortly after a bigger one says
-        nothing new: spiky-but-normal series stop crying wolf, and the first alarm of an incident stands
-        out. Up and down are remembered apart, so a drop right after a surge is news.
+        A run is a stretch of consecutive points that deviate the same way more than ordinary points do
+        (score > 0). A run is news when its first point is more surprising than any reported the same way
+        in the last `repeat_window` points, and then it keeps its scores for as long as it lasts (a step
+        or a flood stays flagged while it is unexplained). A run that is not news scores 0: a fresh spike
+        the same way shortly after a bigger one says nothing new, so spiky-but-normal series stop crying
+        wolf and the first alarm of an incident stands out. A repeat that lasts `repeat_news_after`
+        points is news all the same and scores the highest score of its run so far (a producer flooding
+        again soon after a release). Up and down are remembered apart: a drop right after a surge is news.
         """
         cfg = self.config
         peak_up, peak_down = self._col(_PEAK_UP), self._col(_PEAK_DOWN)
-        age, held = self._col(_PEAK_AGE), self._col(_HELD)
+        age, seen, run, run_max = self._col(_PEAK_AGE), self._col(_HELD), self._col(_RUN), self._col(_RUN_MAX)
         expired = known & (age >= cfg.repeat_window)
         peak_up[:] = np.where(expired, 0.0, peak_up)
         peak_down[:] = np.where(expired, 0.0, peak_down)
         peak = np.where(up, peak_up, peak_down)
-        excursion = raw >= cfg.excursion_score
-        new_peak = known & (surprise > peak)
-        reported = new_peak | (known & (held > 0) & excursion)
-        new_peak &= excursion
+
+        sign = np.where(up, 1.0, -1.0)
+        going = known & (raw > 0.0)
+        goes_on = going & (run * sign > 0)  # continues the run in progress
+        run[:] = np.where(known, np.where(going, np.where(goes_on, run + sign, sign), 0.0), run)
+        run_max[:] = np.where(known, np.where(goes_on, np.maximum(run_max, raw), raw), run_max)
+        news = going & ((surprise > peak) | (goes_on & (seen > 0)))
+        lasting = going & ~news & (np.abs(run) >= cfg.repeat_news_after) & (raw >= 0.5 * run_max)
+        out = np.where(news, raw, np.where(lasting, run_max, 0.0))
+        seen[:] = np.where(known, (news | lasting).astype(np.float64), seen)
+
+        new_peak = news & (surprise > peak) & (raw >= cfg.excursion_score)
         peak_up[:] = np.where(new_peak & up, surprise, peak_up)
         peak_down[:] = np.where(new_peak & ~up, surprise, peak_down)
         age[:] = np.where(new_peak, 0.0, np.where(known, age + 1.0, age))
-        held[:] = np.where(known, (reported & excursion).astype(np.float64), held)
-        return np.where(reported, raw, 0.0)
+        return out
 
     def _surprise(self, size: FloatArray, known: npt.NDArray[np.bool_]) -> FloatArray:
         """-ln P(|deviation| >= size) under this series' own recent history of |deviation|.
