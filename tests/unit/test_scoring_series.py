@@ -95,6 +95,21 @@ def test_a_flood_again_soon_after_the_last_one_is_news_once_it_lasts() -> None:
     assert all(p.deviation is not None and p.deviation > 100 for p in points[350:350 + first_flag + 1])
 
 
+def test_a_value_beyond_everything_a_spiky_series_has_shown_is_news() -> None:
+    # Spikes of +40..+100 are this series' normal; a point above all of them is not, although its
+    # deviation is no bigger than the spikes that taught the scorer to shrug them off.
+    config = ScorerConfig()
+    rng = np.random.default_rng(4)
+    values = 100 + rng.normal(0, 5, 1000)
+    spikes = rng.choice(np.arange(50, 1000), 60, replace=False)
+    values[spikes] += rng.uniform(40, 100, 60)
+    points = _feed(SeriesScorer(config), [*map(float, values), 240.0])
+    assert points[-1].score is not None and points[-1].score >= config.range_break_score
+    # Once the range holds the spikes' sizes (a few hundred points), the spikes themselves rarely score.
+    spiky = _scores(points[400:-1])
+    assert sum(s >= CombinerConfig().threshold for s in spiky) < 0.01 * len(spiky)
+
+
 def test_a_drop_right_after_a_surge_is_news() -> None:
     values = _noise(400)
     values[300:303] = [200.0] * 3

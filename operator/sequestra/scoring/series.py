@@ -60,6 +60,11 @@ class ScorerConfig(CamelModel):
     excursion_score: float = Field(default=0.5, gt=0, lt=1, description="a score at or above starts an excursion")
     repeat_window: int = Field(
         default=200, ge=0, description="points after an excursion during which a no-bigger new one scores 0")
+    range_after_points: int = Field(default=300, ge=1, description="values seen before the range is judged")
+    range_tolerance: float = Field(
+        default=0.05, ge=0, description="a value beyond the range by more than this fraction of it breaks it")
+    range_break_score: float = Field(default=0.75, gt=0, lt=1, description="least score of a range break")
+    range_memory: int = Field(default=10_000, ge=1, description="points over which the range relaxes to the level")
     repeat_news_after: int = Field(
         default=3, ge=1, description="a repeat that lasts this many points in a row is news all the same")
 
@@ -81,8 +86,8 @@ class PointScore:
 
 # Scalar columns after the ring buffer and the seasonal profile.
 (_COUNT, _POS, _LAST_TS, _FIRST_TS, _MAG, _E_LEVEL, _E_TREND, _E_SEASON, _SINCE,
- _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD, _RUN, _RUN_MAX) = range(15)
-_SCALARS = 15
+ _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD, _RUN, _RUN_MAX, _LOW, _HIGH) = range(17)
+_SCALARS = 17
 # Bin edges of the |deviation| histogram: fine near the body, geometric in the tail, open-ended.
 _EDGES = np.concatenate([np.arange(0.0, 3.0, 0.5), np.geomspace(3.0, 1e4, 37), [np.inf]])
 _NBINS = len(_EDGES) - 1
@@ -181,10 +186,23 @@ class ScoreBook:
 
         known = present & (count >= cfg.warmup_points) & usable.any(axis=0)
         surprise = self._surprise(np.abs(deviation), known)
+        # A value well outside the range the series has shown is news whatever the predictors say: in a
+        # noisy or spiky series a move of a few errors is ordinary inside the range, not beyond it.
+        # (HTM's detector on NAB does the same; the range stretches with every value, so a steady trend
+        # never breaks it.)
+        low, high = self._col(_LOW), self._col(_HIGH)
+        span = high - low
+        ranged = known & (count >= cfg.range_after_points) & (span > 0)
+        with np.errstate(invalid="ignore"):
+            outside = np.where(ranged, np.maximum(x - high, low - x) / np.where(ranged, span, 1.0), 0.0)
+        breaks = ranged & (outside > cfg.range_tolerance)
+        at_break = cfg.score_offset + cfg.score_spread * cfg.range_break_score / (1.0 - cfg.range_break_score)
+        surprise = np.where(breaks, np.maximum(surprise, at_break + outside), surprise)
+        up = np.where(breaks, x > high, deviation > 0)
         excess = np.maximum(surprise - cfg.score_offset, 0.0)
         with np.errstate(invalid="ignore"):
             raw = excess / (excess + cfg.score_spread)
-        score = np.where(known, self._repeats_damped(raw, surprise, deviation > 0, known), np.nan)
+        score = np.where(known, self._repeats_damped(raw, surprise, up, known), np.nan)
         deviation = np.where(known, deviation, np.nan)
         baseline = np.where(np.isfinite(level), baseline, np.nan)
 
@@ -299,6 +317,14 @@ class ScoreBook:
         learn_season = present & np.isfinite(level)
         rows = self._rows[learn_season]
         self._season[rows, bins[learn_season]] = new_offset[learn_season]
+
+        # The range stretches to every value and relaxes toward the level over `range_memory` points, so
+        # it forgets a one-off extreme slowly and does not grow with the length of the history.
+        low, high = self._col(_LOW), self._col(_HIGH)
+        centre = np.where(np.isfinite(level), level, x)
+        relax = 1.0 / cfg.range_memory
+        low[:] = np.where(present, np.fmin(np.where(np.isnan(low), x, low + relax * (centre - low)), x), low)
+        high[:] = np.where(present, np.fmax(np.where(np.isnan(high), x, high - relax * (high - centre)), x), high)
 
         rows = self._rows[present]
         pos = self._col(_POS)
