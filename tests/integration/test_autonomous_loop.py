@@ -13,7 +13,7 @@ from kubernetes import client
 
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
-from sequestra.sandbox import endpoints
+from sequestra.sandbox import crds, endpoints
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration.operator_support import Sequestrations, running_operator
 from tests.integration.workloads import create, deployment
@@ -111,3 +111,29 @@ def test_prometheus_unreachable_means_unknown_and_no_action(
         assert "no new action" in condition["message"]
         time.sleep(15)
         assert automated(api_client, namespace) == []
+
+
+def test_a_runaway_spark_application_gets_fewer_executors(
+        sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str) -> None:
+    from tests.integration.test_spark_actuators import create as create_spark
+    from tests.integration.test_spark_actuators import spark_application, wait_executors
+
+    crds.install_spark_operator(api_client, sandbox)
+    create_spark(api_client, namespace, spark_application(
+        "etl", demand=6, executor={"instances": 2}, allocation={"enabled": True, "maxExecutors": 50}))
+    wait_executors(api_client, namespace, "etl", 6)
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, policy(
+            "spark", signals=[{"name": "spark_executors"}],
+            ladder=[{"name": "observe"}, {"name": "throttle", "actions": [{"type": "scale", "replicas": 4}]},
+                    {"name": "quarantine", "actions": [{"type": "suspend"}]}]))
+    with running_operator(sandbox, **LOOP_ENV):
+        time.sleep(50)
+        assert automated(api_client, namespace) == []
+        httpx.post(f"{endpoints.spark_standin_url()}/v1/demand",
+                   json={"namespace": namespace, "app": "etl", "executors": 40}, timeout=5).raise_for_status()
+        held = eventually(lambda: automated(api_client, namespace), timeout_s=90, what="an automated hold")
+        assert held[0]["spec"]["target"] == {"kind": "SparkApplication", "name": "etl"}
+        assert held[0]["spec"]["actions"][0] == {"type": "scale", "replicas": 4}
+        Sequestrations(api_client, namespace).wait_phase(held[0]["metadata"]["name"], "Active", timeout_s=60)
+        wait_executors(api_client, namespace, "etl", 4)

@@ -22,7 +22,8 @@ def obj(kind: str, name: str, owner: tuple[str, str] | None = None, annotations:
 
 def cluster() -> Attribution:
     workloads = [
-        obj("Deployment", "checkout", annotations={"sequestra.dev/kafka-client-id": "checkout-*"}),
+        obj("Deployment", "checkout", annotations={"sequestra.dev/kafka-client-id": "checkout-*",
+                                                   "sequestra.dev/kafka-principal": "shop"}),
         obj("CronJob", "nightly"),
         obj("Job", "adhoc"),
         obj("Deployment", "billing", annotations={"sequestra.dev/kafka-principal": "billing"}),
@@ -55,10 +56,20 @@ def test_pods_without_a_known_owner_stay_unattributed() -> None:
 
 def test_kafka_clients_by_declared_prefix_principal_or_pod_name() -> None:
     a = cluster()
-    assert a.kafka_client("checkout-exporter-1") == WorkloadRef(NS, "Deployment", "checkout")
+    assert a.kafka_client("checkout-7d9-abc") == WorkloadRef(NS, "Deployment", "checkout")
+    # checkout's pods follow its prefix, so a matching id that is none of its pods is someone else's
+    # (client ids are global to the Kafka cluster; namespaces are not).
+    assert a.kafka_client("checkout-7d9-other-namespace") is None
     assert a.kafka_client("whatever", principal="billing") == WorkloadRef(NS, "Deployment", "billing")
     assert a.kafka_client("nightly-2911-x") == WorkloadRef(NS, "CronJob", "nightly")
     assert a.kafka_client("unknown-client", principal="nobody") is None
+
+
+def test_declared_client_ids_are_authoritative_over_the_principal() -> None:
+    a = cluster()
+    assert a.kafka_client("checkout-7d9-abc", principal="shop") == WorkloadRef(NS, "Deployment", "checkout")
+    assert a.kafka_client("someone-elses-client", principal="shop") is None
+    assert a.principal_of(WorkloadRef(NS, "Deployment", "checkout")) == "shop"
 
 
 def test_a_shared_principal_names_no_workload() -> None:

@@ -33,6 +33,7 @@ class Attribution:
     client_id_prefixes: list[tuple[str, WorkloadRef]] = field(default_factory=list)
     principals: dict[str, WorkloadRef] = field(default_factory=dict)
     shared_principals: set[str] = field(default_factory=set)
+    declared_principals: dict[str, WorkloadRef] = field(default_factory=dict)  # with client ids as well
     workloads: dict[WorkloadRef, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -58,7 +59,11 @@ class Attribution:
 
     def _declare_kafka(self, ref: WorkloadRef, annotations: Mapping[str, str]) -> None:
         principal = annotations.get(KAFKA_PRINCIPAL_ANNOTATION)
-        if principal:
+        if principal and annotations.get(KAFKA_CLIENT_ID_ANNOTATION, "").strip():
+            # Declared client ids are authoritative: other clients of the same principal (in namespaces
+            # this policy does not see) are not this workload's traffic.
+            self.declared_principals[principal.removeprefix("User:")] = ref
+        elif principal:
             if principal in self.principals and self.principals[principal] != ref:
                 self.shared_principals.add(principal)  # two workloads share it: it names neither
             self.principals.setdefault(principal, ref)
@@ -91,18 +96,33 @@ class Attribution:
         then the pod-name convention. A principal shared by several workloads attributes nothing."""
         if client_id in self.client_ids:
             return self.client_ids[client_id]
+        own_pod = self._pod_owner(client_id)
         prefixed = [(len(p), ref) for p, ref in self.client_id_prefixes if p and client_id.startswith(p)]
         if prefixed:
-            return max(prefixed, key=lambda item: item[0])[1]
+            ref = max(prefixed, key=lambda item: item[0])[1]
+            # Client ids are global to the Kafka cluster, namespaces are not. When the workload's own pods
+            # follow the prefix (client.id = pod name), a matching id that is none of its pods belongs to
+            # a namespace this policy does not see, not to this workload.
+            if own_pod == ref or not self._pods_follow_prefix(ref):
+                return ref
+            return None
         if principal and principal in self.principals and principal not in self.shared_principals:
             return self.principals[principal]
-        matches = {ref for (_, pod), ref in self.pods.items() if pod == client_id}
+        return own_pod
+
+    def _pod_owner(self, pod_name: str) -> WorkloadRef | None:
+        matches = {ref for (_, pod), ref in self.pods.items() if pod == pod_name}
         return matches.pop() if len(matches) == 1 else None
+
+    def _pods_follow_prefix(self, workload: WorkloadRef) -> bool:
+        own = [pod for (_, pod), ref in self.pods.items() if ref == workload]
+        mine = [p for p, ref in self.client_id_prefixes if ref == workload]
+        return any(pod.startswith(prefix) for pod in own for prefix in mine)
 
     def principal_of(self, workload: WorkloadRef) -> str | None:
         """The principal a workload declared, when no other workload shares it (a quota on a shared user
         would hold innocent neighbours)."""
-        for principal, ref in self.principals.items():
+        for principal, ref in [*self.principals.items(), *self.declared_principals.items()]:
             if ref == workload and principal not in self.shared_principals:
                 return principal
         return None
