@@ -230,6 +230,15 @@ def test_memory_per_series_is_fixed_and_small() -> None:
     assert small.nbytes / 10 <= 2048
 
 
+def test_values_near_the_float_limit_score_in_the_unit_interval() -> None:
+    scorer = SeriesScorer()
+    _feed(scorer, _noise(400))
+    for i, v in enumerate([1e308, -1e308, 1e308, 100.0]):
+        point = scorer.update((400 + i) * STEP_S, v)
+        assert point.score is not None and 0.0 <= point.score <= 1.0
+    assert scorer.update(404 * STEP_S, 1e308).score is not None
+
+
 finite = st.floats(min_value=-1e12, max_value=1e12, allow_nan=False)
 maybe = st.one_of(st.none(), finite, st.just(math.nan), st.just(math.inf))
 

@@ -191,13 +191,15 @@ class ScoreBook:
         # (HTM's detector on NAB does the same; the range stretches with every value, so a steady trend
         # never breaks it.)
         low, high = self._col(_LOW), self._col(_HIGH)
-        span = high - low
-        ranged = known & (count >= cfg.range_after_points) & (span > 0)
-        with np.errstate(invalid="ignore"):
+        with np.errstate(over="ignore", invalid="ignore"):
+            span = high - low
+        ranged = known & (count >= cfg.range_after_points) & (span > 0) & np.isfinite(span)
+        with np.errstate(over="ignore", invalid="ignore"):
             outside = np.where(ranged, np.maximum(x - high, low - x) / np.where(ranged, span, 1.0), 0.0)
         breaks = ranged & (outside > cfg.range_tolerance)
         at_break = cfg.score_offset + cfg.score_spread * cfg.range_break_score / (1.0 - cfg.range_break_score)
-        surprise = np.where(breaks, np.maximum(surprise, at_break + outside), surprise)
+        # Capped so that an infinite deviation (a value near the float limit) still scores 1, never NaN.
+        surprise = np.minimum(np.where(breaks, np.maximum(surprise, at_break + outside), surprise), 1e12)
         up = np.where(breaks, x > high, deviation > 0)
         excess = np.maximum(surprise - cfg.score_offset, 0.0)
         with np.errstate(invalid="ignore"):
@@ -323,8 +325,9 @@ class ScoreBook:
         low, high = self._col(_LOW), self._col(_HIGH)
         centre = np.where(np.isfinite(level), level, x)
         relax = 1.0 / cfg.range_memory
-        low[:] = np.where(present, np.fmin(np.where(np.isnan(low), x, low + relax * (centre - low)), x), low)
-        high[:] = np.where(present, np.fmax(np.where(np.isnan(high), x, high - relax * (high - centre)), x), high)
+        with np.errstate(over="ignore", invalid="ignore"):
+            low[:] = np.where(present, np.fmin(np.where(np.isnan(low), x, low + relax * (centre - low)), x), low)
+            high[:] = np.where(present, np.fmax(np.where(np.isnan(high), x, high - relax * (high - centre)), x), high)
 
         rows = self._rows[present]
         pos = self._col(_POS)
