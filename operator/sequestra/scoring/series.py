@@ -16,7 +16,10 @@ past |deviation| (with a Laplace prior for young series) gives the tail probabil
 this large; surprise = -ln p, and score = e / (e + spread) with e = max(surprise - offset, 0). A series
 whose residuals are always spiky therefore needs a bigger spike to score high than a quiet one, which
 makes one threshold fit many kinds of series; the score never saturates, so large surprises keep their
-order. Missing values (None/NaN) score None ("unknown") and leave the state untouched; the first
+order. A value well beyond the range the series has shown scores at least `range_break_score` (HTM's
+"spatial anomaly"). A new excursion no more surprising than one already reported the same way in the
+last `repeat_window` points scores 0 unless it lasts: the first alarm counts, its echoes do not.
+Missing values (None/NaN) score None ("unknown") and leave the state untouched; the first
 `warmup_points` values score None but are learnt from.
 
 All state lives in one float64 row per series (ring buffer, seasonal profile, a few scalars), about
