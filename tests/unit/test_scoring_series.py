@@ -172,6 +172,20 @@ def test_peak_at_an_unusual_hour_is_anomalous() -> None:
     assert _longest_run(_scores(points[3 * per_day:night]), CombinerConfig().threshold) < 3
 
 
+def test_a_daily_peak_at_half_its_usual_height_is_news() -> None:
+    # The level predictor explains 250 (between the quiet 100 and the usual peak's 400), but the value
+    # less its time-of-day profile is below anything the series has shown.
+    config = ScorerConfig()
+    per_day = int(86_400 / STEP_S)
+    values = _daily(8)
+    peak = 7 * per_day + 12 * 12  # the peak's usual hour on day 8
+    for i in range(peak, peak + 24):
+        values[i] = 250.0 + float(np.random.default_rng(i).normal(0, 5))
+    points = _feed(SeriesScorer(config), values)
+    assert max(_scores(points[peak:peak + 24])) >= config.range_break_score
+    assert max(_scores(points[3 * per_day:peak])) < config.range_break_score
+
+
 def test_missing_values_are_unknown_and_change_nothing() -> None:
     values = _noise(200)
     with_gaps = [*values[:150], None, math.nan, None, *values[150:]]

@@ -89,8 +89,8 @@ class PointScore:
 
 # Scalar columns after the ring buffer and the seasonal profile.
 (_COUNT, _POS, _LAST_TS, _FIRST_TS, _MAG, _E_LEVEL, _E_TREND, _E_SEASON, _SINCE,
- _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD, _RUN, _RUN_MAX, _LOW, _HIGH) = range(17)
-_SCALARS = 17
+ _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD, _RUN, _RUN_MAX, _LOW, _HIGH, _SEASON_LOW, _SEASON_HIGH) = range(19)
+_SCALARS = 19
 # Bin edges of the |deviation| histogram: fine near the body, geometric in the tail, open-ended.
 _EDGES = np.concatenate([np.arange(0.0, 3.0, 0.5), np.geomspace(3.0, 1e4, 37), [np.inf]])
 _NBINS = len(_EDGES) - 1
@@ -192,18 +192,22 @@ class ScoreBook:
         # A value well outside the range the series has shown is news whatever the predictors say: in a
         # noisy or spiky series a move of a few errors is ordinary inside the range, not beyond it.
         # (HTM's detector on NAB does the same; the range stretches with every value, so a steady trend
-        # never breaks it.)
-        low, high = self._col(_LOW), self._col(_HIGH)
-        with np.errstate(over="ignore", invalid="ignore"):
-            span = high - low
-        ranged = known & (count >= cfg.range_after_points) & (span > 0) & np.isfinite(span)
-        with np.errstate(over="ignore", invalid="ignore"):
-            outside = np.where(ranged, np.maximum(x - high, low - x) / np.where(ranged, span, 1.0), 0.0)
-        breaks = ranged & (outside > cfg.range_tolerance)
+        # never breaks it.) Likewise for the value less its time-of-day profile, once the profile is
+        # used: a daily peak that is missing or a night that is too busy, although the level explains it.
+        ready = known & (count >= cfg.range_after_points)
+        beyond, above = self._range_break(x, self._col(_LOW), self._col(_HIGH), ready)
+        deseasoned = np.where(seasoned, x - seasonal, np.nan)
+        beyond_s, above_s = self._range_break(deseasoned, self._col(_SEASON_LOW), self._col(_SEASON_HIGH),
+                                              ready & (t - first_ts >= 2.0 * cfg.seasonal_after_s))
+        breaks = beyond > cfg.range_tolerance
+        # ... and only when the predictors find the point unusual too: a trend or a fresh level that the
+        # profile has not caught up with moves the de-seasoned value, not the best prediction.
+        breaks_s = (beyond_s > cfg.range_tolerance) & (surprise > cfg.score_offset)
+        outside = np.maximum(np.where(breaks, beyond, 0.0), np.where(breaks_s, beyond_s, 0.0))
         at_break = cfg.score_offset + cfg.score_spread * cfg.range_break_score / (1.0 - cfg.range_break_score)
         # Capped so that an infinite deviation (a value near the float limit) still scores 1, never NaN.
-        surprise = np.minimum(np.where(breaks, np.maximum(surprise, at_break + outside), surprise), 1e12)
-        up = np.where(breaks, x > high, deviation > 0)
+        surprise = np.minimum(np.where(breaks | breaks_s, np.maximum(surprise, at_break + outside), surprise), 1e12)
+        up = np.where(breaks, above, np.where(breaks_s, above_s, deviation > 0))
         excess = np.maximum(surprise - cfg.score_offset, 0.0)
         with np.errstate(invalid="ignore"):
             raw = excess / (excess + cfg.score_spread)
@@ -217,6 +221,16 @@ class ScoreBook:
 
         self._learn(x, t, present, count, level, residuals, scales, floor, bins, offset)
         return score, baseline, deviation, since.copy()
+
+    @staticmethod
+    def _range_break(values: FloatArray, low: FloatArray, high: FloatArray, ready: npt.NDArray[np.bool_]
+                     ) -> tuple[FloatArray, npt.NDArray[np.bool_]]:
+        """How far beyond [low, high] each value lies, in widths of that range (0 inside or not ready)."""
+        with np.errstate(over="ignore", invalid="ignore"):
+            span = high - low
+            judged = ready & np.isfinite(values) & np.isfinite(span) & (span > 0)
+            beyond = np.where(judged, np.maximum(values - high, low - values) / np.where(judged, span, 1.0), 0.0)
+        return beyond, values > high
 
     def _repeats_damped(self, raw: FloatArray, surprise: FloatArray, up: npt.NDArray[np.bool_],
                         known: npt.NDArray[np.bool_]) -> FloatArray:
@@ -325,12 +339,11 @@ class ScoreBook:
 
         # The range stretches to every value and relaxes toward the level over `range_memory` points, so
         # it forgets a one-off extreme slowly and does not grow with the length of the history.
-        low, high = self._col(_LOW), self._col(_HIGH)
-        centre = np.where(np.isfinite(level), level, x)
         relax = 1.0 / cfg.range_memory
-        with np.errstate(over="ignore", invalid="ignore"):
-            low[:] = np.where(present, np.fmin(np.where(np.isnan(low), x, low + relax * (centre - low)), x), low)
-            high[:] = np.where(present, np.fmax(np.where(np.isnan(high), x, high - relax * (high - centre)), x), high)
+        _stretch(self._col(_LOW), self._col(_HIGH), x, np.where(np.isfinite(level), level, x), present, relax)
+        seasoned = np.isfinite(offset) & (t - self._col(_FIRST_TS) >= cfg.seasonal_after_s) & np.isfinite(level)
+        _stretch(self._col(_SEASON_LOW), self._col(_SEASON_HIGH), x - level - offset, np.zeros_like(x),
+                 present & seasoned, relax)
 
         rows = self._rows[present]
         pos = self._col(_POS)
@@ -372,6 +385,14 @@ class SeriesScorer:
         """Feed history (oldest first) without keeping the scores, e.g. from a Prometheus range query."""
         for timestamp, value in points:
             self.update(timestamp, value)
+
+
+def _stretch(low: FloatArray, high: FloatArray, x: FloatArray, centre: FloatArray, where: npt.NDArray[np.bool_],
+             relax: float) -> None:
+    """Stretch [low, high] to take x; otherwise each end relaxes toward centre by `relax` of the gap."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        low[:] = np.where(where, np.fmin(np.where(np.isnan(low), x, low + relax * (centre - low)), x), low)
+        high[:] = np.where(where, np.fmax(np.where(np.isnan(high), x, high - relax * (high - centre)), x), high)
 
 
 def _opt(x: np.float64 | float) -> float | None:
