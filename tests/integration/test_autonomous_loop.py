@@ -93,6 +93,8 @@ def test_a_cpu_hog_is_throttled_and_its_neighbour_left_alone(
         status = _policy_status(api_client, namespace, "cpu")
         assert "Contain" in status["lastDecision"]["summary"] and status["lastDecision"]["workload"].startswith(
             "Deployment/hog")
+        guard = next(c for c in status["conditions"] if c["type"] == "AdmissionGuard")
+        assert guard["status"] == "True", guard  # the sandbox installs the guard with the CRDs
         print(f"hog detected and held {detected_s:.0f} s after it started")
 
 

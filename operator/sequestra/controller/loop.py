@@ -49,6 +49,7 @@ from sequestra.scoring.excursions import ExcursionTracker
 from sequestra.scoring.series import ScorerConfig
 from sequestra.signals.alerts import WEBHOOK_PATH, AlertBook, webhook_app
 from sequestra.signals.catalog import CATALOG, DEFAULT_SIGNALS, SignalDefinition
+from sequestra.signals.guard import guard_installed
 from sequestra.signals.kubernetes import ClusterReader, ClusterSnapshot
 from sequestra.signals.prometheus import History, PrometheusSignals, SignalsUnavailable
 
@@ -416,6 +417,12 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
                                "Sampled" if report.signals_ok else "SignalsUnavailable",
                                "signals read" if report.signals_ok else
                                f"{report.reason[:300]}; holds are kept, no new action is taken", generation)
+    guard = ctx.guard
+    if guard is not None:
+        # Whether a held workload's owner can undo containment through the API (docs/ADMISSION_GUARD.md).
+        conditions = set_condition(conditions, "AdmissionGuard", guard.installed,
+                                   "Enforcing" if guard.installed else str(guard.state), guard.summary()[:300],
+                                   generation)
     status: dict[str, Any] = {"conditions": conditions,
                               "circuitBreaker": "Open" if report.breaker_open else "Closed"}
     if report.signals_ok:
@@ -449,6 +456,9 @@ async def start_loop_services(memo: kopf.Memo, **_: Any) -> None:
     ctx.diagnoser = catalog
     ctx.alerts = AlertBook()
     log.info("diagnoser.ready", shipped_runbooks=len(catalog.defaults), llm=llm.model if llm else None)
+    ctx.guard = await asyncio.to_thread(guard_installed, ctx.api_client)
+    (log.info if ctx.guard.installed else log.warning)("admission_guard", state=str(ctx.guard.state),
+                                                       summary=ctx.guard.summary())
     token = ctx.settings.alert_webhook_token
     if ctx.settings.alert_webhook_port and token:
         runner = web.AppRunner(webhook_app(ctx.alerts, token.get_secret_value()))

@@ -76,6 +76,7 @@ class Context:
         # Set at start-up by the loop's services (controller/loop.py): the diagnoser and the firing alerts.
         self.diagnoser: Any = None
         self.alerts: Any = None
+        self.guard: Any = None  # the admission guard's state, read at start-up
 
 
 def _kafka_actuator(settings: Settings) -> KafkaActuator | None:
