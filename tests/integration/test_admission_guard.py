@@ -45,8 +45,14 @@ def operator(sandbox: SandboxPaths, crds_installed: list[str]) -> Iterator[KopfR
 
 @pytest.fixture(scope="module")
 def guard(api_client: client.ApiClient, crds_installed: list[str]) -> None:
-    status = guard_installed(api_client)
-    assert status.state is GuardState.ENFORCING, status.summary()
+    # Freshly installed policies are type-checked by the API server before their status says so.
+    def enforcing() -> bool:
+        return guard_installed(api_client).state is GuardState.ENFORCING
+
+    try:
+        eventually(enforcing, timeout_s=60, what="the admission guard enforcing")
+    except AssertionError:
+        raise AssertionError(guard_installed(api_client).summary()) from None
 
 
 def impersonating(sandbox: SandboxPaths, user: str, group: str | None = None) -> client.ApiClient:
