@@ -336,7 +336,20 @@ def run(paths: SandboxPaths, say: Say) -> None:
         quota = demo.producer_flood()
         demo.spark_runaway()
         demo.summary(quota)
-        # Cleaned up while the operator still runs, so it releases what it holds and stops its loop.
+        # Cleaned up while the operator still runs, so it releases what it holds and stops its loop. The
+        # holds and the policy go first: a namespace-scoped kopf stops watching a namespace being deleted,
+        # which would leave their finalizers in place.
+        for plural in (PLURAL, POLICY_PLURAL):
+            listing: Any = demo.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural)
+            for item in listing["items"]:
+                demo.objects.delete_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural,
+                                                             item["metadata"]["name"])
+        def remaining(plural: str) -> list[Any]:
+            found: Any = demo.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, plural)
+            return list(found["items"])
+
+        _wait("the holds released and the policy stopped",
+              lambda: not remaining(PLURAL) and not remaining(POLICY_PLURAL), 120)
         demo.core.delete_namespace(NAMESPACE)
         _wait("the demo namespace to go", lambda: not demo.core.list_namespace(
             field_selector=f"metadata.name={NAMESPACE}").items, 120)
