@@ -132,6 +132,9 @@ class IncidentDemo:
             self.core.delete_namespace(NAMESPACE)
         _wait("the previous demo namespace to go", lambda: not self.core.list_namespace(
             field_selector=f"metadata.name={NAMESPACE}").items, 120)
+        # Demand left by an earlier run would make the runaway the Spark application's baseline.
+        with contextlib.suppress(httpx.HTTPError):
+            httpx.delete(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5)
         # A quota left by an interrupted run would hold the next one.
         self.quotas.alter(QuotaEntity(user="app"), remove=["producer_byte_rate"])
 
