@@ -40,7 +40,7 @@ import httpx
 from kubernetes import client, config
 
 from sequestra.actuators.kafka_quotas import ClientQuotas
-from sequestra.demo import deployment_manifest, producer_annotations
+from sequestra.demo import deployment_manifest, producer_annotations, sandbox_operator_environment
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
@@ -265,13 +265,8 @@ class Bench:
         self.objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, POLICY_PLURAL, _policy())
 
     def start_operator(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "KUBECONFIG": str(self.paths.kubeconfig), "SEQUESTRA_METRICS_PORT": "0",
-               "SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
-               "SEQUESTRA_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap(),
-               "SEQUESTRA_KAFKA_USERNAME": endpoints.KAFKA_OPERATOR_USER,
-               "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[endpoints.KAFKA_OPERATOR_USER],
-               "SEQUESTRA_ALERTMANAGER_URL": endpoints.alertmanager_url(),
-               "SEQUESTRA_WARMUP_POINTS": "12",
+        env = {**os.environ, **sandbox_operator_environment(), "KUBECONFIG": str(self.paths.kubeconfig),
+               "SEQUESTRA_METRICS_PORT": "0", "SEQUESTRA_WARMUP_POINTS": "12",
                # Every checkout-r<N> is created after the operator started: no history to warm up from.
                "SEQUESTRA_WARMUP_HISTORY_S": "0",
                # The hourly cap counts every automated hold on the cluster (other tests' too); the bench

@@ -109,6 +109,24 @@ def _spark_app() -> dict[str, Any]:
                                            "maxExecutors": 50}}}
 
 
+def sandbox_operator_environment() -> dict[str, str]:
+    """The settings that connect an operator to the sandbox's Prometheus, Kafka (as its super user) and
+    Alertmanager; the demo, the time-to-contain bench and the incident tests add their own on top."""
+    return {"SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
+            "SEQUESTRA_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap(),
+            "SEQUESTRA_KAFKA_USERNAME": endpoints.KAFKA_OPERATOR_USER,
+            "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[endpoints.KAFKA_OPERATOR_USER],
+            "SEQUESTRA_ALERTMANAGER_URL": endpoints.alertmanager_url()}
+
+
+def broker_produce_rate(user: str) -> float | None:
+    """Bytes/s the broker accepts from `user`, as Prometheus last scraped it; None when it has no figure."""
+    reply = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query",
+                      params={"query": f'sum(kafka_server_produce_byte_rate{{user="{user}"}})'}, timeout=5).json()
+    result = reply.get("data", {}).get("result", [])
+    return float(result[0]["value"][1]) if result else None
+
+
 class IncidentDemo:
     def __init__(self, paths: SandboxPaths, say: Say) -> None:
         self.paths, self.say = paths, say
@@ -164,13 +182,8 @@ class IncidentDemo:
                  "quarantine, TTL 45s")
 
     def start_operator(self) -> subprocess.Popen[bytes]:
-        env = {**os.environ, "KUBECONFIG": str(self.paths.kubeconfig), "SEQUESTRA_METRICS_PORT": "0",
-               "SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
-               "SEQUESTRA_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap(),
-               "SEQUESTRA_KAFKA_USERNAME": endpoints.KAFKA_OPERATOR_USER,
-               "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[endpoints.KAFKA_OPERATOR_USER],
-               "SEQUESTRA_ALERTMANAGER_URL": endpoints.alertmanager_url(),
-               "SEQUESTRA_DIGEST_WEBHOOK_URL": self.receiver.url("/digest"),
+        env = {**os.environ, **sandbox_operator_environment(), "KUBECONFIG": str(self.paths.kubeconfig),
+               "SEQUESTRA_METRICS_PORT": "0", "SEQUESTRA_DIGEST_WEBHOOK_URL": self.receiver.url("/digest"),
                "SEQUESTRA_DIGEST_WINDOW_S": "5", "SEQUESTRA_WARMUP_POINTS": "12",
                # The workloads were created seconds ago: their history is a start-up ramp, not a baseline.
                "SEQUESTRA_WARMUP_HISTORY_S": "0",
@@ -187,12 +200,6 @@ class IncidentDemo:
     def _holds(self) -> list[dict[str, Any]]:
         listing: Any = self.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
         return list(listing["items"])
-
-    def _rate(self, user: str) -> float | None:
-        reply = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query",
-                          params={"query": f'sum(kafka_server_produce_byte_rate{{user="{user}"}})'}, timeout=5).json()
-        result = reply.get("data", {}).get("result", [])
-        return float(result[0]["value"][1]) if result else None
 
     def _report(self) -> None:
         """Print each new step of every hold once, as it happens."""
@@ -243,7 +250,7 @@ class IncidentDemo:
             if held and (held[0].get("status") or {}).get("phase") == "Active":
                 self.timeline.mark("applied")
             if "applied" in self.timeline.marks:
-                rate = self._rate("app")
+                rate = broker_produce_rate("app")
                 if rate is not None and rate <= QUOTA * 1.5:
                     self.timeline.mark("effective")
                     self._once("measured", f"measured at the broker: checkout's produce rate {rate / 1e3:.0f} KB/s "
@@ -333,7 +340,7 @@ def run(paths: SandboxPaths, say: Say) -> None:
     demo.reset()
     demo.set_up()
     demo.receiver.start()
-    _wait("checkout's producer to reach the broker", lambda: (demo._rate("app") or 0) > NORMAL_RATE / 2, 120)
+    _wait("checkout's producer to reach the broker", lambda: (broker_produce_rate("app") or 0) > NORMAL_RATE / 2, 120)
     operator = demo.start_operator()
     try:
         quota = demo.producer_flood()

@@ -13,7 +13,12 @@ import pytest
 from kubernetes import client
 
 from sequestra.actuators.kafka_quotas import ClientQuotas
-from sequestra.demo import deployment_manifest, producer_annotations
+from sequestra.demo import (
+    broker_produce_rate,
+    deployment_manifest,
+    producer_annotations,
+    sandbox_operator_environment,
+)
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
@@ -29,11 +34,7 @@ INTERVAL_S = 5
 
 
 def operator_env() -> dict[str, str]:
-    return {"SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
-            "SEQUESTRA_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap(),
-            "SEQUESTRA_KAFKA_USERNAME": endpoints.KAFKA_OPERATOR_USER,
-            "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[endpoints.KAFKA_OPERATOR_USER],
-            "SEQUESTRA_WARMUP_POINTS": "12", "SEQUESTRA_WARMUP_HISTORY_S": "600"}
+    return {**sandbox_operator_environment(), "SEQUESTRA_WARMUP_POINTS": "12", "SEQUESTRA_WARMUP_HISTORY_S": "600"}
 
 
 def policy() -> dict[str, Any]:
@@ -43,13 +44,6 @@ def policy() -> dict[str, Any]:
                      "ladder": [{"name": "observe"},
                                 {"name": "throttle", "actions": [{"type": "quota", "producerByteRate": QUOTA}]},
                                 {"name": "quarantine", "actions": [{"type": "scale", "replicas": 0}]}]}}
-
-
-def broker_rate(user: str) -> float | None:
-    reply = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query",
-                      params={"query": f'sum(kafka_server_produce_byte_rate{{user="{user}"}})'}, timeout=5).json()
-    result = reply["data"]["result"]
-    return float(result[0]["value"][1]) if result else None
 
 
 def set_rate(namespace: str, prefix: str, rate: float) -> None:
@@ -84,7 +78,7 @@ def test_a_flag_flip_flood_is_contained_by_quota_and_released_exactly(
         {"sequestra.dev/kafka-principal": "batch", "sequestra.dev/kafka-client-id": "checkout-*"},
         env_from="checkout-flags"))
     objects.create_namespaced_custom_object(GROUP, VERSION, namespace, POLICY_PLURAL, policy())
-    eventually(lambda: (broker_rate("batch") or 0) > NORMAL / 2, timeout_s=90, what="checkout producing")
+    eventually(lambda: (broker_produce_rate("batch") or 0) > NORMAL / 2, timeout_s=90, what="checkout producing")
     time.sleep(30)  # a baseline worth the name in Prometheus' history
     before = batch_quota.describe(QuotaEntity(user="batch"))
     with running_operator(sandbox, **operator_env()):
@@ -105,7 +99,7 @@ def test_a_flag_flip_flood_is_contained_by_quota_and_released_exactly(
         name = held[0]["metadata"]["name"]
         Sequestrations(api_client, namespace).wait_phase(name, "Active", timeout_s=60)
         assert batch_quota.describe(QuotaEntity(user="batch")) == {"producer_byte_rate": QUOTA}
-        eventually(lambda: (broker_rate("batch") or FLOOD) <= QUOTA * 1.5, timeout_s=90,
+        eventually(lambda: (broker_produce_rate("batch") or FLOOD) <= QUOTA * 1.5, timeout_s=90,
                    what="the broker holding checkout to the quota")
         diagnosis = held[0]["spec"]["diagnosis"]
         print(f"detected {detected_s:.0f} s after the flood; diagnosis: {diagnosis.get('summary')}")
