@@ -14,10 +14,9 @@ from typing import Any
 import structlog
 
 from sequestra.model.workload import WorkloadRef
-from sequestra.notify.digest import DigestBatcher, WebhookSink
 from sequestra.notify.incident import IncidentNotice
-from sequestra.notify.pager import Pager, PageReason
-from sequestra.notify.silences import SilenceManager
+from sequestra.notify.pager import PageReason
+from sequestra.notify.setup import from_settings
 from sequestra.settings import Settings
 
 log = structlog.get_logger("sequestra.notifications")
@@ -25,20 +24,12 @@ log = structlog.get_logger("sequestra.notifications")
 
 class Notifications:
     def __init__(self, settings: Settings) -> None:
-        self.silences = SilenceManager(settings.alertmanager_url) if settings.alertmanager_url else None
-        sinks = []
-        if settings.digest_slack_webhook_url:
-            sinks.append(WebhookSink.slack(settings.digest_slack_webhook_url.get_secret_value()))
-        if settings.digest_webhook_url:
-            sinks.append(WebhookSink.generic(settings.digest_webhook_url))
-        self.digests = DigestBatcher(sinks, window_s=settings.digest_window_s).start() if sinks else None
-        key = settings.pagerduty_routing_key.get_secret_value() if settings.pagerduty_routing_key else None
-        self.pager = Pager(alertmanager_url=settings.pager_alertmanager_url, pagerduty_url=settings.pagerduty_url,
-                           routing_key=key)
+        parts = from_settings(settings)  # a part whose URL is unset is None (switched off)
+        self._parts = parts
+        self.silences, self.digests, self.pager = parts.silences, parts.digests, parts.pager
 
     def close(self) -> None:
-        if self.digests is not None:
-            self.digests.close(flush=True)
+        self._parts.close()
 
     def held(self, body: Mapping[str, Any]) -> dict[str, Any]:
         """Silence the workload's alerts and queue a digest; returns status fields to record."""
@@ -82,14 +73,15 @@ class Notifications:
     def page_workload(self, workload: WorkloadRef | None, policy: str, namespace: str, reason: PageReason,
                       detail: str) -> None:
         """A page with no Sequestration behind it (breaker open, protected workload)."""
-        notice = IncidentNotice(namespace=workload.namespace if workload else namespace,
-                                sequestration=f"policy-{policy}", workload_kind=workload.kind if workload else "Policy",
+        # No Sequestration holds anything here: the notice points at the policy, and offers no release.
+        notice = IncidentNotice(namespace=namespace, sequestration=policy, resource="sequestrationpolicy",
+                                workload_kind=workload.kind if workload else "SequestrationPolicy",
                                 workload_name=workload.name if workload else policy, what_happened=detail,
                                 incident=f"{reason}:{workload.key if workload else policy}")
         self._page(notice, reason, detail)
 
     def _page(self, notice: IncidentNotice, reason: PageReason, detail: str) -> None:
-        if not self.pager.configured:
+        if self.pager is None:
             log.warning("page.unconfigured", reason=str(reason), detail=detail[:300])
             return
         try:
