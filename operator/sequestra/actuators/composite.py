@@ -71,9 +71,8 @@ class CompositeActuator:
 
     def apply(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str, sequestration: str,
               current: dict[str, Any] | None = None) -> list[str]:
-        kafka_priors = [p for p in priors if p.action in KAFKA_ACTIONS]
-        drifted = self.kubernetes.apply([p for p in priors if p.action not in KAFKA_ACTIONS], actions, namespace,
-                                        sequestration, current)
+        kubernetes_priors, kafka_priors = _by_system(priors)
+        drifted = self.kubernetes.apply(kubernetes_priors, actions, namespace, sequestration, current)
         if kafka_priors:
             try:
                 drifted += self.kafka().apply(kafka_priors)
@@ -84,9 +83,8 @@ class CompositeActuator:
     def reassert(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str,
                  sequestration: str, current: dict[str, Any] | None = None) -> list[drift.Tampering]:
         """While held: re-assert what someone undid on every system, and say what and who (drift.py)."""
-        kafka_priors = [p for p in priors if p.action in KAFKA_ACTIONS]
-        found = self.kubernetes.reassert([p for p in priors if p.action not in KAFKA_ACTIONS], actions, namespace,
-                                         sequestration, current)
+        kubernetes_priors, kafka_priors = _by_system(priors)
+        found = self.kubernetes.reassert(kubernetes_priors, actions, namespace, sequestration, current)
         if kafka_priors:
             try:
                 found += self.kafka().reassert(kafka_priors)
@@ -95,12 +93,17 @@ class CompositeActuator:
         return found
 
     def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
-        kafka_priors = [p for p in priors if p.action in KAFKA_ACTIONS]
+        kubernetes_priors, kafka_priors = _by_system(priors)
         restored: list[str] = []
         conflicts: list[str] = []
         if kafka_priors:
             result = self.kafka().restore(kafka_priors)
             restored, conflicts = list(result.restored), list(result.conflicts)
-        kubernetes = self.kubernetes.restore([p for p in priors if p.action not in KAFKA_ACTIONS], namespace)
+        kubernetes = self.kubernetes.restore(kubernetes_priors, namespace)
         return RestoreResult(restored=restored + kubernetes.restored, conflicts=conflicts + kubernetes.conflicts,
                              target=kubernetes.target)
+
+
+def _by_system(priors: list[PriorState]) -> tuple[list[PriorState], list[PriorState]]:
+    """(Kubernetes priors, Kafka priors), each in the record's order."""
+    return [p for p in priors if p.action not in KAFKA_ACTIONS], [p for p in priors if p.action in KAFKA_ACTIONS]
