@@ -37,6 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, Field, ValidationError
 
+from sequestra.sandbox.standin_http import StandInHandler
 from sequestra.sandbox.workload_metrics import BASELINE_CPU_ANNOTATION, BASELINE_MEMORY_ANNOTATION
 
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
@@ -367,19 +368,7 @@ def _reconcile_forever(standin: StandIn, kubeconfig: str, stop: threading.Event)
 
 
 def make_handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, code: int, body: str, content_type: str = "application/json") -> None:
-            data = body.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
-            return json.loads(self.rfile.read(length) or b"{}")
-
+    class Handler(StandInHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 standin.advance()
@@ -411,9 +400,6 @@ def make_handler(standin: StandIn) -> type[BaseHTTPRequestHandler]:
                 return
             standin.clear()
             self._reply(200, json.dumps({"ok": True}))
-
-        def log_message(self, format: str, *args: Any) -> None:  # scrapes every 5 s would flood the log
-            pass
 
     return Handler
 

@@ -33,6 +33,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sequestra.model.quantity import parse_quantity
 from sequestra.sandbox.kafka_clients import KafkaClients, KafkaClientSpec, parse_annotation
+from sequestra.sandbox.standin_http import StandInHandler
 
 BASELINE_CPU_ANNOTATION = "sandbox.sequestra.dev/cpu-cores"
 BASELINE_MEMORY_ANNOTATION = "sandbox.sequestra.dev/memory-bytes"
@@ -264,19 +265,7 @@ class KafkaRate(BaseModel):
 
 
 def make_handler(metrics: WorkloadMetrics, kafka: KafkaClients) -> type[BaseHTTPRequestHandler]:
-    class Handler(BaseHTTPRequestHandler):
-        def _reply(self, code: int, body: str, content_type: str = "application/json") -> None:
-            data = body.encode()
-            self.send_response(code)
-            self.send_header("Content-Type", content_type)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
-
-        def _body(self) -> Any:
-            length = int(self.headers.get("Content-Length") or 0)
-            return json.loads(self.rfile.read(length) or b"{}")
-
+    class Handler(StandInHandler):
         def do_GET(self) -> None:
             if self.path == "/metrics":
                 metrics.tick()
@@ -316,9 +305,6 @@ def make_handler(metrics: WorkloadMetrics, kafka: KafkaClients) -> type[BaseHTTP
             metrics.clear()
             kafka.clear_rates()
             self._reply(200, json.dumps({"overrides": []}))
-
-        def log_message(self, format: str, *args: Any) -> None:  # scrapes every 5 s would flood the log
-            pass
 
     return Handler
 
