@@ -69,14 +69,12 @@ def test_declared_client_ids_are_authoritative_over_the_principal() -> None:
     a = cluster()
     assert a.kafka_client("checkout-7d9-abc", principal="shop") == WorkloadRef(NS, "Deployment", "checkout")
     assert a.kafka_client("someone-elses-client", principal="shop") is None
-    assert a.principal_of(WorkloadRef(NS, "Deployment", "checkout")) == "shop"
 
 
 def test_a_shared_principal_names_no_workload() -> None:
     a = cluster()
     assert a.kafka_client("x", principal="shared") is None
-    assert a.principal_of(WorkloadRef(NS, "Deployment", "ledger")) is None
-    assert a.principal_of(WorkloadRef(NS, "Deployment", "billing")) == "billing"
+    assert a.kafka_client("x", principal="billing") == WorkloadRef(NS, "Deployment", "billing")
 
 
 def test_config_references_and_recent_changes() -> None:

@@ -38,6 +38,7 @@ from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_di
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
 from sequestra.model.evidence import SignalSummary
+from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
 from sequestra.model.sequestration import GROUP, PLURAL, PROTECTED_LABEL, VERSION, Phase
 from sequestra.model.workload import WorkloadRef
@@ -265,10 +266,11 @@ class PolicyLoop:
                     ref: WorkloadRef, verdict: WorkloadVerdict, held: dict[str, Any] | None, now: float,
                     protected: frozenset[str], breaker_open: bool) -> Decision:
         obj = snapshot.attribution.workloads[ref]
-        has_kafka = snapshot.attribution.principal_of(ref) is not None or any(
-            r == ref for r in snapshot.attribution.client_ids.values()) or any(
-            r == ref for _, r in snapshot.attribution.client_id_prefixes) or any(
-            r == ref for r in snapshot.attribution.pods.values())  # client.id = pod name convention
+        # Kafka actions need what the Kafka actuator acts on: an identity the workload declares.
+        try:
+            has_kafka = KafkaIdentity.from_annotations(obj["metadata"].get("annotations")) is not None
+        except KafkaIdentityError:
+            has_kafka = False
         moved = self.sustained.get(ref, ()) or tuple(
             s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
             or tuple(s.name for s in verdict.signals[:1])

@@ -33,7 +33,6 @@ class Attribution:
     client_id_prefixes: list[tuple[str, WorkloadRef]] = field(default_factory=list)
     principals: dict[str, WorkloadRef] = field(default_factory=dict)
     shared_principals: set[str] = field(default_factory=set)
-    declared_principals: dict[str, WorkloadRef] = field(default_factory=dict)  # with client ids as well
     workloads: dict[WorkloadRef, Mapping[str, Any]] = field(default_factory=dict)
 
     @classmethod
@@ -59,11 +58,9 @@ class Attribution:
 
     def _declare_kafka(self, ref: WorkloadRef, annotations: Mapping[str, str]) -> None:
         principal = annotations.get(KAFKA_PRINCIPAL_ANNOTATION)
-        if principal and annotations.get(KAFKA_CLIENT_ID_ANNOTATION, "").strip():
-            # Declared client ids are authoritative: other clients of the same principal (in namespaces
-            # this policy does not see) are not this workload's traffic.
-            self.declared_principals[principal.removeprefix("User:")] = ref
-        elif principal:
+        # Declared client ids are authoritative: other clients of the same principal (in namespaces this
+        # policy does not see) are not this workload's traffic, so the principal attributes nothing then.
+        if principal and not annotations.get(KAFKA_CLIENT_ID_ANNOTATION, "").strip():
             if principal in self.principals and self.principals[principal] != ref:
                 self.shared_principals.add(principal)  # two workloads share it: it names neither
             self.principals.setdefault(principal, ref)
@@ -118,12 +115,4 @@ class Attribution:
         own = [pod for (_, pod), ref in self.pods.items() if ref == workload]
         mine = [p for p, ref in self.client_id_prefixes if ref == workload]
         return any(pod.startswith(prefix) for pod in own for prefix in mine)
-
-    def principal_of(self, workload: WorkloadRef) -> str | None:
-        """The principal a workload declared, when no other workload shares it (a quota on a shared user
-        would hold innocent neighbours)."""
-        for principal, ref in [*self.principals.items(), *self.declared_principals.items()]:
-            if ref == workload and principal not in self.shared_principals:
-                return principal
-        return None
 
