@@ -50,11 +50,11 @@ from sequestra.model.sequestration import (
 )
 from sequestra.notify.pager import PageReason
 from sequestra.policy import evasion, guardrails, lifecycle
+from sequestra.policy.tampering import escalates_on_tamper
 from sequestra.settings import Settings
 
 log = structlog.get_logger("sequestra.sequestration")
 AUTOMATED_REQUESTER = "sequestra"  # spec.requester of the sequestrations the operator itself creates
-TAMPERS_PER_ESCALATION = 3  # every third tamper of one hold escalates it one rung (or pages)
 EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestration it evaded
 # The autonomous loop's labels (controller/loop.py, which imports this module): an evader's hold carries
 # them so the loop sees the workload as held by its policy and does not open a second hold on it.
@@ -440,7 +440,7 @@ def _record_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], spe
                 changes=[t.as_record() for t in tampered])
     kopf.warn(body, reason="Tampered", message=message[:1000])
     _target_event(workload, "Tampered", f"Sequestration {_name(body)}: {message}"[:1000], warning=True)
-    if count % TAMPERS_PER_ESCALATION == 0:
+    if escalates_on_tamper(count):  # every third tamper: one rung up (or a page)
         _escalate_for_tampering(ctx, body, status, spec, count)
     return status
 
