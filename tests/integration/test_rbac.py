@@ -69,6 +69,7 @@ USED: list[tuple[str, str, str, str | None, str | None, str | None, str]] = [
     ("get list watch", "", "configmaps", None, None, None, "change events"),
     ("get list watch", "", "namespaces", None, None, None, "kopf, policies._covered_namespaces"),
     ("create patch", "", "events", None, APP, None, "kopf.info/warn/event"),
+    ("list", "", "events", None, APP, None, "an incident's Warning events (evidence)"),
     ("create patch", "events.k8s.io", "events", None, APP, None, "kopf.info/warn/event"),
     ("get list watch create delete patch", "networking.k8s.io", "networkpolicies", None, APP, None, "isolate"),
     ("get list watch patch", "sparkoperator.k8s.io", "sparkapplications", None, None, None, "sparkCapExecutors"),

@@ -50,7 +50,15 @@ from sequestra.scoring.excursions import ExcursionTracker
 from sequestra.scoring.series import ScorerConfig
 from sequestra.signals.alerts import WEBHOOK_PATH, AlertBook, webhook_app
 from sequestra.signals.catalog import CATALOG, DEFAULT_SIGNALS, SignalDefinition
+from sequestra.signals.context import (
+    consumer_group_context,
+    consumer_groups_of,
+    spark_context,
+    spec_excerpt,
+    warning_events,
+)
 from sequestra.signals.guard import guard_installed
+from sequestra.signals.kafka import KafkaSignals, KafkaSnapshot
 from sequestra.signals.kubernetes import ClusterReader, ClusterSnapshot
 from sequestra.signals.prometheus import History, PrometheusSignals, SignalsUnavailable
 
@@ -59,6 +67,10 @@ log = structlog.get_logger("sequestra.loop")
 POLICY_LABEL = "sequestra.dev/policy"
 TARGET_KIND_LABEL = "sequestra.dev/target-kind"
 TARGET_NAME_LABEL = "sequestra.dev/target-name"
+KAFKA_RETRY_S = 60.0  # after an unreachable broker, poll it again only this much later: a down broker
+# would otherwise cost every interval its timeout
+KAFKA_POLL_TIMEOUT_S = 2.0
+SPARK_KINDS = ("SparkApplication", "ScheduledSparkApplication")
 
 DECISIONS = Counter("sequestra_decisions_total", "Decisions of the autonomous loop.", ["decision"])
 ANOMALOUS = Gauge("sequestra_anomalous_workloads", "Workloads scored anomalous at the last interval.", ["policy"])
@@ -127,6 +139,11 @@ class PolicyLoop:
         self.diagnose = diagnose
         self.alerts = alerts
         self.paged: set[str] = set()  # page once per reason per incident, not every interval
+        # Consumer-group status (Burrow rules need a window of polls) and topics, when the operator has a
+        # Kafka principal; read for the evidence of incidents, never a reason to act by itself.
+        self.kafka: KafkaSignals | None = None
+        self.kafka_snapshot: KafkaSnapshot | None = None
+        self._kafka_retry_at = 0.0
 
     # --- one interval --------------------------------------------------------------------------
     def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
@@ -170,6 +187,7 @@ class PolicyLoop:
             del self.scorers[ref]  # the workload is gone or no longer covered
             self.excursions.pop(ref, None)
             self.sustained.pop(ref, None)
+        self._poll_kafka(now)
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
         breaker_limit = int(spec.guardrails.circuit_breaker.get("maxAnomalousWorkloads", 5))
         report.breaker_open = len(report.anomalous) > breaker_limit
@@ -188,6 +206,20 @@ class PolicyLoop:
                 report.decisions.append((ref, decision))
                 DECISIONS.labels(str(decision.kind)).inc()
         return report
+
+    def _poll_kafka(self, now: float) -> None:
+        config = self.ctx.settings.kafka_client_config()
+        if config is None or now < self._kafka_retry_at:
+            return
+        if self.kafka is None:
+            self.kafka = KafkaSignals(config, timeout_s=KAFKA_POLL_TIMEOUT_S)
+        try:
+            self.kafka_snapshot = self.kafka.poll()
+        except Exception as exc:  # evidence only: a failing read never stops the interval
+            log.warning("kafka.poll_failed", error=str(exc)[:300])
+            self.kafka_snapshot = None
+        if self.kafka_snapshot is None or not self.kafka_snapshot.reachable:
+            self._kafka_retry_at = now + KAFKA_RETRY_S
 
     def _definitions(self, spec: SequestrationPolicySpec) -> list[SignalDefinition]:
         names = [s.name for s in spec.signals] or list(DEFAULT_SIGNALS)
@@ -295,13 +327,16 @@ class PolicyLoop:
 
     def _diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
                    verdict: WorkloadVerdict, incident: str, now: float) -> dict[str, Any]:
-        changes = snapshot.changes(ref, now - self.ctx.settings.change_lookback_s)
+        lookback = now - self.ctx.settings.change_lookback_s
+        changes = snapshot.changes(ref, lookback)
         obj = snapshot.attribution.workloads[ref]
         alerts = [{"name": a.name, "summary": a.summary, "labels": dict(a.labels), "since": a.starts_at}
                   for a in (self.alerts.for_workload(ref, snapshot.attribution, now) if self.alerts else [])]
+        executors = next((s.value for s in verdict.signals if s.name == "spark_executors"), None)
         evidence = build_evidence(incident, ref, signals=signal_summaries(verdict), changes=changes, alerts=alerts,
-                                  spec={"kind": ref.kind, "name": ref.name,
-                                        "replicas": (obj.get("spec") or {}).get("replicas")},
+                                  spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
+                                  kafka=self._kafka_context(ref, snapshot),
+                                  spark=spark_context(obj, executors) if ref.kind in SPARK_KINDS else None,
                                   since=verdict.since)
         if self.diagnose is None:
             return {"summary": verdict.explain(), "evidence": [i.summary for i in evidence.items]}
@@ -315,6 +350,43 @@ class PolicyLoop:
         if isinstance(self.ctx.diagnoser, RunbookCatalog):
             self.ctx.diagnoser.record_match(ref.namespace, diagnosis.runbook, incident, str(ref))
         return dict(diagnosis.model_dump(by_alias=True, mode="json"))
+
+    def _events(self, ref: WorkloadRef, snapshot: ClusterSnapshot, since: float) -> list[dict[str, Any]]:
+        try:
+            return warning_events(ref, snapshot.attribution, self.reader.warning_events(ref.namespace), since)
+        except ApiException as exc:  # evidence is best effort; the decision is already made
+            log.warning("events.read_failed", namespace=ref.namespace, error=f"{exc.status} {exc.reason}")
+            return []
+
+    def _kafka_context(self, ref: WorkloadRef, snapshot: ClusterSnapshot) -> dict[str, Any] | None:
+        """The workload's Kafka identity and consumer groups (Burrow status, lag, trend), as last polled."""
+        annotations = (snapshot.attribution.workloads[ref].get("metadata") or {}).get("annotations") or {}
+        context: dict[str, Any] = {}
+        try:
+            identity = KafkaIdentity.from_annotations(annotations)
+        except KafkaIdentityError:
+            identity = None
+        if identity is not None:
+            context.update(identity.model_dump(by_alias=True, exclude_none=True, mode="json"))
+        kafka = self.kafka_snapshot
+        if kafka is not None and not kafka.reachable:
+            context["broker"] = f"unknown: {kafka.reason}"
+        elif kafka is not None and self.kafka is not None:
+            members = {group: observed.client_ids for group, observed in kafka.groups.items()}
+            groups = []
+            for group in consumer_groups_of(ref, snapshot.attribution, members):
+                verdict = kafka.verdicts.get(group)
+                if verdict is None:
+                    continue
+                observed = kafka.groups.get(group)
+                groups.append(consumer_group_context(
+                    verdict, state=observed.state if observed else None,
+                    members=observed.members if observed else None,
+                    rebalances=observed.rebalances_total if observed else None,
+                    lag_trend=self.kafka.tracker.lag_trend(group)))
+            if groups:
+                context["consumerGroups"] = groups
+        return context or None
 
     def _contain(self, spec: SequestrationPolicySpec, policy: LoopPolicy, snapshot: ClusterSnapshot,
                  ref: WorkloadRef, verdict: WorkloadVerdict, decision: Decision, now: float) -> None:

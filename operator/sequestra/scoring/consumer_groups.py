@@ -172,6 +172,24 @@ class ConsumerGroupTracker:
         """The group's verdict when this poll could not read it (broker unreachable): no sample is added."""
         return GroupVerdict(group, GroupStatus.UNKNOWN, PartitionStatus.UNKNOWN, None, (), reason)
 
+    def lag_trend(self, group: str, *, tolerance: float = 0.1) -> str | None:
+        """"rising", "falling" or "flat": the group's total lag at the window's last sample against its
+        first, over partitions whose lag both samples know (within `tolerance` of the first is flat);
+        None until `min_samples` polls are in."""
+        windows = self._windows.get(group, {})
+        first = last = 0
+        known = False
+        for samples in windows.values():
+            if len(samples) >= self.rules.min_samples and samples[0].lag is not None and samples[-1].lag is not None:
+                first, last, known = first + samples[0].lag, last + samples[-1].lag, True
+        if not known:
+            return None
+        if last > first * (1 + tolerance) and last - first > 0:
+            return "rising"
+        if last < first * (1 - tolerance):
+            return "falling"
+        return "flat"
+
     def forget(self, group: str) -> None:
         self._windows.pop(group, None)
 

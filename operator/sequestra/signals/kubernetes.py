@@ -52,9 +52,11 @@ class ClusterReader:
     def __init__(self, api_client: client.ApiClient) -> None:
         self._api = api_client
 
-    def _list(self, group: str, version: str, plural: str, namespace: str) -> list[dict[str, Any]]:
+    def _list(self, group: str, version: str, plural: str, namespace: str,
+              query: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
         prefix = "/api/v1" if group == "" else f"/apis/{group}/{version}"
         request = self._api.param_serialize("GET", f"{prefix}/namespaces/{namespace}/{plural}",
+                                            query_params=query or [],
                                             header_params={"Accept": "application/json"},
                                             auth_settings=["BearerToken"])
         response = self._api.call_api(*request)
@@ -105,3 +107,7 @@ class ClusterReader:
             snapshot.pod_oom_kills[ref] = snapshot.pod_oom_kills.get(ref, 0) + sum(
                 1 for t in terminations if t.get("reason") == "OOMKilled")
         return snapshot
+
+    def warning_events(self, namespace: str) -> list[dict[str, Any]]:
+        """The namespace's Warning events (read once per incident, for its evidence, not every interval)."""
+        return self._list("", "v1", "events", namespace, [("fieldSelector", "type=Warning")])
