@@ -49,6 +49,13 @@ def explain(name: str, namespace: str, api_client: client.ApiClient | None = Non
                              f"{before} -> {change.get('after')!r}")
             for created in prior.get("created", []):
                 lines.append(f"    created {created['kind']} {created['name']}")
+            for resized in prior.get("pods", []):
+                for change in resized.get("changes", []):
+                    before = repr(change.get("before")) if change.get("existed", True) else "(absent)"
+                    lines.append(f"    Pod/{resized['pod']} {change['path']}: {before} -> {change.get('after')!r}"
+                                 " (resized in place)")
+            for skipped in prior.get("skippedPods", []):
+                lines.append(f"    not resized: {skipped}")
     if status.get("transitions"):
         lines.append("  history:")
         lines += [f"    {t['at']}  {t['phase']:<16} {t.get('reason', '')}" for t in status["transitions"]]

@@ -122,6 +122,47 @@ def test_a_pod_target_is_resolved_to_the_deployment_that_owns_it(
     assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 0
 
 
+def _pod_resources(core: client.CoreV1Api, namespace: str, app: str) -> dict[str, dict[str, Any]]:
+    """Running pods of `app` by name: each container's spec resources, as the API server returns them."""
+    pods = [p for p in core.list_namespaced_pod(namespace, label_selector=f"app={app}").items
+            if p.status.phase == "Running" and p.status.container_statuses
+            and all(s.resources is not None for s in p.status.container_statuses)]
+    return {p.metadata.name: {c.name: api_dict(c.resources) for c in p.spec.containers} for p in pods}
+
+
+def api_dict(model: Any) -> dict[str, Any]:
+    return dict(client.ApiClient().sanitize_for_serialization(model) or {})
+
+
+def test_a_running_job_is_throttled_by_resizing_its_pods_in_place_and_release_restores_them(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    core = client.CoreV1Api(api_client)
+    workloads.create(api_client, namespace, workloads.running_job(
+        "crunch", 2, limits={"cpu": "2", "memory": "1Gi"}, requests={"cpu": "1", "memory": "512Mi"}))
+    before_pods = eventually(lambda: (lambda found: found if len(found) == 2 else None)(
+        _pod_resources(core, namespace, "crunch")), what="two running pods of the Job reporting their resources")
+    before_job = workloads.read(api_client, namespace, "Job", "crunch")
+
+    seqs.create(sequestration("slow-down", "Job", "crunch", {"type": "throttle", "cpu": "500m"}))
+    active = seqs.wait_phase("slow-down", "Active")
+
+    recorded = active["status"]["priorState"][0]["pods"]
+    assert sorted(p["pod"] for p in recorded) == sorted(before_pods), "every running pod's resize is recorded"
+    held_pods = _pod_resources(core, namespace, "crunch")
+    for name, containers in held_pods.items():
+        assert containers["main"] == {"limits": {"cpu": "500m", "memory": "1Gi"},
+                                      "requests": {"cpu": "500m", "memory": "512Mi"}}, name
+        assert containers["sidecar"] == before_pods[name]["sidecar"], "a container without limits is left alone"
+    held_job = workloads.read(api_client, namespace, "Job", "crunch")
+    assert held_job["spec"]["template"] == before_job["spec"]["template"], "the immutable template is untouched"
+
+    seqs.patch_spec("slow-down", {"release": True})
+    seqs.wait_phase("slow-down", "Released")
+    assert _pod_resources(core, namespace, "crunch") == before_pods, "the pods are back exactly as they were"
+    assert _comparable(workloads.read(api_client, namespace, "Job", "crunch")) == _comparable(before_job)
+
+
 def test_a_change_made_by_someone_else_while_held_is_not_clobbered_on_release(
     operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
 ) -> None:

@@ -53,6 +53,21 @@ def job(name: str) -> dict[str, Any]:
     }
 
 
+def running_job(name: str, parallelism: int, *, limits: dict[str, str], requests: dict[str, str]) -> dict[str, Any]:
+    """A Job whose simulated pods keep running (KWOK completes a Job's pods after a delay we set long)."""
+    return {
+        "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
+        "spec": {"parallelism": parallelism, "completions": parallelism, "backoffLimit": 0, "template": {
+            "metadata": {"labels": {"app": name}, "annotations": {
+                "pod-complete.stage.kwok.x-k8s.io/delay": "3600000",
+                "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "1000"}},
+            "spec": {"restartPolicy": "Never", "containers": [
+                {"name": "main", "image": "example/batch:1", "resources": {"limits": limits, "requests": requests}},
+                {"name": "sidecar", "image": "example/proxy:1"}]},
+        }},
+    }
+
+
 def cronjob(name: str) -> dict[str, Any]:
     return {
         "apiVersion": "batch/v1", "kind": "CronJob", "metadata": {"name": name},

@@ -60,10 +60,45 @@ def test_an_action_that_does_not_fit_the_kind_is_refused_with_the_kinds_it_fits(
         plans.plan_changes(ActionSpec(type=ActionType.SUSPEND), "Deployment", _deployment(), "s")
 
 
-def test_throttling_a_job_is_refused_before_the_api_server_would_refuse_it() -> None:
-    job = {"kind": "Job", "metadata": {"name": "j"}, "spec": {"template": {"spec": {"containers": [{"name": "m"}]}}}}
-    with pytest.raises(plans.PlanError, match="throttle does not apply to a Job"):
-        plans.plan_changes(ActionSpec(type=ActionType.THROTTLE, cpu="100m"), "Job", job, "s")
+def test_throttling_a_job_changes_nothing_in_its_immutable_template() -> None:
+    job = {"kind": "Job", "metadata": {"name": "j"},
+           "spec": {"template": {"spec": {"containers": [{"name": "m", "resources": {"limits": {"cpu": "2"}}}]}}}}
+    assert plans.plan_changes(ActionSpec(type=ActionType.THROTTLE, cpu="100m"), "Job", job, "s") == []
+
+
+def _pod(*containers: dict[str, Any]) -> dict[str, Any]:
+    return {"metadata": {"name": "p", "uid": "u"}, "spec": {"containers": list(containers)}}
+
+
+def test_a_running_pod_is_resized_with_lower_limits_and_requests_lowered_below_them() -> None:
+    pod = _pod({"name": "m", "resources": {"limits": {"cpu": "2", "memory": "1Gi"},
+                                           "requests": {"cpu": "1", "memory": "512Mi"}}},
+               {"name": "side", "resources": {"limits": {"cpu": "100m"}}})
+    changes, refusal = plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="500m"), pod)
+    assert refusal is None
+    resized = copy.deepcopy(pod)
+    plans.apply_changes(resized, changes)
+    assert resized["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "500m", "memory": "1Gi"},
+                                                             "requests": {"cpu": "500m", "memory": "512Mi"}}
+    assert resized["spec"]["containers"][1] == pod["spec"]["containers"][1], "already below: never raised"
+    restored = plans.restored_object(resized, plans.plan_restore(resized, changes))
+    assert restored == pod
+
+
+def test_a_resize_that_would_change_the_qos_class_is_refused_with_the_reason() -> None:
+    # Lowering only the cpu of a Guaranteed pod keeps it Guaranteed (requests follow the limit) ...
+    guaranteed = _pod({"name": "m", "resources": {"limits": {"cpu": "2", "memory": "1Gi"},
+                                                  "requests": {"cpu": "2", "memory": "1Gi"}}})
+    assert plans.qos_class(guaranteed["spec"]["containers"]) == "Guaranteed"
+    changes, refusal = plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="1"), guaranteed)
+    assert refusal is None and {c.path.rsplit("/", 2)[-2] for c in changes} == {"limits", "requests"}
+    # ... but a limit on a BestEffort pod would make it Burstable, which the API server refuses in place.
+    best_effort = _pod({"name": "m"})
+    assert plans.qos_class(best_effort["spec"]["containers"]) == "BestEffort"
+    changes, refusal = plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="1"), best_effort)
+    assert changes == [] and refusal is not None and "BestEffort to Burstable" in refusal
+    # A request left unset counts as its limit (Kubernetes defaults it so).
+    assert plans.qos_class([{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]) == "Guaranteed"
 
 
 def test_label_marks_the_workload_and_names_the_sequestration() -> None:

@@ -18,6 +18,7 @@ from sequestra.model.sequestration import (
     ActionSpec,
     ActionType,
     CreatedObject,
+    PodResize,
     PriorState,
     TargetRef,
     WorkloadKind,
@@ -152,8 +153,36 @@ class KubernetesActuator:
             plans.pod_labels(workload.kind, workload.body)  # refuse now if there is nothing to select by
             created = (CreatedObject(api_version="networking.k8s.io/v1", kind="NetworkPolicy",
                                      name=isolation_policy_name(sequestration)),)
+        resized: list[PodResize] = []
+        skipped: list[str] = []
+        if action.type is ActionType.THROTTLE and workload.kind == "Job":
+            resized, skipped = self._plan_pod_resizes(action, workload)
         return PriorState(action_index=index, action=action.type, target_kind=workload.kind,
-                          target_name=workload.name, changes=tuple(changes), created=created)
+                          target_name=workload.name, changes=tuple(changes), created=created,
+                          pods=tuple(resized), skipped_pods=tuple(skipped))
+
+    def _plan_pod_resizes(self, action: ActionSpec, job: Workload) -> tuple[list[PodResize], list[str]]:
+        """A running Job is throttled through its running pods (its template is immutable)."""
+        resized, skipped = [], []
+        for pod in self._running_pods(job):
+            meta = pod["metadata"]
+            changes, refusal = plans.plan_pod_resize(action, pod)
+            if refusal is not None:
+                skipped.append(f"Pod/{meta['name']}: {refusal}")
+            elif changes:
+                resized.append(PodResize(pod=meta["name"], uid=meta["uid"], changes=tuple(changes)))
+        if not resized and not skipped:
+            skipped.append(f"{job}: no running pod to resize (pods it starts later are not throttled)")
+        return resized, skipped
+
+    def _running_pods(self, job: Workload) -> list[dict[str, Any]]:
+        uid = job.body["metadata"].get("uid")
+        listing: Any = self._core.list_namespaced_pod(job.namespace, _preload_content=False,
+                                                 label_selector=f"batch.kubernetes.io/controller-uid={uid}")
+        pods = json.loads(listing.data or b"{}").get("items", [])
+        return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
+                and not p["metadata"].get("deletionTimestamp")
+                and any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
 
     def plan_remaining(self, actions: tuple[ActionSpec, ...], workload: Workload, sequestration: str,
                        recorded: list[PriorState]) -> list[PriorState]:
@@ -184,12 +213,21 @@ class KubernetesActuator:
         plan = plans.plan_apply(current, [c for prior in priors for c in prior.changes])
         if plan.pending:
             self._patch(kind, namespace, name, plans.apply_patch(plan.pending))
+        drifted = [c.path for c in plan.drifted]
         for prior in priors:
+            for resize in prior.pods:
+                pod = self._pod(namespace, resize)
+                if pod is None:
+                    continue  # gone (the Job finished it, or it failed): nothing of it to throttle
+                pod_plan = plans.plan_apply(pod, list(resize.changes))
+                if pod_plan.pending:
+                    self._resize(namespace, resize.pod, plans.apply_patch(pod_plan.pending))
+                drifted += [f"Pod/{resize.pod}{c.path}" for c in pod_plan.drifted]
             for created in prior.created:
                 selector = plans.pod_labels(kind, current)
                 self._create_network_policy(plans.isolation_policy(
                     created.name, namespace, selector, actions[prior.action_index], sequestration))
-        return [c.path for c in plan.drifted]
+        return drifted
 
     def reassert(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str,
                  sequestration: str, current: dict[str, Any] | None = None) -> list[drift.Tampering]:
@@ -214,6 +252,8 @@ class KubernetesActuator:
                                          found=None if was is plans._MISSING else was, wanted=wanted,
                                          by=drift.owner_text(current, path, was)))
         for prior in priors:
+            for resize in prior.pods:
+                found += self._reassert_pod(namespace, resize, str(prior.action))
             for created in prior.created:
                 desired = plans.isolation_policy(created.name, namespace, plans.pod_labels(kind, current),
                                                  actions[prior.action_index], sequestration)
@@ -221,6 +261,18 @@ class KubernetesActuator:
                 if tampering is not None:
                     found.append(tampering)
         return found
+
+    def _reassert_pod(self, namespace: str, resize: PodResize, action: str) -> list[drift.Tampering]:
+        pod = self._pod(namespace, resize)
+        if pod is None:
+            return []
+        plan = drift.plan_reassert(pod, list(resize.changes))
+        if plan.ops:
+            self._resize(namespace, resize.pod, plan.ops)
+        return [drift.Tampering(action=action, target=f"Pod/{resize.pod}", path=path,
+                                what="removed" if was is plans._MISSING else "changed",
+                                found=None if was is plans._MISSING else was, wanted=wanted,
+                                by=drift.owner_text(pod, path, was)) for path, was, wanted in plan.undone]
 
     def _reassert_policy(self, desired: dict[str, Any], action: str) -> drift.Tampering | None:
         namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
@@ -242,19 +294,30 @@ class KubernetesActuator:
     def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
         """Undo what `priors` record, newest first, in one patch, leaving any field someone else changed
         since; idempotent."""
+        restored: list[str] = []
+        conflicts: list[str] = []
         for prior in priors:
             for created in prior.created:
                 self._delete(created.kind, namespace, created.name)
+            for resize in prior.pods:
+                pod = self._pod(namespace, resize)
+                if pod is None:
+                    continue  # finished or replaced: a new pod never had our limits
+                pod_plan = plans.plan_restore(pod, list(resize.changes))
+                if pod_plan.ops:
+                    self._resize(namespace, resize.pod, pod_plan.ops)
+                restored += [f"Pod/{resize.pod}{path}" for path in pod_plan.restored]
+                conflicts += [f"Pod/{resize.pod}{path}" for path in pod_plan.conflicts]
         if not priors:
             return RestoreResult(restored=[], conflicts=[], target=None)
         kind, name = priors[0].target_kind, priors[0].target_name
         current = self.get(kind, namespace, name)
         if current is None:  # the workload was deleted while held: nothing left to restore
-            return RestoreResult(restored=[], conflicts=[], target=None)
+            return RestoreResult(restored=restored, conflicts=conflicts, target=None)
         plan = plans.plan_restore(current, [c for prior in priors for c in prior.changes])
         if plan.ops:
             self._patch(kind, namespace, name, plan.ops)
-        return RestoreResult(restored=plan.restored, conflicts=plan.conflicts,
+        return RestoreResult(restored=[*plan.restored, *restored], conflicts=[*plan.conflicts, *conflicts],
                              target=Workload(kind, name, namespace, current))
 
     def _patch(self, kind: str, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
@@ -276,6 +339,33 @@ class KubernetesActuator:
                 raise ActuationConflict(f"{kind} {namespace}/{name} changed while being written") from exc
             if exc.status == 409:
                 raise ActuationConflict(f"{kind} {namespace}/{name} changed while being written") from exc
+            raise
+
+    def _pod(self, namespace: str, resize: PodResize) -> dict[str, Any] | None:
+        """The resized pod as it is now, or None when it is gone or a new pod reuses its name."""
+        try:
+            response: Any = self._core.read_namespaced_pod(resize.pod, namespace, _preload_content=False)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        pod = cast(dict[str, Any], json.loads(response.data))
+        return pod if pod["metadata"].get("uid") == resize.uid else None
+
+    def _resize(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
+        try:
+            self._core.patch_namespaced_pod_resize(name, namespace, ops, _content_type=JSON_PATCH,
+                                                   field_manager="sequestra")
+        except ApiException as exc:
+            if exc.status == 422:
+                causes = (json.loads(exc.body or "{}").get("details") or {}).get("causes") or []
+                reasons = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}" for c in causes)
+                if not causes:
+                    raise ActuationConflict(f"Pod {namespace}/{name} changed while being resized") from exc
+                raise ActuationRejected(f"the API server refused resizing Pod {namespace}/{name} in place: "
+                                        f"{reasons}") from exc
+            if exc.status == 409:
+                raise ActuationConflict(f"Pod {namespace}/{name} changed while being resized") from exc
             raise
 
     def _create_network_policy(self, manifest: dict[str, Any]) -> None:

@@ -43,8 +43,9 @@ ACTIONS_BY_KIND = {
     # On a SparkApplication, scale caps its executors (see _executor_cap_targets).
     ActionType.SCALE: {"Deployment", "StatefulSet", SPARK_APPLICATION},
     ActionType.SUSPEND: {"Job", "CronJob", SPARK_APPLICATION, SCHEDULED_SPARK_APPLICATION},
-    # A Job's pod template is immutable once created: throttling one needs an in-place pod resize.
-    ActionType.THROTTLE: (set(POD_SPEC_PATHS) - {"Job"}) | {SPARK_APPLICATION},
+    # A Job's pod template is immutable once created: a Job is throttled by resizing its running pods in
+    # place (plan_pod_resize), its own spec untouched.
+    ActionType.THROTTLE: set(POD_SPEC_PATHS) | {SPARK_APPLICATION},
     ActionType.ISOLATE: set(POD_SPEC_PATHS),
     ActionType.LABEL: set(POD_SPEC_PATHS) | {SPARK_APPLICATION, SCHEDULED_SPARK_APPLICATION},
 }
@@ -122,7 +123,7 @@ def plan_changes(action: ActionSpec, kind: str, obj: dict[str, Any], sequestrati
         wanted.append(("/spec/suspend", True))
     elif action.type is ActionType.THROTTLE and kind == SPARK_APPLICATION:
         wanted.extend(_executor_throttle_targets(action, obj))
-    elif action.type is ActionType.THROTTLE:
+    elif action.type is ActionType.THROTTLE and kind != "Job":
         wanted.extend(_throttle_targets(action, kind, obj))
     elif action.type is ActionType.LABEL:
         wanted.append((f"/metadata/labels/{escape(SEQUESTERED_LABEL)}", "true"))
@@ -144,9 +145,13 @@ def _throttle_targets(action: ActionSpec, kind: str, obj: dict[str, Any]) -> lis
     containers = get_pointer(obj, POD_SPEC_PATHS[kind] + "/containers")
     if containers is _MISSING or not containers:
         raise PlanError(f"the {kind} has no containers to throttle")
+    return _lowered_limits(action, POD_SPEC_PATHS[kind], containers)
+
+
+def _lowered_limits(action: ActionSpec, pod_spec_path: str, containers: list[dict[str, Any]]) -> list[tuple[str, Any]]:
     wanted = []
     for index, container in enumerate(containers):
-        base = f"{POD_SPEC_PATHS[kind]}/containers/{index}/resources"
+        base = f"{pod_spec_path}/containers/{index}/resources"
         resources = container.get("resources") or {}
         for resource, limit in (("cpu", action.cpu), ("memory", action.memory)):
             if limit is None:
@@ -159,6 +164,45 @@ def _throttle_targets(action: ActionSpec, kind: str, obj: dict[str, Any]) -> lis
             if request is not None and parse_quantity(request) > parse_quantity(limit):
                 wanted.append((f"{base}/requests/{resource}", limit))
     return wanted
+
+
+def qos_class(containers: list[dict[str, Any]]) -> str:
+    """A pod's QoS class from its containers, by Kubernetes' rule: a request left unset defaults to its
+    limit; Guaranteed when every container limits and requests cpu and memory equally, BestEffort when
+    none sets any, Burstable otherwise."""
+    guaranteed, anything = True, False
+    for container in containers:
+        resources = container.get("resources") or {}
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        anything = anything or bool(limits) or bool(requests)
+        for resource in ("cpu", "memory"):
+            limit, request = limits.get(resource), requests.get(resource, limits.get(resource))
+            if limit is None or request is None or parse_quantity(limit) != parse_quantity(request):
+                guaranteed = False
+    if guaranteed and containers:
+        return "Guaranteed"
+    return "Burstable" if anything else "BestEffort"
+
+
+def plan_pod_resize(action: ActionSpec, pod: dict[str, Any]) -> tuple[list[FieldChange], str | None]:
+    """The in-place resize of a running pod that a throttle makes: its containers' limits lowered (never
+    raised, requests above a new limit lowered with it), as changes under /spec/containers. Returns a
+    reason instead when the resize cannot be made in place: the API server refuses a resize that changes
+    the pod's QoS class, so such a pod is left alone and reported."""
+    containers = (pod.get("spec") or {}).get("containers") or []
+    wanted = _lowered_limits(action, "/spec", containers)
+    changes: list[FieldChange] = []
+    scratch = copy.deepcopy(pod)
+    for path, after in wanted:
+        change = change_to(scratch, path, after)
+        if change is not None:
+            changes.append(change)
+            apply_changes(scratch, [change])
+    before_class, after_class = qos_class(containers), qos_class(scratch["spec"]["containers"])
+    if before_class != after_class:
+        return [], (f"its QoS class would change from {before_class} to {after_class}, which a resize in place "
+                    "may not do")
+    return changes, None
 
 
 def _spark_conf_overrides(obj: dict[str, Any], keys: tuple[str, ...], what: str) -> None:

@@ -121,6 +121,7 @@ class LoopReport:
     reason: str = ""
     covered: int = 0
     anomalous: list[WorkloadRef] = field(default_factory=list)
+    states: dict[WorkloadRef, str] = field(default_factory=dict)  # every covered workload's verdict
     decisions: list[tuple[WorkloadRef, Decision]] = field(default_factory=list)
     breaker_open: bool = False
 
@@ -188,6 +189,7 @@ class PolicyLoop:
             self.excursions.pop(ref, None)
             self.sustained.pop(ref, None)
         self._poll_kafka(now)
+        report.states = {ref: verdict.state for ref, verdict in verdicts.items()}
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
         breaker_limit = int(spec.guardrails.circuit_breaker.get("maxAnomalousWorkloads", 5))
         report.breaker_open = len(report.anomalous) > breaker_limit

@@ -27,6 +27,7 @@ from sequestra.actuators.kafka import KafkaActuator
 from sequestra.actuators.kafka_quotas import KafkaUnavailable
 from sequestra.actuators.kubernetes import (
     RESOURCES,
+    WORKLOAD_KINDS,
     ActuationConflict,
     ActuationRejected,
     KubernetesActuator,
@@ -216,10 +217,15 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
         message = f"invalid spec: {exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc']))}"
         await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "InvalidSpec", message)
         raise kopf.PermanentError(message) from exc
-    # Two independent reads at once: each is a round trip to a busy API server.
-    status, resolved = await asyncio.gather(
+    # Independent reads at once: each is a round trip to a busy API server. An automated hold about to be
+    # taken (as far as the event's copy of the status says) also reads what its guardrails count.
+    hinted = Phase((body.get("status") or {}).get("phase") or Phase.PENDING)
+    prefetch = spec.requester == AUTOMATED_REQUESTER and hinted in (Phase.PENDING, Phase.AWAITING_APPROVAL) \
+        and not spec.release
+    status, resolved, counted = await asyncio.gather(
         asyncio.to_thread(_status, ctx, body),
         asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec),
+        _cluster_state(ctx, body) if prefetch else asyncio.sleep(0, result=None),
     )
     phase = Phase(status.get("phase") or Phase.PENDING)
     if phase.is_final:
@@ -240,8 +246,11 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     summary = {"targetRef": str(workload), "actionSummary": spec.action_summary()}
     # Guardrails bound taking a hold, not keeping one: re-checked every interval, a cap reached by later
     # holds would fail an Active hold without restoring it.
-    refusal = None if phase is Phase.ACTIVE else await asyncio.to_thread(_guardrail_refusal, ctx, body, spec,
-                                                                         workload)
+    refusal = None
+    if phase is not Phase.ACTIVE:
+        if counted is None and spec.requester == AUTOMATED_REQUESTER:
+            counted = await _cluster_state(ctx, body)
+        refusal = _guardrail_refusal(ctx, body, spec, workload, counted or guardrails.ClusterState())
     if refusal is not None:
         metrics.REFUSALS.labels(reason=refusal.reason).inc()
         if refusal.reason == "CircuitBreakerOpen":
@@ -269,8 +278,9 @@ def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
 
 
-def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec,
-                       workload: Workload) -> guardrails.Refusal | None:
+def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec, workload: Workload,
+                       state: guardrails.ClusterState) -> guardrails.Refusal | None:
+    """Pure: `state` counts the operator's own holds (empty for a human's request, bound only by protection)."""
     namespace = body["metadata"]["namespace"]
     automated = spec.requester == AUTOMATED_REQUESTER
     limits = guardrails.Limits(
@@ -282,14 +292,17 @@ def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec,
         circuit_breaker_max_anomalous=ctx.settings.circuit_breaker_max_anomalous,
     )
     labels = workload.body["metadata"].get("labels") or {}
-    state = _cluster_state(ctx, body) if automated else guardrails.ClusterState()
     return guardrails.check(namespace, str(workload), labels, limits, state, automated=automated)
 
 
-def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
-    """Counts of the operator's own sequestrations, besides this one, for the caps and the breaker."""
+async def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
+    """Counts of the operator's own sequestrations, besides this one, for the caps and the breaker (the
+    listings run concurrently)."""
     namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
-    listing: Any = ctx.objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+    listing: Any
+    listing, *per_kind = await asyncio.gather(
+        asyncio.to_thread(ctx.objects.list_cluster_custom_object, GROUP, VERSION, PLURAL),
+        *(asyncio.to_thread(ctx.actuator.list_workloads, namespace, (kind,)) for kind in WORKLOAD_KINDS))
     others = [s for s in listing["items"]
               if s["metadata"]["uid"] != uid and (s.get("spec") or {}).get("requester") == AUTOMATED_REQUESTER]
     held = [s for s in others if (s.get("status") or {}).get("phase") == Phase.ACTIVE]
@@ -306,7 +319,7 @@ def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
     return guardrails.ClusterState(
         active_total=len(held),
         active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
-        workloads_in_namespace=len(ctx.actuator.list_workloads(namespace)),
+        workloads_in_namespace=sum(len(found) for found in per_kind),
         actions_last_hour=len(acted_recently),
         anomalous_workloads=len(open_requests) + 1,
     )
@@ -359,6 +372,9 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
         # Written before the target is touched: a crash after this line leaves a record to restore from.
         await asyncio.to_thread(_write_status, ctx, body, {
             "priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})
+        skipped = [reason for prior in planned for reason in prior.skipped_pods]
+        if skipped:  # a throttle that could not reach some running pods says so, rather than look complete
+            kopf.warn(body, reason="PodsNotResized", message="; ".join(skipped)[:1000])
     # Freshly read when resolving; a stale copy only costs a retry (the patch's test ops catch it).
     current = workload.body if planned else None
     with metrics.ACTUATOR_SECONDS.labels(action=_action_label(spec), operation="apply").time():

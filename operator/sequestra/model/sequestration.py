@@ -171,6 +171,17 @@ class CreatedObject(CamelModel):
     name: str
 
 
+class PodResize(CamelModel):
+    """A running pod's container resources changed in place (`pods/resize`), as FieldChanges on the pod.
+
+    A Job's pod template is immutable, so a running Job is throttled through its pods. `uid` keeps a
+    release from "restoring" a new pod that happens to reuse the name."""
+
+    pod: str
+    uid: str
+    changes: tuple[FieldChange, ...] = ()
+
+
 class PriorState(CamelModel):
     """What one action changed on the target, recorded before the change is made."""
 
@@ -180,3 +191,5 @@ class PriorState(CamelModel):
     target_name: str
     changes: tuple[FieldChange, ...] = ()
     created: tuple[CreatedObject, ...] = ()
+    pods: tuple[PodResize, ...] = ()  # resized in place (throttling a Job)
+    skipped_pods: tuple[str, ...] = ()  # running pods left alone, with why (e.g. their QoS class would change)
