@@ -101,6 +101,9 @@ class Write(_Spec):
     delete: bool = False
     create: dict[str, Any] | None = None  # a manifest (kind, metadata.name at least)
     note: str = ""  # what the person meant
+    # Whether it undoes containment; default: it does when an expected tampering names what it wrote. Say so
+    # for a write that undoes containment elsewhere (pod labels changed so the NetworkPolicy misses the pods).
+    benign: bool | None = None
 
     @model_validator(mode="after")
     def _one_kind_of_write(self) -> Write:
@@ -592,17 +595,18 @@ def _run(scenario: Scenario) -> Outcome:
         at = datetime.strptime(interval.at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC) if interval.at else \
             at + timedelta(seconds=INTERVAL_S)
         when = at.strftime("%Y-%m-%dT%H:%M:%SZ")
-        written: list[tuple[str, list[str]]] = []  # (target, paths) of each write, for the benign count
+        written: list[tuple[Write, str, list[str]]] = []  # each write, its target and paths: the benign count
         for number, write in enumerate(interval.writes, start=1):
             by = write.by if "time" in write.by.model_fields_set else write.by.model_copy(update={"time": when})
             store.clock = when
             try:
-                written.append(_do_write(store, scenario, write, by))
+                written.append((write, *_do_write(store, scenario, write, by)))
             except (ValueError, ApiException) as exc:
                 raise ValueError(f"interval {index}, write {number}: {exc}") from None
             if write.create is not None and write.create["kind"] in WORKLOAD_KINDS:
                 meta = write.create["metadata"]
-                look_alikes.add((str(write.create["kind"]), str(meta.get("namespace") or namespace), str(meta["name"])))
+                look_alikes.add((str(write.create["kind"]), str(meta.get("namespace") or write.namespace or namespace),
+                                 str(meta["name"])))
         store.clock = when
         # What the Sequestration's timer does: re-assert on the target as read, count, escalate.
         current = store.read(kind, namespace, name)
@@ -665,7 +669,7 @@ def _flags(tamper_target: str, tamper_path: str, write_target: str, paths: list[
 
 
 def _score(outcome: Outcome, scenario: Scenario, interval: Interval, result: IntervalResult,
-           written: list[tuple[str, list[str]]], after: dict[str, Any] | None) -> None:
+           written: list[tuple[Write, str, list[str]]], after: dict[str, Any] | None) -> None:
     expect = interval.expect
     failures = result.failures
     reported = {(t.target, t.path): t for t in result.tampered}
@@ -689,8 +693,8 @@ def _score(outcome: Outcome, scenario: Scenario, interval: Interval, result: Int
         if key not in expected:
             outcome.tampers_unexpected += 1
             failures.append(f"unexpected tampering reported: {found.describe()}")
-    for target, paths in written:
-        if any(_flags(t, p, target, paths) for t, p in expected):
+    for write, target, paths in written:
+        if write.benign is False or (write.benign is None and any(_flags(t, p, target, paths) for t, p in expected)):
             continue
         outcome.benign_writes += 1
         if any(_flags(t.target, t.path, target, paths) for t in result.tampered):
@@ -768,12 +772,12 @@ def _pct(value: float | None) -> str:
 
 
 def table(report: Report) -> str:
-    header = (f"{'SCENARIO':<44} {'TAMPERS':>7} {'FALSE':>5} {'WHO':>5} {'EVADERS':>7} {'FALSE':>5} "
+    header = (f"{'SCENARIO':<46} {'TAMPERS':>7} {'FALSE':>5} {'WHO':>5} {'EVADERS':>7} {'FALSE':>5} "
               f"{'ESC':>5} {'HELD':>5}  RESULT")
     lines = [header]
     for o in report.outcomes:
         lines.append(
-            f"{o.scenario.name:<44} {o.tampers_detected:>3}/{o.tampers_expected:<3} {o.benign_writes_flagged:>5} "
+            f"{o.scenario.name:<46} {o.tampers_detected:>3}/{o.tampers_expected:<3} {o.benign_writes_flagged:>5} "
             f"{o.attributions_correct:>2}/{o.attributions_expected:<2} {o.evaders_linked:>3}/{o.evaders_expected:<3} "
             f"{o.look_alikes_linked:>5} {o.escalations:>2}/{o.escalations_expected:<2} "
             f"{o.contained_intervals:>2}/{len(o.intervals):<2}  {'ok' if o.ok else 'FAIL'}")
