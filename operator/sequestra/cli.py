@@ -276,9 +276,17 @@ def eval_(
     min_action_accuracy: Annotated[float, typer.Option(help="fail below this (0..1)")] = 0.9,
     max_false_sequester_rate: Annotated[float, typer.Option(help="fail above this (0..1)")] = 0.0,
     max_missed_sequester_rate: Annotated[float, typer.Option(help="fail above this (0..1)")] = 0.1,
+    suite: Annotated[str, typer.Option(help="diagnosis, or containment (tamper, evasion, look-alikes; "
+                                             "default scenarios evals/containment/)")] = "diagnosis",
 ) -> None:
     """Run the diagnosis eval suite; print accuracy, false/missed sequesters, tokens and latency per
-    scenario; exit 1 when a threshold is not met or any action falls outside policy."""
+    scenario; exit 1 when a threshold is not met or any action falls outside policy. With --suite
+    containment: replay the tamper and evasion scenarios; exit 1 when any expectation fails."""
+    if suite == "containment":
+        _eval_containment(scenarios, as_json)
+        return
+    if suite != "diagnosis":
+        _fail(f"--suite must be diagnosis or containment, not {suite!r}")
     from sequestra.diagnosis import Diagnoser, LlmSettings, RunbookError, default_runbooks_dir, evals, load_runbooks
 
     if diagnoser not in ("rules", "llm"):
@@ -303,6 +311,26 @@ def eval_(
                           "scenarios": [o.row() for o in report.outcomes]}, indent=2))
     else:
         print(evals.table(report))
+        for failure in failures:
+            print(f"FAIL: {failure}", file=sys.stderr)
+    if failures:
+        raise typer.Exit(code=1)
+
+
+def _eval_containment(scenarios: Path | None, as_json: bool) -> None:
+    from sequestra.actuators import containment_evals
+
+    try:
+        report = containment_evals.run(containment_evals.load_scenarios(
+            scenarios or containment_evals.default_scenarios_dir()))
+    except ValueError as exc:
+        _fail(str(exc))
+    failures = report.failures()
+    if as_json:
+        print(json.dumps({"summary": report.summary(), "failures": failures,
+                          "scenarios": [o.row() for o in report.outcomes]}, indent=2))
+    else:
+        print(containment_evals.table(report))
         for failure in failures:
             print(f"FAIL: {failure}", file=sys.stderr)
     if failures:
