@@ -430,7 +430,9 @@ def _set_pointer(obj: dict[str, Any], path: str, value: Any) -> None:
     node: Any = obj
     for segment in parents:
         node = node[int(segment)] if isinstance(node, list) else node.setdefault(segment, {})
-    if isinstance(node, list):
+    if isinstance(node, list) and last == "-":  # JSON pointer's "after the last item": a new container
+        node.append(value)
+    elif isinstance(node, list):
         node[int(last)] = value
     else:
         node[last] = value
@@ -772,15 +774,20 @@ def _pct(value: float | None) -> str:
 
 
 def table(report: Report) -> str:
-    header = (f"{'SCENARIO':<46} {'TAMPERS':>7} {'FALSE':>5} {'WHO':>5} {'EVADERS':>7} {'FALSE':>5} "
+    # TAMPERS detected/expected, FLAGGED benign writes flagged/benign writes, WHO attributed right/expected,
+    # EVADERS linked/expected, LINKED look-alikes linked/look-alikes, ESC escalations/expected, HELD intervals
+    # contained after re-assertion/intervals.
+    header = (f"{'SCENARIO':<46} {'TAMPERS':>7} {'FLAGGED':>7} {'WHO':>5} {'EVADERS':>7} {'LINKED':>7} "
               f"{'ESC':>5} {'HELD':>5}  RESULT")
     lines = [header]
     for o in report.outcomes:
         lines.append(
-            f"{o.scenario.name:<46} {o.tampers_detected:>3}/{o.tampers_expected:<3} {o.benign_writes_flagged:>5} "
-            f"{o.attributions_correct:>2}/{o.attributions_expected:<2} {o.evaders_linked:>3}/{o.evaders_expected:<3} "
-            f"{o.look_alikes_linked:>5} {o.escalations:>2}/{o.escalations_expected:<2} "
-            f"{o.contained_intervals:>2}/{len(o.intervals):<2}  {'ok' if o.ok else 'FAIL'}")
+            f"{o.scenario.name:<46} {o.tampers_detected:>3}/{o.tampers_expected:<3} "
+            f"{o.benign_writes_flagged:>3}/{o.benign_writes:<3} "
+            f"{o.attributions_correct:>2}/{o.attributions_expected:<2} "
+            f"{o.evaders_linked:>3}/{o.evaders_expected:<3} {o.look_alikes_linked:>3}/{o.look_alikes:<3} "
+            f"{o.escalations:>2}/{o.escalations_expected:<2} {o.contained_intervals:>2}/{len(o.intervals):<2}  "
+            f"{'ok' if o.ok else 'FAIL'}")
     s = report.summary()
     lines += [
         "",
