@@ -195,6 +195,18 @@ def owner_text(obj: dict[str, Any], path: str, found: Any) -> str:
     return str(owner) if owner else "unknown: no field manager besides Sequestra owns it"
 
 
+def uncovered(action: str, target: str, obj: dict[str, Any], change: FieldChange) -> Tampering:
+    """A field a hold had to reach anew while held (a container added without the throttle's limit),
+    attributed to whoever wrote the nearest part of it that exists (the new container, usually)."""
+    owner, path = None, change.path
+    while owner is None and path.count("/") > 1:
+        owner = field_owner(obj, path)
+        path = path.rsplit("/", 1)[0]
+    return Tampering(action=action, target=target, path=change.path, what="changed",
+                     found=change.before if change.existed else None, wanted=change.after,
+                     by=str(owner) if owner else "unknown: no field manager besides Sequestra owns it")
+
+
 def isolation_drift(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:
     """What of an isolating NetworkPolicy differs from what Sequestra made: its spec, or the label and
     annotation that mark it as Sequestra's (the admission guard keys on them)."""

@@ -18,6 +18,7 @@ from sequestra.model.sequestration import (
     ActionSpec,
     ActionType,
     CreatedObject,
+    FieldChange,
     PodResize,
     PriorState,
     TargetRef,
@@ -160,6 +161,22 @@ class KubernetesActuator:
         return PriorState(action_index=index, action=action.type, target_kind=workload.kind,
                           target_name=workload.name, changes=tuple(changes), created=created,
                           pods=tuple(resized), skipped_pods=tuple(skipped))
+
+    def cover_additions(self, priors: list[PriorState], actions: tuple[ActionSpec, ...],
+                        workload: Workload) -> list[PriorState] | None:
+        """While held: `priors` with the changes a throttle needs for what was added to the workload since
+        it was recorded (plans.uncovered_throttle_changes) appended; None when nothing new needs them.
+        The caller records the result before applying it, like any other plan."""
+        extended, grew = [], False
+        for prior in priors:
+            fresh: list[FieldChange] = []
+            if (prior.target_kind, prior.target_name) == (workload.kind, workload.name) and \
+                    prior.action_index < len(actions):
+                fresh = plans.uncovered_throttle_changes(actions[prior.action_index], workload.kind, workload.body,
+                                                         list(prior.changes))
+            grew = grew or bool(fresh)
+            extended.append(prior.model_copy(update={"changes": (*prior.changes, *fresh)}) if fresh else prior)
+        return extended if grew else None
 
     def _plan_pod_resizes(self, action: ActionSpec, job: Workload) -> tuple[list[PodResize], list[str]]:
         """A running Job is throttled through its running pods (its template is immutable)."""

@@ -166,6 +166,22 @@ def _lowered_limits(action: ActionSpec, pod_spec_path: str, containers: list[dic
     return wanted
 
 
+def uncovered_throttle_changes(action: ActionSpec, kind: str, current: dict[str, Any],
+                               recorded: list[FieldChange]) -> list[FieldChange]:
+    """While a throttle holds: the limits it would set now that no recorded change covers — a container
+    added to the template after the hold, or a limit added where none was. Re-asserting only what was
+    recorded would leave such a container unthrottled. Empty when the action is not a template throttle."""
+    if action.type is not ActionType.THROTTLE or kind not in POD_SPEC_PATHS or kind == "Job":
+        return []
+    try:
+        wanted = plan_changes(action, kind, current, "")
+    except PlanError:
+        return []  # no containers left: nothing to cover (re-assertion reports what was removed)
+    paths = [c.path for c in recorded]
+    return [c for c in wanted
+            if not any(c.path == p or c.path.startswith(p + "/") or p.startswith(c.path + "/") for p in paths)]
+
+
 def qos_class(containers: list[dict[str, Any]]) -> str:
     """A pod's QoS class from its containers, by Kubernetes' rule: a request left unset defaults to its
     limit; Guaranteed when every container limits and requests cpu and memory equally, BestEffort when

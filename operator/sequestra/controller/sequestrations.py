@@ -21,6 +21,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
+from sequestra.actuators import drift
 from sequestra.actuators.composite import CompositeActuator
 from sequestra.actuators.drift import Tampering
 from sequestra.actuators.kafka import KafkaActuator
@@ -356,7 +357,7 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
     phase = Phase(status.get("phase") or Phase.PENDING)
     if phase is Phase.ACTIVE and recorded:
-        status = await _reassert(body, ctx, status, spec, workload, recorded)
+        status, recorded = await _reassert(body, ctx, status, spec, workload, recorded)
     try:
         planned = await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, name, recorded)
     except PlanError as exc:
@@ -414,8 +415,10 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
 
 
 async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
-                    workload: Workload, recorded: list[PriorState]) -> dict[str, Any]:
-    """Level-based: put back whatever someone undid while held, then record who and escalate on repeats."""
+                    workload: Workload, recorded: list[PriorState]) -> tuple[dict[str, Any], list[PriorState]]:
+    """Level-based: put back whatever someone undid while held, reach what was added since (a container
+    a throttle does not limit yet), then record who and escalate on repeats. Returns the status and the
+    record, which may have grown."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     current = workload.body if any(p.target_kind == workload.kind and p.target_name == workload.name
                                    for p in recorded) else None
@@ -430,9 +433,22 @@ async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
         metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="reassert").inc()
         raise kopf.TemporaryError(f"re-asserting {spec.action_summary()} on {workload} failed: {exc}",
                                   delay=5) from exc
+    extended = ctx.actions.cover_additions(recorded, spec.effective_actions(), workload)
+    if extended is not None:
+        # Recorded before written, like every plan: a release restores the added fields too.
+        await asyncio.to_thread(_write_status, ctx, body, {
+            "priorState": [p.model_dump(mode="json", by_alias=True) for p in extended]})
+        try:
+            await asyncio.to_thread(ctx.actions.apply, extended, spec.effective_actions(), namespace, name, None)
+        except ActuationConflict as exc:
+            raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
+        tampered += [drift.uncovered(str(new.action), str(workload), workload.body, change)
+                     for new, old in zip(extended, recorded, strict=True)
+                     for change in new.changes[len(old.changes):]]
+        recorded = extended
     if not tampered:
-        return status
-    return await asyncio.to_thread(_record_tampering, ctx, body, status, spec, workload, tampered)
+        return status, recorded
+    return await asyncio.to_thread(_record_tampering, ctx, body, status, spec, workload, tampered), recorded
 
 
 def _record_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
