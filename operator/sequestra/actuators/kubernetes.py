@@ -274,7 +274,7 @@ class KubernetesActuator:
             for created in prior.created:
                 desired = plans.isolation_policy(created.name, namespace, plans.pod_labels(kind, current),
                                                  actions[prior.action_index], sequestration)
-                tampering = self._reassert_policy(desired, str(prior.action))
+                tampering = self._reassert_policy(desired, str(prior.action), kind, current)
                 if tampering is not None:
                     found.append(tampering)
         return found
@@ -291,7 +291,8 @@ class KubernetesActuator:
                                 found=None if was is plans._MISSING else was, wanted=wanted,
                                 by=drift.owner_text(pod, path, was)) for path, was, wanted in plan.undone]
 
-    def _reassert_policy(self, desired: dict[str, Any], action: str) -> drift.Tampering | None:
+    def _reassert_policy(self, desired: dict[str, Any], action: str, kind: str,
+                         workload: dict[str, Any]) -> drift.Tampering | None:
         namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
         target = f"NetworkPolicy/{name}"
         current = self.get("NetworkPolicy", namespace, name)
@@ -304,6 +305,11 @@ class KubernetesActuator:
             return None
         self._patch("NetworkPolicy", namespace, name, drift.isolation_fix(current, desired))
         owners = {str(o) for o in (drift.field_owner(current, path) for path in changed) if o is not None}
+        if not owners and (current.get("spec") or {}).get("podSelector") != desired["spec"]["podSelector"]:
+            # Nobody edited the policy: the workload's pod labels moved away from its selector.
+            relabelled = drift.field_owner(workload, plans.POD_LABELS_PATHS[kind])
+            if relabelled is not None:
+                owners = {f"{relabelled} (changed the pod labels the policy selects)"}
         return drift.Tampering(action=action, target=target, path=",".join(changed), what="edited",
                                found=None, wanted=None,
                                by=", ".join(sorted(owners)) or drift.REMOVED_BY_UNKNOWN)
