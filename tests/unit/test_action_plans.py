@@ -73,7 +73,7 @@ def _pod(*containers: dict[str, Any]) -> dict[str, Any]:
 def test_a_running_pod_is_resized_with_lower_limits_and_requests_lowered_below_them() -> None:
     pod = _pod({"name": "m", "resources": {"limits": {"cpu": "2", "memory": "1Gi"},
                                            "requests": {"cpu": "1", "memory": "512Mi"}}},
-               {"name": "side", "resources": {"limits": {"cpu": "100m"}}})
+               {"name": "side", "resources": {"limits": {"cpu": "100m"}}}, {"name": "bare"})
     changes, refusal = plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="500m"), pod)
     assert refusal is None
     resized = copy.deepcopy(pod)
@@ -81,6 +81,7 @@ def test_a_running_pod_is_resized_with_lower_limits_and_requests_lowered_below_t
     assert resized["spec"]["containers"][0]["resources"] == {"limits": {"cpu": "500m", "memory": "1Gi"},
                                                              "requests": {"cpu": "500m", "memory": "512Mi"}}
     assert resized["spec"]["containers"][1] == pod["spec"]["containers"][1], "already below: never raised"
+    assert resized["spec"]["containers"][2] == {"name": "bare"}, "no limit: none added in place"
     restored = plans.restored_object(resized, plans.plan_restore(resized, changes))
     assert restored == pod
 
@@ -92,11 +93,17 @@ def test_a_resize_that_would_change_the_qos_class_is_refused_with_the_reason() -
     assert plans.qos_class(guaranteed["spec"]["containers"]) == "Guaranteed"
     changes, refusal = plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="1"), guaranteed)
     assert refusal is None and {c.path.rsplit("/", 2)[-2] for c in changes} == {"limits", "requests"}
-    # ... but a limit on a BestEffort pod would make it Burstable, which the API server refuses in place.
+    # ... but lowering the cpu limit of a Burstable pod onto its request would make it Guaranteed, which
+    # the API server refuses in place: the pod is left alone, with the reason.
+    almost = _pod({"name": "m", "resources": {"limits": {"cpu": "2", "memory": "1Gi"},
+                                              "requests": {"cpu": "1", "memory": "1Gi"}}})
+    assert plans.qos_class(almost["spec"]["containers"]) == "Burstable"
+    changes, refusal = plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="1"), almost)
+    assert changes == [] and refusal is not None and "Burstable to Guaranteed" in refusal
+    # A container without a limit gets none in place (a resize may not add one).
     best_effort = _pod({"name": "m"})
     assert plans.qos_class(best_effort["spec"]["containers"]) == "BestEffort"
-    changes, refusal = plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="1"), best_effort)
-    assert changes == [] and refusal is not None and "BestEffort to Burstable" in refusal
+    assert plans.plan_pod_resize(ActionSpec(type=ActionType.THROTTLE, cpu="1"), best_effort) == ([], None)
     # A request left unset counts as its limit (Kubernetes defaults it so).
     assert plans.qos_class([{"resources": {"limits": {"cpu": "1", "memory": "1Gi"}}}]) == "Guaranteed"
 

@@ -189,7 +189,8 @@ class KubernetesActuator:
             elif changes:
                 resized.append(PodResize(pod=meta["name"], uid=meta["uid"], changes=tuple(changes)))
         if not resized and not skipped:
-            skipped.append(f"{job}: no running pod to resize (pods it starts later are not throttled)")
+            skipped.append(f"{job}: no running pod with a limit above the throttle's to lower in place (pods it "
+                           "starts later are not throttled)")
         return resized, skipped
 
     def _running_pods(self, job: Workload) -> list[dict[str, Any]]:

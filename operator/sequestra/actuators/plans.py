@@ -148,7 +148,9 @@ def _throttle_targets(action: ActionSpec, kind: str, obj: dict[str, Any]) -> lis
     return _lowered_limits(action, POD_SPEC_PATHS[kind], containers)
 
 
-def _lowered_limits(action: ActionSpec, pod_spec_path: str, containers: list[dict[str, Any]]) -> list[tuple[str, Any]]:
+def _lowered_limits(action: ActionSpec, pod_spec_path: str, containers: list[dict[str, Any]], *,
+                    only_existing: bool = False) -> list[tuple[str, Any]]:
+    """`only_existing`: lower limits that are set, never add one (a running pod's resize)."""
     wanted = []
     for index, container in enumerate(containers):
         base = f"{pod_spec_path}/containers/{index}/resources"
@@ -158,6 +160,8 @@ def _lowered_limits(action: ActionSpec, pod_spec_path: str, containers: list[dic
                 continue
             current_limit = (resources.get("limits") or {}).get(resource)
             if current_limit is not None and parse_quantity(current_limit) <= parse_quantity(limit):
+                continue
+            if current_limit is None and only_existing:
                 continue
             wanted.append((f"{base}/limits/{resource}", limit))
             request = (resources.get("requests") or {}).get(resource)
@@ -201,12 +205,14 @@ def qos_class(containers: list[dict[str, Any]]) -> str:
 
 
 def plan_pod_resize(action: ActionSpec, pod: dict[str, Any]) -> tuple[list[FieldChange], str | None]:
-    """The in-place resize of a running pod that a throttle makes: its containers' limits lowered (never
-    raised, requests above a new limit lowered with it), as changes under /spec/containers. Returns a
-    reason instead when the resize cannot be made in place: the API server refuses a resize that changes
-    the pod's QoS class, so such a pod is left alone and reported."""
+    """The in-place resize of a running pod that a throttle makes: its containers' existing limits lowered
+    (never raised or added, requests above a new limit lowered with it), as changes under /spec/containers.
+    Returns a reason instead when the resize cannot be made in place: the API server refuses a resize that
+    changes the pod's QoS class, so such a pod is left alone and reported."""
     containers = (pod.get("spec") or {}).get("containers") or []
-    wanted = _lowered_limits(action, "/spec", containers)
+    # In place, only limits that exist are lowered: kube-apiserver 1.37 refused a resize adding a limit to a
+    # container that had none ("resource limits cannot be removed"), and adding one can change QoS anyway.
+    wanted = _lowered_limits(action, "/spec", containers, only_existing=True)
     changes: list[FieldChange] = []
     scratch = copy.deepcopy(pod)
     for path, after in wanted:
