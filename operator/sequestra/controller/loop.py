@@ -437,6 +437,10 @@ class PolicyLoop:
     def _advance(self, spec: SequestrationPolicySpec, held: dict[str, Any], record: dict[str, Any],
                  decision: Decision, ref: WorkloadRef, now: float) -> None:
         name = held["metadata"]["name"]
+        # The record was computed from the hold as listed at the start of the interval; written only if
+        # nobody changed the hold since (a tamper escalation by the Sequestration's own handler moves the
+        # rung too): otherwise the next interval recomputes it from the newer hold.
+        version = held["metadata"].get("resourceVersion")
         if decision.kind in (DecisionKind.ESCALATE, DecisionKind.PAGE, DecisionKind.EXTEND):
             record["decisions"] = [*record.get("decisions", [])[-9:],
                                    {"at": _iso(now), "decision": str(decision.kind), "reason": decision.reason}]
@@ -444,9 +448,10 @@ class PolicyLoop:
             actions = list((held.get("spec") or {}).get("actions") or [])
             present = {a.get("type") for a in actions}
             actions += [a for a in decision.actions if a.get("type") not in present]
-            self.ctx.objects.patch_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, PLURAL, name, {"spec": {"actions": actions}},
-                _content_type="application/merge-patch+json")
+            patched = self._patch_hold(ref.namespace, name, version, {"spec": {"actions": actions}})
+            if patched is None:
+                return
+            version = patched["metadata"]["resourceVersion"]
             record.update(rung=decision.rung, rungName=spec.ladder[decision.rung].name, escalatedAt=_iso(now),
                           effective=False, containedAt=_iso(now))
             log.info("escalated", workload=str(ref), sequestration=name, rung=record["rungName"],
@@ -462,17 +467,42 @@ class PolicyLoop:
                                                 decision.page)
         elif decision.kind is DecisionKind.EXTEND:
             extended = now + spec.interval.total_seconds() * max(1, spec.release.healthy_intervals)
-            self.ctx.objects.patch_namespaced_custom_object(
-                GROUP, VERSION, ref.namespace, PLURAL, name, {"spec": {"expiresAt": _iso(extended)}},
-                _content_type="application/merge-patch+json")
-        self._write_incident(ref.namespace, name, record)
+            patched = self._patch_hold(ref.namespace, name, version, {"spec": {"expiresAt": _iso(extended)}})
+            if patched is None:
+                return
+            version = patched["metadata"]["resourceVersion"]
+        self._write_incident(ref.namespace, name, record, version)
 
-    def _write_incident(self, namespace: str, name: str, incident: dict[str, Any]) -> None:
+    def _patch_hold(self, namespace: str, name: str, version: str | None,
+                    patch: dict[str, Any]) -> dict[str, Any] | None:
+        """Patch the hold's spec over `version` only; None when it changed since (decided again next interval)."""
         try:
-            self.ctx.objects.patch_namespaced_custom_object_status(
-                GROUP, VERSION, namespace, PLURAL, name, {"status": {"incident": incident}},
+            patched: Any = self.ctx.objects.patch_namespaced_custom_object(
+                GROUP, VERSION, namespace, PLURAL, name, {**patch, "metadata": {"resourceVersion": version}},
                 _content_type="application/merge-patch+json")
         except ApiException as exc:
+            if exc.status == 409:
+                log.info("hold.patch_skipped", sequestration=f"{namespace}/{name}",
+                         why="the hold changed during the interval; decided again next interval")
+                return None
+            raise
+        return dict(patched)
+
+    def _write_incident(self, namespace: str, name: str, incident: dict[str, Any],
+                        resource_version: str | None = None) -> None:
+        """`resource_version`: write only over that version of the hold (409 otherwise: skipped, as the
+        next interval recomputes the record from what changed it)."""
+        body: dict[str, Any] = {"status": {"incident": incident}}
+        if resource_version is not None:
+            body["metadata"] = {"resourceVersion": resource_version}
+        try:
+            self.ctx.objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, name, body, _content_type="application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status == 409:
+                log.info("incident.write_skipped", sequestration=f"{namespace}/{name}",
+                         why="the hold changed during the interval; recomputed next interval")
+                return
             if exc.status != 404:
                 raise
 
