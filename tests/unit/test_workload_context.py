@@ -60,6 +60,8 @@ def test_a_runaway_dynamic_allocation_is_diagnosed_from_the_application_object()
     assert diagnosis.category == "spark-runaway-dynamic-allocation"
     assert diagnosis.action == "throttle"
 
+    excerpt = spec_excerpt(ref.kind, app)
+    assert excerpt["resources"] == {"executor": {"instances": 2, "cores": 1}}
     # The same growth without dynamic allocation (someone raised executor.instances) is not that runbook.
     static = spark_application(dynamic=False, max_executors=None, instances=40)
     static_spark = spark_context(static, 40.0)

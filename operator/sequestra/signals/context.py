@@ -54,6 +54,14 @@ def spec_excerpt(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
         resources = {str(c.get("name")): c["resources"] for c in containers if c.get("resources")}
         if resources:
             excerpt["resources"] = resources
+    if kind in ("SparkApplication", "ScheduledSparkApplication"):
+        template = (spec.get("template") or {}) if kind == "ScheduledSparkApplication" else spec
+        if template.get("image"):
+            excerpt["images"] = [str(template["image"])]
+        sizes = {role: {k: v for k, v in (template.get(role) or {}).items()
+                        if k in ("cores", "coreLimit", "memory", "instances")} for role in ("driver", "executor")}
+        if any(sizes.values()):
+            excerpt["resources"] = {role: size for role, size in sizes.items() if size}
     annotations = {k: (v if len(v) <= _MAX_ANNOTATION_CHARS else v[:_MAX_ANNOTATION_CHARS] + "…")
                    for k, v in (meta.get("annotations") or {}).items()
                    if k not in _SKIPPED_ANNOTATIONS and isinstance(v, str)}
