@@ -5,10 +5,11 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sequestra.scoring import CombinerConfig, PointScore, ScoreBook, ScorerConfig, SeriesScorer
+from sequestra.scoring import CombinerConfig, PointScore, ScoreBook, ScorerConfig, SeriesScorer, WorkloadScorer
 
 STEP_S = 300.0  # five-minute samples
 # Single points of plain noise reach ~0.5 now and then (the combiner asks for 3 in a row); a level no
@@ -108,6 +109,19 @@ def test_a_value_beyond_everything_a_spiky_series_has_shown_is_news() -> None:
     # Once the range holds the spikes' sizes (a few hundred points), the spikes themselves rarely score.
     spiky = _scores(points[400:-1])
     assert sum(s >= CombinerConfig().threshold for s in spiky) < 0.01 * len(spiky)
+
+
+def test_a_value_beyond_the_range_is_news_even_soon_after_a_more_surprising_spike() -> None:
+    # The second spike is smaller in units of the (now noisier) series' error, but higher than anything
+    # the series has shown: that is news, not an echo of the first.
+    values = _noise(350)
+    values[330] = 300.0
+    values[331:380] = _noise(49, sd=20.0, seed=9)
+    values += [340.0]
+    points = _feed(SeriesScorer(), values)
+    first, second = points[330], points[-1]
+    assert first.deviation is not None and second.deviation is not None and second.deviation < first.deviation
+    assert second.score is not None and second.score >= ScorerConfig().range_break_score
 
 
 def test_a_drop_right_after_a_surge_is_news() -> None:
@@ -238,6 +252,24 @@ def test_score_book_matches_one_scorer_per_series() -> None:
             assert (one.baseline is None and math.isnan(baselines[j])) or one.baseline == baselines[j]
 
 
+def test_score_book_matches_one_scorer_per_series_once_the_weekly_correction_is_in_use() -> None:
+    rng = np.random.default_rng(12)
+    hours = 24 * 30
+    t = np.arange(hours) * 3600.0
+    weekend = ((t // 86_400) % 7 >= 5).astype(float)
+    series = 100 + 30 * np.sin(2 * np.pi * t / 86_400) - 40 * weekend + rng.normal(0, 4, (3, hours))
+    series[1, 600] = 400.0
+    series[2, 500:530] = np.nan
+    book = ScoreBook(3)
+    scorers = [SeriesScorer() for _ in range(3)]
+    for i in range(hours):
+        scores, *_ = book.update(t[i], series[:, i])
+        for j, scorer in enumerate(scorers):
+            v = series[j, i]
+            one = scorer.update(t[i], None if math.isnan(v) else float(v))
+            assert (one.score is None and math.isnan(scores[j])) or one.score == scores[j]
+
+
 def test_memory_per_series_is_fixed_and_small() -> None:
     small, large = ScoreBook(10), ScoreBook(1000)
     assert large.nbytes == 100 * small.nbytes
@@ -273,3 +305,65 @@ def test_appending_future_points_never_changes_past_scores(values: list[float | 
     prefix = _feed(SeriesScorer(config), values[:cut])
     full = _feed(SeriesScorer(config), values)
     assert full[:cut] == prefix
+
+
+
+def _steady(shape: str, n: int, step_s: float, seed: int) -> list[float | None]:
+    rng = np.random.default_rng(seed)
+    t = np.arange(n) * step_s
+    if shape == "gaussian":
+        values = 250.0 + rng.normal(0, 12, n)
+    elif shape == "poisson":
+        values = rng.poisson(6.0, n).astype(float)
+    else:  # a daily sine with noise
+        values = 1000.0 + 400.0 * np.sin(2 * np.pi * t / 86_400) + rng.normal(0, 30, n)
+    return [float(v) for v in values]
+
+
+SHAPES = ("gaussian", "poisson", "daily sine")
+
+
+@pytest.mark.parametrize(("step_s", "points"), [(5.0, 120), (15.0, 2 * 5760)], ids=["10 min of 5 s", "2 days of 15 s"])
+def test_steady_noisy_series_of_several_shapes_stay_quiet(step_s: float, points: int) -> None:
+    """No point the workload combiner would call anomalous (threshold held `persistence` intervals) after warm-up.
+
+    Three seeds of each shape, scored together through the batch path (which matches one scorer per series).
+    """
+    series = [_steady(shape, points, step_s, seed) for shape in SHAPES for seed in range(3)]
+    book = ScoreBook(len(series))
+    values = np.array(series, dtype=float)
+    scores = np.array([np.nan_to_num(book.update(i * step_s, values[:, i])[0]) for i in range(points)]).T
+    combiner = CombinerConfig()
+    for k, row in enumerate(scores):
+        assert _longest_run(list(row), combiner.threshold) < combiner.persistence, (SHAPES[k // 3], k % 3)
+
+
+def test_a_steady_workload_stays_normal_for_ten_minutes_of_5s_scrapes() -> None:
+    verdicts = WorkloadScorer(CombinerConfig())
+    signals = {shape: _steady(shape, 120, 5.0, seed=4) for shape in SHAPES}
+    states = [verdicts.observe(i * 5.0, {name: v[i] for name, v in signals.items()}).state for i in range(120)]
+    assert states[-1] == "normal"
+    assert "anomalous" not in states
+
+
+
+def test_quiet_weekends_raise_fewer_alarms_once_the_weekly_correction_is_learnt() -> None:
+    # 15-minute samples of a daily cycle whose weekends run 40 lower. The daily profile alone mixes
+    # working days and weekends; with the weekly correction the weekend is expected.
+    step_s = 900.0
+    t = np.arange(int(35 * 86_400 / step_s)) * step_s
+    weekend = ((t // 86_400) % 7 >= 5).astype(float)
+    noise = np.random.default_rng(3).normal(0, 4, (5, len(t)))
+    values = 100 + 30 * np.sin(2 * np.pi * t / 86_400) - 40 * weekend + noise
+    late = t >= 21 * 86_400
+    threshold = CombinerConfig().threshold
+
+    def alarms(config: ScorerConfig) -> tuple[int, int]:
+        book = ScoreBook(len(values), config)
+        scores = np.array([np.nan_to_num(book.update(t[i], values[:, i])[0]) for i in range(len(t))]).T[:, late]
+        return int((scores >= threshold).sum()), max(_longest_run(list(row), threshold) for row in scores)
+
+    weekly, weekly_run = alarms(ScorerConfig())
+    daily_only, _ = alarms(ScorerConfig(weekly_bins=0))
+    assert weekly_run < CombinerConfig().persistence
+    assert weekly <= daily_only / 2

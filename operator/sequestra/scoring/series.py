@@ -6,7 +6,8 @@ Three predictors of "normal" compete, each with its own streaming error scale:
 - level: the median of the last `window` values (robust to spikes; adapts to a level shift within
   about `window / 2` points, after which the new level is normal);
 - trend: that median moved along the median pairwise slope of the window (a steady ramp is normal);
-- seasonal: the median plus the offset learnt for this time of day (a daily peak is normal).
+- seasonal: the median plus the offset learnt for this time of day (a daily peak is normal), plus a
+  weekly correction per 3 hours of the week once learnt, where that fits the series better so far.
 
 A point's deviation is its residual in units of the predictor's mean absolute error, taken from the
 predictor that explains the point best: a point is anomalous only when no model of normal explains it.
@@ -41,6 +42,7 @@ from sequestra.model.sequestration import CamelModel
 
 FloatArray = npt.NDArray[np.float64]
 DAY_S = 86_400.0
+WEEK_S = 7 * DAY_S
 
 
 class ScorerConfig(CamelModel):
@@ -51,6 +53,11 @@ class ScorerConfig(CamelModel):
     seasonal_bins: int = Field(default=48, ge=2, le=1440, description="time-of-day bins of the daily profile")
     seasonal_memory_days: float = Field(default=3.0, gt=0, description="how many days the daily profile remembers")
     seasonal_after_s: float = Field(default=1.5 * DAY_S, ge=0, description="history before the profile is used")
+    weekly_bins: int = Field(default=56, ge=0, le=2016,
+                             description="bins of the weekly correction to the daily profile (0: none)")
+    weekly_memory_weeks: float = Field(default=3.0, gt=0, description="how many weeks the weekly correction remembers")
+    weekly_after_s: float = Field(default=10.5 * DAY_S, ge=0,
+                                  description="history before the weekly correction is used")
     scale_alpha: float = Field(default=0.02, gt=0, le=1, description="learning rate of each error scale")
     clip: float = Field(default=4.0, gt=1, description="residuals beyond clip x scale update scales as if at it")
     relative_floor: float = Field(default=1e-3, ge=0, description="smallest scale, relative to the typical |value|")
@@ -89,8 +96,9 @@ class PointScore:
 
 # Scalar columns after the ring buffer and the seasonal profile.
 (_COUNT, _POS, _LAST_TS, _FIRST_TS, _MAG, _E_LEVEL, _E_TREND, _E_SEASON, _SINCE,
- _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD, _RUN, _RUN_MAX, _LOW, _HIGH, _SEASON_LOW, _SEASON_HIGH) = range(19)
-_SCALARS = 19
+ _PEAK_UP, _PEAK_DOWN, _PEAK_AGE, _HELD, _RUN, _RUN_MAX, _LOW, _HIGH, _SEASON_LOW, _SEASON_HIGH,
+ _E_WEEK, _WEEK_LOW, _WEEK_HIGH) = range(22)
+_SCALARS = 22
 # Bin edges of the |deviation| histogram: fine near the body, geometric in the tail, open-ended.
 _EDGES = np.concatenate([np.arange(0.0, 3.0, 0.5), np.geomspace(3.0, 1e4, 37), [np.inf]])
 _NBINS = len(_EDGES) - 1
@@ -105,15 +113,16 @@ class ScoreBook:
     def __init__(self, size: int, config: ScorerConfig | None = None) -> None:
         self.config = config or ScorerConfig()
         self.size = size
-        w, b = self.config.window, self.config.seasonal_bins
-        self._w, self._b = w, b
+        w, b, wb = self.config.window, self.config.seasonal_bins, self.config.weekly_bins
+        self._w, self._b, self._wb = w, b, wb
         self._half = w // 2
-        self.state = np.full((size, w + b + _NBINS + _SCALARS), np.nan)
+        self.state = np.full((size, w + b + wb + _NBINS + _SCALARS), np.nan)
         self._ring = self.state[:, :w]
         self._season = self.state[:, w:w + b]
-        self._hist = self.state[:, w + b:w + b + _NBINS]
+        self._week = self.state[:, w + b:w + b + wb]
+        self._hist = self.state[:, w + b + wb:w + b + wb + _NBINS]
         self._hist[:] = 0.0
-        self._s = w + b + _NBINS
+        self._s = w + b + wb + _NBINS
         self.state[:, self._s + _COUNT] = 0.0
         self.state[:, self._s + _POS] = 0.0
         self.state[:, self._s + _LAST_TS] = -np.inf
@@ -174,10 +183,23 @@ class ScoreBook:
         first_ts = self._col(_FIRST_TS)
         seasoned = np.isfinite(offset) & (t - first_ts >= cfg.seasonal_after_s)
         seasonal = np.where(seasoned, level + offset, np.nan)
+        # The weekly correction (what this time of the week adds to the daily profile) replaces the daily
+        # profile as the seasonal predictor where it has been learnt and fits the series better so far: a
+        # quiet Sunday morning is normal on Sundays, not on Mondays.
+        if self._wb:
+            wbins = ((np.nan_to_num(t) % WEEK_S) // (WEEK_S / self._wb)).astype(np.int64) % self._wb
+            correction = self._week[self._rows, wbins]
+        else:
+            wbins = np.zeros(self.size, dtype=np.int64)
+            correction = np.full(self.size, np.nan)
+        weekly_ok = seasoned & np.isfinite(correction) & (t - first_ts >= cfg.weekly_after_s)
+        weekly = np.where(weekly_ok, seasonal + correction, np.nan)
+        e_daily, e_weekly = self._col(_E_SEASON), self._col(_E_WEEK)
+        use_week = weekly_ok & (e_weekly < e_daily)
 
         floor = np.maximum(cfg.relative_floor * self._col(_MAG), 1e-12)
-        preds = np.stack([level, trend, seasonal])
-        scales = np.stack([self._col(_E_LEVEL), self._col(_E_TREND), self._col(_E_SEASON)])
+        preds = np.stack([level, trend, np.where(use_week, weekly, seasonal)])
+        scales = np.stack([self._col(_E_LEVEL), self._col(_E_TREND), np.where(use_week, e_weekly, e_daily)])
         residuals = x[None, :] - preds
         with np.errstate(invalid="ignore"):
             z = residuals / np.maximum(np.nan_to_num(scales, nan=0.0), floor)
@@ -197,8 +219,12 @@ class ScoreBook:
         ready = known & (count >= cfg.range_after_points)
         beyond, above = self._range_break(x, self._col(_LOW), self._col(_HIGH), ready)
         deseasoned = np.where(seasoned, x - seasonal, np.nan)
-        beyond_s, above_s = self._range_break(deseasoned, self._col(_SEASON_LOW), self._col(_SEASON_HIGH),
+        beyond_d, above_d = self._range_break(deseasoned, self._col(_SEASON_LOW), self._col(_SEASON_HIGH),
                                               ready & (t - first_ts >= 2.0 * cfg.seasonal_after_s))
+        beyond_w, above_w = self._range_break(np.where(weekly_ok, x - weekly, np.nan), self._col(_WEEK_LOW),
+                                              self._col(_WEEK_HIGH), ready & (t - first_ts >= 2.0 * cfg.weekly_after_s))
+        beyond_s = np.where(use_week, beyond_w, beyond_d)
+        above_s = np.where(use_week, above_w, above_d)
         breaks = beyond > cfg.range_tolerance
         # ... and only when the predictors find the point unusual too: a trend or a fresh level that the
         # profile has not caught up with moves the de-seasoned value, not the best prediction.
@@ -211,7 +237,7 @@ class ScoreBook:
         excess = np.maximum(surprise - cfg.score_offset, 0.0)
         with np.errstate(invalid="ignore"):
             raw = excess / (excess + cfg.score_spread)
-        score = np.where(known, self._repeats_damped(raw, surprise, up, known), np.nan)
+        score = np.where(known, self._repeats_damped(raw, surprise, up, known, breaks | breaks_s), np.nan)
         deviation = np.where(known, deviation, np.nan)
         baseline = np.where(np.isfinite(level), baseline, np.nan)
 
@@ -219,7 +245,8 @@ class ScoreBook:
         rising = known & (score >= cfg.excursion_score)
         since[:] = np.where(rising, np.where(np.isnan(since), t, since), np.where(known, np.nan, since))
 
-        self._learn(x, t, present, count, level, residuals, scales, floor, bins, offset)
+        self._learn(x, t, present, count, level, np.stack([residuals[0], residuals[1], x - seasonal, x - weekly]),
+                    floor, bins, offset, wbins, correction, seasoned)
         return score, baseline, deviation, since.copy()
 
     @staticmethod
@@ -233,7 +260,7 @@ class ScoreBook:
         return beyond, values > high
 
     def _repeats_damped(self, raw: FloatArray, surprise: FloatArray, up: npt.NDArray[np.bool_],
-                        known: npt.NDArray[np.bool_]) -> FloatArray:
+                        known: npt.NDArray[np.bool_], beyond_range: npt.NDArray[np.bool_]) -> FloatArray:
         """Scores 0 for a new excursion no more surprising than one reported in the last `repeat_window` points.
 
         A run is a stretch of consecutive points that deviate the same way more than ordinary points do
@@ -244,6 +271,8 @@ class ScoreBook:
         wolf and the first alarm of an incident stands out. A repeat that lasts `repeat_news_after`
         points is news all the same and scores the highest score of its run so far (a producer flooding
         again soon after a release). Up and down are remembered apart: a drop right after a surge is news.
+        A value beyond the range the series has shown is always news: it is bigger than any earlier
+        excursion, although its deviation may be smaller in units of an error scale that has grown since.
         """
         cfg = self.config
         peak_up, peak_down = self._col(_PEAK_UP), self._col(_PEAK_DOWN)
@@ -258,7 +287,7 @@ class ScoreBook:
         goes_on = going & (run * sign > 0)  # continues the run in progress
         run[:] = np.where(known, np.where(going, np.where(goes_on, run + sign, sign), 0.0), run)
         run_max[:] = np.where(known, np.where(goes_on, np.maximum(run_max, raw), raw), run_max)
-        news = going & ((surprise > peak) | (goes_on & (seen > 0)))
+        news = going & ((surprise > peak) | beyond_range | (goes_on & (seen > 0)))
         lasting = going & ~news & (np.abs(run) >= cfg.repeat_news_after) & (raw >= 0.5 * run_max)
         out = np.where(news, raw, np.where(lasting, run_max, 0.0))
         seen[:] = np.where(known, (news | lasting).astype(np.float64), seen)
@@ -302,12 +331,13 @@ class ScoreBook:
         return surprise
 
     def _learn(self, x: FloatArray, t: FloatArray, present: npt.NDArray[np.bool_], count: FloatArray,
-               level: FloatArray, residuals: FloatArray, scales: FloatArray, floor: FloatArray,
-               bins: npt.NDArray[np.int64], offset: FloatArray) -> None:
+               level: FloatArray, residuals: FloatArray, floor: FloatArray, bins: npt.NDArray[np.int64],
+               offset: FloatArray, wbins: npt.NDArray[np.int64], correction: FloatArray,
+               seasoned: npt.NDArray[np.bool_]) -> None:
         cfg = self.config
         # Early on each scale is the plain mean of |residual|; later an exponential average whose inputs
         # are clipped, so one outlier cannot blow the scale up and hide the next one.
-        for k, col in enumerate((_E_LEVEL, _E_TREND, _E_SEASON)):
+        for k, col in enumerate((_E_LEVEL, _E_TREND, _E_SEASON, _E_WEEK)):
             r = np.abs(residuals[k])
             have = present & np.isfinite(r)
             if not have.any():
@@ -337,6 +367,21 @@ class ScoreBook:
         rows = self._rows[learn_season]
         self._season[rows, bins[learn_season]] = new_offset[learn_season]
 
+        # The weekly correction learns what is left after the daily profile, once that is in use, each bin
+        # remembering about `weekly_memory_weeks` weeks.
+        if self._wb:
+            week_bin_s = WEEK_S / self._wb
+            alpha_w = np.clip(step / (week_bin_s * cfg.weekly_memory_weeks), 1e-4, 0.5)
+            e_week = self._col(_E_WEEK)
+            limit_w = cfg.clip * np.maximum(np.nan_to_num(np.where(np.isnan(e_week), e_season, e_week), nan=np.inf),
+                                            floor)
+            known_c = np.isfinite(correction)
+            target_w = np.clip(x - level - offset, np.where(known_c, correction - limit_w, -np.inf),
+                               np.where(known_c, correction + limit_w, np.inf))
+            new_c = np.where(known_c, correction + alpha_w * (target_w - correction), target_w)
+            learn_week = present & seasoned & np.isfinite(level)
+            self._week[self._rows[learn_week], wbins[learn_week]] = new_c[learn_week]
+
         # The range stretches to every value and relaxes toward the level over `range_memory` points, so
         # it forgets a one-off extreme slowly and does not grow with the length of the history.
         relax = 1.0 / cfg.range_memory
@@ -344,6 +389,9 @@ class ScoreBook:
         seasoned = np.isfinite(offset) & (t - self._col(_FIRST_TS) >= cfg.seasonal_after_s) & np.isfinite(level)
         _stretch(self._col(_SEASON_LOW), self._col(_SEASON_HIGH), x - level - offset, np.zeros_like(x),
                  present & seasoned, relax)
+        weekly_ok = seasoned & np.isfinite(correction) & (t - self._col(_FIRST_TS) >= cfg.weekly_after_s)
+        _stretch(self._col(_WEEK_LOW), self._col(_WEEK_HIGH), x - level - offset - correction, np.zeros_like(x),
+                 present & weekly_ok, relax)
 
         rows = self._rows[present]
         pos = self._col(_POS)
