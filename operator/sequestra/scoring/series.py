@@ -23,9 +23,9 @@ last `repeat_window` points scores 0 unless it lasts: the first alarm counts, it
 Missing values (None/NaN) score None ("unknown") and leave the state untouched; the first
 `warmup_points` values score None but are learnt from.
 
-All state lives in one float64 row per series (ring buffer, seasonal profile, a few scalars), about
-1 KiB per series with the defaults, so `ScoreBook` scores many series per numpy call and `SeriesScorer`
-is a book of one. Memory per series is fixed: nothing grows with the length of the history.
+All state lives in one float64 row per series (ring buffer, daily and weekly profiles, a few
+scalars), under 2 KiB per series with the defaults, so `ScoreBook` scores many series per numpy call and
+`SeriesScorer` is a book of one. Memory per series is fixed: nothing grows with the length of the history.
 """
 
 from __future__ import annotations
