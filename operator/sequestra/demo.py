@@ -106,7 +106,7 @@ def _spark_app() -> dict[str, Any]:
                      "driver": {"cores": 1, "memory": "1g"},
                      "executor": {"cores": 1, "memory": "2g", "instances": 2},
                      "dynamicAllocation": {"enabled": True, "initialExecutors": 2, "minExecutors": 1,
-                                           "maxExecutors": 50}}}
+                                           "maxExecutors": 40}}}
 
 
 def sandbox_operator_environment() -> dict[str, str]:
@@ -286,9 +286,10 @@ class IncidentDemo:
             self.say("(Spark scenario skipped: the spark-operator CRD is not installed)")
             return
         httpx.post(f"{endpoints.spark_standin_url()}/v1/demand",
-                   json={"namespace": NAMESPACE, "app": "nightly-etl", "executors": 40}, timeout=5)
+                   json={"namespace": NAMESPACE, "app": "nightly-etl", "executors": 60}, timeout=5)
         self.timeline.mark("spark")
-        self._once("spark", "SparkApplication nightly-etl turns runaway: dynamic allocation asks for 40 executors")
+        self._once("spark", "SparkApplication nightly-etl turns runaway: dynamic allocation asks for 60 executors "
+                   "and takes its whole ceiling of 40")
 
         def capped() -> bool:
             app: Any = self.objects.get_namespaced_custom_object("sparkoperator.k8s.io", "v1beta2", NAMESPACE,
@@ -302,7 +303,7 @@ class IncidentDemo:
         _wait("the executors capped", capped, 240, tick=self._report)
         self._report()
         executors = len(self.core.list_namespaced_pod(NAMESPACE, label_selector="spark-role=executor").items)
-        self.say(f"nightly-etl capped: dynamicAllocation.maxExecutors 50 → 4; executor pods now {executors}")
+        self.say(f"nightly-etl capped: dynamicAllocation.maxExecutors 40 → 4; executor pods now {executors}")
         for hold in self._holds():
             if hold["spec"]["target"]["kind"] == "SparkApplication":
                 self.objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
