@@ -95,6 +95,16 @@ def test_all_signals_missing_is_unknown_never_anomalous() -> None:
     assert verdicts[0].explain() == "unknown: no data from bytes_in, requests"
 
 
+def test_the_explanation_names_a_signal_that_went_missing_not_one_the_workload_never_had() -> None:
+    scorer = _warmed()
+    rows: list[dict[str, float | None]] = [{"bytes_in": 50_000.0, "requests": None, "spark_executors": None}
+                                           for _ in range(4)]
+    verdicts = _run(scorer, 300, rows)
+    assert verdicts[-1].state == "anomalous"
+    assert "no data from requests" in verdicts[-1].explain()
+    assert "spark_executors" not in verdicts[-1].explain()
+
+
 def test_a_missing_signal_never_raises_the_score() -> None:
     both, one = _warmed(), _warmed()
     rows = [{"bytes_in": v, "requests": 1000.0 + i} for i, v in enumerate(_quiet(20, seed=5))]

@@ -85,7 +85,9 @@ class WorkloadVerdict:
             return f"{head}: every signal within its usual range"
         shown = moved if self.state == "anomalous" else moved[:1]
         tail = "; ".join(s.describe() for s in shown)
-        absent = [s.name for s in self.signals if s.score is None]
+        # Only signals that had data and lost it: one the workload never had (a Spark signal of a Kafka
+        # producer) says nothing about it.
+        absent = [s.name for s in self.signals if s.score is None and s.baseline is not None]
         if absent:
             tail += f"; no data from {', '.join(absent)}"
         return f"{head}: {tail}"
