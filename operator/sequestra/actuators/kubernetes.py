@@ -352,21 +352,12 @@ class KubernetesActuator:
                 field_manager="sequestra",
             )
         except ApiException as exc:
-            if exc.status == 422:
-                # A failed `test` op comes back as 422 with no causes; a value the API server refuses
-                # (e.g. a request above its limit) as 422 with the causes listed.
-                causes = (json.loads(exc.body or "{}").get("details") or {}).get("causes")
-                if causes:
-                    reasons = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}" for c in causes)
-                    raise ActuationRejected(f"the API server refused the change to {kind} {namespace}/{name}: "
-                                            f"{reasons}") from exc
-                raise ActuationConflict(f"{kind} {namespace}/{name} changed while being written") from exc
-            if exc.status == 409:
-                raise ActuationConflict(f"{kind} {namespace}/{name} changed while being written") from exc
+            _raise_actuation_error(exc, f"{kind} {namespace}/{name}")
             raise
 
     def _pod(self, namespace: str, resize: PodResize) -> dict[str, Any] | None:
-        """The resized pod as it is now, or None when it is gone or a new pod reuses its name."""
+        """The resized pod as it is now, or None when it is gone, finished (a finished pod cannot be resized
+        and its resources no longer matter) or a new pod reuses its name."""
         try:
             response: Any = self._core.read_namespaced_pod(resize.pod, namespace, _preload_content=False)
         except ApiException as exc:
@@ -374,22 +365,15 @@ class KubernetesActuator:
                 return None
             raise
         pod = cast(dict[str, Any], json.loads(response.data))
-        return pod if pod["metadata"].get("uid") == resize.uid else None
+        running = (pod.get("status") or {}).get("phase") == "Running" and not pod["metadata"].get("deletionTimestamp")
+        return pod if running and pod["metadata"].get("uid") == resize.uid else None
 
     def _resize(self, namespace: str, name: str, ops: list[dict[str, Any]]) -> None:
         try:
             self._core.patch_namespaced_pod_resize(name, namespace, ops, _content_type=JSON_PATCH,
                                                    field_manager="sequestra")
         except ApiException as exc:
-            if exc.status == 422:
-                causes = (json.loads(exc.body or "{}").get("details") or {}).get("causes") or []
-                reasons = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}" for c in causes)
-                if not causes:
-                    raise ActuationConflict(f"Pod {namespace}/{name} changed while being resized") from exc
-                raise ActuationRejected(f"the API server refused resizing Pod {namespace}/{name} in place: "
-                                        f"{reasons}") from exc
-            if exc.status == 409:
-                raise ActuationConflict(f"Pod {namespace}/{name} changed while being resized") from exc
+            _raise_actuation_error(exc, f"Pod {namespace}/{name} (resize in place)")
             raise
 
     def _create_network_policy(self, manifest: dict[str, Any]) -> None:
@@ -409,3 +393,17 @@ class KubernetesActuator:
         except ApiException as exc:
             if exc.status != 404:
                 raise
+
+
+def _raise_actuation_error(exc: ApiException, what: str) -> None:
+    """Turn a refused write into what the caller can act on: a failed JSON patch `test` op (422 with no
+    causes) or a 409 means the object changed under us (read and retry); 422 with causes means the API
+    server refuses the value itself (e.g. a request above its limit): retrying cannot help."""
+    if exc.status == 422:
+        causes = (json.loads(exc.body or "{}").get("details") or {}).get("causes")
+        if causes:
+            reasons = "; ".join(f"{c.get('field', '')}: {c.get('message', '')}" for c in causes)
+            raise ActuationRejected(f"the API server refused the change to {what}: {reasons}") from exc
+        raise ActuationConflict(f"{what} changed while being written") from exc
+    if exc.status == 409:
+        raise ActuationConflict(f"{what} changed while being written") from exc
