@@ -7,7 +7,7 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -306,11 +306,16 @@ def eval_(
     thresholds = evals.Thresholds(min_category_accuracy, min_action_accuracy, max_false_sequester_rate,
                                   max_missed_sequester_rate)
     failures = report.failures(thresholds)
+    _report_eval(as_json, {"summary": report.summary(), "failures": failures, "perRunbook": report.per_runbook(loaded),
+                           "scenarios": [o.row() for o in report.outcomes]}, evals.table(report), failures)
+
+
+def _report_eval(as_json: bool, document: dict[str, Any], table: str, failures: list[str]) -> None:
+    """An eval suite's result: JSON or the table (failures on stderr); exit 1 when any expectation failed."""
     if as_json:
-        print(json.dumps({"summary": report.summary(), "failures": failures, "perRunbook": report.per_runbook(loaded),
-                          "scenarios": [o.row() for o in report.outcomes]}, indent=2))
+        print(json.dumps(document, indent=2))
     else:
-        print(evals.table(report))
+        print(table)
         for failure in failures:
             print(f"FAIL: {failure}", file=sys.stderr)
     if failures:
@@ -326,15 +331,8 @@ def _eval_containment(scenarios: Path | None, as_json: bool) -> None:
     except ValueError as exc:
         _fail(str(exc))
     failures = report.failures()
-    if as_json:
-        print(json.dumps({"summary": report.summary(), "failures": failures,
-                          "scenarios": [o.row() for o in report.outcomes]}, indent=2))
-    else:
-        print(containment_evals.table(report))
-        for failure in failures:
-            print(f"FAIL: {failure}", file=sys.stderr)
-    if failures:
-        raise typer.Exit(code=1)
+    _report_eval(as_json, {"summary": report.summary(), "failures": failures,
+                           "scenarios": [o.row() for o in report.outcomes]}, containment_evals.table(report), failures)
 
 
 @runbook_app.command("test")

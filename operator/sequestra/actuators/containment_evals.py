@@ -32,9 +32,8 @@ from pathlib import Path
 from typing import Any, Literal
 
 import jsonpatch
-import yaml
 from kubernetes.client.rest import ApiException
-from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from sequestra.actuators import drift, plans
@@ -45,6 +44,7 @@ from sequestra.actuators.kubernetes import (
     Workload,
     isolation_policy_name,
 )
+from sequestra.model import scenario_files
 from sequestra.model.policy import EvasionMatch, EvasionRule
 from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import (
@@ -202,25 +202,10 @@ class Scenario(_Spec):
 
 
 def load_scenarios(path: str | Path) -> list[Scenario]:
-    root = Path(path)
-    files = sorted(root.glob("*.yaml")) if root.is_dir() else [root]
-    if not files:
-        raise ValueError(f"{root}: no scenario files (*.yaml)")
     scenarios = []
-    for file in files:
-        try:
-            scenario = Scenario.model_validate(yaml.safe_load(file.read_text()))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{file}: cannot read scenario: {exc}") from None
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"{file}: invalid scenario: {problems}") from None
+    for file, scenario in scenario_files.load(path, Scenario, require_any=True):
         scenario._source = str(file)
         scenarios.append(scenario)
-    names = [s.name for s in scenarios]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"scenario names must be unique; repeated: {', '.join(repeated)}")
     return scenarios
 
 

@@ -129,6 +129,11 @@ def plan_changes(action: ActionSpec, kind: str, obj: dict[str, Any], sequestrati
         wanted.append((f"/metadata/labels/{escape(SEQUESTERED_LABEL)}", "true"))
         wanted.append((f"/metadata/annotations/{escape(SEQUESTRATION_ANNOTATION)}", sequestration))
         wanted.append((f"/metadata/annotations/{escape(FLUX_RECONCILE_ANNOTATION)}", "disabled"))
+    return _changes_to(obj, wanted)[0]
+
+
+def _changes_to(obj: dict[str, Any], wanted: list[tuple[str, Any]]) -> tuple[list[FieldChange], dict[str, Any]]:
+    """The changes that give `obj` each wanted (path, value), and the object as they leave it."""
     changes: list[FieldChange] = []
     scratch = copy.deepcopy(obj)
     for path, after in wanted:
@@ -136,7 +141,7 @@ def plan_changes(action: ActionSpec, kind: str, obj: dict[str, Any], sequestrati
         if change is not None:
             changes.append(change)
             apply_changes(scratch, [change])  # later paths may share a parent just created
-    return changes
+    return changes, scratch
 
 
 def _throttle_targets(action: ActionSpec, kind: str, obj: dict[str, Any]) -> list[tuple[str, Any]]:
@@ -212,14 +217,7 @@ def plan_pod_resize(action: ActionSpec, pod: dict[str, Any]) -> tuple[list[Field
     containers = (pod.get("spec") or {}).get("containers") or []
     # In place, only limits that exist are lowered: kube-apiserver 1.37 refused a resize adding a limit to a
     # container that had none ("resource limits cannot be removed"), and adding one can change QoS anyway.
-    wanted = _lowered_limits(action, "/spec", containers, only_existing=True)
-    changes: list[FieldChange] = []
-    scratch = copy.deepcopy(pod)
-    for path, after in wanted:
-        change = change_to(scratch, path, after)
-        if change is not None:
-            changes.append(change)
-            apply_changes(scratch, [change])
+    changes, scratch = _changes_to(pod, _lowered_limits(action, "/spec", containers, only_existing=True))
     before_class, after_class = qos_class(containers), qos_class(scratch["spec"]["containers"])
     if before_class != after_class:
         return [], (f"its QoS class would change from {before_class} to {after_class}, which a resize in place "

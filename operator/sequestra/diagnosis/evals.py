@@ -13,12 +13,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from sequestra.diagnosis.evidence import build_evidence
 from sequestra.diagnosis.runbooks import Runbook
+from sequestra.model import scenario_files
 from sequestra.model.diagnosis import NO_ACTION, Diagnosis, acts
 from sequestra.model.evidence import Evidence
 from sequestra.model.workload import WorkloadRef
@@ -79,22 +79,7 @@ class Scenario(_Spec):
 
 
 def load_scenarios(path: str | Path) -> list[Scenario]:
-    root = Path(path)
-    files = sorted(root.glob("*.yaml")) + sorted(root.glob("*.json")) if root.is_dir() else [root]
-    scenarios = []
-    for file in files:
-        try:
-            scenarios.append(Scenario.model_validate(yaml.safe_load(file.read_text())))
-        except (OSError, yaml.YAMLError) as exc:
-            raise ValueError(f"{file}: cannot read scenario: {exc}") from None
-        except ValidationError as exc:
-            problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
-            raise ValueError(f"{file}: invalid scenario: {problems}") from None
-    names = [s.name for s in scenarios]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    if repeated:
-        raise ValueError(f"scenario names must be unique; repeated: {', '.join(repeated)}")
-    return scenarios
+    return [scenario for _, scenario in scenario_files.load(path, Scenario, patterns=("*.yaml", "*.json"))]
 
 
 def default_scenarios_dir() -> Path:
