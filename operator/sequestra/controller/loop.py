@@ -67,8 +67,9 @@ log = structlog.get_logger("sequestra.loop")
 POLICY_LABEL = "sequestra.dev/policy"
 TARGET_KIND_LABEL = "sequestra.dev/target-kind"
 TARGET_NAME_LABEL = "sequestra.dev/target-name"
-KAFKA_RETRY_S = 60.0  # after an unreachable broker, poll it again only this much later: a down broker
-# would otherwise cost every interval its timeout
+# After an unreachable broker, poll it again only this much later: a down broker would otherwise cost
+# every interval its timeout.
+KAFKA_RETRY_S = 60.0
 KAFKA_POLL_TIMEOUT_S = 2.0
 SPARK_KINDS = ("SparkApplication", "ScheduledSparkApplication")
 
