@@ -54,13 +54,15 @@ def job(name: str) -> dict[str, Any]:
 
 
 def running_job(name: str, parallelism: int, *, limits: dict[str, str], requests: dict[str, str]) -> dict[str, Any]:
-    """A Job whose simulated pods keep running (KWOK completes a Job's pods after a delay we set long)."""
+    """A Job whose simulated pods keep running: KWOK completes a Job's pods after the delay these
+    annotations give, as Go durations (a bare number does not parse and KWOK falls back to 1-5 s), with a
+    jitter bound above the delay (below it, KWOK takes the bound itself as the delay)."""
     return {
         "apiVersion": "batch/v1", "kind": "Job", "metadata": {"name": name},
         "spec": {"parallelism": parallelism, "completions": parallelism, "backoffLimit": 0, "template": {
             "metadata": {"labels": {"app": name}, "annotations": {
-                "pod-complete.stage.kwok.x-k8s.io/delay": "3600000",
-                "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "1000"}},
+                "pod-complete.stage.kwok.x-k8s.io/delay": "1h",
+                "pod-complete.stage.kwok.x-k8s.io/jitter-delay": "1h1s"}},
             "spec": {"restartPolicy": "Never", "containers": [
                 {"name": "main", "image": "example/batch:1", "resources": {"limits": limits, "requests": requests}},
                 {"name": "sidecar", "image": "example/proxy:1"}]},
