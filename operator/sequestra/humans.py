@@ -44,16 +44,12 @@ def explain(name: str, namespace: str, api_client: client.ApiClient | None = Non
         lines.append("  changed (and restored on release):")
         for prior in status["priorState"]:
             for change in prior.get("changes", []):
-                before = repr(change.get("before")) if change.get("existed", True) else "(absent)"
-                lines.append(f"    {prior['targetKind']}/{prior['targetName']} {change['path']}: "
-                             f"{before} -> {change.get('after')!r}")
+                lines.append(f"    {prior['targetKind']}/{prior['targetName']} {_change_text(change)}")
             for created in prior.get("created", []):
                 lines.append(f"    created {created['kind']} {created['name']}")
             for resized in prior.get("pods", []):
                 for change in resized.get("changes", []):
-                    before = repr(change.get("before")) if change.get("existed", True) else "(absent)"
-                    lines.append(f"    Pod/{resized['pod']} {change['path']}: {before} -> {change.get('after')!r}"
-                                 " (resized in place)")
+                    lines.append(f"    Pod/{resized['pod']} {_change_text(change)} (resized in place)")
             for skipped in prior.get("skippedPods", []):
                 lines.append(f"    not resized: {skipped}")
     if status.get("transitions"):
@@ -65,6 +61,11 @@ def explain(name: str, namespace: str, api_client: client.ApiClient | None = Non
     if status.get("phase") not in ("Released", "Failed"):
         lines.append(f"  release it: sequestra release {name} -n {namespace}")
     return "\n".join(lines)
+
+
+def _change_text(change: dict[str, Any]) -> str:
+    before = repr(change.get("before")) if change.get("existed", True) else "(absent)"
+    return f"{change['path']}: {before} -> {change.get('after')!r}"
 
 
 def request_release(name: str, namespace: str) -> str:

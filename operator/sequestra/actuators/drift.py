@@ -67,6 +67,7 @@ class Tampering:
 REMOVED_BY_UNKNOWN = ("unknown: the API server keeps no owner for a removed field or a deleted object "
                       "(its audit log records who)")
 KAFKA_BY_UNKNOWN = "unknown: the broker does not record who alters quotas or ACLs"
+NO_OTHER_OWNER = "unknown: no field manager besides Sequestra owns it"
 
 
 def _jsonable(value: Any) -> Any:
@@ -192,7 +193,15 @@ def owner_text(obj: dict[str, Any], path: str, found: Any) -> str:
     if found is plans._MISSING:
         return REMOVED_BY_UNKNOWN
     owner = field_owner(obj, path)
-    return str(owner) if owner else "unknown: no field manager besides Sequestra owns it"
+    return str(owner) if owner else NO_OTHER_OWNER
+
+
+def undone(action: str, target: str, obj: dict[str, Any], path: str, found: Any, wanted: Any) -> Tampering:
+    """A leaf of a ReassertPlan's `undone` as the Tampering it records, its author read from `obj`."""
+    return Tampering(action=action, target=target, path=path,
+                     what="removed" if found is plans._MISSING else "changed",
+                     found=None if found is plans._MISSING else found, wanted=wanted,
+                     by=owner_text(obj, path, found))
 
 
 def uncovered(action: str, target: str, obj: dict[str, Any], change: FieldChange) -> Tampering:
@@ -204,7 +213,7 @@ def uncovered(action: str, target: str, obj: dict[str, Any], change: FieldChange
         path = path.rsplit("/", 1)[0]
     return Tampering(action=action, target=target, path=change.path, what="changed",
                      found=change.before if change.existed else None, wanted=change.after,
-                     by=str(owner) if owner else "unknown: no field manager besides Sequestra owns it")
+                     by=str(owner) if owner else NO_OTHER_OWNER)
 
 
 def isolation_drift(current: dict[str, Any], desired: dict[str, Any]) -> list[str]:

@@ -265,10 +265,7 @@ class KubernetesActuator:
             self._patch(kind, namespace, name, plan.ops)
         for path, was, wanted in plan.undone:
             action = next((a for p, a in action_of.items() if path == p or path.startswith(p + "/")), "label")
-            found.append(drift.Tampering(action=action, target=f"{kind}/{name}", path=path,
-                                         what="removed" if was is plans._MISSING else "changed",
-                                         found=None if was is plans._MISSING else was, wanted=wanted,
-                                         by=drift.owner_text(current, path, was)))
+            found.append(drift.undone(action, f"{kind}/{name}", current, path, was, wanted))
         for prior in priors:
             for resize in prior.pods:
                 found += self._reassert_pod(namespace, resize, str(prior.action))
@@ -287,10 +284,7 @@ class KubernetesActuator:
         plan = drift.plan_reassert(pod, list(resize.changes))
         if plan.ops:
             self._resize(namespace, resize.pod, plan.ops)
-        return [drift.Tampering(action=action, target=f"Pod/{resize.pod}", path=path,
-                                what="removed" if was is plans._MISSING else "changed",
-                                found=None if was is plans._MISSING else was, wanted=wanted,
-                                by=drift.owner_text(pod, path, was)) for path, was, wanted in plan.undone]
+        return [drift.undone(action, f"Pod/{resize.pod}", pod, path, was, wanted) for path, was, wanted in plan.undone]
 
     def _reassert_policy(self, desired: dict[str, Any], action: str, kind: str,
                          workload: dict[str, Any]) -> drift.Tampering | None:

@@ -97,6 +97,14 @@ def _epoch(value: str | None) -> float | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp() if value else None
 
 
+def _declared_identity(obj: Mapping[str, Any]) -> KafkaIdentity | None:
+    """The Kafka identity a workload's annotations declare; None when none, or one that cannot be used."""
+    try:
+        return KafkaIdentity.from_annotations((obj.get("metadata") or {}).get("annotations"))
+    except KafkaIdentityError:
+        return None
+
+
 def loop_policy(spec: SequestrationPolicySpec) -> LoopPolicy:
     return LoopPolicy(ladder=tuple(Rung(r.name, tuple(r.actions)) for r in spec.ladder),
                       healthy_intervals_to_release=spec.release.healthy_intervals,
@@ -302,10 +310,7 @@ class PolicyLoop:
                     protected: frozenset[str], breaker_open: bool) -> Decision:
         obj = snapshot.attribution.workloads[ref]
         # Kafka actions need what the Kafka actuator acts on: an identity the workload declares.
-        try:
-            has_kafka = KafkaIdentity.from_annotations(obj["metadata"].get("annotations")) is not None
-        except KafkaIdentityError:
-            has_kafka = False
+        has_kafka = _declared_identity(obj) is not None
         moved = self.sustained.get(ref, ()) or tuple(
             s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
             or tuple(s.name for s in verdict.signals[:1])
@@ -363,12 +368,8 @@ class PolicyLoop:
 
     def _kafka_context(self, ref: WorkloadRef, snapshot: ClusterSnapshot) -> dict[str, Any] | None:
         """The workload's Kafka identity and consumer groups (Burrow status, lag, trend), as last polled."""
-        annotations = (snapshot.attribution.workloads[ref].get("metadata") or {}).get("annotations") or {}
         context: dict[str, Any] = {}
-        try:
-            identity = KafkaIdentity.from_annotations(annotations)
-        except KafkaIdentityError:
-            identity = None
+        identity = _declared_identity(snapshot.attribution.workloads[ref])
         if identity is not None:
             context.update(identity.model_dump(by_alias=True, exclude_none=True, mode="json"))
         kafka = self.kafka_snapshot
