@@ -97,13 +97,22 @@ class As:
         group, version, plural = _resource(kind)
         self.objects.delete_namespaced_custom_object(group, version, self.namespace, plural, name)
 
-    def scale(self, kind: str, name: str, replicas: int) -> None:
-        """Through the /scale subresource, as `kubectl scale` does."""
+    def scale(self, kind: str, name: str, replicas: int, *, dry_run: bool = False) -> None:
+        """Through the /scale subresource, as `kubectl scale` does (`dry_run`: admitted or refused, never kept)."""
         body = {"spec": {"replicas": replicas}}
+        options = {"dry_run": "All"} if dry_run else {}
         if kind == "Deployment":
-            self.apps.patch_namespaced_deployment_scale(name, self.namespace, body)
+            self.apps.patch_namespaced_deployment_scale(name, self.namespace, body, **options)
         else:
-            self.apps.patch_namespaced_stateful_set_scale(name, self.namespace, body)
+            self.apps.patch_namespaced_stateful_set_scale(name, self.namespace, body, **options)
+
+
+def wait_for_the_scale_guard(identity: As, kind: str, name: str) -> str:
+    """The /scale policy takes Sequestrations as parameters and fails open while the API server has not yet
+    discovered their kind (after the CRD is created or the API server restarts; crds/guard/scale.yaml): wait
+    until a dry-run scale of the held workload is refused, so nothing goes through while the test looks."""
+    return eventually(lambda: refusal(lambda: identity.scale(kind, name, 5, dry_run=True)), timeout_s=90,
+                      what=f"the /scale guard refusing a dry-run scale of {kind} {name}")
 
 
 def _resource(kind: str) -> tuple[str, str, str]:
@@ -189,6 +198,7 @@ def test_the_held_workloads_own_identity_cannot_undo_the_hold(
         "delete the Sequestration": (lambda: workload.delete("Sequestration", "hold-web"),
                                      f"refused: deleting Sequestration {namespace}/hold-web"),
     }
+    wait_for_the_scale_guard(workload, "Deployment", "web")
     for bypass, (attempt, expected) in attempts.items():
         message = refusal(attempt)
         assert expected in message, f"{bypass}: {message}"
@@ -290,8 +300,8 @@ def test_a_statefulsets_scale_subresource_is_guarded_by_its_sequestration(
     seqs.create(sequestration("hold-db", "StatefulSet", "db", {"type": "scale", "replicas": 0}))
     seqs.wait_phase("hold-db", "Active")
 
-    message = eventually(lambda: refusal(lambda: dev.scale("StatefulSet", "db", 2)), timeout_s=10,
-                         what="the guard refusing a scale-up through /scale")
+    wait_for_the_scale_guard(dev, "StatefulSet", "db")
+    message = refusal(lambda: dev.scale("StatefulSet", "db", 2))
     assert f"refused: scaling StatefulSet {namespace}/db (through its /scale subresource)" in message
     assert_release_hint(message, namespace, "hold-db")
     dev.scale("StatefulSet", "cache", 5)  # same namespace, not held

@@ -18,6 +18,7 @@ from typing import Any
 import httpx
 from kubernetes import client
 
+from sequestra.controller.finalizers import RESTORE_FINALIZER
 from sequestra.model.sequestration import GROUP, VERSION
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
@@ -51,6 +52,9 @@ def test_crash_after_recording_prior_state_before_mutating_converges(
         assert _replicas(api_client, namespace) == 0
         scale = active["status"]["priorState"][0]["changes"][0]
         assert (scale["before"], scale["after"]) == (5, 0), "the record made before the crash is kept"
+        # The crash came before the finalizer was added too (the two are written together): it is added on
+        # the way back, so a deletion still restores first.
+        assert RESTORE_FINALIZER in active["metadata"]["finalizers"]
         seqs.patch_spec("hold", {"release": True})
         seqs.wait_phase("hold", "Released")
     assert _replicas(api_client, namespace) == 5

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import weakref
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -36,7 +37,7 @@ from sequestra.actuators.kubernetes import (
     Workload,
 )
 from sequestra.actuators.plans import PlanError
-from sequestra.controller import metrics
+from sequestra.controller import finalizers, metrics
 from sequestra.controller.notifications import Notifications
 from sequestra.model.conditions import now_iso, set_condition
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
@@ -61,7 +62,8 @@ EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestr
 # The autonomous loop's labels (controller/loop.py, which imports this module): an evader's hold carries
 # them so the loop sees the workload as held by its policy and does not open a second hold on it.
 _LOOP_LABELS = ("sequestra.dev/policy", "sequestra.dev/target-kind", "sequestra.dev/target-name")
-_locks: dict[str, asyncio.Lock] = {}
+# One lock per hold, alive while a handler holds or awaits it: an ended hold leaves nothing behind, deleted or not.
+_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
 
 class Context:
@@ -107,7 +109,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.context = Context(operator_settings, _load_api_client(operator_settings.io_threads))
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="sequestra.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="sequestra.dev", key="last-spec")
-    settings.persistence.finalizer = "sequestra.dev/restore-prior-state"
+    # kopf's finalizer keeps timers and daemons; the restore finalizer is the operator's own (finalizers.py).
+    settings.persistence.finalizer = finalizers.HANDLERS_FINALIZER
     settings.posting.level = 20  # INFO: every transition becomes a Kubernetes Event
     metrics.serve(operator_settings.metrics_port)
     log.info("operator.started", protected_namespaces=sorted(operator_settings.all_protected_namespaces()))
@@ -134,13 +137,15 @@ async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             log.warning("evasion.check_failed", sequestration=_name(body), error=f"{exc.status} {exc.reason}")
 
 
-@kopf.on.delete(GROUP, VERSION, PLURAL)
+# Optional: kopf adds no finalizer for it. The operator's own holds deletion from the moment a prior state is
+# recorded (see _apply), and kopf calls this while any finalizer keeps the object.
+@kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """The finalizer holds deletion until the target is restored."""
+    """The restore finalizer holds deletion until the target is restored."""
     if body.get("status", {}).get("phase") != Phase.RELEASED:
         await _locked(body, lambda: _release(body, memo.context, reason="Deleted"))
+    await asyncio.to_thread(finalizers.drop, memo.context.objects, GROUP, VERSION, PLURAL, body)
     metrics.mark_active(body["metadata"]["uid"], False)
-    _locks.pop(body["metadata"]["uid"], None)
 
 
 async def reconcile(body: kopf.Body, ctx: Context) -> None:
@@ -230,6 +235,8 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     )
     phase = Phase(status.get("phase") or Phase.PENDING)
     if phase.is_final:
+        if finalizers.has(body):  # restored, or never acted: nothing left to hold deletion for
+            await asyncio.to_thread(finalizers.drop, ctx.objects, GROUP, VERSION, PLURAL, body)
         return
     expires_at = _parse_time(status.get("expiresAt"))
     approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
@@ -368,14 +375,20 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
         raise kopf.TemporaryError(f"Kafka unreachable, nothing changed yet: {exc}", delay=5) from exc
     if phase is Phase.ACTIVE and not planned:
         return  # held, and re-asserted above: nothing new to apply
-    if planned:
-        recorded += planned
-        # Written before the target is touched: a crash after this line leaves a record to restore from.
-        await asyncio.to_thread(_write_status, ctx, body, {
-            "priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})
-        skipped = [reason for prior in planned for reason in prior.skipped_pods]
-        if skipped:  # a throttle that could not reach some running pods says so, rather than look complete
-            kopf.warn(body, reason="PodsNotResized", message="; ".join(skipped)[:1000])
+    recorded += planned
+    # Both before the target is touched: a crash after this leaves a record to restore from, and a deletion
+    # waits for the restore. Concurrent, so the finalizer costs no extra round trip. (A record with no
+    # finalizer is what a crash between the two leaves: the finalizer is added on the way back.)
+    held, *_ = await asyncio.gather(
+        asyncio.to_thread(finalizers.add, ctx.objects, GROUP, VERSION, PLURAL, body),
+        *([asyncio.to_thread(_write_status, ctx, body, {
+            "priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})]
+          if planned else []))
+    if not held:
+        return  # being deleted: its delete handler restores whatever the record says was done
+    skipped = [reason for prior in planned for reason in prior.skipped_pods]
+    if skipped:  # a throttle that could not reach some running pods says so, rather than look complete
+        kopf.warn(body, reason="PodsNotResized", message="; ".join(skipped)[:1000])
     # Freshly read when resolving; a stale copy only costs a retry (the patch's test ops catch it).
     current = workload.body if planned else None
     with metrics.ACTUATOR_SECONDS.labels(action=_action_label(spec), operation="apply").time():
@@ -636,6 +649,8 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
     outcome = "prior state restored" + (f"; {len(conflicts)} field(s) left as changed by others" if conflicts else "")
     status = await asyncio.to_thread(_transition, ctx, body, status, final_phase, reason,
                                      f"{message}; {outcome}" if message else outcome, **fields)
+    # Restored: nothing left to hold a deletion for (a crash before this is mended by the next reconcile).
+    await asyncio.to_thread(finalizers.drop, ctx.objects, GROUP, VERSION, PLURAL, body)
     await asyncio.to_thread(ctx.notifications.released, _with_status(body, status), outcome)
     if final_phase is Phase.FAILED:
         await asyncio.to_thread(ctx.notifications.page_for, _with_status(body, status), PageReason.ACTION_FAILED,

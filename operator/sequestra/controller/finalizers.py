@@ -1,0 +1,97 @@
+"""The operator's finalizers on its own custom resources.
+
+Two names, two jobs:
+- `RESTORE_FINALIZER` is the operator's own, on a Sequestration from the moment its prior state is
+  recorded until the target is restored. It is added concurrently with that record, before the target is
+  touched, so taking a hold costs no extra round trip. (Left to kopf, the cycle that adds a finalizer runs no
+  handler: every hold would wait one PATCH and one watch event before its action.)
+- `HANDLERS_FINALIZER` is kopf's (`settings.persistence.finalizer`): it keeps an object while its timers
+  and daemons run (a hold's re-assertion timer, a policy's loop), added and removed by kopf alone.
+
+Earlier releases let kopf manage `RESTORE_FINALIZER` on every object, policies included; `drop` clears it
+where it no longer belongs, so deleting such an object is not blocked forever.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from kubernetes import client
+from kubernetes.client.rest import ApiException
+
+RESTORE_FINALIZER = "sequestra.dev/restore-prior-state"
+HANDLERS_FINALIZER = "sequestra.dev/handlers"
+_ATTEMPTS = 5  # a list changed by someone else between our read and our write is re-read and retried
+
+
+def has(body: Any, finalizer: str = RESTORE_FINALIZER) -> bool:
+    return finalizer in ((body.get("metadata") or {}).get("finalizers") or [])
+
+
+def add(objects: client.CustomObjectsApi, group: str, version: str, plural: str, body: Any,
+        finalizer: str = RESTORE_FINALIZER) -> bool:
+    """Add `finalizer` to the object unless there. `body` may be the caller's copy: a list that changed since
+    fails the patch's `test` and is read again, so no one else's finalizer is lost. False when the object is
+    gone or being deleted (the API server takes no new finalizer then): the caller must not act on it."""
+    meta: Any = body["metadata"]
+    for _ in range(_ATTEMPTS):
+        if meta is None:
+            return False
+        current = list(meta.get("finalizers") or [])
+        if finalizer in current:
+            return True
+        if meta.get("deletionTimestamp"):
+            return False
+        patch: list[dict[str, Any]] = ([{"op": "test", "path": "/metadata/finalizers", "value": current},
+                                         {"op": "add", "path": "/metadata/finalizers/-", "value": finalizer}]
+                                        if current else
+                                        [{"op": "add", "path": "/metadata/finalizers", "value": [finalizer]}])
+        if _patch(objects, group, version, plural, meta, patch):
+            return True
+        meta = _read_metadata(objects, group, version, plural, meta)
+    raise RuntimeError(f"adding finalizer {finalizer} to {body['metadata']['namespace']}/"
+                       f"{body['metadata']['name']}: the list kept changing")
+
+
+def drop(objects: client.CustomObjectsApi, group: str, version: str, plural: str, body: Any,
+         finalizer: str = RESTORE_FINALIZER) -> None:
+    """Remove `finalizer` from the object if there, reading the current list first (the caller's copy may
+    predate kopf's own finalizer)."""
+    meta = body["metadata"]
+    for _ in range(_ATTEMPTS):
+        found = _read_metadata(objects, group, version, plural, meta)
+        current = list((found or {}).get("finalizers") or [])
+        if finalizer not in current:
+            return
+        index = current.index(finalizer)
+        patch = [{"op": "test", "path": f"/metadata/finalizers/{index}", "value": finalizer},
+                 {"op": "remove", "path": f"/metadata/finalizers/{index}"}]
+        if _patch(objects, group, version, plural, meta, patch):
+            return
+    raise RuntimeError(f"removing finalizer {finalizer} from {meta['namespace']}/{meta['name']}: "
+                       "the list kept changing")
+
+
+def _read_metadata(objects: client.CustomObjectsApi, group: str, version: str, plural: str,
+                   meta: Any) -> Any:
+    """The object's current metadata, None when it is gone."""
+    try:
+        found: Any = objects.get_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"])
+    except ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return found["metadata"]
+
+
+def _patch(objects: client.CustomObjectsApi, group: str, version: str, plural: str, meta: Any,
+           patch: list[dict[str, Any]]) -> bool:
+    """False when the list was not as expected (the `test` failed, or it was written meanwhile)."""
+    try:
+        objects.patch_namespaced_custom_object(group, version, meta["namespace"], plural, meta["name"], patch,
+                                               _content_type="application/json-patch+json")
+    except ApiException as exc:
+        if exc.status in (404, 409, 422):  # gone, or not as expected: the caller reads it again
+            return False
+        raise
+    return True
