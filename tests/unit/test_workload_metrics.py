@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 import time
+from typing import Any
 
 import pytest
 from pydantic import ValidationError
 
+from sequestra.sandbox.kafka_clients import KAFKA_CLIENT_ANNOTATION
 from sequestra.sandbox.workload_metrics import (
     Override,
+    PodFollower,
     PodInfo,
     Scenario,
     WorkloadMetrics,
@@ -116,3 +120,52 @@ def test_kafka_client_annotation_is_parsed_and_a_bad_one_is_ignored() -> None:
     assert parse_annotation({KAFKA_CLIENT_ANNOTATION: '{"role": "juggler", "topic": "t"}'}) is None
     assert parse_annotation({KAFKA_CLIENT_ANNOTATION: "not json"}) is None
     assert parse_annotation({}) is None
+
+
+class RecordingKafkaClients:
+    """Fake of KafkaClients that records what it was asked to run (starting real clients needs a broker)."""
+
+    def __init__(self) -> None:
+        self.wanted: dict[tuple[str, str], Any] = {}
+        self.calls = 0
+
+    def reconcile(self, wanted: dict[tuple[str, str], Any]) -> None:
+        self.wanted, self.calls = dict(wanted), self.calls + 1
+
+
+def _raw_pod(name: str, phase: str = "Running", cpu_limit: str | None = None, kafka: dict[str, Any] | None = None,
+             deleting: bool = False) -> dict[str, Any]:
+    annotations = {KAFKA_CLIENT_ANNOTATION: json.dumps(kafka)} if kafka else {}
+    resources = {"limits": {"cpu": cpu_limit}} if cpu_limit else {}
+    meta: dict[str, Any] = {"namespace": "shop", "name": name, "annotations": annotations}
+    if deleting:
+        meta["deletionTimestamp"] = "2026-11-23T00:00:00Z"
+    return {"metadata": meta, "spec": {"containers": [{"name": "main", "resources": resources}]},
+            "status": {"phase": phase}}
+
+
+def test_pods_followed_from_a_list_and_watch_events_keep_counters_and_kafka_clients_in_step() -> None:
+    metrics, kafka = WorkloadMetrics(), RecordingKafkaClients()
+    follower = PodFollower(metrics, kafka)  # type: ignore[arg-type]
+    producer = {"role": "producer", "topic": "orders"}
+    follower.relist([_raw_pod("web-1"), _raw_pod("pending-1", phase="Pending"), _raw_pod("prod-1", kafka=producer)])
+    text = metrics.exposition()
+    assert 'pod="web-1"' in text and 'pod="prod-1"' in text and 'pod="pending-1"' not in text
+    assert list(kafka.wanted) == [("shop", "prod-1")]
+
+    _run_for(metrics, 0.2)
+    before = _value(metrics.exposition(), "container_cpu_usage_seconds_total", "web-1")
+    follower.event("MODIFIED", _raw_pod("web-1", cpu_limit="500m"))  # a resize: the counter carries on
+    text = metrics.exposition()
+    assert _value(text, "container_cpu_usage_seconds_total", "web-1") >= before > 0
+    assert _value(text, "kube_pod_container_resource_limits", "web-1") == 0.5
+
+    calls = kafka.calls
+    follower.event("ADDED", _raw_pod("pending-1"))  # now Running
+    assert 'pod="pending-1"' in metrics.exposition() and kafka.calls == calls, "no Kafka change, no reconcile"
+    follower.event("MODIFIED", _raw_pod("prod-1", kafka=producer, deleting=True))  # on its way out
+    assert kafka.wanted == {} and 'pod="prod-1"' in metrics.exposition()
+    follower.event("DELETED", _raw_pod("prod-1", kafka=producer, deleting=True))
+    follower.event("MODIFIED", _raw_pod("web-1", phase="Succeeded"))
+    text = metrics.exposition()
+    assert 'pod="prod-1"' not in text and 'pod="web-1"' not in text and 'pod="pending-1"' in text

@@ -100,6 +100,11 @@ class ContainerSeries:
     rng: random.Random = field(default_factory=random.Random)
 
 
+def _new_series(key: tuple[str, str, str]) -> ContainerSeries:
+    """Seeded by the container's identity, so a restarted stand-in replays the same noise."""
+    return ContainerSeries(rng=random.Random(zlib.crc32("/".join(key).encode())))
+
+
 def _quantity(value: str | None) -> float | None:
     """A Kubernetes quantity (100m, 2, 512Mi, 1G) as cores or bytes; None when unset."""
     return float(parse_quantity(value)) if value else None
@@ -122,7 +127,26 @@ class WorkloadMetrics:
             live = {(p.namespace, p.name, c) for p in pods for c in p.containers}
             self._series = {k: v for k, v in self._series.items() if k in live}
             for key in live - self._series.keys():
-                self._series[key] = ContainerSeries(rng=random.Random(zlib.crc32("/".join(key).encode())))
+                self._series[key] = _new_series(key)
+
+    def update_pod(self, pod: PodInfo) -> None:
+        """One pod added or changed; its counters carry on."""
+        with self._lock:
+            previous = self._pods.get((pod.namespace, pod.name))
+            self._pods[(pod.namespace, pod.name)] = pod
+            for container in previous.containers if previous else ():
+                if container not in pod.containers:
+                    self._series.pop((pod.namespace, pod.name, container), None)
+            for container in pod.containers:
+                key = (pod.namespace, pod.name, container)
+                if key not in self._series:
+                    self._series[key] = _new_series(key)
+
+    def remove_pod(self, namespace: str, name: str) -> None:
+        with self._lock:
+            pod = self._pods.pop((namespace, name), None)
+            for container in pod.containers if pod else ():
+                self._series.pop((namespace, name, container), None)
 
     def add_override(self, override: Override) -> None:
         with self._lock:
@@ -210,14 +234,16 @@ class WorkloadMetrics:
         return "\n".join(lines + memory + restarts + limits + tail) + "\n"
 
 
-def pod_info(pod: Any) -> PodInfo:
-    annotations = pod.metadata.annotations or {}
+def pod_info(pod: dict[str, Any]) -> PodInfo:
+    """From a pod as the API server serves it (JSON, not client models: 10k of those cost seconds)."""
+    meta, spec = pod["metadata"], pod.get("spec") or {}
+    annotations = meta.get("annotations") or {}
     containers: dict[str, dict[str, float]] = {}
     requested_cpu = 0.0
-    for c in pod.spec.containers:
-        limits = (c.resources.limits if c.resources else None) or {}
-        requests = (c.resources.requests if c.resources else None) or {}
-        containers[c.name] = {
+    for c in spec.get("containers") or []:
+        resources = c.get("resources") or {}
+        limits, requests = resources.get("limits") or {}, resources.get("requests") or {}
+        containers[c["name"]] = {
             k: v for k, v in (
                 ("cpu_limit", _quantity(limits.get("cpu"))),
                 ("memory_limit", _quantity(limits.get("memory"))),
@@ -228,28 +254,74 @@ def pod_info(pod: Any) -> PodInfo:
         requested_cpu / 2 / max(1, len(containers)) if requested_cpu else DEFAULT_CPU_CORES
     )
     baseline_memory = float(annotations.get(BASELINE_MEMORY_ANNOTATION, 0) or 0) or DEFAULT_MEMORY_BYTES
-    return PodInfo(pod.metadata.namespace, pod.metadata.name, dict(pod.metadata.labels or {}), containers,
+    return PodInfo(meta["namespace"], meta["name"], dict(meta.get("labels") or {}), containers,
                    baseline_cpu, baseline_memory)
 
 
+def _running(pod: dict[str, Any]) -> bool:
+    return (pod.get("status") or {}).get("phase") == "Running"
+
+
+def _kafka_client(pod: dict[str, Any]) -> KafkaClientSpec | None:
+    """The real Kafka client an annotated pod asks for; none for a pod on its way out."""
+    meta = pod["metadata"]
+    return None if meta.get("deletionTimestamp") else parse_annotation(meta.get("annotations") or {})
+
+
+class PodFollower:
+    """The Running pods, kept from one LIST and then the watch's events (a LIST of every pod each second
+    cost the API server and this process more than the rest of the sandbox at 10k pods)."""
+
+    def __init__(self, metrics: WorkloadMetrics, kafka: KafkaClients) -> None:
+        self._metrics, self._kafka = metrics, kafka
+        self._wanted: dict[tuple[str, str], KafkaClientSpec] = {}
+
+    def relist(self, pods: list[dict[str, Any]]) -> None:
+        running = [p for p in pods if _running(p)]
+        self._metrics.set_pods([pod_info(p) for p in running])
+        self._wanted = {(p["metadata"]["namespace"], p["metadata"]["name"]): spec
+                        for p in running if (spec := _kafka_client(p)) is not None}
+        self._kafka.reconcile(dict(self._wanted))
+
+    def event(self, kind: str, pod: dict[str, Any]) -> None:
+        key = (pod["metadata"]["namespace"], pod["metadata"]["name"])
+        present = kind != "DELETED" and _running(pod)
+        if present:
+            self._metrics.update_pod(pod_info(pod))
+        else:
+            self._metrics.remove_pod(*key)
+        spec = _kafka_client(pod) if present else None
+        if spec != self._wanted.get(key):
+            if spec is None:
+                self._wanted.pop(key, None)
+            else:
+                self._wanted[key] = spec
+            self._kafka.reconcile(dict(self._wanted))
+
+
 def _watch_pods(metrics: WorkloadMetrics, kafka: KafkaClients, kubeconfig: str, stop: threading.Event) -> None:
-    from kubernetes import client, config
+    from kubernetes import client, config, watch
 
     api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
+    follower = PodFollower(metrics, kafka)
     while not stop.is_set():
         try:
-            pods = api.list_pod_for_all_namespaces(field_selector="status.phase=Running", _request_timeout=5)
-            metrics.set_pods([pod_info(p) for p in pods.items])
-            wanted: dict[tuple[str, str], KafkaClientSpec] = {}
-            for pod in pods.items:
-                if pod.metadata.deletion_timestamp is None:
-                    spec = parse_annotation(pod.metadata.annotations or {})
-                    if spec is not None:
-                        wanted[(str(pod.metadata.namespace), str(pod.metadata.name))] = spec
-            kafka.reconcile(wanted)
-        except Exception as exc:  # the apiserver may not be up yet; keep serving what we have
-            print(f"listing pods failed: {exc}", flush=True)
-        stop.wait(1.0)
+            response: Any = api.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=60)
+            listing = json.loads(response.data)
+            follower.relist(listing["items"])
+            version = listing["metadata"]["resourceVersion"]
+            while not stop.is_set():  # each watch ends after a while; resumed from the last version seen
+                stream = watch.Watch()
+                for event in stream.stream(api.list_pod_for_all_namespaces, resource_version=version,
+                                           timeout_seconds=30, allow_watch_bookmarks=True, deserialize=False):
+                    version = event["object"]["metadata"].get("resourceVersion") or version
+                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
+                        follower.event(event["type"], event["object"])
+                    if stop.is_set():
+                        stream.stop()
+        except Exception as exc:  # not up yet, or the version expired (410): list again
+            print(f"following pods failed, listing again: {exc}", flush=True)
+            stop.wait(1.0)
 
 
 def _ticker(metrics: WorkloadMetrics, stop: threading.Event) -> None:
