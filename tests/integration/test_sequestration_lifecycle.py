@@ -216,31 +216,17 @@ def test_ttl_expiry_releases_the_workload(
     assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
 
 
-def test_an_ended_hold_and_an_old_policy_keep_no_finalizer_that_would_outlive_the_operator(
+def test_an_ended_hold_keeps_no_finalizer_that_would_outlive_the_operator(
     operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
 ) -> None:
     workloads.create(api_client, namespace, workloads.deployment("web", 3))
-    objects = client.CustomObjectsApi(api_client)
-    # An earlier release let kopf put the restore finalizer on policies too (for their loop daemons).
-    old_policy = _policy("old")
-    old_policy["metadata"]["finalizers"] = [RESTORE_FINALIZER]
-    objects.create_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace, "sequestrationpolicies",
-                                            old_policy)
     seqs.create(sequestration("hold", "Deployment", "web", {"type": "scale", "replicas": 0}))
     assert RESTORE_FINALIZER in seqs.wait_phase("hold", "Active")["metadata"]["finalizers"]
 
     seqs.patch_spec("hold", {"release": True})
     seqs.wait_phase("hold", "Released")
-    # Restored: nothing is left to hold a deletion for, so deleting it needs no operator (kopf's own
-    # finalizer for the hold's timer goes once the timer no longer applies).
-    eventually(lambda: not seqs.get("hold")["metadata"].get("finalizers"), what="the released hold's finalizers gone")
-
-    def policy_finalizers() -> list[str]:
-        body: Any = objects.get_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace,
-                                                         "sequestrationpolicies", "old")
-        return list(body["metadata"].get("finalizers") or [])
-
-    eventually(lambda: RESTORE_FINALIZER not in policy_finalizers(), what="the old policy's restore finalizer gone")
+    # Restored: nothing is left to hold a deletion for, so deleting it needs no operator.
+    eventually(lambda: not seqs.get("hold")["metadata"].get("finalizers"), what="the released hold's finalizer gone")
 
 
 def test_dry_run_records_what_it_would_do_and_changes_nothing(

@@ -60,6 +60,33 @@ def test_crash_after_recording_prior_state_before_mutating_converges(
     assert _replicas(api_client, namespace) == 5
 
 
+def test_deleting_a_hold_that_crashed_before_turning_active_restores_the_target_first(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 5))
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
+    # The operator recorded, added its finalizer, scaled the target and died before writing Active; then
+    # someone deleted the hold. The finalizer keeps it until an operator restores the target.
+    seqs.patch_status("hold", {"phase": "Pending", "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)]})
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sequestrations", "hold", {"metadata": {"finalizers": [RESTORE_FINALIZER]}},
+        _content_type="application/merge-patch+json")
+    client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 0}})
+    seqs.delete("hold")
+
+    def gone() -> bool:
+        try:
+            seqs.get("hold")
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
+    with running_operator(sandbox):
+        eventually(gone, what="the hold deleted once its target was restored")
+    assert _replicas(api_client, namespace) == 5
+
+
 def test_crash_after_mutating_before_the_status_update_does_not_act_twice(
     sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
 ) -> None:

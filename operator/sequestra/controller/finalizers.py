@@ -1,15 +1,11 @@
-"""The operator's finalizers on its own custom resources.
+"""The restore finalizer on a Sequestration, shared by the operator and kopf.
 
-Two names, two jobs:
-- `RESTORE_FINALIZER` is the operator's own, on a Sequestration from the moment its prior state is
-  recorded until the target is restored. It is added concurrently with that record, before the target is
-  touched, so taking a hold costs no extra round trip. (Left to kopf, the cycle that adds a finalizer runs no
-  handler: every hold would wait one PATCH and one watch event before its action.)
-- `HANDLERS_FINALIZER` is kopf's (`settings.persistence.finalizer`): it keeps an object while its timers
-  and daemons run (a hold's re-assertion timer, a policy's loop), added and removed by kopf alone.
-
-Earlier releases let kopf manage `RESTORE_FINALIZER` on every object, policies included; `drop` clears it
-where it no longer belongs, so deleting such an object is not blocked forever.
+The operator adds `RESTORE_FINALIZER` itself, concurrently with the prior-state record and before the
+target is touched, so taking a hold costs no extra round trip. (Left to kopf, the cycle that adds a
+finalizer runs no handler: every hold would wait one PATCH and one watch event before its action.) It is
+also kopf's `settings.persistence.finalizer`, so kopf calls the delete handler while it is there, and kopf
+keeps it (its timer matches any hold that carries it) rather than add or remove it on its own: see
+controller/sequestrations.py. Released, the operator drops it.
 """
 
 from __future__ import annotations
@@ -20,7 +16,6 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 RESTORE_FINALIZER = "sequestra.dev/restore-prior-state"
-HANDLERS_FINALIZER = "sequestra.dev/handlers"
 _ATTEMPTS = 5  # a list changed by someone else between our read and our write is re-read and retried
 
 
@@ -56,7 +51,7 @@ def add(objects: client.CustomObjectsApi, group: str, version: str, plural: str,
 def drop(objects: client.CustomObjectsApi, group: str, version: str, plural: str, body: Any,
          finalizer: str = RESTORE_FINALIZER) -> None:
     """Remove `finalizer` from the object if there, reading the current list first (the caller's copy may
-    predate kopf's own finalizer)."""
+    be older)."""
     meta = body["metadata"]
     for _ in range(_ATTEMPTS):
         found = _read_metadata(objects, group, version, plural, meta)

@@ -11,7 +11,6 @@ import structlog
 from kubernetes import client
 from pydantic import ValidationError
 
-from sequestra.controller import finalizers
 from sequestra.controller.sequestrations import Context
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
@@ -62,9 +61,6 @@ async def observe_policy(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     generation = body["metadata"].get("generation")
     conditions = list((body.get("status") or {}).get("conditions") or [])
-    if finalizers.has(body, finalizers.RESTORE_FINALIZER):  # put there by kopf in earlier releases: it would
-        # block the policy's deletion forever now that kopf keeps its daemons with another name
-        await asyncio.to_thread(finalizers.drop, objects, GROUP, VERSION, POLICY_PLURAL, body)
     try:
         spec = SequestrationPolicySpec.model_validate(dict(body["spec"]))
     except ValidationError as exc:

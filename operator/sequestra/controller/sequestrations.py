@@ -109,8 +109,8 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     memo.context = Context(operator_settings, _load_api_client(operator_settings.io_threads))
     settings.persistence.progress_storage = kopf.AnnotationsProgressStorage(prefix="sequestra.dev")
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix="sequestra.dev", key="last-spec")
-    # kopf's finalizer keeps timers and daemons; the restore finalizer is the operator's own (finalizers.py).
-    settings.persistence.finalizer = finalizers.HANDLERS_FINALIZER
+    # The operator adds and drops it around a hold; kopf calls on_delete while it is there (finalizers.py).
+    settings.persistence.finalizer = finalizers.RESTORE_FINALIZER
     settings.posting.level = 20  # INFO: every transition becomes a Kubernetes Event
     metrics.serve(operator_settings.metrics_port)
     log.info("operator.started", protected_namespaces=sorted(operator_settings.all_protected_namespaces()))
@@ -124,8 +124,12 @@ async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconcile(body, memo.context)
 
 
+# Also every hold that carries the restore finalizer (a record was written; a Pending one retries): kopf
+# requires its finalizer for an object with a timer, so it finds it already there and never adds or removes
+# it on its own.
 @kopf.timer(GROUP, VERSION, PLURAL, interval=5.0, initial_delay=5.0,
-            when=lambda status, **_: status.get("phase") in (Phase.ACTIVE, Phase.RELEASING))
+            when=lambda body, status, **_: status.get("phase") in (Phase.ACTIVE, Phase.RELEASING)
+            or finalizers.has(body))
 async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """TTL expiry, re-asserting containment that was undone while held, and (when the hold's policy
     enables it) containing look-alikes of the held workload."""
@@ -137,8 +141,8 @@ async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
             log.warning("evasion.check_failed", sequestration=_name(body), error=f"{exc.status} {exc.reason}")
 
 
-# Optional: kopf adds no finalizer for it. The operator's own holds deletion from the moment a prior state is
-# recorded (see _apply), and kopf calls this while any finalizer keeps the object.
+# Optional, so kopf adds no finalizer for it when a hold is created: the operator adds the same one with the
+# prior-state record (see _apply), and kopf calls this on deletion while it is there.
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The restore finalizer holds deletion until the target is restored."""
