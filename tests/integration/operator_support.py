@@ -72,6 +72,14 @@ class Sequestrations:
     def delete(self, name: str) -> None:
         self.api.delete_namespaced_custom_object(GROUP, VERSION, self.namespace, PLURAL, name)
 
+    def gone(self, name: str) -> bool:
+        """Deleted and no longer kept by a finalizer."""
+        try:
+            self.get(name)
+        except client.ApiException as exc:
+            return exc.status == 404
+        return False
+
     def wait_phase(self, name: str, phase: str, timeout_s: float = 30) -> dict[str, Any]:
         def reached() -> dict[str, Any] | None:
             body = self.get(name)

@@ -275,14 +275,7 @@ def test_unsuspending_is_refused_and_break_glass_may_only_release(
     # Deleting is a release too: the finalizer restores the CronJob before the object goes.
     on_call.delete("Sequestration", "hold-nightly")
 
-    def gone() -> bool:
-        try:
-            seqs.get("hold-nightly")
-        except ApiException as exc:
-            return exc.status == 404
-        return False
-
-    eventually(gone, what="the Sequestration deleted after restoring")
+    eventually(lambda: seqs.gone("hold-nightly"), what="the Sequestration deleted after restoring")
     restored = workloads.read(api_client, namespace, "CronJob", "nightly")
     assert "suspend" not in restored["spec"] or restored["spec"]["suspend"] is False
     dev.patch("CronJob", "nightly", {"spec": {"suspend": True}})  # not held any more: the team's own call

@@ -192,14 +192,7 @@ def test_deleting_the_sequestration_restores_the_target_first(
 
     seqs.delete("hold")
 
-    def gone() -> bool:
-        try:
-            seqs.get("hold")
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
-    eventually(gone, what="the Sequestration deleted after its finalizer ran")
+    eventually(lambda: seqs.gone("hold"), what="the Sequestration deleted after its finalizer ran")
     assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
 
 

@@ -38,14 +38,21 @@ def _replicas(api_client: client.ApiClient, namespace: str) -> int:
     return int(workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"])
 
 
-def test_crash_after_recording_prior_state_before_mutating_converges(
-    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
-) -> None:
+def _hold_with_a_record(api_client: client.ApiClient, namespace: str, **status: Any) -> Sequestrations:
+    """Deployment web (5 replicas) and hold "hold" scaling it to 0, its prior state recorded as the operator
+    writes it before touching the target (and what else `status` says), with no operator running."""
     workloads.create(api_client, namespace, workloads.deployment("web", 5))
     seqs = Sequestrations(api_client, namespace)
     seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
-    seqs.patch_status("hold", {"phase": "Pending", "targetRef": "Deployment/web",
-                               "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)]})
+    seqs.patch_status("hold", {"phase": "Pending", "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)],
+                               **status})
+    return seqs
+
+
+def test_crash_after_recording_prior_state_before_mutating_converges(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    seqs = _hold_with_a_record(api_client, namespace, targetRef="Deployment/web")
 
     with running_operator(sandbox):
         active = seqs.wait_phase("hold", "Active")
@@ -63,37 +70,24 @@ def test_crash_after_recording_prior_state_before_mutating_converges(
 def test_deleting_a_hold_that_crashed_before_turning_active_restores_the_target_first(
     sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
 ) -> None:
-    workloads.create(api_client, namespace, workloads.deployment("web", 5))
-    seqs = Sequestrations(api_client, namespace)
-    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
     # The operator recorded, added its finalizer, scaled the target and died before writing Active; then
     # someone deleted the hold. The finalizer keeps it until an operator restores the target.
-    seqs.patch_status("hold", {"phase": "Pending", "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)]})
+    seqs = _hold_with_a_record(api_client, namespace)
     client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
         GROUP, VERSION, namespace, "sequestrations", "hold", {"metadata": {"finalizers": [RESTORE_FINALIZER]}},
         _content_type="application/merge-patch+json")
     client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 0}})
     seqs.delete("hold")
 
-    def gone() -> bool:
-        try:
-            seqs.get("hold")
-        except client.ApiException as exc:
-            return exc.status == 404
-        return False
-
     with running_operator(sandbox):
-        eventually(gone, what="the hold deleted once its target was restored")
+        eventually(lambda: seqs.gone("hold"), what="the hold deleted once its target was restored")
     assert _replicas(api_client, namespace) == 5
 
 
 def test_crash_after_mutating_before_the_status_update_does_not_act_twice(
     sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
 ) -> None:
-    workloads.create(api_client, namespace, workloads.deployment("web", 5))
-    seqs = Sequestrations(api_client, namespace)
-    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
-    seqs.patch_status("hold", {"phase": "Pending", "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)]})
+    seqs = _hold_with_a_record(api_client, namespace)
     client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 0}})
 
     with running_operator(sandbox):
