@@ -142,13 +142,12 @@ async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 
 # Optional, so kopf adds no finalizer for it when a hold is created: the operator adds the same one with the
-# prior-state record (see _apply), and kopf calls this on deletion while it is there.
+# prior-state record (see _apply), kopf calls this on deletion while it is there and removes it after.
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The restore finalizer holds deletion until the target is restored."""
     if body.get("status", {}).get("phase") != Phase.RELEASED:
         await _locked(body, lambda: _release(body, memo.context, reason="Deleted"))
-    await asyncio.to_thread(finalizers.drop, memo.context.objects, GROUP, VERSION, PLURAL, body)
     metrics.mark_active(body["metadata"]["uid"], False)
 
 
@@ -240,7 +239,7 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     phase = Phase(status.get("phase") or Phase.PENDING)
     if phase.is_final:
         if finalizers.has(body):  # restored, or never acted: nothing left to hold deletion for
-            await asyncio.to_thread(finalizers.drop, ctx.objects, GROUP, VERSION, PLURAL, body)
+            await asyncio.to_thread(finalizers.drop, ctx.objects, body)
         return
     expires_at = _parse_time(status.get("expiresAt"))
     approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
@@ -384,7 +383,7 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     # waits for the restore. Concurrent, so the finalizer costs no extra round trip. (A record with no
     # finalizer is what a crash between the two leaves: the finalizer is added on the way back.)
     held, *_ = await asyncio.gather(
-        asyncio.to_thread(finalizers.add, ctx.objects, GROUP, VERSION, PLURAL, body),
+        asyncio.to_thread(finalizers.add, ctx.objects, body),
         *([asyncio.to_thread(_write_status, ctx, body, {
             "priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})]
           if planned else []))
@@ -654,7 +653,7 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
     status = await asyncio.to_thread(_transition, ctx, body, status, final_phase, reason,
                                      f"{message}; {outcome}" if message else outcome, **fields)
     # Restored: nothing left to hold a deletion for (a crash before this is mended by the next reconcile).
-    await asyncio.to_thread(finalizers.drop, ctx.objects, GROUP, VERSION, PLURAL, body)
+    await asyncio.to_thread(finalizers.drop, ctx.objects, body)
     await asyncio.to_thread(ctx.notifications.released, _with_status(body, status), outcome)
     if final_phase is Phase.FAILED:
         await asyncio.to_thread(ctx.notifications.page_for, _with_status(body, status), PageReason.ACTION_FAILED,

@@ -281,10 +281,10 @@ class Reconciler:
             apps = {"items": []}
         # No application, no pods to look at: a labelled LIST still makes the API server filter every pod
         # in the cluster, each second (10k in the scale bench).
-        pods: Any = self._core.list_pod_for_all_namespaces(
-            label_selector=f"{STANDIN_LABEL}=true", _request_timeout=5) if apps["items"] else None
+        pods: list[Any] = self._core.list_pod_for_all_namespaces(
+            label_selector=f"{STANDIN_LABEL}=true", _request_timeout=5).items if apps["items"] else []
         by_app: dict[tuple[str, str], list[Any]] = {}
-        for pod in pods.items if pods is not None else []:
+        for pod in pods:
             key = (str(pod.metadata.namespace), str(pod.metadata.labels.get(APP_NAME_LABEL, "")))
             by_app.setdefault(key, []).append(pod)
         observed: dict[tuple[str, str], AppSeries] = {}
