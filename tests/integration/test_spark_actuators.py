@@ -169,3 +169,33 @@ def test_scheduled_spark_application_is_suspended_and_restored_exactly(
     seqs.patch_spec("pause", {"release": True})
     seqs.wait_phase("pause", "Released")
     assert comparable(read(api_client, namespace, "ScheduledSparkApplication", "nightly")) == comparable(before)
+
+
+def test_dynamic_allocation_switched_on_under_a_cap_is_capped_too_and_left_on_at_release(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    create(api_client, namespace, spark_application("etl", demand=40, executor={"instances": 10}, allocation=None))
+    wait_executors(api_client, namespace, "etl", 10)
+    seqs.create(sequestration("cap", "SparkApplication", "etl", {"type": "scale", "replicas": 4}))
+    seqs.wait_phase("cap", "Active")
+    wait_executors(api_client, namespace, "etl", 4)
+
+    # The owner's way around a cap on executor.instances: let Spark allocate on demand, with no maximum.
+    group, version, plural = RESOURCES["SparkApplication"]
+    _objects(api_client).patch_namespaced_custom_object(
+        group, version, namespace, plural, "etl", {"spec": {"dynamicAllocation": {"enabled": True, "minExecutors": 2}}},
+        _content_type="application/merge-patch+json")
+
+    def capped() -> bool:
+        allocation = read(api_client, namespace, "SparkApplication", "etl")["spec"]["dynamicAllocation"]
+        return allocation.get("maxExecutors") == 4
+    eventually(capped, timeout_s=30, what="the hold to cap dynamic allocation's maxExecutors at 4")
+    held = seqs.get("cap")
+    assert any(c["type"] == "Tampered" and c["status"] == "True" for c in held["status"]["conditions"])
+    wait_executors(api_client, namespace, "etl", 4)
+
+    seqs.patch_spec("cap", {"release": True})
+    seqs.wait_phase("cap", "Released")
+    after = read(api_client, namespace, "SparkApplication", "etl")["spec"]
+    assert after["dynamicAllocation"] == {"enabled": True, "minExecutors": 2}, "the owner's change stays, ours goes"
+    assert after["executor"]["instances"] == 10

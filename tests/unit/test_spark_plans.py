@@ -126,6 +126,42 @@ def test_restore_leaves_a_cap_someone_raised_while_held_and_restores_the_rest() 
     assert restored["spec"]["executor"]["instances"] == 7
 
 
+def _held(app: dict[str, Any], action: ActionSpec) -> tuple[dict[str, Any], list[Any]]:
+    changes = plans.plan_changes(action, "SparkApplication", app, "s")
+    held = copy.deepcopy(app)
+    plans.apply_changes(held, changes)
+    return held, changes
+
+
+def test_dynamic_allocation_switched_on_under_a_cap_is_capped_too_and_released_as_its_owner_left_it() -> None:
+    cap = ActionSpec(type=ActionType.SCALE, replicas=4)
+    held, recorded = _held(_app({"instances": 10}), cap)
+    held["spec"]["dynamicAllocation"] = {"enabled": True, "minExecutors": 6}  # the owner's way around the cap
+    fresh = plans.uncovered_changes(cap, "SparkApplication", held, recorded, "s")
+    assert {c.path: (c.before, c.after) for c in fresh} == {"/spec/dynamicAllocation/maxExecutors": (None, 4),
+                                                            "/spec/dynamicAllocation/minExecutors": (6, 4)}
+    plans.apply_changes(held, fresh)
+    assert _effective_cap(held) == 4
+    restored = _release(held, [*recorded, *fresh])
+    assert restored["spec"]["executor"]["instances"] == 10
+    assert restored["spec"]["dynamicAllocation"] == {"enabled": True, "minExecutors": 6}
+
+
+def test_a_cap_undone_on_a_recorded_field_is_left_to_re_assertion_not_planned_twice() -> None:
+    cap = ActionSpec(type=ActionType.SCALE, replicas=4)
+    held, recorded = _held(_app({"instances": 10}, {"enabled": True, "maxExecutors": 50}), cap)
+    held["spec"]["dynamicAllocation"]["maxExecutors"] = 50
+    held["spec"]["executor"]["instances"] = 30
+    assert plans.uncovered_changes(cap, "SparkApplication", held, recorded, "s") == []
+
+
+def test_a_cap_moved_into_spark_conf_while_held_is_not_guessed_at() -> None:
+    cap = ActionSpec(type=ActionType.SCALE, replicas=4)
+    held, recorded = _held(_app({"instances": 10}), cap)
+    held["spec"]["sparkConf"] = {"spark.executor.instances": "40"}
+    assert plans.uncovered_changes(cap, "SparkApplication", held, recorded, "s") == []
+
+
 def _apps() -> st.SearchStrategy[dict[str, Any]]:
     counts = st.one_of(st.none(), st.integers(min_value=1, max_value=200))
     allocation = st.one_of(

@@ -92,11 +92,11 @@ class CompositeActuator:
                 raise ActuationRejected(f"the broker refused: {exc}") from exc
         return found
 
-    def cover_additions(self, priors: list[PriorState], actions: tuple[ActionSpec, ...],
-                        workload: Workload) -> list[PriorState] | None:
-        """The record extended to what was added to the workload while held (a container a throttle must
-        reach too), or None; Kafka records are returned as they are."""
-        return self.kubernetes.cover_additions(priors, actions, workload)
+    def cover_additions(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], workload: Workload,
+                        sequestration: str) -> list[PriorState] | None:
+        """The record extended to what changed in the workload while held (a container a throttle must
+        reach too, dynamic allocation under a cap), or None; Kafka records are returned as they are."""
+        return self.kubernetes.cover_additions(priors, actions, workload, sequestration)
 
     def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
         kubernetes_priors, kafka_priors = _by_system(priors)

@@ -600,8 +600,9 @@ def _run(scenario: Scenario) -> Outcome:
         if current is None:
             raise ValueError(f"interval {index}: the held {kind} {namespace}/{name} is gone (nothing to re-assert)")
         tampered = actuator.reassert(recorded, actions, namespace, hold.name, current)
-        # ... reach what was added since (a container the throttle does not limit yet), as the controller does.
-        extended = actuator.cover_additions(recorded, actions, Workload(kind, name, namespace, current))
+        # ... reach what changed since (a container the throttle does not limit yet), as the controller does.
+        extended = actuator.cover_additions(recorded, actions, Workload(kind, name, namespace, current),
+                                            hold.name)
         if extended is not None:
             actuator.apply(extended, actions, namespace, hold.name, None)
             tampered += [drift.uncovered(str(new.action), f"{kind}/{name}", current, change)

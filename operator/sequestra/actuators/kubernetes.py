@@ -162,18 +162,18 @@ class KubernetesActuator:
                           target_name=workload.name, changes=tuple(changes), created=created,
                           pods=tuple(resized), skipped_pods=tuple(skipped))
 
-    def cover_additions(self, priors: list[PriorState], actions: tuple[ActionSpec, ...],
-                        workload: Workload) -> list[PriorState] | None:
-        """While held: `priors` with the changes a throttle needs for what was added to the workload since
-        it was recorded (plans.uncovered_throttle_changes) appended; None when nothing new needs them.
-        The caller records the result before applying it, like any other plan."""
+    def cover_additions(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], workload: Workload,
+                        sequestration: str) -> list[PriorState] | None:
+        """While held: `priors` with the changes each action needs for what changed in the workload since it
+        was recorded (plans.uncovered_changes) appended; None when nothing new needs them. The caller
+        records the result before applying it, like any other plan."""
         extended, grew = [], False
         for prior in priors:
             fresh: list[FieldChange] = []
             if (prior.target_kind, prior.target_name) == (workload.kind, workload.name) and \
                     prior.action_index < len(actions):
-                fresh = plans.uncovered_throttle_changes(actions[prior.action_index], workload.kind, workload.body,
-                                                         list(prior.changes))
+                fresh = plans.uncovered_changes(actions[prior.action_index], workload.kind, workload.body,
+                                                list(prior.changes), sequestration)
             grew = grew or bool(fresh)
             extended.append(prior.model_copy(update={"changes": (*prior.changes, *fresh)}) if fresh else prior)
         return extended if grew else None

@@ -175,17 +175,22 @@ def _lowered_limits(action: ActionSpec, pod_spec_path: str, containers: list[dic
     return wanted
 
 
-def uncovered_throttle_changes(action: ActionSpec, kind: str, current: dict[str, Any],
-                               recorded: list[FieldChange]) -> list[FieldChange]:
-    """While a throttle holds: the limits it would set now that no recorded change covers — a container
-    added to the template after the hold, or a limit added where none was. Re-asserting only what was
-    recorded would leave such a container unthrottled. Empty when the action is not a template throttle."""
-    if action.type is not ActionType.THROTTLE or kind not in POD_SPEC_PATHS or kind == "Job":
+def uncovered_changes(action: ActionSpec, kind: str, current: dict[str, Any], recorded: list[FieldChange],
+                      sequestration: str) -> list[FieldChange]:
+    """While a hold holds: the changes `action` would make to the workload as it is now that no recorded
+    change covers. What was added since the hold was recorded escapes a re-assertion of the recorded paths
+    alone: a container appended to a throttled template, a limit set where none was, dynamic allocation
+    switched on (or a min/initial executor count raised) under an executor cap. Empty for actions that
+    change no workload field (isolate; a Job's throttle resizes its pods), and when the action no longer
+    plans at all (no container left; a Spark setting moved into sparkConf, which no spec field overrides):
+    nothing is guessed then."""
+    if action.type is ActionType.ISOLATE or kind not in ACTIONS_BY_KIND[action.type] or \
+            (action.type is ActionType.THROTTLE and kind == "Job"):
         return []
     try:
-        wanted = plan_changes(action, kind, current, "")
+        wanted = plan_changes(action, kind, current, sequestration)
     except PlanError:
-        return []  # no containers left: nothing to cover (re-assertion reports what was removed)
+        return []
     paths = [c.path for c in recorded]
     return [c for c in wanted
             if not any(c.path == p or c.path.startswith(p + "/") or p.startswith(c.path + "/") for p in paths)]

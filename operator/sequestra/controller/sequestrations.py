@@ -432,9 +432,9 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
 
 async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
                     workload: Workload, recorded: list[PriorState]) -> tuple[dict[str, Any], list[PriorState]]:
-    """Level-based: put back whatever someone undid while held, reach what was added since (a container
-    a throttle does not limit yet), then record who and escalate on repeats. Returns the status and the
-    record, which may have grown."""
+    """Level-based: put back whatever someone undid while held, reach what changed since (a container a
+    throttle does not limit yet, dynamic allocation under a cap), then record who and escalate on repeats.
+    Returns the status and the record, which may have grown."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     current = workload.body if any(p.target_kind == workload.kind and p.target_name == workload.name
                                    for p in recorded) else None
@@ -449,7 +449,7 @@ async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
         metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="reassert").inc()
         raise kopf.TemporaryError(f"re-asserting {spec.action_summary()} on {workload} failed: {exc}",
                                   delay=5) from exc
-    extended = ctx.actions.cover_additions(recorded, spec.effective_actions(), workload)
+    extended = ctx.actions.cover_additions(recorded, spec.effective_actions(), workload, name)
     if extended is not None:
         # Recorded before written, like every plan: a release restores the added fields too.
         await asyncio.to_thread(_write_status, ctx, body, {
