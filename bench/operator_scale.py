@@ -3,7 +3,9 @@
 Measures, for the real operator process (`sequestra run`) against the sandbox's API server:
 - latency from a Sequestration's creation to its action applied (phase Active), median and p99;
 - the operator's CPU (cores, from /proc) and peak resident memory;
-- API requests per second served by the apiserver during the burst, minus an idle baseline.
+- API requests per second served by the apiserver during the burst, minus an idle baseline;
+- where the machine's CPU went during the burst (each sandbox component, the operator, the bench) and which
+  kinds of API request the apiserver served most: the operator shares its cores with the control plane.
 
     python -m bench.operator_scale --deployments 500 --pods-per-deployment 2 --sequestrations 200
 """
@@ -11,7 +13,10 @@ Measures, for the real operator process (`sequestra run`) against the sandbox's 
 from __future__ import annotations
 
 import argparse
+import collections
+import contextlib
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -44,6 +49,9 @@ class ScaleResult:
     operator_peak_rss: int
     api_requests_per_s: float
     setup_s: float
+    cores_by_process: dict[str, float]
+    requests_per_s_by_kind: dict[str, float]
+    creating_s: float  # how long creating the Sequestrations took, back to back
 
     @property
     def p99_s(self) -> float:
@@ -64,7 +72,21 @@ class ScaleResult:
             f"{self.operator_peak_rss / MEMORY_GOAL_BYTES:.2f})",
             f"API requests/s above idle during the burst (whole apiserver): {self.api_requests_per_s:.0f}",
             f"(setup: {self.setup_s:.0f} s to create the Deployments and see their pods Running)",
+            f"the {self.sequestrations} Sequestrations were created in {self.creating_s:.1f} s; latency by "
+            "creation order, median/max per quarter: " + ", ".join(
+                f"{statistics.median(q) * 1000:.0f}/{max(q) * 1000:.0f} ms" for q in self._quarters() if q),
+            "CPU during the burst, cores: " + ", ".join(
+                f"{name} {cores:.2f}" for name, cores in sorted(self.cores_by_process.items(), key=lambda i: -i[1])
+                if cores >= 0.01),
+            "API requests/s during the burst, most served: " + ", ".join(
+                f"{kind} {rate:.0f}" for kind, rate in sorted(self.requests_per_s_by_kind.items(),
+                                                              key=lambda i: -i[1])[:10]),
         ]
+
+    def _quarters(self) -> list[list[float]]:
+        """Latencies (in creation order) in four parts: rising ones say the burst outruns the operator."""
+        n = len(self.latencies_s)
+        return [self.latencies_s[i * n // 4:(i + 1) * n // 4] for i in range(4)]
 
     @property
     def met_goals(self) -> bool:
@@ -80,15 +102,58 @@ def _deployment(name: str, replicas: int) -> dict[str, Any]:
                                   "spec": {"containers": [{"name": "main", "image": "example/app:1"}]}}}}
 
 
-def _apiserver_requests(paths: SandboxPaths) -> float:
+_REQUEST_LABELS = re.compile(r'(\w+)="([^"]*)"')
+
+
+def _apiserver_requests_by_kind(paths: SandboxPaths) -> collections.defaultdict[str, float]:
+    """Requests served so far, by verb and resource ("PATCH sequestrations/status")."""
     text = httpx.get(f"{endpoints.apiserver_url()}/metrics", verify=components.admin_tls(paths), timeout=10).text
-    return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-               if line.startswith("apiserver_request_total{"))
+    counts: collections.defaultdict[str, float] = collections.defaultdict(float)
+    for line in text.splitlines():
+        if line.startswith("apiserver_request_total{"):
+            labels = dict(_REQUEST_LABELS.findall(line))
+            resource = labels.get("resource", "") + (f"/{labels['subresource']}" if labels.get("subresource") else "")
+            counts[f"{labels.get('verb', '?')} {resource or '-'}"] += float(line.rsplit(" ", 1)[1])
+    return counts
+
+
+def _apiserver_requests(paths: SandboxPaths) -> float:
+    return sum(_apiserver_requests_by_kind(paths).values())
 
 
 def _cpu_seconds(pid: int) -> float:
     fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_tree_cpu(roots: dict[str, int]) -> dict[str, float]:
+    """CPU seconds used so far by each named process and its descendants (a component may be a wrapper)."""
+    parent: dict[int, int] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                parent[int(entry.name)] = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except OSError:
+                continue
+    names = {pid: name for name, pid in roots.items()}
+    used = dict.fromkeys(roots, 0.0)
+    for pid in parent:
+        ancestor = pid
+        while ancestor not in names and ancestor in parent and ancestor > 1:
+            ancestor = parent[ancestor]
+        if ancestor in names:  # the nearest named ancestor: the operator, a child of the bench, counts as itself
+            with contextlib.suppress(OSError):
+                used[names[ancestor]] += _cpu_seconds(pid)
+    return used
+
+
+def _watched_processes(paths: SandboxPaths, operator_pid: int) -> dict[str, int]:
+    roots = {"operator": operator_pid, "bench": os.getpid()}
+    for record_file in sorted(paths.pids.glob("*.json")):
+        record = processes.read_record(paths.pids, record_file.stem)
+        if record is not None and processes.is_alive(record):
+            roots[record.name] = record.pid
+    return roots
 
 
 def _setup(api_client: client.ApiClient, deployments: int, pods_per: int) -> list[tuple[str, str]]:
@@ -166,7 +231,9 @@ def run(deployments: int = 500, pods_per: int = 2, sequestrations: int = 200) ->
         watcher = threading.Thread(target=watch_phases, daemon=True)
         watcher.start()
         time.sleep(1)
-        cpu_t0, wall_t0, req_t0 = _cpu_seconds(operator.pid), time.monotonic(), _apiserver_requests(paths)
+        watched = _watched_processes(paths, operator.pid)
+        tree_t0, kinds_t0 = _process_tree_cpu(watched), _apiserver_requests_by_kind(paths)
+        cpu_t0, wall_t0, req_t0 = _cpu_seconds(operator.pid), time.monotonic(), sum(kinds_t0.values())
         for namespace, name in targets[:sequestrations]:
             body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration",
                     "metadata": {"name": f"hold-{name}"},
@@ -175,13 +242,17 @@ def run(deployments: int = 500, pods_per: int = 2, sequestrations: int = 200) ->
             created[(namespace, f"hold-{name}")] = time.monotonic()
             objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, body)
             peak_rss = max(peak_rss, processes.resident_bytes(operator.pid))
+        creating_s = time.monotonic() - wall_t0
         deadline = time.monotonic() + 120
         while len(applied) < sequestrations and time.monotonic() < deadline:
             peak_rss = max(peak_rss, processes.resident_bytes(operator.pid))
             time.sleep(0.2)
         wall = time.monotonic() - wall_t0
         cores = (_cpu_seconds(operator.pid) - cpu_t0) / wall
-        api_rate = (_apiserver_requests(paths) - req_t0) / wall - idle_rate
+        tree_used, kinds = _process_tree_cpu(watched), _apiserver_requests_by_kind(paths)
+        api_rate = (sum(kinds.values()) - req_t0) / wall - idle_rate
+        cores_by_process = {name: (tree_used[name] - tree_t0[name]) / wall for name in watched}
+        by_kind = {kind: (count - kinds_t0[kind]) / wall for kind, count in kinds.items()}
         done.set()
     finally:
         operator.terminate()
@@ -190,7 +261,7 @@ def run(deployments: int = 500, pods_per: int = 2, sequestrations: int = 200) ->
     latencies = [applied[k] - created[k] for k in created if k in applied]
     _teardown(api_client)
     return ScaleResult(deployments * pods_per, deployments, sequestrations, latencies, cores, peak_rss, api_rate,
-                       setup_s)
+                       setup_s, cores_by_process, by_kind, creating_s)
 
 
 def _teardown(api_client: client.ApiClient) -> None:

@@ -38,6 +38,7 @@ from sequestra.actuators.kubernetes import (
 )
 from sequestra.actuators.plans import PlanError
 from sequestra.controller import finalizers, metrics
+from sequestra.controller.known_status import KnownStatus
 from sequestra.controller.notifications import Notifications
 from sequestra.model.conditions import now_iso, set_condition
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
@@ -77,6 +78,7 @@ class Context:
         self.actions = CompositeActuator(self.actuator, kafka=lambda: _kafka_actuator(settings))
         self.objects = client.CustomObjectsApi(api_client)
         self.notifications = Notifications(settings)
+        self.known_status = KnownStatus()  # saves re-reading a hold whose handed-over copy is current
         # Set at start-up by the loop's services (controller/loop.py): the diagnoser and the firing alerts.
         self.diagnoser: Any = None
         self.alerts: Any = None
@@ -149,6 +151,7 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     if body.get("status", {}).get("phase") != Phase.RELEASED:
         await _locked(body, lambda: _release(body, memo.context, reason="Deleted"))
     metrics.mark_active(body["metadata"]["uid"], False)
+    memo.context.known_status.forget(body["metadata"]["uid"])
 
 
 async def reconcile(body: kopf.Body, ctx: Context) -> None:
@@ -162,10 +165,16 @@ async def _locked(body: kopf.Body, work: Any) -> None:
 
 
 def _status(ctx: Context, body: kopf.Body) -> dict[str, Any]:
-    """The freshest status (the body a handler got may predate our own last write)."""
+    """The freshest status: the handed-over copy when it shows everything this process last wrote or read
+    (known_status.py), else read from the API server (the copy may predate our own last write)."""
     meta = body["metadata"]
+    known = ctx.known_status.current(meta["uid"], body.get("status"))
+    if known is not None:
+        return known
     current: Any = ctx.objects.get_namespaced_custom_object(GROUP, VERSION, meta["namespace"], PLURAL, meta["name"])
-    return dict(current.get("status") or {})
+    status = dict(current.get("status") or {})
+    ctx.known_status.read(meta["uid"], status)
+    return status
 
 
 def _write_status(ctx: Context, body: kopf.Body, fragment: dict[str, Any]) -> None:
@@ -174,6 +183,7 @@ def _write_status(ctx: Context, body: kopf.Body, fragment: dict[str, Any]) -> No
         GROUP, VERSION, meta["namespace"], PLURAL, meta["name"], {"status": fragment},
         _content_type="application/merge-patch+json",
     )
+    ctx.known_status.wrote(meta["uid"], fragment)
 
 
 def _transition(ctx: Context, body: kopf.Body, status: dict[str, Any], phase: Phase, reason: str, message: str,
@@ -194,6 +204,8 @@ def _transition(ctx: Context, body: kopf.Body, status: dict[str, Any], phase: Ph
                  reason=reason, message=message)
     _write_status(ctx, body, fragment)
     metrics.mark_active(body["metadata"]["uid"], phase is Phase.ACTIVE)
+    if phase.is_final:  # never acted on again
+        ctx.known_status.forget(body["metadata"]["uid"])
     return {**status, **fragment}
 
 
@@ -240,6 +252,7 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     if phase.is_final:
         if finalizers.has(body):  # restored, or never acted: nothing left to hold deletion for
             await asyncio.to_thread(finalizers.drop, ctx.objects, body)
+        ctx.known_status.forget(body["metadata"]["uid"])
         return
     expires_at = _parse_time(status.get("expiresAt"))
     approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
