@@ -37,6 +37,7 @@ def test_writes_merge_as_the_api_server_merges_them() -> None:
     assert merged({"incident": {"rung": 1, "effective": False}, "message": "x"},
                   {"incident": {"effective": True}, "message": None, "phase": "Active"}) == \
         {"incident": {"rung": 1, "effective": True}, "phase": "Active"}
+    assert merged({}, {"incident": {"rung": 1, "evasionOf": None}}) == {"incident": {"rung": 1}}
     known = KnownStatus()
     known.read("uid-1", {"incident": {"rung": 1}})
     known.wrote("uid-1", {"incident": {"containedAt": "t"}})

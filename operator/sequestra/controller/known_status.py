@@ -26,8 +26,9 @@ def merged(base: Mapping[str, Any], patch: Mapping[str, Any]) -> dict[str, Any]:
     for key, value in patch.items():
         if value is None:
             result.pop(key, None)
-        elif isinstance(value, Mapping) and isinstance(result.get(key), Mapping):
-            result[key] = merged(result[key], value)
+        elif isinstance(value, Mapping):
+            base_value = result.get(key)
+            result[key] = merged(base_value if isinstance(base_value, Mapping) else {}, value)
         else:
             result[key] = copy.deepcopy(value)
     return result
@@ -49,7 +50,7 @@ class KnownStatus:
         self._by_uid[uid] = copy.deepcopy(dict(status))
 
     def wrote(self, uid: str, fragment: Mapping[str, Any]) -> None:
-        """After a merge-patch of the status landed (what else it holds, if unknown, is read next time)."""
+        """After a merge patch of the status landed: the fields it does not name keep what was known of them."""
         self._by_uid[uid] = merged(self._by_uid.get(uid, {}), fragment)
 
     def forget(self, uid: str) -> None:
