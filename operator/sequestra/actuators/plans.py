@@ -181,12 +181,9 @@ def uncovered_changes(action: ActionSpec, kind: str, current: dict[str, Any], re
     change covers. What was added since the hold was recorded escapes a re-assertion of the recorded paths
     alone: a container appended to a throttled template, a limit set where none was, dynamic allocation
     switched on (or a min/initial executor count raised) under an executor cap. Empty for actions that
-    change no workload field (isolate; a Job's throttle resizes its pods), and when the action no longer
-    plans at all (no container left; a Spark setting moved into sparkConf, which no spec field overrides):
-    nothing is guessed then."""
-    if action.type is ActionType.ISOLATE or kind not in ACTIONS_BY_KIND[action.type] or \
-            (action.type is ActionType.THROTTLE and kind == "Job"):
-        return []
+    change no workload field (isolate; a Job's throttle resizes its pods: plan_changes plans nothing for
+    them), and when the action no longer plans at all (no container left; a Spark setting moved into
+    sparkConf, which no spec field overrides): nothing is guessed then."""
     try:
         wanted = plan_changes(action, kind, current, sequestration)
     except PlanError:
