@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import socket
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -45,6 +46,27 @@ def test_stop_ends_the_recorded_process_and_forgets_it(paths: SandboxPaths) -> N
     assert not processes.is_alive(record)
     assert processes.read_record(paths.pids, "sleeper") is None
     assert not processes.stop(paths.pids, "sleeper"), "stopping twice is a no-op"
+
+
+def _niceness(pid: int, tid: int) -> int:
+    return int(Path(f"/proc/{pid}/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()[16])
+
+
+def test_a_stand_in_runs_at_its_niceness_threads_included_and_is_still_the_recorded_process(
+        paths: SandboxPaths) -> None:
+    program = "import threading, time; threading.Thread(target=time.sleep, args=(60,)).start(); time.sleep(60)"
+    record = processes.start(paths.pids, "sleeper", [sys.executable, "-c", program], log=paths.logs / "sleeper.log",
+                             niceness=7)
+    try:
+        threads = Path(f"/proc/{record.pid}/task")
+        deadline = time.monotonic() + 10
+        while len(list(threads.iterdir())) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert sorted(_niceness(record.pid, int(t.name)) for t in threads.iterdir()) == [7, 7]
+        assert "python" in Path(f"/proc/{record.pid}/comm").read_text(), "nice execs the program in place"
+        assert processes.is_alive(record)
+    finally:
+        assert processes.stop(paths.pids, "sleeper", timeout_s=5)
 
 
 def test_a_reused_pid_is_not_taken_for_ours(paths: SandboxPaths) -> None:

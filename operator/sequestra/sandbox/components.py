@@ -33,6 +33,16 @@ class Component:
     prepare: Callable[[SandboxPaths], None] = lambda _paths: None
     env: Callable[[SandboxPaths], dict[str, str]] = field(default=lambda _paths: dict(os.environ))
     start_timeout_s: float = 60.0
+    # Above 0 for the stand-ins of what runs on worker nodes in a real cluster (STAND_IN_NICENESS).
+    niceness: int = 0
+
+
+# The simulated kubelets (KWOK), their metrics (workload-metrics) and the Spark operator's stand-in run on
+# worker nodes in a real cluster, not on the control plane's CPUs. Here all share two cores: at normal
+# priority, a burst of their work (KWOK finishing 4 000 pod deletions) delays every wake-up of etcd, the API
+# server and the operator, and each request waits behind it. At this niceness they get what those leave
+# (docs/BENCHMARKS.md has the figures before and after).
+STAND_IN_NICENESS = 10
 
 
 def pki(paths: SandboxPaths) -> Pki:
@@ -434,7 +444,7 @@ COMPONENTS: dict[str, Component] = {
         Component("kube-scheduler", f"https://{HOST}:{PORTS.scheduler}", (PORTS.scheduler,), _scheduler_argv,
                   _healthz(PORTS.scheduler)),
         Component("kwok", f"http://{HOST}:{PORTS.kwok}", (PORTS.kwok,), _kwok_argv, _kwok_health,
-                  prepare=_kwok_prepare),
+                  prepare=_kwok_prepare, niceness=STAND_IN_NICENESS),
         Component("kafka", endpoints.kafka_bootstrap(),
                   (PORTS.kafka, PORTS.kafka_controller, PORTS.kafka_jmx_exporter), _kafka_argv, _kafka_health,
                   prepare=_kafka_prepare, start_timeout_s=90),
@@ -443,9 +453,10 @@ COMPONENTS: dict[str, Component] = {
         Component("alertmanager", endpoints.alertmanager_url(), (PORTS.alertmanager,), _alertmanager_argv,
                   _ready(f"{endpoints.alertmanager_url()}/-/ready"), prepare=_alertmanager_prepare),
         Component("workload-metrics", endpoints.workload_metrics_url(), (PORTS.workload_metrics,),
-                  _workload_metrics_argv, _ready(f"{endpoints.workload_metrics_url()}/healthz")),
+                  _workload_metrics_argv, _ready(f"{endpoints.workload_metrics_url()}/healthz"),
+                  niceness=STAND_IN_NICENESS),
         Component("spark-standin", endpoints.spark_standin_url(), (PORTS.spark_standin,), _spark_standin_argv,
-                  _ready(f"{endpoints.spark_standin_url()}/healthz")),
+                  _ready(f"{endpoints.spark_standin_url()}/healthz"), niceness=STAND_IN_NICENESS),
     )
 }
 

@@ -107,7 +107,7 @@ def _start(paths: SandboxPaths, component: Component, port_grace_s: float = 5.0)
     component.prepare(paths)
     return processes.start(
         paths.pids, component.name, component.argv(paths), log=paths.logs / f"{component.name}.log",
-        env=component.env(paths),
+        env=component.env(paths), niceness=component.niceness,
     )
 
 

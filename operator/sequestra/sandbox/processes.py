@@ -61,9 +61,14 @@ def read_record(pids_dir: Path, name: str) -> ProcessRecord | None:
 
 def start(
     pids_dir: Path, name: str, argv: Sequence[str], *, log: Path, env: Mapping[str, str] | None = None,
-    cwd: Path | None = None,
+    cwd: Path | None = None, niceness: int = 0,
 ) -> ProcessRecord:
-    """Start a detached process (own session, so it outlives the CLI) with output appended to `log`."""
+    """Start a detached process (own session, so it outlives the CLI) with output appended to `log`, at
+    `niceness` (every thread it starts inherits it)."""
+    if niceness:
+        # `nice` execs the program in place (same pid); a preexec_fn would run Python in a forked child,
+        # which is unsafe while other threads start components of the same wave.
+        argv = ["nice", "-n", str(niceness), *argv]
     with log.open("ab") as out:
         out.write(f"\n=== {time.strftime('%Y-%m-%dT%H:%M:%S')} starting: {' '.join(argv)}\n".encode())
         out.flush()
