@@ -10,6 +10,7 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
 
+from sequestra.actuators.kubernetes import KubernetesActuator
 from sequestra.controller.finalizers import RESTORE_FINALIZER
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
@@ -180,6 +181,34 @@ def test_a_change_made_by_someone_else_while_held_is_not_clobbered_on_release(
     assert "sequestra.dev/sequestered" not in deployment["metadata"].get("labels", {}), "our own mark is undone"
     conflict = next(c for c in released["status"]["conditions"] if c["type"] == "RestoreConflict")
     assert "/spec/replicas" in conflict["message"]
+
+
+def test_a_plan_from_a_watch_cache_behind_the_target_is_made_again_before_anything_is_applied(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A new hold plans from the API server's watch cache. Here the cache serves a copy from before the
+    owner scaled to 5: the hold must still record 5 as the prior state, hold it at 0, and give 5 back."""
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
+    lagging_copy = workloads.read(api_client, namespace, "Deployment", "web")
+    client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 5}})
+    read = KubernetesActuator.get
+
+    def lagging_cache(self: KubernetesActuator, kind: str, ns: str, name: str, *, cached: bool = False) -> Any:
+        if cached and (kind, ns, name) == ("Deployment", namespace, "web"):
+            return copy.deepcopy(lagging_copy)
+        return read(self, kind, ns, name, cached=cached)
+
+    monkeypatch.setattr(KubernetesActuator, "get", lagging_cache)
+    seqs.create(sequestration("hold", "Deployment", "web", {"type": "scale", "replicas": 0}))
+    held = seqs.wait_phase("hold", "Active")
+
+    assert held["status"]["priorState"][0]["changes"][0]["before"] == 5, "recorded from the target as it is"
+    assert not [c for c in held["status"].get("conditions", []) if c["type"] == "Drifted"]
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 0
+    seqs.patch_spec("hold", {"release": True})
+    seqs.wait_phase("hold", "Released")
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 5
 
 
 def test_deleting_the_sequestration_restores_the_target_first(

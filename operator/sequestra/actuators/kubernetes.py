@@ -89,18 +89,30 @@ class KubernetesActuator:
         self._core = client.CoreV1Api(api_client)
 
     # --- reading ----------------------------------------------------------------------------------
-    def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+    def get(self, kind: str, namespace: str, name: str, *, cached: bool = False) -> dict[str, Any] | None:
+        """The object, None when it does not exist. `cached`: from the API server's watch cache
+        (resourceVersion=0), which spares etcd a quorum read but may lag the latest write by a moment."""
         group, version, plural = RESOURCES[kind]
         try:
-            body = self._objects.get_namespaced_custom_object(group, version, namespace, plural, name)
+            if cached:  # the generated client has no resourceVersion parameter for a GET
+                api = self._objects.api_client
+                response = api.call_api(*api.param_serialize(
+                    "GET", f"/apis/{group}/{version}/namespaces/{namespace}/{plural}/{name}",
+                    query_params=[("resourceVersion", "0")], header_params={"Accept": "application/json"},
+                    auth_settings=["BearerToken"]))
+                response.read()
+                body = api.response_deserialize(response, {"200": "object"}).data  # raises ApiException otherwise
+            else:
+                body = self._objects.get_namespaced_custom_object(group, version, namespace, plural, name)
         except ApiException as exc:
             if exc.status == 404:
                 return None
             raise
         return cast(dict[str, Any], body)
 
-    def resolve(self, namespace: str, target: TargetRef) -> Workload:
-        """The workload a human manages: a Pod or ReplicaSet is walked up its owner references."""
+    def resolve(self, namespace: str, target: TargetRef, *, cached: bool = False) -> Workload:
+        """The workload a human manages: a Pod or ReplicaSet is walked up its owner references. `cached`
+        reads the workloads from the API server's watch cache (see `get`)."""
         kind, name = str(target.kind), target.name
         if target.kind is WorkloadKind.POD:
             try:
@@ -120,7 +132,9 @@ class KubernetesActuator:
         while True:
             if kind not in RESOURCES:
                 raise TargetNotFound(f"{kind}/{name} is not a workload Sequestra can act on")
-            body = self.get(kind, namespace, name)
+            body = self.get(kind, namespace, name, cached=cached)
+            if body is None and cached:  # perhaps created a moment ago: only a quorum read can say it is not there
+                body = self.get(kind, namespace, name)
             if body is None:
                 raise TargetNotFound(f"{kind} {namespace}/{name} not found")
             owner = next((o for o in body["metadata"].get("ownerReferences", []) if o.get("controller")), None)
