@@ -245,11 +245,10 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     hinted = Phase((body.get("status") or {}).get("phase") or Phase.PENDING)
     prefetch = spec.requester == AUTOMATED_REQUESTER and hinted in (Phase.PENDING, Phase.AWAITING_APPROVAL) \
         and not spec.release
-    # A hold with nothing recorded yet plans from the API server's watch cache, sparing the quorum read of
-    # etcd on the way to its action (at 10k pods, the slowest of its round trips). A copy behind the target
-    # is handled as a change made between any read and the write is: the patch's `test` ops refuse it, and
-    # the retry reports the field as changed by someone else. Held ones re-assert from a quorum read: there,
-    # a copy behind the hold's own last write would look like tampering.
+    # A hold with nothing recorded yet plans from the API server's watch cache: the quorum read through etcd
+    # then runs alongside the record's write instead of before it (_apply checks the copy against it, and
+    # plans again if the cache was behind). Held ones re-assert from a quorum read: there, a copy behind the
+    # hold's own last write would look like tampering.
     first_plan = hinted is Phase.PENDING and not (body.get("status") or {}).get("priorState")
     status, resolved, counted = await asyncio.gather(
         asyncio.to_thread(_status, ctx, body),
