@@ -126,7 +126,10 @@ def test_one_replica_acts_and_a_killed_leader_hands_over_without_doubling(
     assert seqs.get("hold-1")["status"]["priorState"] == held["status"]["priorState"], "hold-1 not re-applied"
     assert _activations(seqs.get("hold-1")) == 1
     for target in ("web-1", "web-2"):
-        sequestered = [e for e in events_for(api_client, namespace, target) if e[1] == "Sequestered"]
+        # kopf posts Events from a queue of its own, a moment after the handler that wrote `Active`.
+        sequestered = eventually(
+            lambda target=target: [e for e in events_for(api_client, namespace, target) if e[1] == "Sequestered"],
+            what=f"the Sequestered Event on {target}")
         assert len(sequestered) == 1, f"{target} sequestered once: {sequestered}"
 
     for name in ("hold-1", "hold-2"):
