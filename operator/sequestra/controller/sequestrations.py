@@ -413,16 +413,16 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
         fresh: dict[str, Any] | None = rest[-1]  # type: ignore[assignment]  # gather's results are not typed apart
         if fresh is None:
             raise kopf.TemporaryError(f"{workload} is gone; nothing changed", delay=1)
-        if fresh["metadata"]["resourceVersion"] != workload.body["metadata"]["resourceVersion"]:
+        cached_version = workload.body["metadata"]["resourceVersion"]
+        workload = Workload(workload.kind, workload.name, namespace, fresh)
+        if fresh["metadata"]["resourceVersion"] != cached_version:
             # The cache was behind the target. Nothing is applied yet, so the record can still be replaced:
             # planned again from the quorum read, as if read that way in the first place.
-            workload = Workload(workload.kind, workload.name, namespace, fresh)
             planned = await _plan(body, ctx, status, actions, workload, earlier, summary)
             if planned is None:
                 return
             recorded = earlier + planned
             await asyncio.to_thread(_write_record, ctx, body, recorded, summary)
-        workload = Workload(workload.kind, workload.name, namespace, fresh)
     skipped = [reason for prior in planned for reason in prior.skipped_pods]
     if skipped:  # a throttle that could not reach some running pods says so, rather than look complete
         kopf.warn(body, reason="PodsNotResized", message="; ".join(skipped)[:1000])
