@@ -16,6 +16,7 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from sequestra.actuators import plans
 from sequestra.actuators.kubernetes import isolation_policy_name
 from sequestra.model.sequestration import GROUP, PLURAL, SEQUESTERED_LABEL, VERSION
 from sequestra.sandbox.paths import SandboxPaths
@@ -162,7 +163,7 @@ def test_the_held_workloads_own_identity_cannot_undo_the_hold(
     seqs = Sequestrations(api_client, namespace)
     seqs.create(sequestration("hold-web", "Deployment", "web", {"type": "scale", "replicas": 0},
                               {"type": "throttle", "cpu": "100m"}, {"type": "isolate"}))
-    seqs.wait_phase("hold-web", "Active")
+    hold_uid = seqs.wait_phase("hold-web", "Active")["metadata"]["uid"]
     policy = isolation_policy_name("hold-web")
 
     # Enforcement lags the policy's creation by a moment: wait for the first refusal, then expect each.
@@ -183,6 +184,9 @@ def test_the_held_workloads_own_identity_cannot_undo_the_hold(
         "strip the label": (lambda: workload.patch("Deployment", "web",
                                                    {"metadata": {"labels": {SEQUESTERED_LABEL: None}}}),
                             "refused: removing or changing the sequestra.dev/sequestered label"),
+        "forge a prior-state record": (lambda: workload.patch("Deployment", "web", {"metadata": {"annotations": {
+            plans.record_annotation(hold_uid): '[{"changes": [{"path": "/spec/replicas", "before": 50}]}]'}}}),
+            "refused: adding, changing or removing a sequestra.dev/prior-state record"),
         "delete and re-create": (lambda: workload.delete("Deployment", "web"),
                                  f"refused: deleting Deployment {namespace}/web"),
         "open the NetworkPolicy": (lambda: workload.patch("NetworkPolicy", policy,

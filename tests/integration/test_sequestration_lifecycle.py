@@ -10,8 +10,10 @@ import pytest
 from kopf.testing import KopfRunner
 from kubernetes import client
 
+from sequestra.actuators import plans
 from sequestra.actuators.kubernetes import KubernetesActuator
 from sequestra.controller.finalizers import RESTORE_FINALIZER
+from sequestra.model.sequestration import PriorState
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
 from tests.integration.conftest import drop_namespace
@@ -77,6 +79,10 @@ def test_action_applies_and_release_restores_the_target_exactly(
     held = workloads.read(api_client, namespace, kind, name)
     assert _comparable(held) != _comparable(before), "the action changed the target"
     assert active["status"]["priorState"][0]["changes"], "what changed is recorded"
+    on_target = plans.recorded_on(held, active["metadata"]["uid"]) or []
+    assert [PriorState.model_validate(p) for p in on_target] == \
+        [PriorState.model_validate(p) for p in active["status"]["priorState"]], \
+        "the record went to the target with the changes, in the same patch"
     assert active["status"]["targetRef"] == f"{kind}/{name}"
 
     seqs.patch_spec("hold", {"release": True})

@@ -18,8 +18,10 @@ from typing import Any
 import httpx
 from kubernetes import client
 
+from sequestra.actuators import plans
+from sequestra.actuators.kubernetes import KubernetesActuator
 from sequestra.controller.finalizers import RESTORE_FINALIZER
-from sequestra.model.sequestration import GROUP, VERSION
+from sequestra.model.sequestration import GROUP, VERSION, SequestrationSpec
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
 from tests.integration.operator_support import Sequestrations, events_for, running_operator, sequestration
@@ -99,6 +101,59 @@ def test_crash_after_mutating_before_the_status_update_does_not_act_twice(
         seqs.patch_spec("hold", {"release": True})
         seqs.wait_phase("hold", "Released")
     assert _replicas(api_client, namespace) == 5
+
+
+def _hold_after_its_one_patch(api_client: client.ApiClient, namespace: str) -> tuple[Sequestrations, str]:
+    """Deployment web (5 replicas) and hold "hold" scaling it to 0, as the operator leaves them when it stops
+    right after the patch that takes a first plan and its record to the target: the finalizer on, the hold's
+    status empty. Returns the hold's uid."""
+    workloads.create(api_client, namespace, workloads.deployment("web", 5))
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
+    client.CustomObjectsApi(api_client).patch_namespaced_custom_object(
+        GROUP, VERSION, namespace, "sequestrations", "hold", {"metadata": {"finalizers": [RESTORE_FINALIZER]}},
+        _content_type="application/merge-patch+json")
+    hold = seqs.get("hold")
+    spec = SequestrationSpec.model_validate(hold["spec"])
+    actuator = KubernetesActuator(api_client)
+    workload = actuator.resolve(namespace, spec.target)
+    planned = actuator.plan_remaining(spec.effective_actions(), workload, "hold", [])
+    assert actuator.apply_recorded(planned, namespace, hold["metadata"]["uid"], workload.body)
+    assert _replicas(api_client, namespace) == 0
+    return seqs, hold["metadata"]["uid"]
+
+
+def test_crash_after_the_patch_that_carries_the_record_completes_the_hold_from_that_record(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    seqs, uid = _hold_after_its_one_patch(api_client, namespace)
+
+    with running_operator(sandbox):
+        active = seqs.wait_phase("hold", "Active")
+        changes = active["status"]["priorState"][0]["changes"]
+        assert changes == [{"path": "/spec/replicas", "before": 5, "existed": True, "after": 0}], \
+            "the record from the target, not a plan made again from the changed target (5 -> 0, not 0 -> 0)"
+        assert [p["action"] for p in active["status"]["priorState"]] == ["scale", "label"]
+        assert "Drifted" not in {c["type"] for c in active["status"]["conditions"]}
+        seqs.patch_spec("hold", {"release": True})
+        seqs.wait_phase("hold", "Released")
+    deployment = workloads.read(api_client, namespace, "Deployment", "web")
+    assert deployment["spec"]["replicas"] == 5
+    assert plans.record_annotation(uid) not in deployment["metadata"].get("annotations", {}), "the record goes too"
+    assert "sequestra.dev/sequestered" not in deployment["metadata"].get("labels", {})
+
+
+def test_deleting_a_hold_whose_record_is_only_on_the_target_restores_from_it(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    seqs, uid = _hold_after_its_one_patch(api_client, namespace)
+    seqs.delete("hold")
+
+    with running_operator(sandbox):
+        eventually(lambda: seqs.gone("hold"), what="the hold deleted once its target was restored")
+    deployment = workloads.read(api_client, namespace, "Deployment", "web")
+    assert deployment["spec"]["replicas"] == 5
+    assert plans.record_annotation(uid) not in deployment["metadata"].get("annotations", {})
 
 
 def test_crash_midway_through_a_release_finishes_it(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+import jsonpatch
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -13,13 +14,16 @@ from sequestra.actuators import plans
 from sequestra.model.sequestration import ActionSpec, ActionType
 
 
-def _deployment(replicas: int = 3, resources: dict[str, Any] | None = None, labels: dict | None = None) -> dict:
+def _deployment(replicas: int = 3, resources: dict[str, Any] | None = None, labels: dict | None = None,
+                annotations: dict | None = None) -> dict:
     container: dict[str, Any] = {"name": "main", "image": "app:1"}
     if resources is not None:
         container["resources"] = resources
     metadata: dict[str, Any] = {"name": "web", "namespace": "shop"}
     if labels is not None:
         metadata["labels"] = labels
+    if annotations is not None:
+        metadata["annotations"] = annotations
     return {"apiVersion": "apps/v1", "kind": "Deployment", "metadata": metadata, "spec": {
         "replicas": replicas,
         "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"containers": [container]}},
@@ -170,3 +174,73 @@ def test_release_after_apply_is_the_identity(original: dict, actions: list[Actio
     for changes in reversed(recorded):
         obj = _release(obj, changes)
     assert obj == original
+
+
+HOLD_UID = "8d2f0c1e-0000-4000-8000-000000000001"
+
+
+def _api_server_patch(obj: dict, ops: list[dict[str, Any]]) -> dict:
+    """A JSON patch applied as kube-apiserver applies it: all or nothing, and a `test` against null passes on
+    a missing member (the jsonpatch library would refuse it)."""
+    patched = obj
+    for op in ops:
+        if op["op"] == "test" and op["value"] is None and not plans.exists(patched, op["path"]):
+            continue
+        patched = jsonpatch.apply_patch(patched, [op])
+    return patched
+
+
+def _first_plan(obj: dict, actions: list[ActionSpec]) -> list[plans.FieldChange]:
+    scratch, changes = copy.deepcopy(obj), []
+    for action in actions:
+        planned = plans.plan_changes(action, "Deployment", scratch, "hold-web")
+        plans.apply_changes(scratch, planned)
+        changes += planned
+    return changes
+
+
+@given(_workloads(), st.sampled_from([None, {}, {"team": "a"}]), st.lists(_actions(), max_size=2))
+def test_a_first_plan_goes_with_its_record_in_one_patch_and_release_takes_both_back(
+        original: dict, annotations: dict | None, actions: list[ActionSpec]) -> None:
+    if annotations is not None:
+        original["metadata"]["annotations"] = annotations
+    changes = _first_plan(original, [*actions, ActionSpec(type=ActionType.LABEL)])
+    record = [{"action": "scale", "changes": [c.model_dump(mode="json", by_alias=True) for c in changes]}]
+
+    patch = plans.recorded_patch(original, changes, HOLD_UID, record)
+    assert patch is not None, "the mark always leaves an annotations map to carry the record"
+    held = _api_server_patch(original, patch)
+
+    assert plans.recorded_on(held, HOLD_UID) == record
+    assert plans.plan_apply(held, changes).pending == [], "applied again after a crash, it writes nothing"
+    assert plans.plan_apply(held, changes).drifted == [], "its own record is not someone else's change"
+    restore = plans.plan_restore(held, changes)
+    assert restore.conflicts == []
+    assert _api_server_patch(held, [*plans.record_removal(held, HOLD_UID), *restore.ops]) == original
+
+
+def test_a_patch_planned_from_a_stale_copy_writes_nothing_not_even_the_record() -> None:
+    stale = _deployment(5)
+    changes = _first_plan(stale, [ActionSpec(type=ActionType.SCALE, replicas=0), ActionSpec(type=ActionType.LABEL)])
+    patch = plans.recorded_patch(stale, changes, HOLD_UID, [{"action": "scale"}])
+    assert patch is not None
+    # Since the copy was read, the owner scaled to 7; someone else annotated the Deployment.
+    for current in (_deployment(7), _deployment(5, annotations={"owner": "team-a"})):
+        with pytest.raises(jsonpatch.JsonPatchTestFailed):
+            _api_server_patch(current, patch)
+
+
+def test_a_target_with_no_annotations_map_to_carry_the_record_gets_no_one_patch() -> None:
+    obj = _deployment(5)
+    changes = _first_plan(obj, [ActionSpec(type=ActionType.SCALE, replicas=0)])
+    assert plans.recorded_patch(obj, changes, HOLD_UID, []) is None
+    annotated = _deployment(5, annotations={})
+    assert plans.recorded_patch(annotated, changes, HOLD_UID, []) is not None
+
+
+def test_only_a_hold_s_own_well_formed_record_is_read_back() -> None:
+    obj = _deployment(annotations={plans.record_annotation(HOLD_UID): "{not json", "other": "1"})
+    assert plans.recorded_on(obj, HOLD_UID) is None
+    obj["metadata"]["annotations"][plans.record_annotation(HOLD_UID)] = '[{"action": "scale"}]'
+    assert plans.recorded_on(obj, HOLD_UID) == [{"action": "scale"}]
+    assert plans.recorded_on(obj, "another-uid") is None

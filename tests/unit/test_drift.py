@@ -35,7 +35,9 @@ def _hold(obj: dict[str, Any]) -> tuple[dict[str, Any], list[Any]]:
 def _patched(obj: dict[str, Any], plan: drift.ReassertPlan) -> dict[str, Any]:
     result = copy.deepcopy(obj)
     for op in plan.ops:
-        if op["op"] == "test":
+        if op["op"] == "test" and op["value"] is None:  # the API server takes a missing member as null
+            assert not plans.exists(result, op["path"]) or plans.get_pointer(result, op["path"]) is None, op
+        elif op["op"] == "test":
             assert plans.get_pointer(result, op["path"]) == op["value"], op
         else:
             plans.apply_changes(result, [plans.FieldChange(path=op["path"], after=op["value"])])

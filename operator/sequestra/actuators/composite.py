@@ -80,6 +80,14 @@ class CompositeActuator:
                 raise ActuationRejected(f"the broker refused: {exc}") from exc
         return drifted
 
+    def records_on_target(self, priors: list[PriorState]) -> bool:
+        """Whether the record of `priors` can ride in the patch of their target (no Kafka, no other object)."""
+        return not any(p.action in KAFKA_ACTIONS for p in priors) and self.kubernetes.records_on_target(priors)
+
+    def apply_recorded(self, priors: list[PriorState], namespace: str, holder_uid: str,
+                       current: dict[str, Any]) -> bool:
+        return self.kubernetes.apply_recorded(priors, namespace, holder_uid, current)
+
     def reassert(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str,
                  sequestration: str, current: dict[str, Any] | None = None) -> list[drift.Tampering]:
         """While held: re-assert what someone undid on every system, and say what and who (drift.py)."""
@@ -98,14 +106,14 @@ class CompositeActuator:
         reach too, dynamic allocation under a cap), or None; Kafka records are returned as they are."""
         return self.kubernetes.cover_additions(priors, actions, workload, sequestration)
 
-    def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
+    def restore(self, priors: list[PriorState], namespace: str, holder_uid: str | None = None) -> RestoreResult:
         kubernetes_priors, kafka_priors = _by_system(priors)
         restored: list[str] = []
         conflicts: list[str] = []
         if kafka_priors:
             result = self.kafka().restore(kafka_priors)
             restored, conflicts = list(result.restored), list(result.conflicts)
-        kubernetes = self.kubernetes.restore(kubernetes_priors, namespace)
+        kubernetes = self.kubernetes.restore(kubernetes_priors, namespace, holder_uid)
         return RestoreResult(restored=restored + kubernetes.restored, conflicts=conflicts + kubernetes.conflicts,
                              target=kubernetes.target)
 

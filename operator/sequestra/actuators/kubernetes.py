@@ -261,6 +261,31 @@ class KubernetesActuator:
                     created.name, namespace, selector, actions[prior.action_index], sequestration))
         return drifted
 
+    @staticmethod
+    def records_on_target(priors: list[PriorState]) -> bool:
+        """Whether `priors` change nothing but fields of their one target: then the record can ride in the
+        same patch as the changes (apply_recorded). Pods resized and objects created are separate writes,
+        which need the record in the hold's status first."""
+        return bool(priors) and all(
+            not prior.pods and not prior.created
+            and (prior.target_kind, prior.target_name) == (priors[0].target_kind, priors[0].target_name)
+            for prior in priors)
+
+    def apply_recorded(self, priors: list[PriorState], namespace: str, holder_uid: str,
+                       current: dict[str, Any]) -> bool:
+        """A first plan (records_on_target): make its changes hold and write its record on the target, in one
+        patch, so a crash leaves either both or neither. `current` is the copy planned from; a field that moved
+        since fails the patch's `test` ops (ActuationConflict) and nothing is written. False, with nothing
+        written, when the target has no annotations map to hold the record."""
+        kind, name = priors[0].target_kind, priors[0].target_name
+        pending = plans.plan_apply(current, [c for prior in priors for c in prior.changes]).pending
+        record = [prior.model_dump(mode="json", by_alias=True) for prior in priors]
+        patch = plans.recorded_patch(current, pending, holder_uid, record)
+        if patch is None:
+            return False
+        self._patch(kind, namespace, name, patch)
+        return True
+
     def reassert(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str,
                  sequestration: str, current: dict[str, Any] | None = None) -> list[drift.Tampering]:
         """While held: put back every owned field someone loosened and every isolating NetworkPolicy
@@ -323,9 +348,9 @@ class KubernetesActuator:
                                found=None, wanted=None,
                                by=", ".join(sorted(owners)) or drift.REMOVED_BY_UNKNOWN)
 
-    def restore(self, priors: list[PriorState], namespace: str) -> RestoreResult:
+    def restore(self, priors: list[PriorState], namespace: str, holder_uid: str | None = None) -> RestoreResult:
         """Undo what `priors` record, newest first, in one patch, leaving any field someone else changed
-        since; idempotent."""
+        since, and take hold `holder_uid`'s record off the target; idempotent."""
         restored: list[str] = []
         conflicts: list[str] = []
         for prior in priors:
@@ -347,8 +372,10 @@ class KubernetesActuator:
         if current is None:  # the workload was deleted while held: nothing left to restore
             return RestoreResult(restored=restored, conflicts=conflicts, target=None)
         plan = plans.plan_restore(current, [c for prior in priors for c in prior.changes])
-        if plan.ops:
-            self._patch(kind, namespace, name, plan.ops)
+        # The record goes first: a map the hold added is then exactly as recorded when its `test` runs.
+        ops = [*(plans.record_removal(current, holder_uid) if holder_uid else []), *plan.ops]
+        if ops:
+            self._patch(kind, namespace, name, ops)
         return RestoreResult(restored=[*plan.restored, *restored], conflicts=[*plan.conflicts, *conflicts],
                              target=Workload(kind, name, namespace, current))
 

@@ -1,20 +1,23 @@
 """Pure planning of Kubernetes actions as field changes, and of their exact undo.
 
 An action never writes blindly: it is planned against the object as read into a list of FieldChanges
-(JSON pointer, value before, value after), recorded as prior state *before* anything is written, and then
-applied as a JSON patch whose `test` operations refuse to clobber a concurrent edit. Restore runs the
-same list backwards and only touches a field that still holds the value Sequestra put there.
+(JSON pointer, value before, value after), recorded as prior state *before* anything is written (or in the
+same patch, on the target: recorded_patch), and then applied as a JSON patch whose `test` operations refuse
+to clobber a concurrent edit. Restore runs the same list backwards and only touches a field that still holds
+the value Sequestra put there.
 """
 
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from typing import Any
 
 from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import (
     FLUX_RECONCILE_ANNOTATION,
+    PRIOR_STATE_ANNOTATION_PREFIX,
     SEQUESTERED_LABEL,
     SEQUESTRATION_ANNOTATION,
     ActionSpec,
@@ -314,8 +317,60 @@ def apply_patch(changes: list[FieldChange]) -> list[dict[str, Any]]:
             ops.append({"op": "test", "path": change.path, "value": change.before})
             ops.append({"op": "replace", "path": change.path, "value": change.after})
         else:
+            # Still absent: the API server's `test` takes a missing member as null. Without it, an object a
+            # concurrent writer put here (an annotations map) would be replaced, and removed on restore.
+            ops.append({"op": "test", "path": change.path, "value": None})
             ops.append({"op": "add", "path": change.path, "value": change.after})
     return ops
+
+
+def record_annotation(holder_uid: str) -> str:
+    return f"{PRIOR_STATE_ANNOTATION_PREFIX}{holder_uid}"
+
+
+def without_records(obj: dict[str, Any]) -> dict[str, Any]:
+    """A copy of `obj` without the prior-state records holds keep on it: bookkeeping, not a field an action
+    changed, so a recorded change (an annotations map a hold added) compares as it was written."""
+    scratch = copy.deepcopy(obj)
+    annotations = (scratch.get("metadata") or {}).get("annotations")
+    if isinstance(annotations, dict):
+        for key in [k for k in annotations if k.startswith(PRIOR_STATE_ANNOTATION_PREFIX)]:
+            del annotations[key]
+    return scratch
+
+
+def recorded_patch(current: dict[str, Any], pending: list[FieldChange], holder_uid: str,
+                   record: list[dict[str, Any]]) -> list[dict[str, Any]] | None:
+    """The patch that makes `pending` hold and writes `record` (the hold's prior state, as its status keeps
+    it) on the target in the same request: the record lands if and only if the changes do. None when the
+    target would have no annotations map to hold it: adding one only for the record could not be undone
+    exactly (an empty map stays on some kinds)."""
+    after = copy.deepcopy(current)
+    apply_changes(after, pending)
+    if not isinstance((after.get("metadata") or {}).get("annotations"), dict):
+        return None
+    return [*apply_patch(pending),
+            {"op": "add", "path": f"/metadata/annotations/{escape(record_annotation(holder_uid))}",
+             "value": json.dumps(record, separators=(",", ":"), sort_keys=True)}]
+
+
+def recorded_on(obj: dict[str, Any], holder_uid: str) -> list[dict[str, Any]] | None:
+    """The prior-state record hold `holder_uid` wrote on `obj` with its changes, or None."""
+    raw = ((obj.get("metadata") or {}).get("annotations") or {}).get(record_annotation(holder_uid))
+    if not isinstance(raw, str):
+        return None
+    try:
+        record = json.loads(raw)
+    except ValueError:
+        return None  # not ours to trust: the hold is then planned again, and its patch's tests decide
+    return record if isinstance(record, list) else None
+
+
+def record_removal(current: dict[str, Any], holder_uid: str) -> list[dict[str, Any]]:
+    """The op that takes hold `holder_uid`'s record off `current` on release, if it is there."""
+    if record_annotation(holder_uid) not in ((current.get("metadata") or {}).get("annotations") or {}):
+        return []
+    return [{"op": "remove", "path": f"/metadata/annotations/{escape(record_annotation(holder_uid))}"}]
 
 
 @dataclass(frozen=True)
@@ -327,12 +382,12 @@ class ApplyPlan:
 def plan_apply(current: dict[str, Any], changes: list[FieldChange]) -> ApplyPlan:
     """Which recorded changes still need writing. Idempotent: a change already in place is skipped,
     so re-asserting after a crash or a resume writes nothing twice."""
-    scratch = copy.deepcopy(current)
+    scratch = without_records(current)
     pending: list[FieldChange] = []
     drifted: list[FieldChange] = []
-    for change in changes:
+    for index, change in enumerate(changes):
         value = get_pointer(scratch, change.path)
-        if value == change.after:
+        if value == _settled(change, changes[index + 1:]):
             continue
         untouched = (value == change.before) if change.existed else value is _MISSING
         if untouched:
@@ -341,6 +396,18 @@ def plan_apply(current: dict[str, Any], changes: list[FieldChange]) -> ApplyPlan
         else:
             drifted.append(change)
     return ApplyPlan(pending, drifted)
+
+
+def _settled(change: FieldChange, later: list[FieldChange]) -> Any:
+    """What `change` leaves at its path once the later changes at or inside it are made too (a mark's
+    annotations map holds the keys added into it after it was created)."""
+    holder = {"value": copy.deepcopy(change.after)}
+    for inner in later:
+        if inner.path == change.path:
+            holder["value"] = copy.deepcopy(inner.after)
+        elif inner.path.startswith(change.path + "/"):
+            apply_changes(holder, [FieldChange(path="/value" + inner.path[len(change.path):], after=inner.after)])
+    return holder["value"]
 
 
 @dataclass(frozen=True)
@@ -355,7 +422,7 @@ def plan_restore(current: dict[str, Any], changes: list[FieldChange]) -> Restore
 
     Each step is judged on the object as the earlier steps leave it: undoing a field added inside a
     parent that Sequestra also added brings that parent back to exactly what was recorded for it."""
-    scratch = copy.deepcopy(current)
+    scratch = without_records(current)
     ops: list[dict[str, Any]] = []
     restored: list[str] = []
     conflicts: list[str] = []

@@ -1,7 +1,8 @@
 """The restore finalizer on a Sequestration, shared by the operator and kopf.
 
-The operator adds `RESTORE_FINALIZER` itself, concurrently with the prior-state record and before the
-target is touched, so taking a hold costs no extra round trip. (Left to kopf, the cycle that adds a
+The operator adds `RESTORE_FINALIZER` itself before the target is touched, concurrently with other
+requests (the first reads of a hold about to act, or the prior-state record), so taking a hold costs no
+extra round trip. (Left to kopf, the cycle that adds a
 finalizer runs no handler: every hold would wait one PATCH and one watch event before its action.) It is
 also kopf's `settings.persistence.finalizer`, so kopf calls the delete handler while it is there, and kopf
 keeps it (its timer matches any hold that carries it) rather than add or remove it on its own: see
@@ -42,7 +43,8 @@ def add(objects: client.CustomObjectsApi, body: Any) -> bool:
         patch: list[dict[str, Any]] = (
             [{"op": "test", "path": "/metadata/finalizers", "value": current},
              {"op": "add", "path": "/metadata/finalizers/-", "value": RESTORE_FINALIZER}] if current else
-            [{"op": "add", "path": "/metadata/finalizers", "value": [RESTORE_FINALIZER]}])
+            [{"op": "test", "path": "/metadata/finalizers", "value": meta.get("finalizers")},  # missing reads as null
+             {"op": "add", "path": "/metadata/finalizers", "value": [RESTORE_FINALIZER]}])
         if _patch(objects, meta, patch):
             return True
         meta = _read_metadata(objects, meta)

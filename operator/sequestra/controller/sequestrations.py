@@ -1,9 +1,12 @@
 """Sequestration handlers: carry one from proposal to exact release, level-based and crash-safe.
 
-Crash safety rests on one rule: the prior state of an action is written to the Sequestration's status
-*before* the action touches the target. A restart then finds either no record (nothing was done), or a
-record whose changes are re-asserted idempotently (apply skips fields already holding their value), and
-release restores only from that record, never from memory.
+Crash safety rests on one rule: the prior state of an action is recorded no later than the action touches
+the target. Either in the Sequestration's status *before* (the general case), or, for a first plan that
+changes only fields of its target, on the target itself *in the same patch* as the changes (an annotation
+keyed by the hold's uid, copied to the status with `Active`): the record then lands exactly when the
+changes do, and a hold costs three round trips instead of four. A restart finds either no record (nothing
+was done), or a record whose changes are re-asserted idempotently (apply skips fields already holding
+their value), and release restores only from that record, never from memory.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from sequestra.actuators import drift
+from sequestra.actuators import drift, plans
 from sequestra.actuators.composite import CompositeActuator
 from sequestra.actuators.drift import Tampering
 from sequestra.actuators.kafka import KafkaActuator
@@ -250,22 +253,30 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     # plans again if the cache was behind). Held ones re-assert from a quorum read: there, a copy behind the
     # hold's own last write would look like tampering.
     first_plan = hinted is Phase.PENDING and not (body.get("status") or {}).get("priorState")
-    status, resolved, counted = await asyncio.gather(
+    approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
+    # A hold about to act (as the event's copy has it) gets its restore finalizer with these reads, before
+    # anything is planned: its first plan can then go to the target in one patch with its record (_apply),
+    # and a deletion still waits for the restore.
+    finalize = first_plan and lifecycle.next_step(
+        spec, hinted, None, datetime.now(UTC), approved=approved) is lifecycle.Step.APPLY
+    status, resolved, counted, finalized = await asyncio.gather(
         asyncio.to_thread(_status, ctx, body),
         asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec, cached=first_plan),
         _cluster_state(ctx, body) if prefetch else asyncio.sleep(0, result=None),
+        asyncio.to_thread(finalizers.add, ctx.objects, body) if finalize else asyncio.sleep(0, result=False),
     )
+    if finalize and not finalized:
+        return  # being deleted before anything was done: nothing to restore
     phase = Phase(status.get("phase") or Phase.PENDING)
     if first_plan and (phase is not Phase.PENDING or status.get("priorState")):  # the handed-over copy was behind
         first_plan = False
         resolved = await asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec)
     if phase.is_final:
-        if finalizers.has(body):  # restored, or never acted: nothing left to hold deletion for
+        if finalizers.has(body) or finalized:  # restored, or never acted: nothing left to hold deletion for
             await asyncio.to_thread(finalizers.drop, ctx.objects, body)
         ctx.known_status.forget(body["metadata"]["uid"])
         return
     expires_at = _parse_time(status.get("expiresAt"))
-    approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
     step = lifecycle.next_step(spec, phase, expires_at, datetime.now(UTC), approved=approved)
     if step is lifecycle.Step.NOTHING:
         return
@@ -274,14 +285,17 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
         await _release(body, ctx, reason=reason)
         return
     if isinstance(resolved, TargetNotFound):
-        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "TargetNotFound", str(resolved))
+        await _fail(ctx, body, status, "TargetNotFound", str(resolved), finalized=finalized)
         return
     workload = resolved
     summary = {"targetRef": str(workload), "actionSummary": spec.action_summary()}
+    if phase is not Phase.ACTIVE and not status.get("priorState"):
+        status = await _adopt_record(ctx, body, status, workload, summary)
     # Guardrails bound taking a hold, not keeping one: re-checked every interval, a cap reached by later
-    # holds would fail an Active hold without restoring it.
+    # holds would fail an Active hold without restoring it. A recorded hold was taken already (its action
+    # may be on the target): it is completed, not refused halfway.
     refusal = None
-    if phase is not Phase.ACTIVE:
+    if phase is not Phase.ACTIVE and not status.get("priorState"):
         if counted is None and spec.requester == AUTOMATED_REQUESTER:
             counted = await _cluster_state(ctx, body)
         refusal = _guardrail_refusal(ctx, body, spec, workload, counted or guardrails.ClusterState())
@@ -289,8 +303,7 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
         metrics.REFUSALS.labels(reason=refusal.reason).inc()
         if refusal.reason == "CircuitBreakerOpen":
             log.warning("circuit_breaker.open", sequestration=_name(body), message=refusal.message)
-        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, refusal.reason,
-                                f"refused: {refusal.message}", **summary)
+        await _fail(ctx, body, status, refusal.reason, f"refused: {refusal.message}", finalized=finalized, **summary)
         _target_event(workload, refusal.reason, f"Sequestration {_name(body)} refused: {refusal.message}",
                       warning=True)
         return
@@ -305,7 +318,30 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
             _target_event(workload, "AwaitingApproval", f"Sequestration {_name(body)} {spec.action_summary()}: "
                           f"{message}")
     else:
-        await _apply(body, ctx, status, spec, workload, summary, from_cache=first_plan)
+        await _apply(body, ctx, status, spec, workload, summary, from_cache=first_plan, finalized=finalized)
+
+
+async def _fail(ctx: Context, body: kopf.Body, status: dict[str, Any], reason: str, message: str, *,
+                finalized: bool, **fields: Any) -> None:
+    """Fail a hold that has not acted. With nothing recorded there is nothing to restore, so the restore
+    finalizer (if it got one: `finalized`, or an earlier attempt's) goes too."""
+    await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, reason, message, **fields)
+    if not status.get("priorState") and (finalized or finalizers.has(body)):
+        await asyncio.to_thread(finalizers.drop, ctx.objects, body)
+
+
+async def _adopt_record(ctx: Context, body: kopf.Body, status: dict[str, Any], workload: Workload,
+                        summary: dict[str, str]) -> dict[str, Any]:
+    """A first plan that went to the target with its record, the operator stopping before `Active`: the
+    record on the target becomes the hold's (in its status), so the hold is completed from it rather than
+    planned again from the changed target."""
+    record = plans.recorded_on(workload.body, body["metadata"]["uid"])
+    if not record:
+        return status
+    recorded = [PriorState.model_validate(p) for p in record]
+    log.info("sequestration.record_adopted", sequestration=_name(body), workload=str(workload))
+    await asyncio.to_thread(_write_record, ctx, body, recorded, summary)
+    return {**status, "priorState": record, **summary}
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -384,9 +420,11 @@ def _action_label(spec: SequestrationSpec) -> str:
 
 
 async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
-                 workload: Workload, summary: dict[str, str], *, from_cache: bool = False) -> None:
+                 workload: Workload, summary: dict[str, str], *, from_cache: bool = False,
+                 finalized: bool = False) -> None:
     """`from_cache`: `workload` was read from the API server's watch cache, and is checked against a quorum
-    read before anything planned from it is applied."""
+    read before anything planned from it is applied. `finalized`: the restore finalizer was added to the hold
+    in this reconcile, before planning."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     actions = spec.effective_actions()
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
@@ -394,9 +432,12 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     if phase is Phase.ACTIVE and recorded:
         status, recorded = await _reassert(body, ctx, status, spec, workload, recorded)
     earlier = list(recorded)
-    planned = await _plan(body, ctx, status, actions, workload, earlier, summary)
+    planned = await _plan(body, ctx, status, actions, workload, earlier, summary, finalized=finalized)
     if planned is None or (phase is Phase.ACTIVE and not planned):
         return  # failed, or held and re-asserted above: nothing new to apply
+    if finalized and not earlier and ctx.actions.records_on_target(planned) and \
+            await _apply_recorded(body, ctx, status, spec, workload, planned, summary, from_cache=from_cache):
+        return
     recorded = earlier + planned
     # Both before the target is touched: a crash after this leaves a record to restore from, and a deletion
     # waits for the restore. Concurrent, so the finalizer costs no extra round trip. (A record with no
@@ -404,7 +445,7 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
     # from the watch cache is checked at the same time against a quorum read.
     verify = from_cache and bool(planned)
     held, *rest = await asyncio.gather(
-        asyncio.to_thread(finalizers.add, ctx.objects, body),
+        asyncio.to_thread(finalizers.add, ctx.objects, body) if not finalized else asyncio.sleep(0, result=True),
         *([asyncio.to_thread(_write_record, ctx, body, recorded, summary)] if planned else []),
         *([asyncio.to_thread(ctx.actuator.get, workload.kind, namespace, workload.name)] if verify else []))
     if not held:
@@ -446,9 +487,58 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
                                       delay=5) from exc
     if phase is Phase.ACTIVE and not drifted:
         return
+    await _activate(body, ctx, status, spec, workload, summary, drifted, newly=phase is not Phase.ACTIVE)
+
+
+async def _apply_recorded(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                          workload: Workload, planned: list[PriorState], summary: dict[str, str], *,
+                          from_cache: bool) -> bool:
+    """A first plan that changes only its target goes there in one patch with its record: three round trips
+    to `Active` (read, patch, status) instead of four, as the record lands exactly when the changes do.
+    The hold's finalizer is already on. False when the target cannot carry the record (nothing written):
+    the caller records in the status first, as for any other plan."""
+    namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
+    with metrics.ACTUATOR_SECONDS.labels(action=_action_label(spec), operation="apply").time():
+        try:
+            written = await asyncio.to_thread(ctx.actions.apply_recorded, planned, namespace, uid, workload.body)
+        except ActuationConflict as exc:
+            if not from_cache:
+                raise kopf.TemporaryError(str(exc), delay=1) from exc
+            # The watch cache was behind the target, and nothing was written: plan again from a quorum read
+            # (which also shows a record an earlier attempt of this hold put there).
+            fresh = await asyncio.to_thread(_resolve, ctx, namespace, spec)
+            if isinstance(fresh, TargetNotFound):
+                raise kopf.TemporaryError(f"{fresh}; nothing changed", delay=1) from exc
+            status = await _adopt_record(ctx, body, status, fresh, summary)
+            await _apply(body, ctx, status, spec, fresh, summary, finalized=True)
+            return True
+        except ActuationRejected as exc:
+            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+            await _release(body, ctx, reason="ActionRejected", message=str(exc), final_phase=Phase.FAILED)
+            return True
+        except ApiException as exc:
+            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+            raise kopf.TemporaryError(f"applying {spec.action_summary()} to {workload} failed: {exc.reason}",
+                                      delay=5) from exc
+    if not written:
+        return False
+    skipped = [reason for prior in planned for reason in prior.skipped_pods]
+    if skipped:
+        kopf.warn(body, reason="PodsNotResized", message="; ".join(skipped)[:1000])
+    record = [p.model_dump(mode="json", by_alias=True) for p in planned]
+    await _activate(body, ctx, status, spec, workload, summary, [], newly=True, priorState=record)
+    return True
+
+
+async def _activate(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                    workload: Workload, summary: dict[str, str], drifted: list[str], *, newly: bool,
+                    **record: Any) -> None:
+    """Write `Active` (with `record`, the prior state, when it is not in the status yet), its expiry, and
+    what someone else changed meanwhile; a newly held target gets its Event and the owner a notice."""
+    name = body["metadata"]["name"]
     activated = datetime.now(UTC)
     expires_at = lifecycle.expiry(spec, activated)
-    fields: dict[str, Any] = dict(summary)
+    fields: dict[str, Any] = {**summary, **record}
     if expires_at is not None and not status.get("expiresAt"):
         fields["expiresAt"] = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
     if drifted:
@@ -457,7 +547,7 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
         status = {**status, "conditions": fields["conditions"]}
     message = f"{spec.action_summary()} applied to {workload}"
     status = await asyncio.to_thread(_transition, ctx, body, status, Phase.ACTIVE, "Applied", message, **fields)
-    if phase is not Phase.ACTIVE:
+    if newly:
         _target_event(workload, "Sequestered", f"{message} by Sequestration {name}: {spec.reason or 'no reason'}")
         recorded_fields = await asyncio.to_thread(ctx.notifications.held, _with_status(body, status))
         if recorded_fields:
@@ -465,14 +555,14 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
 
 
 async def _plan(body: kopf.Body, ctx: Context, status: dict[str, Any], actions: tuple[ActionSpec, ...],
-                workload: Workload, recorded: list[PriorState], summary: dict[str, str]) -> list[PriorState] | None:
+                workload: Workload, recorded: list[PriorState], summary: dict[str, str], *,
+                finalized: bool = False) -> list[PriorState] | None:
     """The prior states of the actions not yet recorded; None when they cannot apply (the hold failed)."""
     try:
         return await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, body["metadata"]["name"],
                                        recorded)
     except PlanError as exc:
-        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "ActionNotApplicable", str(exc),
-                                **summary)
+        await _fail(ctx, body, status, "ActionNotApplicable", str(exc), finalized=finalized, **summary)
         return None
     except KafkaUnavailable as exc:
         raise kopf.TemporaryError(f"Kafka unreachable, nothing changed yet: {exc}", delay=5) from exc
@@ -671,6 +761,18 @@ def _hold_evader(ctx: Context, body: kopf.Body, kind: str, evader: evasion.Evade
     kopf.warn(body, reason="EvasionContained", message=f"{reason}: held by Sequestration {hold_name}")
 
 
+def _recorded_on_target(ctx: Context, body: kopf.Body) -> list[PriorState]:
+    """The record a first plan wrote on the target with its changes, for a hold whose status never got it
+    (the operator stopped before `Active`); none when the target or the record is not there."""
+    try:
+        spec = SequestrationSpec.model_validate(dict(body["spec"]))
+    except ValidationError:
+        return []  # such a hold never planned anything
+    found = _resolve(ctx, body["metadata"]["namespace"], spec)
+    record = None if isinstance(found, TargetNotFound) else plans.recorded_on(found.body, body["metadata"]["uid"])
+    return [PriorState.model_validate(p) for p in record or []]
+
+
 async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str = "",
                    final_phase: Phase = Phase.RELEASED) -> None:
     """Restore every recorded prior state in reverse order; also undoes a partial apply that failed."""
@@ -678,13 +780,18 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
     if Phase(status.get("phase") or Phase.PENDING) is Phase.RELEASED:
         return
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
+    adopted: dict[str, Any] = {}
+    if not recorded and finalizers.has(body):
+        recorded = await asyncio.to_thread(_recorded_on_target, ctx, body)
+        # Kept in the status too: the restore takes the record off the target.
+        adopted = {"priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded]} if recorded else {}
     if recorded and status.get("phase") != Phase.RELEASING:
         status = await asyncio.to_thread(_transition, ctx, body, status, Phase.RELEASING, reason,
-                                         "restoring the prior state")
+                                         "restoring the prior state", **adopted)
     namespace = body["metadata"]["namespace"]
     with metrics.ACTUATOR_SECONDS.labels(action="restore", operation="restore").time():
         try:
-            result = await asyncio.to_thread(ctx.actions.restore, recorded, namespace)
+            result = await asyncio.to_thread(ctx.actions.restore, recorded, namespace, body["metadata"]["uid"])
         except ActuationConflict as exc:
             raise kopf.TemporaryError(str(exc), delay=1) from exc
         except KafkaUnavailable as exc:
