@@ -23,7 +23,7 @@ SEQUESTRATION_ANNOTATION = "sequestra.dev/sequestration"
 PROTECTED_LABEL = "sequestra.dev/protected"
 APPROVED_ANNOTATION = "sequestra.dev/approved"
 # On a held target, followed by the hold's uid: the hold's prior-state record, written in the same patch as
-# the changes it records, so the record lands exactly when they do (actuators/plans.py, record_op).
+# the changes it records, so the record lands exactly when they do (actuators/plans.py, recorded_patch).
 PRIOR_STATE_ANNOTATION_PREFIX = "sequestra.dev/prior-state-"
 # Flux skips reconciling an object with this annotation, so it does not revert a held workload. Argo CD
 # has no per-object switch; its Applications ignore our fields with
