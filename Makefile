@@ -4,15 +4,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit integration lint bench install up down status clean
+.PHONY: demo test unit integration lint bench install lock up down status clean
 
-$(VENV)/.installed: pyproject.toml
+# The runtime dependencies are installed at the versions in requirements.lock (the ones the operator image
+# ships), so a release published since the lock was made changes nothing here: `make lock` moves them on.
+$(VENV)/.installed: pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "error: Python >= 3.11 is needed (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[test]'
+	$(BIN)/pip install --quiet --constraint requirements.lock -e '.[test]'
 	touch $@
+
+## lock: upgrade the runtime dependencies to the newest versions pyproject.toml allows and pin them
+lock: install
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e .
+	$(BIN)/python tests/unit/test_chart_image.py > requirements.lock
 
 install: $(VENV)/.installed
 

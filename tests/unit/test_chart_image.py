@@ -1,6 +1,7 @@
 """The operator image: the Dockerfile copies only what exists, runs as non-root `sequestra run`, and
 installs exactly the runtime dependencies pinned in requirements.lock, which match the virtualenv the
-tests ran in. Regenerate the lock after a dependency change:
+tests ran in (`make install` installs them at the lock's versions). After a dependency change in
+pyproject.toml, or to move to newer releases, regenerate the lock with `make lock`, which runs:
 
     .venv/bin/python tests/unit/test_chart_image.py > requirements.lock
 """
