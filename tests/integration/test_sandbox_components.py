@@ -13,7 +13,7 @@ from confluent_kafka.admin import AdminClient
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
-from sequestra.sandbox import endpoints, lifecycle
+from sequestra.sandbox import components, endpoints, lifecycle
 from sequestra.sandbox.kafka_clients import KAFKA_CLIENT_ANNOTATION
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
@@ -38,6 +38,22 @@ def test_deployment_with_three_replicas_yields_three_running_pods_on_kwok_nodes(
     assert {p.spec.node_name for p in pods} <= kwok_nodes
     owners = {p.metadata.owner_references[0].kind for p in pods}
     assert owners == {"ReplicaSet"}, "the controller-manager made a ReplicaSet that owns the pods"
+
+
+def test_kwok_nodes_renew_their_leases_so_their_pods_stay_ready(api_client: client.ApiClient) -> None:
+    # A node whose kubelet goes silent longer than the node controller's grace period is marked NotReady,
+    # and every pod on it with it: a Deployment on the sandbox would then lose its available replicas.
+    core, coordination = client.CoreV1Api(api_client), client.CoordinationV1Api(api_client)
+    nodes = [n.metadata.name for n in core.list_node(label_selector="type=kwok").items]
+    assert nodes
+    for node in nodes:
+        lease = coordination.read_namespaced_lease(node, "kube-node-lease")
+        assert lease.spec.lease_duration_seconds == components.KWOK_NODE_LEASE_SECONDS
+        renewed = lease.spec.renew_time
+        # Renewed every quarter of the duration: within one duration, another renewal lands.
+        eventually(lambda node=node, renewed=renewed: coordination.read_namespaced_lease(
+            node, "kube-node-lease").spec.renew_time > renewed,
+            what=f"a renewal of {node}'s lease", timeout_s=components.KWOK_NODE_LEASE_SECONDS)
 
 
 def test_user_without_rbac_rights_is_refused_until_granted(

@@ -156,6 +156,7 @@ def _healthz(port: int) -> Callable[[SandboxPaths], Health]:
 
 
 # --- KWOK ----------------------------------------------------------------------------------------
+KWOK_NODE_LEASE_SECONDS = 40
 KWOK_STAGE_FILES = (
     "node/fast/node-initialize.yaml",
     "node/heartbeat-with-lease/node-heartbeat-with-lease.yaml",
@@ -202,6 +203,11 @@ def _kwok_argv(paths: SandboxPaths) -> list[str]:
         str(paths.bin / "kwok"), f"--kubeconfig={paths.kubeconfig}", f"--config={_kwok_config(paths)}",
         "--manage-all-nodes=false", f"--manage-nodes-with-annotation-selector={annotation}",
         f"--server-address={HOST}:{PORTS.kwok}", "--node-ip=10.244.0.1", "--cidr=10.244.0.0/16",
+        # Node leases, renewed every quarter of this, as real kubelets do: the heartbeat stage above updates a
+        # node's status only every 10-20 min, and kwok renews no lease unless told a duration. Without one the
+        # node controller found every node silent after its 50 s grace period, marked all their pods NotReady
+        # (for good: KWOK readies a pod only once) and flipped the nodes back and forth every 55 s.
+        f"--node-lease-duration-seconds={KWOK_NODE_LEASE_SECONDS}",
     ]
 
 
