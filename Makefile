@@ -6,20 +6,24 @@ BIN := $(VENV)/bin
 
 .PHONY: demo test unit integration lint bench install lock up down status clean
 
-# The runtime dependencies are installed at the versions in requirements.lock (the ones the operator image
-# ships), so a release published since the lock was made changes nothing here: `make lock` moves them on.
-$(VENV)/.installed: pyproject.toml requirements.lock
+$(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 		{ echo "error: Python >= 3.11 is needed (found $$($(PYTHON) --version)); set PYTHON=python3.11"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
+
+# The runtime dependencies are installed at the versions in requirements.lock (the ones the operator image
+# ships), so a release published since the lock was made changes nothing here: `make lock` moves them on.
+$(VENV)/.installed: pyproject.toml requirements.lock | $(BIN)/python
 	$(BIN)/pip install --quiet --constraint requirements.lock -e '.[test]'
 	touch $@
 
 ## lock: upgrade the runtime dependencies to the newest versions pyproject.toml allows and pin them
-lock: install
-	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e .
+# Not through the constrained install: after a change in pyproject.toml the old pins may not satisfy it.
+lock: | $(BIN)/python
+	$(BIN)/pip install --quiet --upgrade --upgrade-strategy eager -e '.[test]'
 	$(BIN)/python tests/unit/test_chart_image.py > requirements.lock
+	touch $(VENV)/.installed
 
 install: $(VENV)/.installed
 
