@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -11,11 +12,14 @@ from typing import Any
 from kopf.testing import KopfRunner
 from kubernetes import client
 
+from sequestra.controller.sequestrations import AUTOMATED_REQUESTER
+from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
 from sequestra.sandbox.paths import SandboxPaths
 from tests.support import eventually
 
 PROTECTED_TEST_NAMESPACE = "protected-by-policy"
+OUTPUT_TAIL_LINES = 200
 
 
 @contextlib.contextmanager
@@ -27,12 +31,22 @@ def running_operator(sandbox: SandboxPaths, kubeconfig: Path | None = None, name
                 "SEQUESTRA_PROTECTED_NAMESPACES": f"kube-system,{PROTECTED_TEST_NAMESPACE}", **env}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
+    failed = False
     try:
         scope = [arg for ns in namespaces for arg in ("--namespace", ns)] or ["--all-namespaces"]
         with KopfRunner(["run", "--standalone", *scope, "-m", "sequestra.controller.handlers"],
                         timeout=60) as runner:
-            yield runner
+            try:
+                yield runner
+            except BaseException:
+                failed = True
+                raise
     finally:
+        if failed:
+            # The runner swallows the operator's stdout (its structlog lines): without them a failed
+            # test against the operator says what was missing, not why.
+            tail = "\n".join(runner.output.splitlines()[-OUTPUT_TAIL_LINES:])
+            print(f"--- the operator's last {OUTPUT_TAIL_LINES} log lines ---\n{tail}", file=sys.stderr)
         for key, value in saved.items():
             if value is None:
                 os.environ.pop(key, None)
@@ -94,3 +108,43 @@ class Sequestrations:
 def events_for(api_client: client.ApiClient, namespace: str, name: str) -> list[tuple[str, str, str]]:
     events = client.CoreV1Api(api_client).list_namespaced_event(namespace, field_selector=f"involvedObject.name={name}")
     return [(e.type, e.reason, e.message) for e in events.items]
+
+
+# --- the autonomous loop -------------------------------------------------------------------------------
+def policy_status(api_client: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
+    body: Any = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, name)
+    return dict(body.get("status") or {})
+
+
+def automated_holds(api_client: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
+    """The Sequestrations the loop created in `namespace` (not a human's)."""
+    listing: Any = client.CustomObjectsApi(api_client).list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                    PLURAL)
+    return [s for s in listing["items"] if s["spec"].get("requester") == AUTOMATED_REQUESTER]
+
+
+def wait_scored(api_client: client.ApiClient, namespace: str, policy_name: str, workloads: int) -> None:
+    """Until the policy's loop scores `workloads` workloads: it has data and a baseline for each. A
+    misbehaviour that started earlier would be learned as the baseline, and a quiet spell would prove
+    nothing."""
+    with _policy_status_on_timeout(api_client, namespace, policy_name):
+        eventually(lambda: policy_status(api_client, namespace, policy_name).get("scoredWorkloads") == workloads,
+                   timeout_s=180, what=f"{workloads} workload(s) scored")
+
+
+def wait_automated_hold(api_client: client.ApiClient, namespace: str, policy_name: str,
+                        timeout_s: float = 90) -> list[dict[str, Any]]:
+    with _policy_status_on_timeout(api_client, namespace, policy_name):
+        return eventually(lambda: automated_holds(api_client, namespace), timeout_s=timeout_s,
+                          what="an automated hold")
+
+
+@contextlib.contextmanager
+def _policy_status_on_timeout(api_client: client.ApiClient, namespace: str, policy_name: str) -> Iterator[None]:
+    """A wait on the loop that times out says what the loop last reported."""
+    try:
+        yield
+    except AssertionError as exc:
+        status = policy_status(api_client, namespace, policy_name)
+        raise AssertionError(f"{exc}; policy {policy_name} status: {status}") from None

@@ -12,10 +12,17 @@ import pytest
 from kubernetes import client
 
 from sequestra.model.policy import POLICY_PLURAL
-from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.model.sequestration import GROUP, VERSION
 from sequestra.sandbox import crds, endpoints
 from sequestra.sandbox.paths import SandboxPaths
-from tests.integration.operator_support import Sequestrations, running_operator
+from tests.integration.operator_support import (
+    Sequestrations,
+    automated_holds,
+    policy_status,
+    running_operator,
+    wait_automated_hold,
+    wait_scored,
+)
 from tests.integration.workloads import create, deployment
 from tests.support import eventually
 
@@ -37,12 +44,6 @@ def policy(name: str, **spec: Any) -> dict[str, Any]:
                      **spec}}
 
 
-def automated(api_client: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    listing: Any = client.CustomObjectsApi(api_client).list_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                                                    PLURAL)
-    return [s for s in listing["items"] if s["spec"].get("requester") == "sequestra"]
-
-
 def hog(namespace: str, pod_prefix: str, cores: float) -> None:
     httpx.post(f"{endpoints.workload_metrics_url()}/v1/overrides",
                json={"namespace": namespace, "pod_prefix": pod_prefix, "cpu_cores": cores},
@@ -55,12 +56,6 @@ def clear_overrides() -> Any:
     httpx.delete(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5)
 
 
-def _policy_status(api_client: client.ApiClient, namespace: str, name: str) -> dict[str, Any]:
-    body: Any = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, POLICY_PLURAL, name)
-    return dict(body.get("status") or {})
-
-
 def test_a_cpu_hog_is_throttled_and_its_neighbour_left_alone(
         sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
         clear_overrides: None) -> None:
@@ -70,12 +65,12 @@ def test_a_cpu_hog_is_throttled_and_its_neighbour_left_alone(
     client.CustomObjectsApi(api_client).create_namespaced_custom_object(
         GROUP, VERSION, namespace, POLICY_PLURAL, policy("cpu"))
     with running_operator(sandbox, **LOOP_ENV):
-        # Baselines first: the scorer stays "unknown" (no action) until it has seen enough points.
-        time.sleep(60)
-        assert automated(api_client, namespace) == [], "nothing may happen while everything is steady"
+        wait_scored(api_client, namespace, "cpu", 2)
+        time.sleep(15)  # three intervals of everything steady
+        assert automated_holds(api_client, namespace) == [], "nothing may happen while everything is steady"
         started = time.monotonic()
         hog(namespace, "hog-", 2.0)
-        held = eventually(lambda: automated(api_client, namespace), timeout_s=90, what="an automated hold")
+        held = wait_automated_hold(api_client, namespace, "cpu")
         detected_s = time.monotonic() - started
         assert len(held) == 1 and held[0]["spec"]["target"] == {"kind": "Deployment", "name": "hog"}
         seq = held[0]
@@ -89,8 +84,8 @@ def test_a_cpu_hog_is_throttled_and_its_neighbour_left_alone(
         # The throttle takes effect (the stand-in caps CPU at the limit, like CFS) and the loop sees it.
         eventually(lambda: (Sequestrations(api_client, namespace).get(name).get("status") or {})
                    .get("incident", {}).get("effective"), timeout_s=120, what="containment verified effective")
-        assert all(s["spec"]["target"]["name"] == "hog" for s in automated(api_client, namespace))
-        status = _policy_status(api_client, namespace, "cpu")
+        assert all(s["spec"]["target"]["name"] == "hog" for s in automated_holds(api_client, namespace))
+        status = policy_status(api_client, namespace, "cpu")
         assert "Contain" in status["lastDecision"]["summary"] and status["lastDecision"]["workload"].startswith(
             "Deployment/hog")
         guard = next(c for c in status["conditions"] if c["type"] == "AdmissionGuard")
@@ -107,12 +102,12 @@ def test_prometheus_unreachable_means_unknown_and_no_action(
     hog(namespace, "hog-", 3.0)
     with running_operator(sandbox, **{**LOOP_ENV, "SEQUESTRA_PROMETHEUS_URL": "http://127.0.0.1:1"}):
         condition = eventually(
-            lambda: next((c for c in _policy_status(api_client, namespace, "blind").get("conditions", [])
+            lambda: next((c for c in policy_status(api_client, namespace, "blind").get("conditions", [])
                           if c["type"] == "SignalsAvailable" and c["status"] == "False"), None),
             timeout_s=30, what="the policy saying its signals are unavailable")
         assert "no new action" in condition["message"]
         time.sleep(15)
-        assert automated(api_client, namespace) == []
+        assert automated_holds(api_client, namespace) == []
 
 
 def test_a_runaway_spark_application_gets_fewer_executors(
@@ -130,11 +125,12 @@ def test_a_runaway_spark_application_gets_fewer_executors(
             ladder=[{"name": "observe"}, {"name": "throttle", "actions": [{"type": "scale", "replicas": 4}]},
                     {"name": "quarantine", "actions": [{"type": "suspend"}]}]))
     with running_operator(sandbox, **LOOP_ENV):
-        time.sleep(50)
-        assert automated(api_client, namespace) == []
+        wait_scored(api_client, namespace, "spark", 1)
+        time.sleep(15)
+        assert automated_holds(api_client, namespace) == []
         httpx.post(f"{endpoints.spark_standin_url()}/v1/demand",
                    json={"namespace": namespace, "app": "etl", "executors": 40}, timeout=5).raise_for_status()
-        held = eventually(lambda: automated(api_client, namespace), timeout_s=90, what="an automated hold")
+        held = wait_automated_hold(api_client, namespace, "spark")
         assert held[0]["spec"]["target"] == {"kind": "SparkApplication", "name": "etl"}
         assert held[0]["spec"]["actions"][0] == {"type": "scale", "replicas": 4}
         Sequestrations(api_client, namespace).wait_phase(held[0]["metadata"]["name"], "Active", timeout_s=60)

@@ -21,10 +21,16 @@ from sequestra.demo import (
 )
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
-from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.model.sequestration import GROUP, VERSION
 from sequestra.sandbox import endpoints
 from sequestra.sandbox.paths import SandboxPaths
-from tests.integration.operator_support import Sequestrations, running_operator
+from tests.integration.operator_support import (
+    Sequestrations,
+    automated_holds,
+    running_operator,
+    wait_automated_hold,
+    wait_scored,
+)
 from tests.support import eventually
 
 QUOTA = 50_000
@@ -52,12 +58,6 @@ def set_rate(namespace: str, prefix: str, rate: float) -> None:
                timeout=5).raise_for_status()
 
 
-def holds(api_client: client.ApiClient, namespace: str) -> list[dict[str, Any]]:
-    listing: Any = client.CustomObjectsApi(api_client).list_namespaced_custom_object(GROUP, VERSION, namespace,
-                                                                                    PLURAL)
-    return [s for s in listing["items"] if s["spec"].get("requester") == "sequestra"]
-
-
 @pytest.fixture()
 def batch_quota() -> Any:
     quotas = ClientQuotas(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
@@ -82,16 +82,16 @@ def test_a_flag_flip_flood_is_contained_by_quota_and_released_exactly(
     time.sleep(30)  # a baseline worth the name in Prometheus' history
     before = batch_quota.describe(QuotaEntity(user="batch"))
     with running_operator(sandbox, **operator_env()):
-        time.sleep(INTERVAL_S * 4)
+        wait_scored(api_client, namespace, "kafka", 1)
         # A benign flag flip: the ConfigMap changes, traffic does not. Nothing may happen.
         core.patch_namespaced_config_map("checkout-flags", namespace, {"data": {"THEME": "dark"}})
         time.sleep(INTERVAL_S * 6)
-        assert holds(api_client, namespace) == [], "a flag flip that changes nothing must trigger nothing"
+        assert automated_holds(api_client, namespace) == [], "a flag flip that changes nothing must trigger nothing"
         # The real incident: the flag that matters flips and the producer floods.
         core.patch_namespaced_config_map("checkout-flags", namespace, {"data": {"BULK_EXPORT": "on"}})
         set_rate(namespace, "checkout-", FLOOD)
         flooded = time.monotonic()
-        held = eventually(lambda: holds(api_client, namespace), timeout_s=INTERVAL_S * 12, what="an automated hold")
+        held = wait_automated_hold(api_client, namespace, "kafka", timeout_s=INTERVAL_S * 12)
         detected_s = time.monotonic() - flooded
         assert held[0]["spec"]["target"] == {"kind": "Deployment", "name": "checkout"}
         assert held[0]["spec"]["actions"][0] == {"type": "quota", "producerByteRate": QUOTA}
@@ -106,7 +106,7 @@ def test_a_flag_flip_flood_is_contained_by_quota_and_released_exactly(
     # The operator restarts mid-incident: it resumes the hold and does not open a second one.
     with running_operator(sandbox, **operator_env()):
         time.sleep(INTERVAL_S * 6)
-        assert [h["metadata"]["name"] for h in holds(api_client, namespace)] == [name]
+        assert [h["metadata"]["name"] for h in automated_holds(api_client, namespace)] == [name]
         assert Sequestrations(api_client, namespace).get(name)["status"]["phase"] == "Active"
         assert batch_quota.describe(QuotaEntity(user="batch")) == {"producer_byte_rate": QUOTA}
         set_rate(namespace, "checkout-", NORMAL)  # the owner fixed the flag; then releases by hand

@@ -535,6 +535,8 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
                               "circuitBreaker": "Open" if report.breaker_open else "Closed"}
     if report.signals_ok:
         status["anomalousWorkloads"] = len(report.anomalous)
+        # The rest are "unknown": no data yet, or too little history for a baseline. Never acted on.
+        status["scoredWorkloads"] = sum(1 for state in report.states.values() if state != "unknown")
     acted = [(r, d) for r, d in report.decisions if d.kind is not DecisionKind.KEEP]
     if acted:
         ref, decision = acted[-1]
