@@ -134,6 +134,23 @@ def test_a_drop_right_after_a_surge_is_news() -> None:
     assert points[310].deviation is not None and points[310].deviation < 0
 
 
+@pytest.mark.parametrize(("onset", "starts_at"), [
+    (60, "the trend, once the window is full (64th value)"),
+    (64, "the trend, at its very first prediction"),
+    (428, "the daily profile, after 1.5 days (432nd value)"),
+])
+def test_a_predictor_that_starts_during_a_step_does_not_explain_the_step_away(onset: int, starts_at: str) -> None:
+    # A late predictor's error scale used to start from its first residual, whatever it was. When that
+    # residual belonged to a step in progress, the scale was as large as the step: the predictor
+    # "explained" it, and the step looked normal for hundreds of points. Now the step fades as a step at
+    # any other time does.
+    values = _noise(onset) + _noise(10, level=160.0, seed=8)
+    points = _feed(SeriesScorer(), values)
+    step = [p.deviation or 0.0 for p in points[onset:onset + 10]]
+    assert points[onset].score is not None and points[onset].score > 0.8
+    assert min(step) > 0.5 * step[0], f"{starts_at}: the step was explained away: {[round(d, 1) for d in step]}"
+
+
 def test_step_down_reports_direction_down() -> None:
     values = _noise(300) + [0.0] * 5
     points = _feed(SeriesScorer(), values)

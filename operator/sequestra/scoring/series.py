@@ -343,6 +343,13 @@ class ScoreBook:
             if not have.any():
                 continue
             scale = self._col(col)
+            if col != _E_LEVEL:
+                # A predictor that starts late (the trend once the window is full, the profiles after days)
+                # takes its first residual as its scale, but not one that is an outlier by the level's
+                # scale: that belongs to an excursion in progress, and a scale that large would let the
+                # predictor explain the excursion away for hundreds of points. It waits for a plain one.
+                outlier = r > cfg.clip * np.maximum(np.nan_to_num(self._col(_E_LEVEL), nan=np.inf), floor)
+                have &= ~(np.isnan(scale) & outlier)
             seen = np.where(np.isnan(scale), 0.0, scale)
             capped = np.minimum(r, cfg.clip * np.maximum(seen, floor))
             # Scales count their own updates through the ring count: the level's starts with the 2nd value.
