@@ -135,9 +135,9 @@ def test_a_drop_right_after_a_surge_is_news() -> None:
 
 
 @pytest.mark.parametrize(("onset", "starts_at"), [
-    (60, "the trend, once the window is full (64th value)"),
-    (64, "the trend, at its very first prediction"),
-    (428, "the daily profile, after 1.5 days (432nd value)"),
+    (60, "the trend, which starts at the 65th value, once the window is full"),
+    (64, "the trend, whose first prediction is the step's first value"),
+    (428, "the daily profile, which starts 1.5 days in, at the 433rd value"),
 ])
 def test_a_predictor_that_starts_during_a_step_does_not_explain_the_step_away(onset: int, starts_at: str) -> None:
     # A late predictor's error scale used to start from its first residual, whatever it was. When that
