@@ -156,12 +156,17 @@ def _watched_processes(paths: SandboxPaths, operator_pid: int) -> dict[str, int]
     return roots
 
 
+def _wait_namespaces_gone(core: client.CoreV1Api, namespaces: list[str]) -> None:
+    while any(n.metadata.deletion_timestamp for n in core.list_namespace().items if str(n.metadata.name) in namespaces):
+        pods = sum(len(core.list_namespaced_pod(ns, limit=1000).items) for ns in namespaces)
+        print(f"  waiting for the bench's namespaces to be deleted ({pods}+ pods left)", flush=True)
+        time.sleep(5)
+
+
 def _setup(api_client: client.ApiClient, deployments: int, pods_per: int) -> list[tuple[str, str]]:
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
     namespaces = [f"bench-{i}" for i in range(NAMESPACES)]
-    while any(n.metadata.deletion_timestamp for n in core.list_namespace().items if str(n.metadata.name) in namespaces):
-        print("  waiting for the namespaces of an earlier run to be deleted", flush=True)
-        time.sleep(5)
+    _wait_namespaces_gone(core, namespaces)
     for ns in namespaces:
         try:
             core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=ns)))
@@ -265,9 +270,13 @@ def run(deployments: int = 500, pods_per: int = 2, sequestrations: int = 200) ->
 
 
 def _teardown(api_client: client.ApiClient) -> None:
-    for i in range(NAMESPACES):
-        crds.forget_sequestrations(api_client, f"bench-{i}")
-        client.CoreV1Api(api_client).delete_namespace(f"bench-{i}")
+    """Gone before returning: deleting 10k pods keeps the control plane busy for minutes, and the next
+    benchmark (or a demo) would otherwise measure that."""
+    namespaces = [f"bench-{i}" for i in range(NAMESPACES)]
+    for ns in namespaces:
+        crds.forget_sequestrations(api_client, ns)
+        client.CoreV1Api(api_client).delete_namespace(ns)
+    _wait_namespaces_gone(client.CoreV1Api(api_client), namespaces)
 
 
 def main() -> None:
