@@ -10,7 +10,6 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from kubernetes import client
@@ -19,7 +18,13 @@ from sequestra.model.sequestration import GROUP, VERSION
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
 from tests.integration.chart_support import Release, installed_chart, kubectl, service_account_kubeconfig
-from tests.integration.operator_support import Sequestrations, events_for, running_operator, sequestration
+from tests.integration.operator_support import (
+    Sequestrations,
+    events_for,
+    policy_status,
+    running_operator,
+    sequestration,
+)
 from tests.support import eventually
 
 CREDENTIALS_SECRET = "kafka-operator"
@@ -182,7 +187,7 @@ def test_the_operator_runs_a_lifecycle_as_the_charts_service_account(
         seqs.create(sequestration("hold-pod", "Pod", api_pod, {"type": "label"}))
         for name in ("hold-web", "hold-cron", "hold-pod"):
             seqs.wait_phase(name, "Active")
-        eventually(lambda: (_policy(api_client, namespace).get("status") or {}).get("coveredWorkloads") == 3,
+        eventually(lambda: policy_status(api_client, namespace, "team").get("coveredWorkloads") == 3,
                    what="the policy's status (written by the operator)")
         seqs.patch_spec("hold-web", {"release": True})
         seqs.patch_spec("hold-pod", {"release": True})
@@ -203,12 +208,6 @@ def test_the_operator_runs_a_lifecycle_as_the_charts_service_account(
     assert not client.NetworkingV1Api(api_client).list_namespaced_network_policy(namespace).items
     assert "Sequestered" in {reason for _, reason, _ in events_for(api_client, namespace, "web")}, \
         "Events were posted as the ServiceAccount"
-
-
-def _policy(api_client: client.ApiClient, namespace: str) -> dict[str, Any]:
-    body: Any = client.CustomObjectsApi(api_client).get_namespaced_custom_object(
-        GROUP, VERSION, namespace, "sequestrationpolicies", "team")
-    return dict(body)
 
 
 def _exists(seqs: Sequestrations, name: str) -> bool:

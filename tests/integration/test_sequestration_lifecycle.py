@@ -21,6 +21,7 @@ from tests.integration.operator_support import (
     PROTECTED_TEST_NAMESPACE,
     Sequestrations,
     events_for,
+    policy_status,
     running_operator,
     sequestration,
 )
@@ -359,9 +360,7 @@ def test_a_policy_reports_what_it_covers_and_a_bad_one_says_why(
     objects.create_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace, "sequestrationpolicies", bad)
 
     def status(name: str) -> dict[str, Any]:
-        body: Any = objects.get_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace,
-                                                         "sequestrationpolicies", name)
-        return dict(body.get("status") or {})
+        return policy_status(api_client, namespace, name)
 
     def ready(name: str) -> dict[str, Any] | None:
         return next((c for c in status(name).get("conditions") or [] if c["type"] == "Ready"), None)
