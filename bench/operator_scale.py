@@ -157,9 +157,9 @@ def _watched_processes(paths: SandboxPaths, operator_pid: int) -> dict[str, int]
 
 
 def _wait_namespaces_gone(core: client.CoreV1Api, namespaces: list[str]) -> None:
-    while any(n.metadata.deletion_timestamp for n in core.list_namespace().items if str(n.metadata.name) in namespaces):
-        pods = sum(len(core.list_namespaced_pod(ns, limit=1000).items) for ns in namespaces)
-        print(f"  waiting for the bench's namespaces to be deleted ({pods}+ pods left)", flush=True)
+    while terminating := [n for n in core.list_namespace().items
+                          if str(n.metadata.name) in namespaces and n.metadata.deletion_timestamp]:
+        print(f"  waiting for {len(terminating)} of the bench's namespaces to be deleted", flush=True)
         time.sleep(5)
 
 

@@ -40,6 +40,7 @@ import httpx
 from kubernetes import client, config
 
 from sequestra.actuators.kafka_quotas import ClientQuotas
+from sequestra.controller.sequestrations import AUTOMATED_REQUESTER
 from sequestra.demo import deployment_manifest, producer_annotations, sandbox_operator_environment
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
@@ -212,7 +213,7 @@ class Bench:
     def holds(self, target: str) -> list[dict[str, Any]]:
         listing: Any = self.objects.list_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL)
         return [h for h in listing["items"]
-                if h["spec"].get("requester") == "sequestra" and h["spec"]["target"]["name"] == target]
+                if h["spec"].get("requester") == AUTOMATED_REQUESTER and h["spec"]["target"]["name"] == target]
 
     def _namespace_gone(self) -> bool:
         return not self.core.list_namespace(field_selector=f"metadata.name={NAMESPACE}").items
