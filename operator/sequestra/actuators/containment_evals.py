@@ -44,7 +44,7 @@ from sequestra.actuators.kubernetes import (
     Workload,
     isolation_policy_name,
 )
-from sequestra.model import scenario_files
+from sequestra.model import kinds, scenario_files
 from sequestra.model.policy import EvasionMatch, EvasionRule
 from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import (
@@ -107,8 +107,8 @@ class Write(_Spec):
 
     @model_validator(mode="after")
     def _one_kind_of_write(self) -> Write:
-        kinds = [bool(self.set or self.remove), self.delete, self.create is not None]
-        if sum(kinds) != 1:
+        ways = [bool(self.set or self.remove), self.delete, self.create is not None]
+        if sum(ways) != 1:
             raise ValueError("a write either sets/removes fields, deletes, or creates: exactly one of them")
         if self.create is not None and not ((self.create.get("metadata") or {}).get("name") and
                                             self.create.get("kind") in RESOURCES):
@@ -447,8 +447,8 @@ def hold_problems(actions: Sequence[ActionSpec], kind: str, obj: dict[str, Any] 
         return [f"the {kind} is gone"]
     problems = []
     meta = obj.get("metadata") or {}
-    pod_spec = plans.get_pointer(obj, plans.POD_SPEC_PATHS.get(kind, "/spec/template/spec"))
-    containers = (pod_spec.get("containers") or []) if isinstance(pod_spec, dict) else []
+    pod_spec = kinds.pod_spec(kind, obj)
+    containers = (pod_spec.get("containers") or []) if pod_spec is not None else []
     for action in actions:
         if action.type is ActionType.SCALE:
             replicas = (obj.get("spec") or {}).get("replicas")
@@ -633,7 +633,7 @@ def _run(scenario: Scenario) -> Outcome:
         desired = plans.isolation_policy(isolation_policy_name(hold.name), namespace,
                                          plans.pod_labels(kind, after), isolate, hold.name) \
             if isolate is not None and after is not None else None
-        isolation = store.read("NetworkPolicy", namespace, isolation_policy_name(hold.name))
+        isolation = store.read(kinds.NETWORK_POLICY.kind, namespace, isolation_policy_name(hold.name))
         result = IntervalResult(index, when, tampered, count, escalated, new_links,
                                 hold_problems(actions, kind, after, isolation, desired, hold.name))
         _score(outcome, scenario, interval, result, written, after)

@@ -14,6 +14,7 @@ from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from sequestra.actuators import drift, plans
+from sequestra.model import kinds
 from sequestra.model.sequestration import (
     ActionSpec,
     ActionType,
@@ -26,24 +27,19 @@ from sequestra.model.sequestration import (
 )
 
 JSON_PATCH = "application/json-patch+json"
-# kind -> (group, version, plural)
-RESOURCES = {
-    "Deployment": ("apps", "v1", "deployments"),
-    "StatefulSet": ("apps", "v1", "statefulsets"),
-    "ReplicaSet": ("apps", "v1", "replicasets"),
-    "Job": ("batch", "v1", "jobs"),
-    "CronJob": ("batch", "v1", "cronjobs"),
-    "NetworkPolicy": ("networking.k8s.io", "v1", "networkpolicies"),
-    # Kubeflow spark-operator's CRDs: present only where the spark-operator (or the sandbox) installed them.
-    "SparkApplication": ("sparkoperator.k8s.io", "v1beta2", "sparkapplications"),
-    "ScheduledSparkApplication": ("sparkoperator.k8s.io", "v1beta2", "scheduledsparkapplications"),
-}
-OPTIONAL_KINDS = {"SparkApplication", "ScheduledSparkApplication"}
-WORKLOAD_KINDS = ("Deployment", "StatefulSet", "Job", "CronJob")
+# kind -> (group, version, plural), from the table of kinds (model/kinds.py): every kind this actuator reads or
+# writes through the custom-object API, which addresses /apis/{group}/{version}. Pods (the core group) are read
+# and resized through CoreV1Api instead.
+RESOURCES = {info.kind: info.resource for info in kinds.KINDS if info.group}
+# Served by a CRD that may not be installed (spark-operator's): listing them may find no such resource.
+OPTIONAL_KINDS = {info.kind for info in kinds.KINDS if info.optional}
+# The workloads listed in a namespace by default (the neighbours sharing a Kafka principal, the guardrails'
+# counts, look-alikes): those built on a pod template.
+WORKLOAD_KINDS = kinds.TEMPLATE_KINDS
 # Owners a pod's ownership chain is walked through to the workload a human manages.
 # A SparkApplication stops the walk even when a ScheduledSparkApplication owns it: capping the running
 # application is what contains it; changing the schedule's template would only shape the next run.
-OWNER_CHAIN_STOPS = {"Deployment", "StatefulSet", "CronJob", "SparkApplication", "ScheduledSparkApplication"}
+OWNER_CHAIN_STOPS = {info.kind for info in kinds.KINDS if info.stops_owner_walk}
 # spark-operator labels a run's driver and executor pods with its SparkApplication's name; Spark makes the
 # driver pod the owner of the executors, so the label, not the owner chain, leads from an executor to it.
 SPARK_APP_NAME_LABEL = "sparkoperator.k8s.io/app-name"
@@ -124,7 +120,7 @@ class KubernetesActuator:
             owner = next((o for o in pod.metadata.owner_references or [] if o.controller), None)
             spark_app = (pod.metadata.labels or {}).get(SPARK_APP_NAME_LABEL)
             if spark_app:
-                kind, name = "SparkApplication", spark_app
+                kind, name = kinds.SPARK_APPLICATION.kind, spark_app
             elif owner is None:
                 raise TargetNotFound(f"Pod {namespace}/{name} has no controlling owner to act on")
             else:
@@ -139,8 +135,9 @@ class KubernetesActuator:
                 raise TargetNotFound(f"{kind} {namespace}/{name} not found")
             owner = next((o for o in body["metadata"].get("ownerReferences", []) if o.get("controller")), None)
             if kind in OWNER_CHAIN_STOPS or owner is None or owner["kind"] not in RESOURCES:
-                if kind == "ReplicaSet":
-                    raise TargetNotFound(f"ReplicaSet {namespace}/{name} has no Deployment owning it")
+                info = kinds.kind_info(kind)
+                if info is None or info.role is not kinds.Role.WORKLOAD:  # a ReplicaSet no Deployment owns
+                    raise TargetNotFound(f"{kind} {namespace}/{name} has no workload owning it")
                 return Workload(kind, name, namespace, body)
             kind, name = owner["kind"], owner["name"]
 
@@ -166,11 +163,12 @@ class KubernetesActuator:
         created: tuple[CreatedObject, ...] = ()
         if action.type is ActionType.ISOLATE:
             plans.pod_labels(workload.kind, workload.body)  # refuse now if there is nothing to select by
-            created = (CreatedObject(api_version="networking.k8s.io/v1", kind="NetworkPolicy",
+            created = (CreatedObject(api_version=kinds.NETWORK_POLICY.api_version, kind=kinds.NETWORK_POLICY.kind,
                                      name=isolation_policy_name(sequestration)),)
         resized: list[PodResize] = []
         skipped: list[str] = []
-        if action.type is ActionType.THROTTLE and workload.kind == "Job":
+        info = kinds.kind_info(workload.kind)
+        if action.type is ActionType.THROTTLE and info is not None and info.template_immutable:
             resized, skipped = self._plan_pod_resizes(action, workload)
         return PriorState(action_index=index, action=action.type, target_kind=workload.kind,
                           target_name=workload.name, changes=tuple(changes), created=created,
@@ -328,8 +326,8 @@ class KubernetesActuator:
     def _reassert_policy(self, desired: dict[str, Any], action: str, kind: str,
                          workload: dict[str, Any]) -> drift.Tampering | None:
         namespace, name = desired["metadata"]["namespace"], desired["metadata"]["name"]
-        target = f"NetworkPolicy/{name}"
-        current = self.get("NetworkPolicy", namespace, name)
+        target = f"{kinds.NETWORK_POLICY.kind}/{name}"
+        current = self.get(kinds.NETWORK_POLICY.kind, namespace, name)
         if current is None:
             self._create_network_policy(desired)
             return drift.Tampering(action=action, target=target, path="", what="deleted", found=None,
@@ -337,11 +335,13 @@ class KubernetesActuator:
         changed = drift.isolation_drift(current, desired)
         if not changed:
             return None
-        self._patch("NetworkPolicy", namespace, name, drift.isolation_fix(current, desired))
+        self._patch(kinds.NETWORK_POLICY.kind, namespace, name, drift.isolation_fix(current, desired))
         owners = {str(o) for o in (drift.field_owner(current, path) for path in changed) if o is not None}
         if not owners and (current.get("spec") or {}).get("podSelector") != desired["spec"]["podSelector"]:
             # Nobody edited the policy: the workload's pod labels moved away from its selector.
-            relabelled = drift.field_owner(workload, plans.POD_LABELS_PATHS[kind])
+            info = kinds.kind_info(kind)
+            labels_path = None if info is None else info.pod_labels_path
+            relabelled = drift.field_owner(workload, labels_path) if labels_path is not None else None
             if relabelled is not None:
                 owners = {f"{relabelled} (changed the pod labels the policy selects)"}
         return drift.Tampering(action=action, target=target, path=",".join(changed), what="edited",
@@ -412,7 +412,7 @@ class KubernetesActuator:
             raise
 
     def _create_network_policy(self, manifest: dict[str, Any]) -> None:
-        group, version, plural = RESOURCES["NetworkPolicy"]
+        group, version, plural = kinds.NETWORK_POLICY.resource
         try:
             self._objects.create_namespaced_custom_object(
                 group, version, manifest["metadata"]["namespace"], plural, manifest, field_manager="sequestra"

@@ -14,6 +14,7 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from sequestra.model import kinds
 from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import (
     FLUX_RECONCILE_ANNOTATION,
@@ -27,31 +28,6 @@ from sequestra.model.sequestration import (
 
 _MISSING = object()
 
-# Where the pod template lives in each workload kind.
-POD_SPEC_PATHS = {
-    "Deployment": "/spec/template/spec",
-    "StatefulSet": "/spec/template/spec",
-    "Job": "/spec/template/spec",
-    "CronJob": "/spec/jobTemplate/spec/template/spec",
-}
-POD_LABELS_PATHS = {
-    "Deployment": "/spec/template/metadata/labels",
-    "StatefulSet": "/spec/template/metadata/labels",
-    "Job": "/spec/template/metadata/labels",
-    "CronJob": "/spec/jobTemplate/spec/template/metadata/labels",
-}
-SPARK_APPLICATION = "SparkApplication"
-SCHEDULED_SPARK_APPLICATION = "ScheduledSparkApplication"
-ACTIONS_BY_KIND = {
-    # On a SparkApplication, scale caps its executors (see _executor_cap_targets).
-    ActionType.SCALE: {"Deployment", "StatefulSet", SPARK_APPLICATION},
-    ActionType.SUSPEND: {"Job", "CronJob", SPARK_APPLICATION, SCHEDULED_SPARK_APPLICATION},
-    # A Job's pod template is immutable once created: a Job is throttled by resizing its running pods in
-    # place (plan_pod_resize), its own spec untouched.
-    ActionType.THROTTLE: set(POD_SPEC_PATHS) | {SPARK_APPLICATION},
-    ActionType.ISOLATE: set(POD_SPEC_PATHS),
-    ActionType.LABEL: set(POD_SPEC_PATHS) | {SPARK_APPLICATION, SCHEDULED_SPARK_APPLICATION},
-}
 # Spark settings that, given in sparkConf, would override the spec fields a cap writes: capping the spec
 # then would change nothing, so such an application is refused rather than "capped" in name only.
 SPARK_CONF_OVERRIDES = ("spark.executor.instances", "spark.dynamicAllocation.enabled",
@@ -63,6 +39,14 @@ SPARK_CPU_OVERRIDES = ("spark.executor.cores", "spark.kubernetes.executor.limit.
 
 class PlanError(ValueError):
     """The action cannot apply to this object (wrong kind, nothing to select pods by)."""
+
+
+def check_applicable(action: ActionType, kind: str) -> kinds.KindInfo:
+    """The kind's row in the table of kinds (model/kinds.py), or PlanError when `action` does not apply to it."""
+    info = kinds.kind_info(kind)
+    if info is None or action not in info.actions:
+        raise PlanError(kinds.not_applicable_reason(action, kind))
+    return info
 
 
 def escape(segment: str) -> str:
@@ -113,21 +97,23 @@ def change_to(obj: dict[str, Any], path: str, after: Any) -> FieldChange | None:
 
 
 def plan_changes(action: ActionSpec, kind: str, obj: dict[str, Any], sequestration: str) -> list[FieldChange]:
-    """The field changes `action` makes to workload `obj` of `kind` (an isolate changes no field)."""
-    if kind not in ACTIONS_BY_KIND[action.type]:
-        allowed = ", ".join(sorted(ACTIONS_BY_KIND[action.type]))
-        raise PlanError(f"{action.type} does not apply to a {kind} (it applies to {allowed})")
+    """The field changes `action` makes to workload `obj` of `kind`. An isolate changes no field (it creates a
+    NetworkPolicy), nor does a Kafka action (the Kafka actuator plans it); PlanError when `action` does not
+    apply to `kind` (model/kinds.py)."""
+    info = check_applicable(action.type, kind)
     wanted: list[tuple[str, Any]] = []
-    if action.type is ActionType.SCALE and kind == SPARK_APPLICATION:
+    if action.type is ActionType.SCALE and kind == kinds.SPARK_APPLICATION.kind:
         wanted.extend(_executor_cap_targets(action.replicas or 0, obj))
     elif action.type is ActionType.SCALE:
         wanted.append(("/spec/replicas", action.replicas))
     elif action.type is ActionType.SUSPEND:
         wanted.append(("/spec/suspend", True))
-    elif action.type is ActionType.THROTTLE and kind == SPARK_APPLICATION:
+    elif action.type is ActionType.THROTTLE and kind == kinds.SPARK_APPLICATION.kind:
         wanted.extend(_executor_throttle_targets(action, obj))
-    elif action.type is ActionType.THROTTLE and kind != "Job":
-        wanted.extend(_throttle_targets(action, kind, obj))
+    elif action.type is ActionType.THROTTLE and not info.template_immutable:
+        # An immutable template (a Job's) is left untouched: its running pods are resized in place instead
+        # (plan_pod_resize).
+        wanted.extend(_throttle_targets(action, info, obj))
     elif action.type is ActionType.LABEL:
         wanted.append((f"/metadata/labels/{escape(SEQUESTERED_LABEL)}", "true"))
         wanted.append((f"/metadata/annotations/{escape(SEQUESTRATION_ANNOTATION)}", sequestration))
@@ -147,13 +133,16 @@ def _changes_to(obj: dict[str, Any], wanted: list[tuple[str, Any]]) -> tuple[lis
     return changes, scratch
 
 
-def _throttle_targets(action: ActionSpec, kind: str, obj: dict[str, Any]) -> list[tuple[str, Any]]:
+def _throttle_targets(action: ActionSpec, info: kinds.KindInfo, obj: dict[str, Any]) -> list[tuple[str, Any]]:
     """Lower (never raise) each container's limits; lower a request above the new limit with it, as
     the API server refuses a request greater than its limit."""
-    containers = get_pointer(obj, POD_SPEC_PATHS[kind] + "/containers")
+    pod_spec_path = info.pod_spec_path
+    if pod_spec_path is None:
+        raise PlanError(f"a {info.kind} has no pod template to throttle")
+    containers = get_pointer(obj, pod_spec_path + "/containers")
     if containers is _MISSING or not containers:
-        raise PlanError(f"the {kind} has no containers to throttle")
-    return _lowered_limits(action, POD_SPEC_PATHS[kind], containers)
+        raise PlanError(f"the {info.kind} has no containers to throttle")
+    return _lowered_limits(action, pod_spec_path, containers)
 
 
 def _lowered_limits(action: ActionSpec, pod_spec_path: str, containers: list[dict[str, Any]], *,
@@ -290,7 +279,12 @@ def _executor_throttle_targets(action: ActionSpec, obj: dict[str, Any]) -> list[
 
 
 def pod_labels(kind: str, obj: dict[str, Any]) -> dict[str, str]:
-    labels = get_pointer(obj, POD_LABELS_PATHS[kind])
+    """The labels of the pods `obj` of `kind` makes, from its pod template: what an isolation selects by."""
+    info = kinds.kind_info(kind)
+    path = None if info is None else info.pod_labels_path
+    if path is None:
+        raise PlanError(f"a {kind} has no pod template to select its pods by")
+    labels = get_pointer(obj, path)
     if labels is _MISSING or not labels:
         raise PlanError(f"the {kind}'s pod template has no labels to select its pods by")
     return dict(labels)
@@ -476,8 +470,8 @@ def isolation_policy(
     egress += [{"to": [{"ipBlock": {"cidr": cidr}}]} for cidr in action.allow_egress_to]
     ingress = [{"from": [{"ipBlock": {"cidr": cidr}}]} for cidr in action.allow_ingress_from]
     return {
-        "apiVersion": "networking.k8s.io/v1",
-        "kind": "NetworkPolicy",
+        "apiVersion": kinds.NETWORK_POLICY.api_version,
+        "kind": kinds.NETWORK_POLICY.kind,
         "metadata": {
             "name": name,
             "namespace": namespace,

@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import structlog
 
+from sequestra.model.kinds import KINDS
 from sequestra.notify import metrics
 from sequestra.notify.delivery import redact
 from sequestra.notify.errors import AlertmanagerRejected, AlertmanagerUnavailable
@@ -37,13 +38,8 @@ CREATED_BY = "sequestra"
 # A silence must end; a hold without an expiry gets one this long, renewed while the hold lasts.
 DEFAULT_OPEN_ENDED = timedelta(hours=12)
 
-# Label naming the owner on kube-state-metrics series, per workload kind.
-OWNER_LABELS: dict[str, str] = {
-    "Deployment": "deployment",
-    "StatefulSet": "statefulset",
-    "Job": "job_name",
-    "CronJob": "cronjob",
-}
+# Label naming the owner on kube-state-metrics series, per workload kind (model/kinds.py).
+OWNER_LABELS: dict[str, str] = {info.kind: info.owner_label for info in KINDS if info.owner_label}
 # The alphabet Kubernetes uses for generated name suffixes and pod-template hashes.
 _ID = "[bcdfghjklmnpqrstvwxz2456789]"
 

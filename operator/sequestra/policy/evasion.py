@@ -17,16 +17,11 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from sequestra.model.kinds import pod_spec
 from sequestra.model.policy import EvasionMatch
 
 # Sequestra's own marks, which a held workload carries and a look-alike does not.
 _OWN_PREFIX = "sequestra.dev/"
-_POD_SPEC = {
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
 
 
 @dataclass(frozen=True)
@@ -35,15 +30,8 @@ class Evader:
     rule: EvasionMatch
 
 
-def _pod_spec(kind: str, obj: Mapping[str, Any]) -> Mapping[str, Any]:
-    node: Any = obj
-    for key in _POD_SPEC.get(kind, ()):
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node if isinstance(node, Mapping) else {}
-
-
 def images(kind: str, obj: Mapping[str, Any]) -> tuple[str, ...]:
-    spec = _pod_spec(kind, obj)
+    spec = pod_spec(kind, obj) or {}
     containers = [*(spec.get("initContainers") or []), *(spec.get("containers") or [])]
     return tuple(sorted(str(c.get("image", "")) for c in containers))
 

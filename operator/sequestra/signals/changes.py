@@ -12,6 +12,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from sequestra.model.kinds import REPLICA_SET, pod_spec
 from sequestra.model.workload import ChangeEvent, WorkloadRef
 
 
@@ -30,10 +31,8 @@ def last_written(obj: Mapping[str, Any]) -> float | None:
 
 
 def pod_template(workload: Mapping[str, Any]) -> Mapping[str, Any]:
-    spec = workload.get("spec") or {}
-    if workload.get("kind") == "CronJob":
-        spec = ((spec.get("jobTemplate") or {}).get("spec")) or {}
-    return (spec.get("template") or {}).get("spec") or {}
+    """The pod spec of the workload's pod template (by its `kind`, model/kinds.py); empty when it has none."""
+    return pod_spec(str(workload.get("kind")), workload) or {}
 
 
 def referenced_config(workload: Mapping[str, Any]) -> tuple[set[str], set[str]]:
@@ -89,7 +88,7 @@ def recent_changes(workload_ref: WorkloadRef, workload: Mapping[str, Any], *,
         number = (meta.get("annotations") or {}).get("deployment.kubernetes.io/revision", "?")
         if created is not None and created > since:
             images = ", ".join(c.get("image", "?") for c in pod_template(
-                {"spec": revision.get("spec") or {}}).get("containers") or [])
+                {"kind": REPLICA_SET.kind, "spec": revision.get("spec") or {}}).get("containers") or [])
             events.append(ChangeEvent(created, workload_ref, "revision",
                                       f"new revision {number} of {workload_ref.kind}/{workload_ref.name} ({images})"))
     return sorted(events, key=lambda e: e.at)

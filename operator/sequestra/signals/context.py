@@ -14,6 +14,7 @@ from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
+from sequestra.model.kinds import SCHEDULED_SPARK_APPLICATION, SPARK_KINDS, pod_spec
 from sequestra.model.workload import WorkloadRef
 from sequestra.scoring.consumer_groups import GroupVerdict, PartitionStatus
 from sequestra.signals.attribution import Attribution
@@ -23,20 +24,7 @@ KAFKA_CONSUMER_GROUP_ANNOTATION = "sequestra.dev/kafka-consumer-group"
 # Annotations too large or too noisy to put in front of a diagnoser.
 _SKIPPED_ANNOTATIONS = ("kubectl.kubernetes.io/last-applied-configuration",)
 _MAX_ANNOTATION_CHARS = 300
-_POD_TEMPLATE = {
-    "Deployment": ("spec", "template", "spec"),
-    "StatefulSet": ("spec", "template", "spec"),
-    "Job": ("spec", "template", "spec"),
-    "CronJob": ("spec", "jobTemplate", "spec", "template", "spec"),
-}
 _STUCK = (PartitionStatus.STALL, PartitionStatus.STOP)
-
-
-def _path(obj: Mapping[str, Any], keys: Iterable[str]) -> Any:
-    node: Any = obj
-    for key in keys:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return node
 
 
 def spec_excerpt(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
@@ -47,15 +35,15 @@ def spec_excerpt(kind: str, obj: Mapping[str, Any]) -> dict[str, Any]:
     excerpt: dict[str, Any] = {"kind": kind, "name": meta.get("name")}
     if spec.get("replicas") is not None:
         excerpt["replicas"] = spec["replicas"]
-    pod_spec = _path(obj, _POD_TEMPLATE.get(kind, ()))
-    if isinstance(pod_spec, Mapping):
-        containers = list(pod_spec.get("containers") or [])
+    pods = pod_spec(kind, obj)
+    if pods is not None:
+        containers = list(pods.get("containers") or [])
         excerpt["images"] = sorted({str(c.get("image")) for c in containers if c.get("image")})
         resources = {str(c.get("name")): c["resources"] for c in containers if c.get("resources")}
         if resources:
             excerpt["resources"] = resources
-    if kind in ("SparkApplication", "ScheduledSparkApplication"):
-        template = (spec.get("template") or {}) if kind == "ScheduledSparkApplication" else spec
+    if kind in SPARK_KINDS:
+        template = (spec.get("template") or {}) if kind == SCHEDULED_SPARK_APPLICATION.kind else spec
         if template.get("image"):
             excerpt["images"] = [str(template["image"])]
         sizes = {role: {k: v for k, v in (template.get(role) or {}).items()

@@ -13,19 +13,10 @@ from typing import Any
 
 from kubernetes import client
 
+from sequestra.model.kinds import BY_KIND, INTERMEDIATE_KINDS, kind_info
 from sequestra.model.workload import ChangeEvent, WorkloadRef
 from sequestra.signals.attribution import Attribution
 from sequestra.signals.changes import recent_changes
-
-# kind -> (group, version, plural); the workloads humans manage, and the objects between them and pods.
-WORKLOAD_RESOURCES = {
-    "Deployment": ("apps", "v1", "deployments"),
-    "StatefulSet": ("apps", "v1", "statefulsets"),
-    "CronJob": ("batch", "v1", "cronjobs"),
-    "Job": ("batch", "v1", "jobs"),
-    "SparkApplication": ("sparkoperator.k8s.io", "v1beta2", "sparkapplications"),
-}
-INTERMEDIATE_RESOURCES = {"ReplicaSet": ("apps", "v1", "replicasets")}
 
 
 @dataclass
@@ -72,10 +63,11 @@ class ClusterReader:
         snapshot = ClusterSnapshot(attribution=Attribution())
         for namespace in namespaces:
             for kind in kinds:
-                if kind not in WORKLOAD_RESOURCES:
+                info = kind_info(kind)
+                if info is None or not info.watched:  # the workloads humans manage that signals are read for
                     continue
                 try:
-                    items = self._list(*WORKLOAD_RESOURCES[kind], namespace)
+                    items = self._list(*info.resource, namespace)
                 except client.ApiException as exc:
                     if exc.status == 404:  # the CRD (SparkApplication) is not installed: nothing to list
                         continue
@@ -84,8 +76,9 @@ class ClusterReader:
                     item["kind"] = kind
                     # A CronJob's Jobs sit between it and its pods; humans manage the CronJob.
                     (owners if item["metadata"].get("ownerReferences") else workloads).append(item)
-            for kind, resource in INTERMEDIATE_RESOURCES.items():
-                for item in self._list(*resource, namespace):
+            # The objects between workloads and their pods (a Deployment's ReplicaSets).
+            for kind in INTERMEDIATE_KINDS:
+                for item in self._list(*BY_KIND[kind].resource, namespace):
                     item["kind"] = kind
                     owners.append(item)
                     references = item["metadata"].get("ownerReferences") or []
