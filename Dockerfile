@@ -14,11 +14,14 @@ COPY requirements.lock ./
 RUN /opt/sequestra/bin/pip install --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-# Read at run time relative to the source tree (diagnosis/runbooks.py, diagnosis/evals.py, sandbox/crds.py).
+# crds/ and runbooks/ are package data (sequestra/shipped.py): COPY keeps the links operator/sequestra/crds and
+# operator/sequestra/runbooks as links, and they resolve to these copies. evals/ is read relative to the source
+# tree (diagnosis/evals.py, actuators/containment_evals.py).
 COPY runbooks/ runbooks/
 COPY evals/ evals/
 COPY crds/ crds/
-# Editable, so those relative paths hold; --no-deps: nothing beyond the lock, and `pip check` proves it complete.
+# Editable, so the links and that relative path hold; --no-deps: nothing beyond the lock, and `pip check` proves
+# it complete.
 RUN /opt/sequestra/bin/pip install --no-deps -e . \
  && /opt/sequestra/bin/pip check \
  && /opt/sequestra/bin/python -m compileall -q /app/operator

@@ -30,6 +30,7 @@ from typing import Any
 import httpx
 from kubernetes import client, config, watch
 
+from sequestra import install
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
 from sequestra.sandbox import components, crds, endpoints, processes
 from sequestra.sandbox.paths import SandboxPaths
@@ -201,7 +202,7 @@ def _setup(api_client: client.ApiClient, deployments: int, pods_per: int) -> lis
 def run(deployments: int = 500, pods_per: int = 2, sequestrations: int = 200) -> ScaleResult:
     paths = SandboxPaths.default()
     api_client = config.new_client_from_config(config_file=str(paths.kubeconfig))
-    crds.install(api_client)
+    install.crds(api_client)
     began = time.monotonic()
     targets = _setup(api_client, deployments, pods_per)
     setup_s = time.monotonic() - began

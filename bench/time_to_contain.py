@@ -39,6 +39,7 @@ from typing import Any, TypeVar
 import httpx
 from kubernetes import client, config
 
+from sequestra import install
 from sequestra.actuators.kafka_quotas import ClientQuotas
 from sequestra.controller.sequestrations import AUTOMATED_REQUESTER
 from sequestra.demo import deployment_manifest, producer_annotations, sandbox_operator_environment
@@ -256,7 +257,7 @@ class Bench:
         self.quotas.alter(QuotaEntity(user=USER), remove=["producer_byte_rate"])
 
     def set_up(self) -> None:
-        crds.install(self.api)
+        install.crds(self.api)
         self.quotas.alter(QuotaEntity(user=USER), remove=["producer_byte_rate"])
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         _wait("the namespace's ServiceAccount", lambda: self.core.list_namespaced_service_account(

@@ -77,15 +77,19 @@ def run(
 
 @app.command("install-crds")
 def install_crds() -> None:
-    """Create or update Sequestra's CRDs (from crds/) and its admission guard (crds/guard/) in the current
-    cluster; the identity running this is let through the guard as the operator."""
+    """Create or update Sequestra's CRDs (crds/, shipped in the package) and its admission guard
+    (crds/guard/) in the current cluster; the identity running this is let through the guard as the operator."""
     from kubernetes import config
 
-    from sequestra.sandbox import crds
+    from sequestra import install
     from sequestra.signals.guard import guard_installed
 
     api_client = config.new_client_from_config(config_file=os.environ.get("KUBECONFIG"))
-    for name in crds.install(api_client):
+    try:
+        names = install.crds(api_client)
+    except install.InstallError as exc:
+        _fail(str(exc))
+    for name in names:
         print(f"customresourcedefinition {name} established")
     print(guard_installed(api_client).summary())
 
@@ -242,6 +246,7 @@ def demo() -> None:
     """Bring the sandbox up, show each real component at work, then replay a producer flood and a runaway
     Spark application against the real operator."""
     from sequestra import demo as incident
+    from sequestra.install import InstallError
     from sequestra.sandbox import lifecycle, tour
     from sequestra.sandbox.errors import SandboxError
     from sequestra.sandbox.paths import SandboxPaths
@@ -252,7 +257,7 @@ def demo() -> None:
         tour.run(paths, print)
         print("\n=== The incident Sequestra exists for: a flag flip floods Kafka, and nobody is paged ===")
         incident.run(paths, print)
-    except SandboxError as exc:
+    except (SandboxError, InstallError) as exc:
         _fail(str(exc))
 
 

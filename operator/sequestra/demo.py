@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 from kubernetes import client, config
 
+from sequestra import install
 from sequestra.actuators.kafka_quotas import ClientQuotas
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
@@ -157,7 +158,7 @@ class IncidentDemo:
         self.quotas.alter(QuotaEntity(user="app"), remove=["producer_byte_rate"])
 
     def set_up(self) -> None:
-        crds.install(self.api)
+        install.crds(self.api)
         self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
         _wait("the namespace's ServiceAccount", lambda: self.core.list_namespaced_service_account(
             NAMESPACE, field_selector="metadata.name=default").items, 30)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 import pytest
 from kubernetes import client, config
 
+from sequestra import install
 from sequestra.sandbox import crds, lifecycle
 from sequestra.sandbox.paths import SandboxPaths
 from tests.support import eventually
@@ -28,7 +29,7 @@ def api_client(sandbox: SandboxPaths) -> client.ApiClient:
 
 @pytest.fixture(scope="session")
 def crds_installed(api_client: client.ApiClient) -> list[str]:
-    return crds.install(api_client)
+    return install.crds(api_client)
 
 
 @pytest.fixture()

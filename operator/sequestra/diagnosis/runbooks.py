@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from sequestra import shipped
 from sequestra.model.durations import parse_duration
 from sequestra.model.evidence import CONSUMER_GROUP_STATUSES, Evidence, EvidenceItem
 from sequestra.model.selectors import matches as selector_matches
@@ -381,5 +382,5 @@ def load_runbooks(source: str | Path | Iterable[Mapping[str, Any]]) -> list[Runb
 
 
 def default_runbooks_dir() -> Path:
-    """The runbooks shipped in the repository (the chart installs the same files)."""
-    return Path(__file__).resolve().parents[3] / "runbooks"
+    """The runbooks shipped in the package, from the repository's runbooks/ (the chart installs the same files)."""
+    return shipped.runbooks_dir()

@@ -134,12 +134,11 @@ def _items(listing: Any) -> list[dict[str, Any]]:
 
 def show_manual_quarantine(paths: SandboxPaths, say: Say) -> None:
     """Run the operator, hold the demo Deployment with a Sequestration, then release it exactly."""
-    from sequestra import humans
+    from sequestra import humans, install
     from sequestra.model.sequestration import GROUP, PLURAL, VERSION
-    from sequestra.sandbox import crds
 
     api_client = config.new_client_from_config(config_file=str(paths.kubeconfig))
-    crds.install(api_client)
+    install.crds(api_client)
     objects, apps = client.CustomObjectsApi(api_client), client.AppsV1Api(api_client)
     env = {**os.environ, "KUBECONFIG": str(paths.kubeconfig), "SEQUESTRA_METRICS_PORT": "0"}
     log_path = paths.logs / "demo-operator.log"
