@@ -7,6 +7,8 @@ from typing import Annotated
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from sequestra.policy.guardrails import Caps
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="SEQUESTRA_", extra="ignore")
@@ -16,13 +18,13 @@ class Settings(BaseSettings):
     protected_namespaces: Annotated[tuple[str, ...], NoDecode] = ("kube-system", "kube-public", "kube-node-lease")
     metrics_port: int = Field(default=19102, ge=0, le=65535)
     reconcile_interval_s: float = Field(default=5.0, gt=0)
-    # Guardrails on automated sequestrations (a human's manual one is bound only by protection).
+    # Guardrails on automated sequestrations (a human's manual one is bound only by protection): a ceiling
+    # for the whole cluster; a policy's own guardrails can only be stricter (policy/guardrails.py).
     max_active: int = Field(default=50, ge=0)
     max_active_per_namespace: int = Field(default=10, ge=0)
     max_namespace_share_percent: int = Field(default=50, ge=0, le=100)
     max_actions_per_hour: int = Field(default=60, ge=0)
-    circuit_breaker_max_anomalous: int = Field(default=20, ge=1)
-    circuit_breaker_window_s: float = Field(default=300, gt=0)
+    circuit_breaker_max_anomalous: int = Field(default=20, ge=1)  # per policy's loop, workloads anomalous at once
     io_threads: int = Field(default=32, ge=1, le=256)  # concurrent blocking API calls
     log_level: str = "INFO"
     # The autonomous loop (docs/LOOP.md).
@@ -65,6 +67,11 @@ class Settings(BaseSettings):
             config |= {"sasl.mechanism": self.kafka_sasl_mechanism, "sasl.username": self.kafka_username,
                        "sasl.password": self.kafka_password.get_secret_value() if self.kafka_password else ""}
         return config
+
+    def caps(self) -> Caps:
+        """The operator-wide ceiling on automated holds."""
+        return Caps(self.max_active, self.max_active_per_namespace, self.max_namespace_share_percent,
+                    self.max_actions_per_hour, self.circuit_breaker_max_anomalous)
 
     def all_protected_namespaces(self) -> frozenset[str]:
         """The operator's own namespace is always protected, whatever the setting says."""

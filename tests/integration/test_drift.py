@@ -74,7 +74,8 @@ def _tampered(seqs: Sequestrations, name: str, count: int) -> dict[str, Any]:
 def _policy(api_client: client.ApiClient, namespace: str, name: str, **spec: Any) -> None:
     body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": name},
             # dry-run and a score no workload reaches: the policy's own loop never acts in these tests.
-            "spec": {"mode": "dry-run", "scoreThreshold": 1000, **spec}}
+            # A short interval: the loop decides escalation and holds look-alikes, once per interval.
+            "spec": {"mode": "dry-run", "scoreThreshold": 1000, "interval": "2s", **spec}}
     client.CustomObjectsApi(api_client).create_namespaced_custom_object(GROUP, VERSION, namespace,
                                                                         "sequestrationpolicies", body)
 
@@ -192,7 +193,7 @@ def test_the_third_tamper_of_an_automated_hold_climbs_its_policys_ladder(
                                timeout_s=WITHIN_AN_INTERVAL_S, what="the quarantine rung applied")
         assert escalated
         seq = seqs.get("hold")
-        assert [a["type"] for a in seq["spec"]["actions"]] == ["throttle", "label", "scale"]
+        assert [a["type"] for a in seq["spec"]["actions"]] == ["throttle", "scale"]
         assert (seq["status"]["incident"]["rungName"], seq["status"]["incident"]["escalatedFor"]) == \
             ("quarantine", "Tampered")
         container = _deployment(api_client, namespace, "web")["spec"]["template"]["spec"]["containers"][0]

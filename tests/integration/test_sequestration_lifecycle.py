@@ -334,6 +334,44 @@ def test_an_action_that_does_not_fit_the_target_fails_with_a_reason(
     assert "suspend does not apply to a Deployment" in failed["status"]["message"]
 
 
+@pytest.mark.parametrize("explicit_label", [False, True], ids=["mark-implied", "mark-explicit"])
+def test_an_added_action_that_does_not_apply_is_refused_on_the_object_and_the_hold_keeps_what_it_applied(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations, explicit_label: bool,
+) -> None:
+    """A user adds `scale` to a hold that suspends a CronJob: the edit is answered on the object (a condition
+    naming the action and the kind, a Warning Event, observedGeneration caught up), the hold stays Active with
+    exactly what it applied, and a release still restores the CronJob exactly."""
+    workloads.create(api_client, namespace, workloads.cronjob("nightly"))
+    before = eventually(lambda: workloads.read(api_client, namespace, "CronJob", "nightly"), what="the CronJob")
+    actions = [{"type": "suspend"}, *([{"type": "label"}] if explicit_label else [])]
+    seqs.create(sequestration("hold", "CronJob", "nightly", *actions))
+    active = seqs.wait_phase("hold", "Active")
+    record = active["status"]["priorState"]
+
+    seqs.patch_spec("hold", {"actions": [*actions, {"type": "scale", "replicas": 0}]})
+
+    def answered() -> dict[str, Any] | None:
+        body = seqs.get("hold")
+        conditions = {c["type"]: c for c in body["status"].get("conditions") or []}
+        caught_up = body["status"].get("observedGeneration") == body["metadata"]["generation"]
+        return body if caught_up and "SpecApplied" in conditions else None
+
+    held = eventually(answered, timeout_s=30, what="the edit answered on the hold")
+    condition = next(c for c in held["status"]["conditions"] if c["type"] == "SpecApplied")
+    assert (condition["status"], condition["reason"]) == ("False", "ActionNotApplicable")
+    assert "scale" in condition["message"] and "CronJob" in condition["message"]
+    assert condition["observedGeneration"] == held["metadata"]["generation"]
+    assert held["status"]["phase"] == "Active", "the hold keeps what it applied"
+    assert held["status"]["priorState"] == record, "the record is unchanged"
+    assert RESTORE_FINALIZER in held["metadata"]["finalizers"]
+    assert workloads.read(api_client, namespace, "CronJob", "nightly")["spec"]["suspend"] is True
+    assert ("Warning", "ActionNotApplicable") in {(t, r) for t, r, _ in events_for(api_client, namespace, "hold")}
+
+    seqs.patch_spec("hold", {"release": True})
+    seqs.wait_phase("hold", "Released")
+    assert _comparable(workloads.read(api_client, namespace, "CronJob", "nightly")) == _comparable(before)
+
+
 def test_a_missing_target_fails_with_a_reason(operator: KopfRunner, seqs: Sequestrations) -> None:
     seqs.create(sequestration("ghost", "Deployment", "does-not-exist", {"type": "scale", "replicas": 0}))
     failed = seqs.wait_phase("ghost", "Failed")

@@ -21,10 +21,17 @@ from kubernetes import client
 from sequestra.actuators import plans
 from sequestra.actuators.kubernetes import KubernetesActuator
 from sequestra.controller.finalizers import RESTORE_FINALIZER
+from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, VERSION, SequestrationSpec
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
-from tests.integration.operator_support import Sequestrations, events_for, running_operator, sequestration
+from tests.integration.operator_support import (
+    Sequestrations,
+    events_for,
+    policy_status,
+    running_operator,
+    sequestration,
+)
 from tests.support import eventually
 
 SCALE_TO_ZERO = {"type": "scale", "replicas": 0}
@@ -231,21 +238,35 @@ def test_automated_holds_stop_at_the_namespace_cap_with_a_reason_and_an_event(
     assert ("Warning", "NamespaceCapReached") in {(t, r) for t, r, _ in events_for(api_client, namespace, "b")}
 
 
-def test_the_circuit_breaker_stops_automation_when_many_workloads_look_bad_at_once(
+def test_a_policys_own_namespace_cap_binds_its_holds_under_a_looser_operator_setting(
     sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
 ) -> None:
-    for name in ("a", "b", "c"):
+    """docs/INSTALL.md shows users writing guardrails in the policy: `maxActivePerNamespace: 1` means one,
+    although the operator-wide setting allows ten. The policy's status shows the limits in effect."""
+    for name in ("a", "b", "c", "d"):
         workloads.create(api_client, namespace, workloads.deployment(name, 2))
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, {
+            "apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": "tight"},
+            # dry-run and a score no workload reaches: the policy's own loop never acts here.
+            "spec": {"mode": "dry-run", "scoreThreshold": 1000, "interval": "2s",
+                     "ladder": [{"name": "quarantine", "actions": [SCALE_TO_ZERO]}],
+                     "guardrails": {"maxActivePerNamespace": 1, "maxActive": 80}}})
     seqs = Sequestrations(api_client, namespace)
-    for name in ("a", "b"):  # two requests still open when the operator starts
-        seqs.create(sequestration(f"hold-{name}", "Deployment", name, {"type": "scale", "replicas": 1},
-                                  requester="sequestra", mode="approval"))
-    with running_operator(sandbox, SEQUESTRA_CIRCUIT_BREAKER_MAX_ANOMALOUS="3"):
-        seqs.wait_phase("hold-a", "AwaitingApproval")
-        seqs.create(sequestration("hold-c", "Deployment", "c", SCALE_TO_ZERO, requester="sequestra"))
-        refused = seqs.wait_phase("hold-c", "Failed")
-    assert "CircuitBreakerOpen" in {c["reason"] for c in refused["status"]["conditions"]}
-    assert workloads.read(api_client, namespace, "Deployment", "c")["spec"]["replicas"] == 2
+    with running_operator(sandbox, namespaces=(namespace,), SEQUESTRA_MAX_ACTIVE_PER_NAMESPACE="10",
+                          SEQUESTRA_MAX_ACTIVE="50"):
+        seqs.create(sequestration("first", "Deployment", "a", SCALE_TO_ZERO, requester="sequestra",
+                                  policyRef="tight"))
+        seqs.wait_phase("first", "Active")
+        seqs.create(sequestration("second", "Deployment", "b", SCALE_TO_ZERO, requester="sequestra",
+                                  policyRef="tight"))
+        refused = seqs.wait_phase("second", "Failed")
+        effective = eventually(lambda: policy_status(api_client, namespace, "tight").get("effectiveGuardrails"),
+                               what="the policy's effective guardrails in its status")
+    assert "NamespaceCapReached" in {c["reason"] for c in refused["status"]["conditions"]}
+    assert "(cap 1)" in refused["status"]["message"]
+    assert workloads.read(api_client, namespace, "Deployment", "b")["spec"]["replicas"] == 2
+    assert (effective["maxActivePerNamespace"], effective["maxActive"]) == (1, 50), "the stricter of each pair"
 
 
 def test_the_api_server_refuses_invalid_sequestrations_with_clear_messages(

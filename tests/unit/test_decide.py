@@ -81,3 +81,48 @@ def test_the_ttl_releases_only_a_healthy_workload() -> None:
         is DecisionKind.EXTEND
     assert decide(POLICY, replace(FLOOD, state="normal", hold=replace(due, healthy_intervals=3))).kind \
         is DecisionKind.KEEP
+
+
+# --- escalation decided here, from facts the handler records -------------------------------------------
+def test_the_third_tamper_climbs_one_rung_and_pages_whatever_the_signals_say() -> None:
+    hold = replace(HOLD, rung=1, tamper_count=3)
+    decision = decide(POLICY, replace(FLOOD, state="unknown", hold=hold))
+    assert (decision.kind, decision.rung, decision.escalated_for) == (DecisionKind.ESCALATE, 2, "Tampered")
+    assert decision.tamper_escalations == 1 and decision.page_reason == "Tampered"
+    settled = replace(hold, tamper_escalations=1)
+    assert decide(POLICY, replace(FLOOD, state="unknown", hold=settled)).kind is DecisionKind.KEEP
+
+
+def test_tampering_at_the_top_of_the_ladder_pages() -> None:
+    decision = decide(POLICY, replace(FLOOD, hold=replace(HOLD, rung=2, tamper_count=6, tamper_escalations=1)))
+    assert (decision.kind, decision.page_reason, decision.tamper_escalations) == (DecisionKind.PAGE, "Tampered", 2)
+
+
+def test_an_escalation_leaves_out_actions_the_kind_does_not_have() -> None:
+    ladder = (Rung("suspend", ({"type": "suspend"},)), Rung("quarantine", ({"type": "scale", "replicas": 0},
+                                                                           {"type": "isolate"})))
+    policy = replace(POLICY, ladder=ladder)
+    hold = replace(HOLD, rung=0, tamper_count=3)
+    decision = decide(policy, replace(FLOOD, kind="CronJob", hold=hold))
+    assert [a["type"] for a in decision.actions] == ["isolate"], "a CronJob cannot be scaled"
+
+
+def test_a_hold_only_a_human_releases_asks_once_due_and_healthy() -> None:
+    policy = replace(POLICY, require_human_release=True)
+    due = replace(HOLD, expires_at=None, release_due=990.0, healthy_intervals=3)
+    quiet = replace(FLOOD, state="normal", hold=due)
+    decision = decide(policy, quiet)
+    assert (decision.kind, decision.page_reason) == (DecisionKind.PAGE, "ReleaseNeedsHuman")
+    assert decide(policy, replace(quiet, hold=replace(due, release_asked=True))).kind is DecisionKind.KEEP
+    assert decide(policy, replace(quiet, hold=replace(due, healthy_intervals=1))).kind is DecisionKind.KEEP
+
+
+def test_only_a_reviewed_model_diagnosis_proposes_a_rung() -> None:
+    from sequestra.policy.decide import diagnosis_proposal
+
+    assert diagnosis_proposal({"diagnoser": "rules", "action": "quarantine"}) == (None, True)
+    assert diagnosis_proposal({"diagnoser": "llm", "action": "quarantine"}) == (None, True), "never reviewed"
+    assert diagnosis_proposal({"diagnoser": "llm", "action": "quarantine",
+                               "review": {"verdict": "approved"}}) == ("quarantine", True)
+    assert diagnosis_proposal({"diagnoser": "llm", "action": "quarantine",
+                               "review": {"verdict": "disputed"}}) == ("quarantine", False)

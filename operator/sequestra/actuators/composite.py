@@ -7,7 +7,7 @@ crash recovery and release treat them alike: planned and recorded before acting,
 from __future__ import annotations
 
 import copy
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from sequestra.actuators import drift, plans
@@ -47,26 +47,28 @@ class CompositeActuator:
         return identity, principal_sharers(identity.principal, neighbours, workload.name)
 
     def plan_remaining(self, actions: tuple[ActionSpec, ...], workload: Workload, sequestration: str,
-                       recorded: list[PriorState]) -> list[PriorState]:
-        """Plan the actions not yet recorded; Kubernetes ones on the object as earlier ones leave it."""
+                       recorded: Sequence[PriorState], indexes: Sequence[int] | None = None) -> list[PriorState]:
+        """Plan the actions at `indexes` (default: those after the record); Kubernetes ones on the object as
+        the recorded ones leave it. Each entry keeps the action it applied (`applied`)."""
         scratch = copy.deepcopy(workload.body)
         for prior in recorded:
             if prior.action not in KAFKA_ACTIONS:
                 plans.apply_changes(scratch, list(plans.plan_apply(scratch, list(prior.changes)).pending))
         planned = []
-        for index in range(len(recorded), len(actions)):
+        for index in (range(len(recorded), len(actions)) if indexes is None else indexes):
             action = actions[index]
             if action.type in KAFKA_ACTIONS:
                 identity, sharers = self._identity(workload)
                 try:
-                    planned.append(self.kafka().plan(index, action, identity, sharers))
+                    planned.append(self.kafka().plan(index, action, identity, sharers).model_copy(
+                        update={"applied": action}))
                 except KafkaIdentityError as exc:
                     raise PlanError(str(exc)) from exc
                 continue
             prior = self.kubernetes.plan(index, action, Workload(workload.kind, workload.name, workload.namespace,
                                                                  scratch), sequestration)
             plans.apply_changes(scratch, list(prior.changes))
-            planned.append(prior)
+            planned.append(prior.model_copy(update={"applied": action}))
         return planned
 
     def apply(self, priors: list[PriorState], actions: tuple[ActionSpec, ...], namespace: str, sequestration: str,

@@ -39,12 +39,24 @@ from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
 from sequestra.model.evidence import SignalSummary
 from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
+from sequestra.model.kinds import SPARK_KINDS
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
 from sequestra.model.sequestration import GROUP, PLURAL, PROTECTED_LABEL, VERSION, Phase
 from sequestra.model.workload import WorkloadRef
 from sequestra.notify.incident import IncidentNotice
 from sequestra.notify.pager import PageReason
-from sequestra.policy.decide import Decision, DecisionKind, Hold, LoopPolicy, Rung, Situation, decide
+from sequestra.policy.decide import (
+    Decision,
+    DecisionKind,
+    Hold,
+    LoopPolicy,
+    Rung,
+    Situation,
+    breaker_open,
+    decide,
+    diagnosis_proposal,
+)
+from sequestra.policy.guardrails import Caps
 from sequestra.scoring.combiner import CombinerConfig, WorkloadScorer, WorkloadVerdict
 from sequestra.scoring.excursions import ExcursionTracker
 from sequestra.scoring.series import ScorerConfig
@@ -67,11 +79,12 @@ log = structlog.get_logger("sequestra.loop")
 POLICY_LABEL = "sequestra.dev/policy"
 TARGET_KIND_LABEL = "sequestra.dev/target-kind"
 TARGET_NAME_LABEL = "sequestra.dev/target-name"
+EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestration it evaded
 # After an unreachable broker, poll it again only this much later: a down broker would otherwise cost
 # every interval its timeout.
 KAFKA_RETRY_S = 60.0
 KAFKA_POLL_TIMEOUT_S = 2.0
-SPARK_KINDS = ("SparkApplication", "ScheduledSparkApplication")
+UNKNOWN = WorkloadVerdict("unknown", None, None, ())  # no data this interval
 
 DECISIONS = Counter("sequestra_decisions_total", "Decisions of the autonomous loop.", ["decision"])
 ANOMALOUS = Gauge("sequestra_anomalous_workloads", "Workloads scored anomalous at the last interval.", ["policy"])
@@ -108,7 +121,7 @@ def _declared_identity(obj: Mapping[str, Any]) -> KafkaIdentity | None:
 def loop_policy(spec: SequestrationPolicySpec) -> LoopPolicy:
     return LoopPolicy(ladder=tuple(Rung(r.name, tuple(r.actions)) for r in spec.ladder),
                       healthy_intervals_to_release=spec.release.healthy_intervals,
-                      verify_intervals=spec.verify.intervals)
+                      verify_intervals=spec.verify.intervals, require_human_release=spec.release.require_human)
 
 
 def signal_summaries(verdict: WorkloadVerdict) -> list[SignalSummary]:
@@ -133,6 +146,7 @@ class LoopReport:
     states: dict[WorkloadRef, str] = field(default_factory=dict)  # every covered workload's verdict
     decisions: list[tuple[WorkloadRef, Decision]] = field(default_factory=list)
     breaker_open: bool = False
+    caps: Caps = field(default_factory=Caps)  # the guardrails in effect: the policy's under the operator's
 
 
 class PolicyLoop:
@@ -154,11 +168,12 @@ class PolicyLoop:
         self.kafka: KafkaSignals | None = None
         self.kafka_snapshot: KafkaSnapshot | None = None
         self._kafka_retry_at = 0.0
+        self._targeted: set[tuple[str, str, str]] = set()  # (namespace, kind, name) of every hold not ended
 
     # --- one interval --------------------------------------------------------------------------
     def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
         spec = SequestrationPolicySpec.model_validate(dict(raw_spec))
-        report = LoopReport()
+        report = LoopReport(caps=self.ctx.settings.caps().tightened_by(spec.guardrails))
         namespaces = covered_namespaces(client.CoreV1Api(self.ctx.api_client), self.namespace, spec,
                                          self.ctx.settings.operator_namespace)
         protected = self.ctx.settings.all_protected_namespaces()  # scored (to page), never acted on
@@ -168,8 +183,10 @@ class PolicyLoop:
         try:
             sample = self.prometheus.sample(definitions, namespaces, snapshot.attribution, now)
         except SignalsUnavailable as exc:
-            # Missing data is not an anomaly: keep every hold as it is, decide nothing new.
+            # Missing data is not an anomaly: keep every hold as it is, decide nothing new from signals. What
+            # the handlers recorded (containment undone, look-alikes found) is decided on all the same.
             report.signals_ok, report.reason = False, str(exc)
+            self._decide_holds(spec, snapshot, holds, {}, now, protected, report)
             return report
         if self.history is None and self.ctx.settings.warmup_history_s <= 0:
             self.history = History()
@@ -200,23 +217,32 @@ class PolicyLoop:
         self._poll_kafka(now)
         report.states = {ref: verdict.state for ref, verdict in verdicts.items()}
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
-        breaker_limit = int(spec.guardrails.circuit_breaker.get("maxAnomalousWorkloads", 5))
-        report.breaker_open = len(report.anomalous) > breaker_limit
+        breaker_limit = report.caps.max_anomalous_workloads
+        report.breaker_open = breaker_open(len(report.anomalous), breaker_limit)
         if report.breaker_open:
             self._page_once(f"breaker:{self.namespace}/{self.name}", None, PageReason.CIRCUIT_BREAKER_OPEN,
                             f"circuit breaker open: {len(report.anomalous)} workloads look anomalous at once "
                             f"(limit {breaker_limit}); no automated action is taken")
+        self._decide_holds(spec, snapshot, holds, verdicts, now, protected, report)
+        return report
+
+    def _decide_holds(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot,
+                      holds: dict[WorkloadRef, dict[str, Any]], verdicts: dict[WorkloadRef, WorkloadVerdict],
+                      now: float, protected: frozenset[str], report: LoopReport) -> None:
+        """Decide for every anomalous and every held workload; a held one without a verdict (no signals)
+        is decided as unknown, which only recorded facts move."""
         policy = loop_policy(spec)
+        for held in holds.values():
+            self._hold_evaders(held)
         for ref in sorted(set(report.anomalous) | set(holds)):
-            current = verdicts.get(ref)
-            if current is None:
+            current = verdicts.get(ref) or (UNKNOWN if ref in holds else None)
+            if current is None or ref not in snapshot.attribution.workloads:
                 continue
             decision = self._decide_one(spec, policy, snapshot, ref, current, holds.get(ref), now,
                                         protected, report.breaker_open)
             if decision.kind is not DecisionKind.NOTHING or ref in report.anomalous:
                 report.decisions.append((ref, decision))
                 DECISIONS.labels(str(decision.kind)).inc()
-        return report
 
     def _poll_kafka(self, now: float) -> None:
         config = self.ctx.settings.kafka_client_config()
@@ -245,6 +271,7 @@ class PolicyLoop:
                 threshold=threshold, release_threshold=min(0.45, 0.75 * threshold),
                 persistence=self.ctx.settings.persistence_intervals,
                 directions={d.name: (("up", "down") if d.direction == "both" else (d.direction,)) for d in definitions},
+                thresholds={s.name: s.threshold for s in spec.signals if s.threshold is not None},
                 scorer=ScorerConfig(warmup_points=self.ctx.settings.warmup_points,
                                     window=max(64, self.ctx.settings.warmup_points)))
             scorer = self.scorers[ref] = WorkloadScorer(config)
@@ -255,13 +282,18 @@ class PolicyLoop:
 
     # --- holds -------------------------------------------------------------------------------------
     def _holds(self, namespaces: list[str]) -> dict[WorkloadRef, dict[str, Any]]:
-        """This policy's automated holds that are not over yet, by target (the newest wins)."""
-        listing: Any = self.ctx.objects.list_cluster_custom_object(
-            GROUP, VERSION, PLURAL, label_selector=f"{POLICY_LABEL}={_label_value(self.name)}")
+        """The holds this policy decides for that are not over yet, by target (the newest wins): those it
+        created, and a human's that name it (`policyRef`), whose escalation it decides too."""
+        listing: Any = self.ctx.objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
         holds: dict[WorkloadRef, dict[str, Any]] = {}
+        self._targeted = {(i["metadata"]["namespace"], i["spec"]["target"]["kind"], i["spec"]["target"]["name"])
+                          for i in listing["items"] if not (i.get("spec") or {}).get("release")
+                          and not Phase((i.get("status") or {}).get("phase") or Phase.PENDING).is_final}
         for item in sorted(listing["items"], key=lambda i: i["metadata"]["creationTimestamp"]):
             meta, spec = item["metadata"], item.get("spec") or {}
-            if meta["namespace"] not in namespaces or Phase(
+            ours = (meta.get("labels") or {}).get(POLICY_LABEL) == _label_value(self.name) \
+                or spec.get("policyRef") == self.name
+            if not ours or meta["namespace"] not in namespaces or Phase(
                     (item.get("status") or {}).get("phase") or Phase.PENDING).is_final or spec.get("release"):
                 continue
             holds[WorkloadRef(meta["namespace"], spec["target"]["kind"], spec["target"]["name"])] = item
@@ -275,7 +307,7 @@ class PolicyLoop:
                    if (_epoch(item["metadata"]["creationTimestamp"]) or 0) > now - window_s)
 
     def _hold_view(self, item: Mapping[str, Any], verdict: WorkloadVerdict, now: float,
-                   interval_s: float) -> tuple[Hold, dict[str, Any]]:
+                   interval_s: float, ttl_s: float | None = None) -> tuple[Hold, dict[str, Any]]:
         """Read the hold's incident record and advance it by this interval's verdict."""
         status = item.get("status") or {}
         incident = dict(status.get("incident") or {})
@@ -301,7 +333,10 @@ class PolicyLoop:
         hold = Hold(name=item["metadata"]["name"], rung=int(incident.get("rung", 0)), contained_at=contained_at,
                     expires_at=_epoch(status.get("expiresAt")), effective=effective,
                     intervals_since_contained=intervals, healthy_intervals=healthy,
-                    paged=bool(incident.get("paged")))
+                    paged=bool(incident.get("paged")), tamper_count=int(status.get("tamperCount") or 0),
+                    tamper_escalations=int(incident.get("tamperEscalations") or 0),
+                    release_due=(active_at + ttl_s) if active_at is not None and ttl_s is not None else None,
+                    release_asked=bool(incident.get("releaseAsked")))
         return hold, record
 
     # --- one workload ------------------------------------------------------------------------------
@@ -316,8 +351,11 @@ class PolicyLoop:
             or tuple(s.name for s in verdict.signals[:1])
         hold, record = (None, None)
         if held is not None:
-            hold, record = self._hold_view(held, verdict, now, spec.interval.total_seconds())
+            hold, record = self._hold_view(held, verdict, now, spec.interval.total_seconds(),
+                                           spec.ttl.total_seconds() if spec.release.require_human else None)
+        proposed, agreed = diagnosis_proposal((held.get("spec") or {}).get("diagnosis") or {}) if held else (None, True)
         situation = Situation(state=verdict.state, moved=moved, has_kafka_identity=has_kafka, hold=hold, now=now,
+                              kind=ref.kind, proposed_rung=proposed, review_agreed=agreed,
                               recent_offences=self._offences(ref, now, policy.repeat_window_s) if hold is None else 0)
         if hold is None and verdict.state == "anomalous":
             if ref.namespace in protected or (obj["metadata"].get("labels") or {}).get(PROTECTED_LABEL) == "true":
@@ -410,7 +448,8 @@ class PolicyLoop:
                 "reason": verdict.explain()[:1000],
                 "requester": AUTOMATED_REQUESTER,
                 "mode": str(spec.mode),
-                "ttl": f"{int(spec.ttl.total_seconds())}s",
+                # A policy whose holds only a human releases gives them no TTL: the loop asks once due.
+                **({} if spec.release.require_human else {"ttl": f"{int(spec.ttl.total_seconds())}s"}),
                 "policyRef": self.name,
                 "evidence": {"since": _iso(since), "signals": [s.model_dump(by_alias=True, mode="json")
                                                                for s in signal_summaries(verdict)][:8]},
@@ -436,6 +475,44 @@ class PolicyLoop:
         log.info("contained", workload=str(ref), sequestration=name, rung=incident["rungName"],
                  actions=[a.get("type") for a in decision.actions], why=verdict.explain())
 
+    def _hold_evaders(self, held: Mapping[str, Any]) -> None:
+        """Hold each look-alike the hold's handler found (`status.evaders`) with the held workload's actions,
+        linked to the same incident; one that already has a hold (or had one: 409) is left as it is."""
+        namespace, name = held["metadata"]["namespace"], held["metadata"]["name"]
+        spec = dict(held.get("spec") or {})
+        for evader in (held.get("status") or {}).get("evaders") or []:
+            kind, target = str(evader.get("kind")), str(evader.get("name"))
+            if (namespace, kind, target) in self._targeted:
+                continue
+            digest = hashlib.sha256(f"{name}/{target}".encode()).hexdigest()[:6]
+            hold_name = f"{target[:40].rstrip('-.')}-evader-{digest}"
+            reason = f"evasion of {name}: {kind}/{target} looks like {spec['target']['name']} ({evader.get('rule')})"
+            manifest = {
+                "apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration",
+                "metadata": {"name": hold_name, "namespace": namespace, "labels": {
+                    EVADES_LABEL: _label_value(name), POLICY_LABEL: _label_value(self.name),
+                    TARGET_KIND_LABEL: kind.lower(), TARGET_NAME_LABEL: _label_value(target)}},
+                "spec": {
+                    "target": {"kind": kind, "name": target}, "actions": list(spec.get("actions") or []),
+                    "reason": reason, "requester": AUTOMATED_REQUESTER, "policyRef": self.name,
+                    **{k: spec[k] for k in ("mode", "ttl", "expiresAt", "approved", "evidence", "diagnosis")
+                       if k in spec},
+                },
+            }
+            self._targeted.add((namespace, kind, target))
+            try:
+                self.ctx.objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
+            except ApiException as exc:
+                if exc.status == 409:
+                    continue  # created at an earlier interval (its hold may since have ended: not re-opened)
+                raise
+            incident = {**((held.get("status") or {}).get("incident") or {}), "evasionOf": name}
+            self._write_incident(namespace, hold_name, incident)
+            log.warning("evasion.contained", sequestration=f"{namespace}/{name}", evader=f"{kind}/{target}",
+                        hold=hold_name)
+            kopf.warn(held, reason="EvasionContained",  # type: ignore[arg-type]  # a listed object is a body
+                      message=f"{reason}: held by Sequestration {hold_name}")
+
     def _advance(self, spec: SequestrationPolicySpec, held: dict[str, Any], record: dict[str, Any],
                  decision: Decision, ref: WorkloadRef, now: float) -> None:
         name = held["metadata"]["name"]
@@ -456,13 +533,26 @@ class PolicyLoop:
             version = patched["metadata"]["resourceVersion"]
             record.update(rung=decision.rung, rungName=spec.ladder[decision.rung].name, escalatedAt=_iso(now),
                           effective=False, containedAt=_iso(now))
+            if decision.escalated_for:
+                record["escalatedFor"] = decision.escalated_for
+            if decision.tamper_escalations is not None:
+                record["tamperEscalations"] = decision.tamper_escalations
             log.info("escalated", workload=str(ref), sequestration=name, rung=record["rungName"],
                      why=decision.reason)
+            if decision.page:
+                self.ctx.notifications.page_for(held, PageReason(decision.page_reason or "Tampered"), decision.page)
+            if decision.escalated_for == "Tampered":
+                kopf.warn(held, reason="TamperEscalated", message=decision.page or decision.reason)  # type: ignore[arg-type]
             if self.ctx.notifications.digests is not None:
                 self.ctx.notifications.digests.add(IncidentNotice.from_sequestration(held),
                                                    f"escalated to {record['rungName']}: {decision.reason}")
         elif decision.kind is DecisionKind.PAGE and decision.page:
-            record["paged"] = True
+            if decision.tamper_escalations is not None:
+                record["tamperEscalations"] = decision.tamper_escalations
+            if decision.page_reason == PageReason.RELEASE_NEEDS_HUMAN:
+                record["releaseAsked"] = True
+            else:
+                record["paged"] = True
             if f"{name}:{decision.page_reason}" not in self.paged:
                 self.paged.add(f"{name}:{decision.page_reason}")
                 self.ctx.notifications.page_for(held, PageReason(decision.page_reason or "ActionHadNoEffect"),
@@ -533,6 +623,7 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
                                    generation)
     status: dict[str, Any] = {"conditions": conditions,
                               "circuitBreaker": "Open" if report.breaker_open else "Closed"}
+    status["effectiveGuardrails"] = report.caps.as_status()
     if report.signals_ok:
         status["anomalousWorkloads"] = len(report.anomalous)
         # The rest are "unknown": no data yet, or too little history for a baseline. Never acted on.

@@ -12,10 +12,10 @@ their value), and release restores only from that record, never from memory.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -44,14 +44,14 @@ from sequestra.controller import finalizers, metrics
 from sequestra.controller.known_status import KnownStatus
 from sequestra.controller.notifications import Notifications
 from sequestra.model.conditions import now_iso, set_condition
-from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
+from sequestra.model.policy import POLICY_PLURAL, PolicyGuardrails, SequestrationPolicySpec
 from sequestra.model.sequestration import (
     APPROVED_ANNOTATION,
     GROUP,
     PLURAL,
     VERSION,
     ActionSpec,
-    ActionType,
+    Mode,
     Phase,
     PriorState,
     SequestrationSpec,
@@ -63,10 +63,7 @@ from sequestra.settings import Settings
 
 log = structlog.get_logger("sequestra.sequestration")
 AUTOMATED_REQUESTER = "sequestra"  # spec.requester of the sequestrations the operator itself creates
-EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestration it evaded
-# The autonomous loop's labels (controller/loop.py, which imports this module): an evader's hold carries
-# them so the loop sees the workload as held by its policy and does not open a second hold on it.
-_LOOP_LABELS = ("sequestra.dev/policy", "sequestra.dev/target-kind", "sequestra.dev/target-name")
+SPEC_APPLIED = "SpecApplied"  # condition: the spec as it is now is carried out (or why not)
 # One lock per hold, alive while a handler holds or awaits it: an ended hold leaves nothing behind, deleted or not.
 _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -142,13 +139,13 @@ async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     await reconcile(body, memo.context)
     if body.get("status", {}).get("phase") == Phase.ACTIVE and (body.get("spec") or {}).get("policyRef"):
         try:
-            await asyncio.to_thread(_contain_evaders, body, memo.context)
+            await asyncio.to_thread(_find_evaders, body, memo.context)
         except ApiException as exc:  # the next interval looks again; re-assertion above is not held up
             log.warning("evasion.check_failed", sequestration=_name(body), error=f"{exc.status} {exc.reason}")
 
 
 # Optional, so kopf adds no finalizer for it when a hold is created: the operator adds the same one with the
-# prior-state record (see _apply), kopf calls this on deletion while it is there and removes it after.
+# prior-state record (see _take), kopf calls this on deletion while it is there and removes it after.
 @kopf.on.delete(GROUP, VERSION, PLURAL, optional=True)
 async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     """The restore finalizer holds deletion until the target is restored."""
@@ -236,33 +233,32 @@ def _resolve(ctx: Context, namespace: str, spec: SequestrationSpec, *,
 
 
 async def _reconcile(body: kopf.Body, ctx: Context) -> None:
+    """Gather what the hold's next step depends on, let `lifecycle.plan_reconcile` decide it, carry it out."""
     try:
         spec = SequestrationSpec.model_validate(dict(body["spec"]))
     except ValidationError as exc:
-        status = await asyncio.to_thread(_status, ctx, body)
-        message = f"invalid spec: {exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc']))}"
-        await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "InvalidSpec", message)
-        raise kopf.PermanentError(message) from exc
+        await _invalid_spec(ctx, body, exc)
+        return
     # Independent reads at once: each is a round trip to a busy API server. An automated hold about to be
     # taken (as far as the event's copy of the status says) also reads what its guardrails count.
     hinted = Phase((body.get("status") or {}).get("phase") or Phase.PENDING)
     prefetch = spec.requester == AUTOMATED_REQUESTER and hinted in (Phase.PENDING, Phase.AWAITING_APPROVAL) \
         and not spec.release
     # A hold with nothing recorded yet plans from the API server's watch cache: the quorum read through etcd
-    # then runs alongside the record's write instead of before it (_apply checks the copy against it, and
+    # then runs alongside the record's write instead of before it (_take checks the copy against it, and
     # plans again if the cache was behind). Held ones re-assert from a quorum read: there, a copy behind the
     # hold's own last write would look like tampering.
     first_plan = hinted is Phase.PENDING and not (body.get("status") or {}).get("priorState")
     approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
     # A hold about to act (as the event's copy has it) gets its restore finalizer with these reads, before
-    # anything is planned: its first plan can then go to the target in one patch with its record (_apply),
+    # anything is planned: its first plan can then go to the target in one patch with its record (_take),
     # and a deletion still waits for the restore.
-    finalize = first_plan and lifecycle.next_step(
-        spec, hinted, None, datetime.now(UTC), approved=approved) is lifecycle.Step.APPLY
+    finalize = first_plan and not spec.release and (
+        spec.mode is Mode.ENFORCE or (spec.mode is Mode.APPROVAL and (approved or spec.approved)))
     status, resolved, counted, finalized = await asyncio.gather(
         asyncio.to_thread(_status, ctx, body),
         asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec, cached=first_plan),
-        _cluster_state(ctx, body) if prefetch else asyncio.sleep(0, result=None),
+        _cluster_state(ctx, body, spec) if prefetch else asyncio.sleep(0, result=None),
         asyncio.to_thread(finalizers.add, ctx.objects, body) if finalize else asyncio.sleep(0, result=False),
     )
     if finalize and not finalized:
@@ -271,45 +267,61 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     if first_plan and (phase is not Phase.PENDING or status.get("priorState")):  # the handed-over copy was behind
         first_plan = False
         resolved = await asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec)
-    if phase.is_final:
-        if finalizers.has(body) or finalized:  # restored, or never acted: nothing left to hold deletion for
-            await asyncio.to_thread(finalizers.drop, ctx.objects, body)
+    recorded = tuple(PriorState.model_validate(p) for p in status.get("priorState") or [])
+    on_target = plans.recorded_on(resolved.body, body["metadata"]["uid"]) \
+        if not isinstance(resolved, TargetNotFound) and not recorded else None
+    observed = lifecycle.Observed(
+        phase=phase, recorded=recorded, expires_at=_parse_time(status.get("expiresAt")), approved=approved,
+        finalizer=finalized or finalizers.has(body),
+        target_kind=resolved.kind if not isinstance(resolved, TargetNotFound) else None,
+        target_missing=str(resolved) if isinstance(resolved, TargetNotFound) else "",
+        record_on_target=tuple(PriorState.model_validate(p) for p in on_target or []))
+    step = lifecycle.plan_reconcile(spec, observed, datetime.now(UTC))
+    if step.kind is not lifecycle.StepKind.HOLD or step.add or step.refused_edit or step.activate:
+        log.debug("sequestration.step", sequestration=_name(body), step=str(step.kind), reason=step.reason)
+    await _carry_out(ctx, body, status, spec, resolved, step, counted, finalized=finalized, from_cache=first_plan)
+
+
+async def _carry_out(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
+                     resolved: Workload | TargetNotFound, step: lifecycle.Step,
+                     counted: tuple[guardrails.ClusterState, PolicyGuardrails | None] | None, *, finalized: bool,
+                     from_cache: bool) -> None:
+    kind = lifecycle.StepKind
+    if step.kind is kind.NOTHING:
+        return
+    if step.kind is kind.FORGET:
+        await asyncio.to_thread(finalizers.drop, ctx.objects, body)
         ctx.known_status.forget(body["metadata"]["uid"])
         return
-    expires_at = _parse_time(status.get("expiresAt"))
-    step = lifecycle.next_step(spec, phase, expires_at, datetime.now(UTC), approved=approved)
-    if step is lifecycle.Step.NOTHING:
+    if step.kind is kind.RELEASE:
+        final = Phase.FAILED if step.reason == "ActionRejected" else Phase.RELEASED
+        await _release(body, ctx, reason=step.reason, message=step.message, final_phase=final)
         return
-    if step is lifecycle.Step.RELEASE:
-        reason = "ReleaseRequested" if spec.release else "Expired"
-        await _release(body, ctx, reason=reason)
+    if step.kind is kind.FAIL:
+        summary = {"actionSummary": spec.action_summary()}
+        if not isinstance(resolved, TargetNotFound):
+            summary["targetRef"] = str(resolved)
+        await _fail(ctx, body, status, step.reason, step.message, finalized=finalized, **summary)
         return
-    if isinstance(resolved, TargetNotFound):
-        await _fail(ctx, body, status, "TargetNotFound", str(resolved), finalized=finalized)
-        return
+    if isinstance(resolved, TargetNotFound):  # plan_reconcile fails or releases a hold without a target
+        raise AssertionError(f"step {step.kind} without a target")
     workload = resolved
     summary = {"targetRef": str(workload), "actionSummary": spec.action_summary()}
-    if phase is not Phase.ACTIVE and not status.get("priorState"):
-        status = await _adopt_record(ctx, body, status, workload, summary)
-    # Guardrails bound taking a hold, not keeping one: re-checked every interval, a cap reached by later
-    # holds would fail an Active hold without restoring it. A recorded hold was taken already (its action
-    # may be on the target): it is completed, not refused halfway.
-    refusal = None
-    if phase is not Phase.ACTIVE and not status.get("priorState"):
+    if step.adopt:
+        log.info("sequestration.record_adopted", sequestration=_name(body), workload=str(workload))
+        await asyncio.to_thread(_write_record, ctx, body, list(step.adopt), summary)
+        status = {**status, "priorState": [p.model_dump(mode="json", by_alias=True) for p in step.adopt], **summary}
+    if step.guarded:
         if counted is None and spec.requester == AUTOMATED_REQUESTER:
-            counted = await _cluster_state(ctx, body)
-        refusal = _guardrail_refusal(ctx, body, spec, workload, counted or guardrails.ClusterState())
-    if refusal is not None:
-        metrics.REFUSALS.labels(reason=refusal.reason).inc()
-        if refusal.reason == "CircuitBreakerOpen":
-            log.warning("circuit_breaker.open", sequestration=_name(body), message=refusal.message)
-        await _fail(ctx, body, status, refusal.reason, f"refused: {refusal.message}", finalized=finalized, **summary)
-        _target_event(workload, refusal.reason, f"Sequestration {_name(body)} refused: {refusal.message}",
-                      warning=True)
-        return
-    if step is lifecycle.Step.DRY_RUN:
+            counted = await _cluster_state(ctx, body, spec)
+        refusal = await asyncio.to_thread(_guardrail_refusal, ctx, body, spec, workload,
+                                          counted or (guardrails.ClusterState(), None))
+        if refusal is not None:
+            await _refuse(ctx, body, status, workload, refusal, finalized=finalized, summary=summary)
+            return
+    if step.kind is kind.DRY_RUN:
         await asyncio.to_thread(_dry_run, ctx, body, status, spec, workload, summary)
-    elif step is lifecycle.Step.AWAIT_APPROVAL:
+    elif step.kind is kind.AWAIT_APPROVAL:
         message = (f"waiting for a human: kubectl annotate seq {body['metadata']['name']} "
                    f"{APPROVED_ANNOTATION}=true")
         await asyncio.to_thread(_transition, ctx, body, status, Phase.AWAITING_APPROVAL, "AwaitingApproval", message,
@@ -317,82 +329,48 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
         if status.get("phase") != Phase.AWAITING_APPROVAL:
             _target_event(workload, "AwaitingApproval", f"Sequestration {_name(body)} {spec.action_summary()}: "
                           f"{message}")
+    elif step.kind is kind.TAKE:
+        await _take(body, ctx, status, spec, workload, summary, from_cache=from_cache, finalized=finalized)
     else:
-        await _apply(body, ctx, status, spec, workload, summary, from_cache=first_plan, finalized=finalized)
+        await _hold(body, ctx, status, spec, workload, summary, step)
+
+
+async def _invalid_spec(ctx: Context, body: kopf.Body, exc: ValidationError) -> None:
+    """A spec the schema let through that the model refuses. A hold that acted releases what it recorded
+    (its spec is not needed for that) and fails; one that did not just fails."""
+    status = await asyncio.to_thread(_status, ctx, body)
+    message = f"invalid spec: {exc.errors()[0]['msg']} at {'.'.join(map(str, exc.errors()[0]['loc']))}"
+    if Phase(status.get("phase") or Phase.PENDING).is_final:
+        return
+    if status.get("priorState"):
+        await _release(body, ctx, reason="InvalidSpec", message=message, final_phase=Phase.FAILED)
+        return
+    await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, "InvalidSpec", message)
+    if finalizers.has(body):
+        await asyncio.to_thread(finalizers.drop, ctx.objects, body)
+    raise kopf.PermanentError(message) from exc
 
 
 async def _fail(ctx: Context, body: kopf.Body, status: dict[str, Any], reason: str, message: str, *,
                 finalized: bool, **fields: Any) -> None:
-    """Fail a hold that has not acted. With nothing recorded there is nothing to restore, so the restore
-    finalizer (if it got one: `finalized`, or an earlier attempt's) goes too."""
+    """Fail a hold that has not acted (plan_reconcile never fails one that did). With nothing recorded there is
+    nothing to restore, so the restore finalizer (if it got one: `finalized`, or an earlier attempt's) goes too."""
+    if status.get("priorState"):
+        raise AssertionError(f"{_name(body)} acted: it is released, never failed as it stands")
     await asyncio.to_thread(_transition, ctx, body, status, Phase.FAILED, reason, message, **fields)
-    if not status.get("priorState") and (finalized or finalizers.has(body)):
+    if finalized or finalizers.has(body):
         await asyncio.to_thread(finalizers.drop, ctx.objects, body)
 
 
-async def _adopt_record(ctx: Context, body: kopf.Body, status: dict[str, Any], workload: Workload,
-                        summary: dict[str, str]) -> dict[str, Any]:
-    """A first plan that went to the target with its record, the operator stopping before `Active`: the
-    record on the target becomes the hold's (in its status), so the hold is completed from it rather than
-    planned again from the changed target."""
-    record = plans.recorded_on(workload.body, body["metadata"]["uid"])
-    if not record:
-        return status
-    recorded = [PriorState.model_validate(p) for p in record]
-    log.info("sequestration.record_adopted", sequestration=_name(body), workload=str(workload))
-    await asyncio.to_thread(_write_record, ctx, body, recorded, summary)
-    return {**status, "priorState": record, **summary}
+async def _refuse(ctx: Context, body: kopf.Body, status: dict[str, Any], workload: Workload,
+                  refusal: guardrails.Refusal, *, finalized: bool, summary: dict[str, str]) -> None:
+    metrics.REFUSALS.labels(reason=refusal.reason).inc()
+    await _fail(ctx, body, status, refusal.reason, f"refused: {refusal.message}", finalized=finalized, **summary)
+    _target_event(workload, refusal.reason, f"Sequestration {_name(body)} refused: {refusal.message}", warning=True)
 
 
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
-
-
-def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec, workload: Workload,
-                       state: guardrails.ClusterState) -> guardrails.Refusal | None:
-    """Pure: `state` counts the operator's own holds (empty for a human's request, bound only by protection)."""
-    namespace = body["metadata"]["namespace"]
-    automated = spec.requester == AUTOMATED_REQUESTER
-    limits = guardrails.Limits(
-        protected_namespaces=ctx.settings.all_protected_namespaces(),
-        max_active=ctx.settings.max_active,
-        max_active_per_namespace=ctx.settings.max_active_per_namespace,
-        max_namespace_share_percent=ctx.settings.max_namespace_share_percent,
-        max_actions_per_hour=ctx.settings.max_actions_per_hour,
-        circuit_breaker_max_anomalous=ctx.settings.circuit_breaker_max_anomalous,
-    )
-    labels = workload.body["metadata"].get("labels") or {}
-    return guardrails.check(namespace, str(workload), labels, limits, state, automated=automated)
-
-
-async def _cluster_state(ctx: Context, body: kopf.Body) -> guardrails.ClusterState:
-    """Counts of the operator's own sequestrations, besides this one, for the caps and the breaker (the
-    listings run concurrently)."""
-    namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
-    listing: Any
-    listing, *per_kind = await asyncio.gather(
-        asyncio.to_thread(ctx.objects.list_cluster_custom_object, GROUP, VERSION, PLURAL),
-        *(asyncio.to_thread(ctx.actuator.list_workloads, namespace, (kind,)) for kind in WORKLOAD_KINDS))
-    others = [s for s in listing["items"]
-              if s["metadata"]["uid"] != uid and (s.get("spec") or {}).get("requester") == AUTOMATED_REQUESTER]
-    held = [s for s in others if (s.get("status") or {}).get("phase") == Phase.ACTIVE]
-    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    acted_recently = [s for s in others if any(
-        t["phase"] == Phase.ACTIVE and t["at"] >= hour_ago for t in (s.get("status") or {}).get("transitions", []))]
-    # Until the scoring loop reports its own count, each automated request opened within the breaker's
-    # window stands for one workload that looked bad: a burst of them means a shared cause (a bad deploy
-    # of a common library, a broken node pool), which containing workloads one by one would not fix.
-    window_start = (datetime.now(UTC) - timedelta(seconds=ctx.settings.circuit_breaker_window_s)).strftime(
-        "%Y-%m-%dT%H:%M:%SZ")
-    open_requests = [s for s in others if s["metadata"]["creationTimestamp"] >= window_start
-                     and not Phase((s.get("status") or {}).get("phase") or "Pending").is_final]
-    return guardrails.ClusterState(
-        active_total=len(held),
-        active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
-        workloads_in_namespace=sum(len(found) for found in per_kind),
-        actions_last_hour=len(acted_recently),
-        anomalous_workloads=len(open_requests) + 1,
-    )
 
 
 def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
@@ -419,59 +397,46 @@ def _action_label(spec: SequestrationSpec) -> str:
     return "+".join(str(a.type) for a in spec.effective_actions())
 
 
-async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
-                 workload: Workload, summary: dict[str, str], *, from_cache: bool = False,
-                 finalized: bool = False) -> None:
-    """`from_cache`: `workload` was read from the API server's watch cache, and is checked against a quorum
-    read before anything planned from it is applied. `finalized`: the restore finalizer was added to the hold
-    in this reconcile, before planning."""
+async def _take(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                workload: Workload, summary: dict[str, str], *, from_cache: bool, finalized: bool) -> None:
+    """The first plan: every action recorded, then applied. `from_cache`: `workload` was read from the API
+    server's watch cache, and is checked against a quorum read before anything planned from it is applied.
+    `finalized`: the restore finalizer was added to the hold in this reconcile, before planning."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     actions = spec.effective_actions()
-    recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
-    phase = Phase(status.get("phase") or Phase.PENDING)
-    if phase is Phase.ACTIVE and recorded:
-        status, recorded = await _reassert(body, ctx, status, spec, workload, recorded)
-    earlier = list(recorded)
-    planned = await _plan(body, ctx, status, actions, workload, earlier, summary, finalized=finalized)
-    if planned is None or (phase is Phase.ACTIVE and not planned):
-        return  # failed, or held and re-asserted above: nothing new to apply
-    if finalized and not earlier and ctx.actions.records_on_target(planned) and \
-            await _apply_recorded(body, ctx, status, spec, workload, planned, summary, from_cache=from_cache):
+    planned = await _plan(body, ctx, status, actions, workload, summary, finalized=finalized)
+    if planned is None:
         return
-    recorded = earlier + planned
+    if finalized and ctx.actions.records_on_target(planned) and \
+            await _take_in_one_patch(body, ctx, status, spec, workload, planned, summary, from_cache=from_cache):
+        return
     # Both before the target is touched: a crash after this leaves a record to restore from, and a deletion
     # waits for the restore. Concurrent, so the finalizer costs no extra round trip. (A record with no
     # finalizer is what a crash between the two leaves: the finalizer is added on the way back.) A plan
     # from the watch cache is checked at the same time against a quorum read.
-    verify = from_cache and bool(planned)
-    held, *rest = await asyncio.gather(
+    held, _, fresh = await asyncio.gather(
         asyncio.to_thread(finalizers.add, ctx.objects, body) if not finalized else asyncio.sleep(0, result=True),
-        *([asyncio.to_thread(_write_record, ctx, body, recorded, summary)] if planned else []),
-        *([asyncio.to_thread(ctx.actuator.get, workload.kind, namespace, workload.name)] if verify else []))
+        asyncio.to_thread(_write_record, ctx, body, planned, summary),
+        asyncio.to_thread(ctx.actuator.get, workload.kind, namespace, workload.name) if from_cache
+        else asyncio.sleep(0, result=workload.body))
     if not held:
         return  # being deleted: its delete handler restores whatever the record says was done
-    if verify:
-        fresh: dict[str, Any] | None = rest[-1]  # type: ignore[assignment]  # gather's results are not typed apart
-        if fresh is None:
-            raise kopf.TemporaryError(f"{workload} is gone; nothing changed", delay=1)
-        cached_version = workload.body["metadata"]["resourceVersion"]
+    if fresh is None:
+        raise kopf.TemporaryError(f"{workload} is gone; nothing changed", delay=1)
+    if fresh["metadata"]["resourceVersion"] != workload.body["metadata"]["resourceVersion"]:
+        # The cache was behind the target. Nothing is applied yet, so the record can still be replaced:
+        # planned again from the quorum read, as if read that way in the first place.
         workload = Workload(workload.kind, workload.name, namespace, fresh)
-        if fresh["metadata"]["resourceVersion"] != cached_version:
-            # The cache was behind the target. Nothing is applied yet, so the record can still be replaced:
-            # planned again from the quorum read, as if read that way in the first place.
-            planned = await _plan(body, ctx, status, actions, workload, earlier, summary)
-            if planned is None:
-                return
-            recorded = earlier + planned
-            await asyncio.to_thread(_write_record, ctx, body, recorded, summary)
+        planned = await _plan(body, ctx, {**status, "priorState": []}, actions, workload, summary)
+        if planned is None:
+            return
+        await asyncio.to_thread(_write_record, ctx, body, planned, summary)
     skipped = [reason for prior in planned for reason in prior.skipped_pods]
     if skipped:  # a throttle that could not reach some running pods says so, rather than look complete
         kopf.warn(body, reason="PodsNotResized", message="; ".join(skipped)[:1000])
-    # Freshly read when resolving; a stale copy only costs a retry (the patch's test ops catch it).
-    current = workload.body if planned else None
     with metrics.ACTUATOR_SECONDS.labels(action=_action_label(spec), operation="apply").time():
         try:
-            drifted = await asyncio.to_thread(ctx.actions.apply, recorded, actions, namespace, name, current)
+            drifted = await asyncio.to_thread(ctx.actions.apply, planned, actions, namespace, name, workload.body)
         except ActuationConflict as exc:
             raise kopf.TemporaryError(str(exc), delay=1) from exc
         except KafkaUnavailable as exc:
@@ -479,20 +444,19 @@ async def _apply(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Se
             raise kopf.TemporaryError(f"Kafka unreachable while applying: {exc}", delay=5) from exc
         except ActuationRejected as exc:
             metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            await _release(body, ctx, reason="ActionRejected", message=str(exc), final_phase=Phase.FAILED)
+            refused = lifecycle.after_refusal(False, str(exc))
+            await _release(body, ctx, reason=refused.reason, message=refused.message, final_phase=Phase.FAILED)
             return
         except ApiException as exc:
             metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
             raise kopf.TemporaryError(f"applying {spec.action_summary()} to {workload} failed: {exc.reason}",
                                       delay=5) from exc
-    if phase is Phase.ACTIVE and not drifted:
-        return
-    await _activate(body, ctx, status, spec, workload, summary, drifted, newly=phase is not Phase.ACTIVE)
+    await _activate(body, ctx, status, spec, workload, summary, drifted)
 
 
-async def _apply_recorded(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
-                          workload: Workload, planned: list[PriorState], summary: dict[str, str], *,
-                          from_cache: bool) -> bool:
+async def _take_in_one_patch(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                             workload: Workload, planned: list[PriorState], summary: dict[str, str], *,
+                             from_cache: bool) -> bool:
     """A first plan that changes only its target goes there in one patch with its record: three round trips
     to `Active` (read, patch, status) instead of four, as the record lands exactly when the changes do.
     The hold's finalizer is already on. False when the target cannot carry the record (nothing written):
@@ -504,17 +468,23 @@ async def _apply_recorded(body: kopf.Body, ctx: Context, status: dict[str, Any],
         except ActuationConflict as exc:
             if not from_cache:
                 raise kopf.TemporaryError(str(exc), delay=1) from exc
-            # The watch cache was behind the target, and nothing was written: plan again from a quorum read
+            # The watch cache was behind the target, and nothing was written: decide again from a quorum read
             # (which also shows a record an earlier attempt of this hold put there).
             fresh = await asyncio.to_thread(_resolve, ctx, namespace, spec)
             if isinstance(fresh, TargetNotFound):
                 raise kopf.TemporaryError(f"{fresh}; nothing changed", delay=1) from exc
-            status = await _adopt_record(ctx, body, status, fresh, summary)
-            await _apply(body, ctx, status, spec, fresh, summary, finalized=True)
+            record = plans.recorded_on(fresh.body, uid)
+            observed = lifecycle.Observed(
+                phase=Phase.PENDING, finalizer=True, target_kind=fresh.kind,
+                record_on_target=tuple(PriorState.model_validate(p) for p in record or []))
+            step = lifecycle.plan_reconcile(spec, observed, datetime.now(UTC))
+            await _carry_out(ctx, body, status, spec, fresh, replace(step, guarded=False), None, finalized=True,
+                             from_cache=False)
             return True
         except ActuationRejected as exc:
             metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            await _release(body, ctx, reason="ActionRejected", message=str(exc), final_phase=Phase.FAILED)
+            refused = lifecycle.after_refusal(False, str(exc))
+            await _release(body, ctx, reason=refused.reason, message=refused.message, final_phase=Phase.FAILED)
             return True
         except ApiException as exc:
             metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
@@ -526,41 +496,40 @@ async def _apply_recorded(body: kopf.Body, ctx: Context, status: dict[str, Any],
     if skipped:
         kopf.warn(body, reason="PodsNotResized", message="; ".join(skipped)[:1000])
     record = [p.model_dump(mode="json", by_alias=True) for p in planned]
-    await _activate(body, ctx, status, spec, workload, summary, [], newly=True, priorState=record)
+    await _activate(body, ctx, status, spec, workload, summary, [], priorState=record)
     return True
 
 
 async def _activate(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
-                    workload: Workload, summary: dict[str, str], drifted: list[str], *, newly: bool,
-                    **record: Any) -> None:
+                    workload: Workload, summary: dict[str, str], drifted: list[str], **record: Any) -> None:
     """Write `Active` (with `record`, the prior state, when it is not in the status yet), its expiry, and
-    what someone else changed meanwhile; a newly held target gets its Event and the owner a notice."""
+    what someone else changed meanwhile; the target gets its Event and the owner a notice."""
     name = body["metadata"]["name"]
     activated = datetime.now(UTC)
     expires_at = lifecycle.expiry(spec, activated)
     fields: dict[str, Any] = {**summary, **record}
     if expires_at is not None and not status.get("expiresAt"):
         fields["expiresAt"] = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+    conditions = set_condition(list(status.get("conditions") or []), SPEC_APPLIED, True, "Applied",
+                               "every action of the spec is held", body["metadata"].get("generation"))
     if drifted:
-        fields["conditions"] = set_condition(list(status.get("conditions") or []), "Drifted", True, "FieldChanged",
-                                             f"changed by someone else while held, left as is: {', '.join(drifted)}")
-        status = {**status, "conditions": fields["conditions"]}
+        conditions = set_condition(conditions, "Drifted", True, "FieldChanged",
+                                   f"changed by someone else while held, left as is: {', '.join(drifted)}")
+    fields["conditions"] = conditions
+    status = {**status, "conditions": conditions}
     message = f"{spec.action_summary()} applied to {workload}"
     status = await asyncio.to_thread(_transition, ctx, body, status, Phase.ACTIVE, "Applied", message, **fields)
-    if newly:
-        _target_event(workload, "Sequestered", f"{message} by Sequestration {name}: {spec.reason or 'no reason'}")
-        recorded_fields = await asyncio.to_thread(ctx.notifications.held, _with_status(body, status))
-        if recorded_fields:
-            await asyncio.to_thread(_write_status, ctx, body, recorded_fields)
+    _target_event(workload, "Sequestered", f"{message} by Sequestration {name}: {spec.reason or 'no reason'}")
+    recorded_fields = await asyncio.to_thread(ctx.notifications.held, _with_status(body, status))
+    if recorded_fields:
+        await asyncio.to_thread(_write_status, ctx, body, recorded_fields)
 
 
 async def _plan(body: kopf.Body, ctx: Context, status: dict[str, Any], actions: tuple[ActionSpec, ...],
-                workload: Workload, recorded: list[PriorState], summary: dict[str, str], *,
-                finalized: bool = False) -> list[PriorState] | None:
-    """The prior states of the actions not yet recorded; None when they cannot apply (the hold failed)."""
+                workload: Workload, summary: dict[str, str], *, finalized: bool = False) -> list[PriorState] | None:
+    """The prior states of a first plan; None when the actions cannot apply (the hold failed, nothing done)."""
     try:
-        return await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, body["metadata"]["name"],
-                                       recorded)
+        return await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, body["metadata"]["name"], [])
     except PlanError as exc:
         await _fail(ctx, body, status, "ActionNotApplicable", str(exc), finalized=finalized, **summary)
         return None
@@ -572,17 +541,107 @@ def _write_record(ctx: Context, body: kopf.Body, recorded: list[PriorState], sum
     _write_status(ctx, body, {"priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded], **summary})
 
 
+async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
+                summary: dict[str, str], step: lifecycle.Step) -> None:
+    """A hold that acted: complete it (recorded, not `Active` yet) or re-assert it, add what its spec now asks
+    for, and answer an edit it cannot carry out on the object."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    actions = spec.effective_actions()
+    record = list(step.record)
+    if [p.action_index for p in record] != [p.get("actionIndex") for p in status.get("priorState") or []]:
+        # An edit moved the implied mark: its entry follows it, recorded before anything else is done.
+        await asyncio.to_thread(_write_record, ctx, body, record, summary)
+    drifted: list[str] = []
+    if step.activate:  # recorded, the operator stopped before `Active`: re-applying is idempotent
+        try:
+            drifted = await asyncio.to_thread(ctx.actions.apply, record, lifecycle.held_actions(actions, record),
+                                              namespace, name, None)
+        except ActuationConflict as exc:
+            raise kopf.TemporaryError(str(exc), delay=1) from exc
+        except KafkaUnavailable as exc:
+            raise kopf.TemporaryError(f"Kafka unreachable while applying: {exc}", delay=5) from exc
+        except (ActuationRejected, ApiException) as exc:
+            raise kopf.TemporaryError(f"completing {spec.action_summary()} on {workload} failed: {exc}",
+                                      delay=5) from exc
+    else:
+        status, record = await _reassert(body, ctx, status, spec, workload, record)
+    refusal, message = step.refused_edit, step.message
+    if step.add:
+        status, record, refused = await _add_actions(body, ctx, status, spec, workload, record, step.add, summary)
+        if refused is not None:
+            refusal, message = refused.refused_edit, refused.message
+    if step.activate:
+        await _activate(body, ctx, status, spec, workload, summary, drifted)
+    await asyncio.to_thread(_answer_edit, ctx, body, status, refusal, message)
+
+
+async def _add_actions(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                       workload: Workload, record: list[PriorState], indexes: tuple[int, ...],
+                       summary: dict[str, str]) -> tuple[dict[str, Any], list[PriorState], lifecycle.Step | None]:
+    """Actions the spec gained while held (an escalation, a human's edit): planned on the workload as the
+    record leaves it, recorded, then applied. All or nothing: a refusal leaves the record as it was."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    actions = spec.effective_actions()
+    try:
+        planned = await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, name, record, indexes)
+    except PlanError as exc:
+        return status, record, replace(lifecycle.after_refusal(True, str(exc)),
+                                       refused_edit=lifecycle.EditRefusal.NOT_APPLICABLE)
+    except KafkaUnavailable as exc:
+        raise kopf.TemporaryError(f"Kafka unreachable, nothing added yet: {exc}", delay=5) from exc
+    extended = record + planned
+    await asyncio.to_thread(_write_record, ctx, body, extended, summary)
+    try:
+        drifted = await asyncio.to_thread(ctx.actions.apply, extended, lifecycle.held_actions(actions, extended),
+                                          namespace, name, None)
+    except ActuationConflict as exc:
+        raise kopf.TemporaryError(f"adding actions: {exc}", delay=1) from exc
+    except KafkaUnavailable as exc:
+        raise kopf.TemporaryError(f"Kafka unreachable while adding actions: {exc}", delay=5) from exc
+    except (ActuationRejected, ApiException) as exc:
+        metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+        await asyncio.to_thread(_write_record, ctx, body, record, summary)  # nothing of it was applied
+        return status, record, lifecycle.after_refusal(True, f"{', '.join(str(p.action) for p in planned)}: {exc}")
+    added = ", ".join(actions[i].describe() for i in indexes)
+    message = f"added {added} to what {workload} is held with"
+    log.info("sequestration.actions_added", sequestration=_name(body), workload=str(workload), added=added)
+    kopf.info(body, reason="ActionsAdded", message=message)
+    _target_event(workload, "Sequestered", f"Sequestration {_name(body)}: {message}")
+    if drifted:
+        log.info("sequestration.drifted", sequestration=_name(body), fields=drifted)
+    status = {**status, "priorState": [p.model_dump(mode="json", by_alias=True) for p in extended], **summary}
+    return status, extended, None
+
+
+def _answer_edit(ctx: Context, body: kopf.Body, status: dict[str, Any], refusal: lifecycle.EditRefusal | None,
+                 message: str) -> None:
+    """Whether the spec as it is now is carried out, on the object: the `SpecApplied` condition and
+    `observedGeneration`, written only when either moves; a refusal is also a Warning Event."""
+    generation = body["metadata"].get("generation")
+    current = next((c for c in status.get("conditions") or [] if c.get("type") == SPEC_APPLIED), None)
+    wanted = ("False", str(refusal), message) if refusal else ("True", "Applied", "every action of the spec is held")
+    seen = (current or {}).get("status"), (current or {}).get("reason"), (current or {}).get("message")
+    if status.get("observedGeneration") == generation and (seen == wanted or (current is None and not refusal)):
+        return
+    conditions = set_condition(list(status.get("conditions") or []), SPEC_APPLIED, refusal is None, wanted[1],
+                               wanted[2], generation)
+    _write_status(ctx, body, {"observedGeneration": generation, "conditions": conditions})
+    if refusal is not None:
+        log.info("sequestration.edit_refused", sequestration=_name(body), reason=str(refusal), message=message)
+        kopf.warn(body, reason=str(refusal), message=message[:1000])
+
+
 async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
                     workload: Workload, recorded: list[PriorState]) -> tuple[dict[str, Any], list[PriorState]]:
     """Level-based: put back whatever someone undid while held, reach what changed since (a container a
-    throttle does not limit yet, dynamic allocation under a cap), then record who and escalate on repeats.
-    Returns the status and the record, which may have grown."""
+    throttle does not limit yet, dynamic allocation under a cap), then record who undid it. Returns the status
+    and the record, which may have grown."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    held = lifecycle.held_actions(spec.effective_actions(), recorded)
     current = workload.body if any(p.target_kind == workload.kind and p.target_name == workload.name
                                    for p in recorded) else None
     try:
-        tampered = await asyncio.to_thread(ctx.actions.reassert, recorded, spec.effective_actions(), namespace, name,
-                                           current)
+        tampered = await asyncio.to_thread(ctx.actions.reassert, recorded, held, namespace, name, current)
     except ActuationConflict as exc:
         raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
     except KafkaUnavailable as exc:
@@ -591,13 +650,13 @@ async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
         metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="reassert").inc()
         raise kopf.TemporaryError(f"re-asserting {spec.action_summary()} on {workload} failed: {exc}",
                                   delay=5) from exc
-    extended = ctx.actions.cover_additions(recorded, spec.effective_actions(), workload, name)
+    extended = ctx.actions.cover_additions(recorded, held, workload, name)
     if extended is not None:
         # Recorded before written, like every plan: a release restores the added fields too.
         await asyncio.to_thread(_write_status, ctx, body, {
             "priorState": [p.model_dump(mode="json", by_alias=True) for p in extended]})
         try:
-            await asyncio.to_thread(ctx.actions.apply, extended, spec.effective_actions(), namespace, name, None)
+            await asyncio.to_thread(ctx.actions.apply, extended, held, namespace, name, None)
         except ActuationConflict as exc:
             raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
         tampered += [drift.uncovered(str(new.action), str(workload), workload.body, change)
@@ -606,11 +665,52 @@ async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
         recorded = extended
     if not tampered:
         return status, recorded
-    return await asyncio.to_thread(_record_tampering, ctx, body, status, spec, workload, tampered), recorded
+    return await asyncio.to_thread(_record_tampering, ctx, body, status, workload, tampered), recorded
 
 
-def _record_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
-                      workload: Workload, tampered: list[Tampering]) -> dict[str, Any]:
+def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec, workload: Workload,
+                       counted: tuple[guardrails.ClusterState, PolicyGuardrails | None]) -> guardrails.Refusal | None:
+    """`counted`: the operator's own holds (none for a human's request, bound only by protection) and the
+    guardrails of the policy the hold comes from."""
+    state, policy = counted
+    limits = guardrails.Limits(protected_namespaces=ctx.settings.all_protected_namespaces(),
+                               caps=ctx.settings.caps().tightened_by(policy))
+    labels = workload.body["metadata"].get("labels") or {}
+    return guardrails.check(body["metadata"]["namespace"], str(workload), labels, limits, state,
+                            automated=spec.requester == AUTOMATED_REQUESTER)
+
+
+async def _cluster_state(ctx: Context, body: kopf.Body,
+                         spec: SequestrationSpec) -> tuple[guardrails.ClusterState, PolicyGuardrails | None]:
+    """Counts of the operator's own sequestrations, besides this one, for the caps, and the guardrails of the
+    hold's policy (the reads run concurrently)."""
+    namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
+    listing: Any
+    found: tuple[str, SequestrationPolicySpec] | None
+    listing, found, *per_kind = await asyncio.gather(
+        asyncio.to_thread(ctx.objects.list_cluster_custom_object, GROUP, VERSION, PLURAL),
+        asyncio.to_thread(_read_policy, ctx, namespace, spec.policy_ref) if spec.policy_ref
+        else asyncio.sleep(0, result=None),
+        *(asyncio.to_thread(ctx.actuator.list_workloads, namespace, (kind,)) for kind in WORKLOAD_KINDS))
+    others = [s for s in listing["items"]
+              if s["metadata"]["uid"] != uid and (s.get("spec") or {}).get("requester") == AUTOMATED_REQUESTER]
+    held = [s for s in others if (s.get("status") or {}).get("phase") == Phase.ACTIVE]
+    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
+    acted_recently = [s for s in others if any(
+        t["phase"] == Phase.ACTIVE and t["at"] >= hour_ago for t in (s.get("status") or {}).get("transitions", []))]
+    state = guardrails.ClusterState(
+        active_total=len(held),
+        active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
+        workloads_in_namespace=sum(len(items) for items in per_kind),
+        actions_last_hour=len(acted_recently),
+    )
+    return state, found[1].guardrails if found else None
+
+
+def _record_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], workload: Workload,
+                      tampered: list[Tampering]) -> dict[str, Any]:
+    """A fact for the record: who undid what, and how often. The loop decides what a repeat means for an
+    automated hold (policy/decide.py); a manual hold's requester chose its actions, so a human is paged."""
     count = int(status.get("tamperCount") or 0) + 1
     summary = "; ".join(t.describe() for t in tampered)
     message = f"containment undone while held (tamper {count}), re-asserted: {summary}"
@@ -630,8 +730,10 @@ def _record_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], spe
                 changes=[t.as_record() for t in tampered])
     kopf.warn(body, reason="Tampered", message=message[:1000])
     _target_event(workload, "Tampered", f"Sequestration {_name(body)}: {message}"[:1000], warning=True)
-    if escalates_on_tamper(count):  # every third tamper: one rung up (or a page)
-        _escalate_for_tampering(ctx, body, status, spec, count)
+    if escalates_on_tamper(count) and not (body.get("spec") or {}).get("policyRef"):
+        message = f"containment undone {count} times while held; a manual hold: paging only"
+        kopf.warn(body, reason="TamperEscalated", message=message)
+        ctx.notifications.page_for(_with_status(body, status), PageReason.TAMPERED, message)
     return status
 
 
@@ -652,47 +754,10 @@ def _read_policy(ctx: Context, namespace: str, name: str) -> tuple[str, Sequestr
     return None
 
 
-def _escalate_for_tampering(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
-                            count: int) -> None:
-    """Every third tamper: an automated hold climbs one rung of its policy's ladder (actions appended as the
-    loop does), and a human is paged either way; a manual hold only pages (its requester chose the actions)."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    outcome = "a manual hold: paging only"
-    if spec.policy_ref:
-        found = _read_policy(ctx, namespace, spec.policy_ref)
-        incident = dict(status.get("incident") or {})
-        rung = int(incident.get("rung") or 0) + 1
-        if found is None:
-            outcome = f"policy {spec.policy_ref} not found or invalid: cannot escalate, paging"
-        elif rung >= len(found[1].ladder):
-            outcome = f"already at the top of policy {spec.policy_ref}'s ladder: paging"
-        else:
-            ladder_rung = found[1].ladder[rung]
-            actions = [dict(a) for a in body["spec"].get("actions") or []]
-            if not any(a.get("type") == ActionType.LABEL for a in actions):
-                # The mark was implied (recorded last); made explicit so appended actions keep the
-                # record's indexes (the loop does the same when it creates a hold).
-                actions.append({"type": str(ActionType.LABEL)})
-            present = {a.get("type") for a in actions}
-            added = [dict(a) for a in ladder_rung.actions if a.get("type") not in present]
-            if added:
-                ctx.objects.patch_namespaced_custom_object(
-                    GROUP, VERSION, namespace, PLURAL, name, {"spec": {"actions": [*actions, *added]}},
-                    _content_type="application/merge-patch+json")
-            _write_status(ctx, body, {"incident": {
-                "rung": rung, "rungName": ladder_rung.name, "escalatedAt": now_iso(), "escalatedFor": "Tampered",
-                "effective": False, "containedAt": now_iso()}})
-            what = ", ".join(str(a.get("type")) for a in added) or "nothing new (its actions are already held)"
-            outcome = f"escalated to rung {ladder_rung.name} of policy {spec.policy_ref}: added {what}"
-    message = f"containment undone {count} times while held; {outcome}"
-    log.warning("sequestration.tamper_escalation", sequestration=_name(body), count=count, outcome=outcome)
-    kopf.warn(body, reason="TamperEscalated", message=message)
-    ctx.notifications.page_for(_with_status(body, status), PageReason.TAMPERED, message)
-
-
-def _contain_evaders(body: kopf.Body, ctx: Context) -> None:
-    """Hold look-alikes of the held workload created since the hold began, when the policy enables it.
-    Cheap when off: one read of the policy per interval."""
+def _find_evaders(body: kopf.Body, ctx: Context) -> None:
+    """Record look-alikes of the held workload created since the hold began (`status.evaders`), when the
+    policy enables it: a fact, which the policy's loop acts on (controller/loop.py holds each one). Cheap
+    when off: one read of the policy per interval."""
     namespace = body["metadata"]["namespace"]
     spec, status = body.get("spec") or {}, body.get("status") or {}
     if not spec.get("policyRef"):
@@ -702,63 +767,23 @@ def _contain_evaders(body: kopf.Body, ctx: Context) -> None:
         return
     kind, target = spec["target"]["kind"], spec["target"]["name"]
     since = next((t["at"] for t in status.get("transitions") or [] if t.get("phase") == Phase.ACTIVE), None)
-    if kind not in RESOURCES or kind not in ("Deployment", "StatefulSet", "Job", "CronJob") or since is None:
+    if kind not in WORKLOAD_KINDS or since is None:
         return
     group, version, plural = RESOURCES[kind]
     listing: Any = ctx.objects.list_namespaced_custom_object(group, version, namespace, plural)
     held = next((w for w in listing["items"] if w["metadata"]["name"] == target), None)
     if held is None:
         return
-    found_evaders = evasion.evaders(kind, held, listing["items"], held_since=since, rules=found[1].evasion.match)
-    if not found_evaders:
+    known = {(e.get("kind"), e.get("name")) for e in status.get("evaders") or []}
+    new = [e for e in evasion.evaders(kind, held, listing["items"], held_since=since, rules=found[1].evasion.match)
+           if (kind, e.name) not in known]
+    if not new:
         return
-    holds: Any = ctx.objects.list_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL)
-    targeted = {(h["spec"]["target"]["kind"], h["spec"]["target"]["name"]) for h in holds["items"]
-                if not Phase((h.get("status") or {}).get("phase") or Phase.PENDING).is_final
-                and not (h.get("spec") or {}).get("release")}
-    for evader in found_evaders:
-        if (kind, evader.name) in targeted:
-            continue
-        _hold_evader(ctx, body, kind, evader)
-
-
-def _label_value(value: str) -> str:
-    return value[:63].rstrip("-_.")
-
-
-def _hold_evader(ctx: Context, body: kopf.Body, kind: str, evader: evasion.Evader) -> None:
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
-    spec, status = dict(body.get("spec") or {}), dict(body.get("status") or {})
-    digest = hashlib.sha256(f"{name}/{evader.name}".encode()).hexdigest()[:6]
-    hold_name = f"{evader.name[:40].rstrip('-.')}-evader-{digest}"
-    reason = f"evasion of {name}: {kind}/{evader.name} looks like {spec['target']['name']} ({evader.rule})"
-    manifest = {
-        "apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration",
-        "metadata": {"name": hold_name, "namespace": namespace, "labels": {
-            EVADES_LABEL: _label_value(name), _LOOP_LABELS[0]: _label_value(str(spec.get("policyRef") or "")),
-            _LOOP_LABELS[1]: kind.lower(), _LOOP_LABELS[2]: _label_value(evader.name)}},
-        "spec": {
-            "target": {"kind": kind, "name": evader.name},
-            "actions": list(spec.get("actions") or []),
-            "reason": reason,
-            "requester": AUTOMATED_REQUESTER,
-            "policyRef": spec.get("policyRef"),
-            **{k: spec[k] for k in ("mode", "ttl", "expiresAt", "approved", "evidence", "diagnosis") if k in spec},
-        },
-    }
-    try:
-        ctx.objects.create_namespaced_custom_object(GROUP, VERSION, namespace, PLURAL, manifest)
-    except ApiException as exc:
-        if exc.status == 409:
-            return  # created at an earlier interval (its hold may since have ended: not re-opened)
-        raise
-    incident = {**(status.get("incident") or {}), "evasionOf": name}
-    ctx.objects.patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, PLURAL, hold_name, {"status": {"incident": incident}},
-        _content_type="application/merge-patch+json")
-    log.warning("sequestration.evasion", sequestration=_name(body), evader=f"{kind}/{evader.name}",
-                rule=str(evader.rule), hold=hold_name)
-    kopf.warn(body, reason="EvasionContained", message=f"{reason}: held by Sequestration {hold_name}")
+    recorded = [*(status.get("evaders") or []),
+                *({"kind": kind, "name": e.name, "rule": str(e.rule), "foundAt": now_iso()} for e in new)]
+    _write_status(ctx, body, {"evaders": recorded})
+    log.warning("sequestration.evaders_found", sequestration=_name(body),
+                evaders=[f"{kind}/{e.name} ({e.rule})" for e in new])
 
 
 def _recorded_on_target(ctx: Context, body: kopf.Body) -> list[PriorState]:

@@ -27,21 +27,29 @@ class Rung(CamelModel):
     actions: tuple[dict[str, Any], ...] = ()
 
 
+class CircuitBreaker(CamelModel):
+    max_anomalous_workloads: int = Field(default=5, ge=1)
+
+
 class PolicyGuardrails(CamelModel):
+    """Bounds on this policy's automated holds; the operator's settings are a ceiling (policy/guardrails.py)."""
+
     max_active: int = Field(default=10, ge=0)
     max_active_per_namespace: int = Field(default=3, ge=0)
     max_namespace_share_percent: int = Field(default=34, ge=0, le=100)
     max_actions_per_hour: int = Field(default=20, ge=0)
-    circuit_breaker: dict[str, int] = Field(default_factory=lambda: {"maxAnomalousWorkloads": 5})
+    circuit_breaker: CircuitBreaker = Field(default_factory=CircuitBreaker)
 
 
 class PolicySignal(CamelModel):
     name: str = Field(min_length=1)
-    threshold: float | None = Field(default=None, ge=0)
+    # This signal's own score threshold, in place of the policy's scoreThreshold (scoring/combiner.py).
+    threshold: float | None = Field(default=None, gt=0, le=1)
 
 
 class ReleaseRule(CamelModel):
     healthy_intervals: int = Field(default=3, ge=0)
+    # Holds of this policy carry no TTL: a human releases them; once due and healthy, the loop pages for it.
     require_human: bool = False
 
 

@@ -196,3 +196,6 @@ class PriorState(CamelModel):
     created: tuple[CreatedObject, ...] = ()
     pods: tuple[PodResize, ...] = ()  # resized in place (throttling a Job)
     skipped_pods: tuple[str, ...] = ()  # running pods left alone, with why (e.g. their QoS class would change)
+    # The action as applied: an edit of the hold's spec is matched against it (policy/lifecycle.py), so a
+    # changed parameter is reported rather than taken for the action already held. None in older records.
+    applied: ActionSpec | None = None

@@ -31,6 +31,7 @@ class PageReason(StrEnum):
     CIRCUIT_BREAKER_OPEN = "CircuitBreakerOpen"
     PROTECTED_WORKLOAD = "ProtectedWorkloadMisbehaving"
     TAMPERED = "Tampered"
+    RELEASE_NEEDS_HUMAN = "ReleaseNeedsHuman"
 
     @property
     def explanation(self) -> str:
@@ -41,6 +42,8 @@ class PageReason(StrEnum):
             PageReason.CIRCUIT_BREAKER_OPEN: "the circuit breaker is open: automation is paused",
             PageReason.PROTECTED_WORKLOAD: "a protected workload misbehaves and Sequestra may not act on it",
             PageReason.TAMPERED: "containment was undone repeatedly while held (Sequestra re-asserted it each time)",
+            PageReason.RELEASE_NEEDS_HUMAN: "a hold is due for release and healthy; its policy requires a human "
+                                            "to release it",
         }[self]
 
 

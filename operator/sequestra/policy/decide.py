@@ -3,9 +3,11 @@ the same decision, so every branch is a unit test and a replay.
 
 The ladder is the policy's: containment is the lowest rung that has an action relevant to what moved
 (a Kafka quota for a producer flood, a CPU throttle for a CPU hog), never a kill. Escalation needs a
-reason the policy accepts: a diagnosis the reviewer agreed with, containment that had no effect by its
-deadline, or a repeat offence. The LLM never decides alone: its proposal only selects among the rungs
-the policy allows, and a disputed proposal never escalates past containment.
+reason the policy accepts: containment fought (undone again and again while held), a diagnosis the
+reviewer agreed with, containment that had no effect by its deadline, or a repeat offence. The LLM never
+decides alone: its proposal only selects among the rungs the policy allows, and a disputed proposal never
+escalates past containment. This module is the only place that escalates, pages or opens the breaker;
+the Sequestration handler records the facts it reads (tamper count) and carries out what it asks.
 """
 
 from __future__ import annotations
@@ -15,10 +17,15 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sequestra.model.kinds import applicable
+from sequestra.model.sequestration import ActionType
+from sequestra.policy.tampering import TAMPERS_PER_ESCALATION
+
 KAFKA_SIGNAL_PREFIX = "kafka_"
 SPARK_SIGNAL_PREFIX = "spark_"
 COMPUTE_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes")
 KAFKA_ACTIONS = ("quota", "deny-write")
+_ACTION_TYPES = frozenset(str(t) for t in ActionType)
 
 
 class DecisionKind(StrEnum):
@@ -42,6 +49,7 @@ class LoopPolicy:
     healthy_intervals_to_release: int = 3
     verify_intervals: int = 3  # containment must show an effect within this many intervals
     repeat_window_s: float = 3600.0
+    require_human_release: bool = False  # holds carry no TTL; once due and healthy, a human is asked
 
 
 @dataclass(frozen=True)
@@ -56,6 +64,10 @@ class Hold:
     intervals_since_contained: int
     healthy_intervals: int
     paged: bool = False
+    tamper_count: int = 0  # intervals that found containment undone (the handler's record)
+    tamper_escalations: int = 0  # of those, escalations already decided
+    release_due: float | None = None  # require_human_release: when the TTL would have released it
+    release_asked: bool = False  # a human was asked to release it
 
 
 @dataclass(frozen=True)
@@ -63,6 +75,7 @@ class Situation:
     state: str  # "unknown" | "normal" | "anomalous" (the scorer's verdict)
     moved: tuple[str, ...] = ()  # signals that drove the verdict, most anomalous first
     has_kafka_identity: bool = False
+    kind: str | None = None  # the workload's kind: a rung's actions that do not apply to it are left out
     proposed_rung: str | None = None  # the diagnosis' action ("none" or a rung name)
     review_agreed: bool = True
     recent_offences: int = 0  # earlier holds of this workload within the repeat window
@@ -78,16 +91,37 @@ class Decision:
     actions: tuple[dict[str, Any], ...] = field(default_factory=tuple)
     page: str | None = None  # why a human is needed, when one is
     page_reason: str | None = None  # its class, as notify's PageReason names it
+    escalated_for: str | None = None  # what an escalation answers ("Tampered", "NoEffect", "Diagnosis")
+    tamper_escalations: int | None = None  # the hold's escalations for tampering, once this one is carried out
 
 
-def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool) -> tuple[dict[str, Any], ...]:
-    """The rung's actions that address what moved. Kafka actions need a Kafka identity and a Kafka signal;
-    a CPU/memory throttle needs a compute signal; scaling down to N > 0 (fewer executors) needs a Spark
-    signal; the quarantine actions (scale to zero, isolate, suspend) always apply."""
+def diagnosis_proposal(diagnosis: Mapping[str, Any]) -> tuple[str | None, bool]:
+    """What a hold's diagnosis (its spec.diagnosis) asks of the loop: the rung it proposes, and whether an
+    independent reviewer agreed. Only a reviewed model diagnosis proposes; the rules' answer comes from the
+    policy's own runbooks and escalates only through the ladder's other reasons (no effect, tampering)."""
+    review = diagnosis.get("review") or {}
+    if diagnosis.get("diagnoser") != "llm" or not review:
+        return None, True
+    return str(diagnosis.get("action") or "") or None, review.get("verdict") == "approved"
+
+
+def breaker_open(anomalous_workloads: int, limit: int) -> bool:
+    """More workloads anomalous at once than the limit: a shared cause (a bad deploy of a common library, a
+    broken node pool) that containing workloads one by one would not fix. No new containment, one page."""
+    return anomalous_workloads > limit
+
+
+def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool,
+                     kind: str | None = None) -> tuple[dict[str, Any], ...]:
+    """The rung's actions that address what moved and apply to the workload's kind (model/kinds.py). Kafka
+    actions need a Kafka identity and a Kafka signal; a CPU/memory throttle needs a compute signal; scaling
+    down to N > 0 (fewer executors) needs a Spark signal; the quarantine actions (scale to zero, isolate,
+    suspend) always apply where the kind has them."""
     kafka_moved = any(s.startswith(KAFKA_SIGNAL_PREFIX) for s in moved)
     compute_moved = any(s in COMPUTE_SIGNALS for s in moved)
     spark_moved = any(s.startswith(SPARK_SIGNAL_PREFIX) for s in moved)
     chosen = []
+    workload_kind = kind
     for action in rung.actions:
         kind = action.get("type")
         if kind in KAFKA_ACTIONS and not (has_kafka_identity and kafka_moved):
@@ -98,6 +132,8 @@ def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool)
             continue
         if kind == "label":
             continue  # every hold carries the mark already
+        if workload_kind is not None and kind in _ACTION_TYPES and not applicable(ActionType(kind), workload_kind):
+            continue
         chosen.append(dict(action))
     return tuple(chosen)
 
@@ -105,7 +141,8 @@ def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool)
 def _first_rung_with_actions(policy: LoopPolicy, situation: Situation,
                              start: int) -> tuple[int, tuple[dict[str, Any], ...]]:
     for index in range(start, len(policy.ladder)):
-        actions = relevant_actions(policy.ladder[index], situation.moved, situation.has_kafka_identity)
+        actions = relevant_actions(policy.ladder[index], situation.moved, situation.has_kafka_identity,
+                                   situation.kind)
         if actions:
             return index, actions
     return -1, ()
@@ -141,6 +178,17 @@ def _without_hold(policy: LoopPolicy, situation: Situation) -> Decision:
 def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision:
     next_index, next_actions = _first_rung_with_actions(policy, situation, hold.rung + 1)
     proposed = _rung_index(policy, situation.proposed_rung)
+    # 0) Containment is being fought: a fact, whatever the signals say (they may be unknown meanwhile).
+    due = hold.tamper_count // TAMPERS_PER_ESCALATION
+    if due > hold.tamper_escalations:
+        fought = f"containment undone {hold.tamper_count} times while held"
+        if next_index >= 0:
+            rung = policy.ladder[next_index].name
+            return Decision(DecisionKind.ESCALATE, f"{fought}: escalate to {rung}", next_index, next_actions,
+                            page=f"{fought}; escalated to {rung}", page_reason="Tampered",
+                            escalated_for="Tampered", tamper_escalations=due)
+        return Decision(DecisionKind.PAGE, f"{fought}, and no rung is left", page=f"{fought}; no rung is left",
+                        page_reason="Tampered", tamper_escalations=due)
     if situation.state == "unknown":
         return Decision(DecisionKind.KEEP, "signals unknown: keep what is held, decide nothing new")
     # 1) The diagnosis asks for more than containment, and an independent reviewer agreed.
@@ -151,22 +199,31 @@ def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision
             return Decision(DecisionKind.PAGE, "reviewer disagreed with the proposed escalation: keep containment",
                             page=f"diagnosis proposed {policy.ladder[proposed].name} but the reviewer disagreed",
                             page_reason="ReviewerDisagreed")
-        actions = relevant_actions(policy.ladder[proposed], situation.moved, situation.has_kafka_identity)
+        actions = relevant_actions(policy.ladder[proposed], situation.moved, situation.has_kafka_identity,
+                                   situation.kind)
         if actions:
             return Decision(DecisionKind.ESCALATE, f"diagnosis and review agree on {policy.ladder[proposed].name}",
-                            proposed, actions)
+                            proposed, actions, escalated_for="Diagnosis")
     # 2) Containment had no effect by its deadline.
     if (situation.state == "anomalous" and not hold.effective
             and hold.intervals_since_contained >= policy.verify_intervals):
         if next_index >= 0:
             return Decision(DecisionKind.ESCALATE,
                             f"{policy.ladder[hold.rung].name} had no effect after {hold.intervals_since_contained} "
-                            f"intervals: escalate to {policy.ladder[next_index].name}", next_index, next_actions)
+                            f"intervals: escalate to {policy.ladder[next_index].name}", next_index, next_actions,
+                            escalated_for="NoEffect")
         if not hold.paged:
             return Decision(DecisionKind.PAGE, "the highest rung had no effect",
                             page=f"{policy.ladder[hold.rung].name} had no effect and no rung is left",
                             page_reason="ActionHadNoEffect")
-    # 3) The TTL is up: release only once healthy for long enough.
+    # 3) A hold only a human may release: ask once it is due and healthy for long enough.
+    if policy.require_human_release and hold.release_due is not None and situation.now >= hold.release_due \
+            and hold.healthy_intervals >= policy.healthy_intervals_to_release and not hold.release_asked:
+        return Decision(DecisionKind.PAGE, "due for release and healthy: a human releases holds of this policy",
+                        page=f"{hold.name} is due for release and healthy for {hold.healthy_intervals} intervals; "
+                             "the policy requires a human to release it (sequestra release)",
+                        page_reason="ReleaseNeedsHuman")
+    # 4) The TTL is up: release only once healthy for long enough.
     if hold.expires_at is not None and situation.now >= hold.expires_at - 1.0 \
             and hold.healthy_intervals < policy.healthy_intervals_to_release:
         return Decision(DecisionKind.EXTEND,

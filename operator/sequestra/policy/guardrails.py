@@ -1,24 +1,52 @@
 """Guardrails checked before any mutation. Pure: the caller gathers the counts, this decides.
 
 Order matters for the message a user sees: the most fundamental refusal (a protected target) is
-reported before a transient one (a cap that frees up when another sequestration is released)."""
+reported before a transient one (a cap that frees up when another sequestration is released).
+
+The caps that bound automated holds come from two places, and the stricter wins: the operator's settings
+(`SEQUESTRA_MAX_*`, a ceiling for the whole cluster) and the guardrails of the policy a hold comes from.
+The circuit breaker is the autonomous loop's (policy/decide.py, `breaker_open`): it counts workloads the
+scorer finds anomalous, which only the loop sees."""
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
+from sequestra.model.policy import PolicyGuardrails
 from sequestra.model.sequestration import PROTECTED_LABEL
+
+
+@dataclass(frozen=True)
+class Caps:
+    """Bounds on the operator's automated holds, counted over all of them."""
+
+    max_active: int = 50
+    max_active_per_namespace: int = 10
+    max_namespace_share_percent: int = 100
+    max_actions_per_hour: int = 60
+    max_anomalous_workloads: int = 20  # the loop's circuit breaker opens above this many at once
+
+    def tightened_by(self, policy: PolicyGuardrails | None) -> Caps:
+        """The stricter of these (the operator-wide ceiling) and a policy's own guardrails, field by field."""
+        if policy is None:
+            return self
+        theirs = Caps(policy.max_active, policy.max_active_per_namespace, policy.max_namespace_share_percent,
+                      policy.max_actions_per_hour, policy.circuit_breaker.max_anomalous_workloads)
+        return Caps(**{f.name: min(getattr(self, f.name), getattr(theirs, f.name)) for f in fields(Caps)})
+
+    def as_status(self) -> dict[str, int]:
+        """As a policy's status shows them (camelCase, like the spec)."""
+        return {"maxActive": self.max_active, "maxActivePerNamespace": self.max_active_per_namespace,
+                "maxNamespaceSharePercent": self.max_namespace_share_percent,
+                "maxActionsPerHour": self.max_actions_per_hour,
+                "maxAnomalousWorkloads": self.max_anomalous_workloads}
 
 
 @dataclass(frozen=True)
 class Limits:
     protected_namespaces: frozenset[str]
-    max_active: int = 50
-    max_active_per_namespace: int = 10
-    max_namespace_share_percent: int = 100
-    max_actions_per_hour: int = 60
-    circuit_breaker_max_anomalous: int | None = None
+    caps: Caps = Caps()
 
 
 @dataclass(frozen=True)
@@ -29,7 +57,6 @@ class ClusterState:
     active_in_namespace: int = 0
     workloads_in_namespace: int = 1
     actions_last_hour: int = 0
-    anomalous_workloads: int = 0
 
 
 @dataclass(frozen=True)
@@ -42,7 +69,7 @@ def check(
     namespace: str, target: str, target_labels: Mapping[str, str], limits: Limits, state: ClusterState,
     *, automated: bool,
 ) -> Refusal | None:
-    """None when the action may go ahead, else why not. Caps and the circuit breaker bound automated
+    """None when the action may go ahead, else why not. Caps bound automated
     actions; protection applies to every request, a human's included."""
     if namespace in limits.protected_namespaces:
         return Refusal("ProtectedNamespace", f"namespace {namespace} is protected: Sequestra never acts in it")
@@ -50,26 +77,19 @@ def check(
         return Refusal("ProtectedWorkload", f"{target} is labelled {PROTECTED_LABEL}=true")
     if not automated:
         return None
-    if limits.circuit_breaker_max_anomalous is not None and (
-        state.anomalous_workloads >= limits.circuit_breaker_max_anomalous
-    ):
-        return Refusal(
-            "CircuitBreakerOpen",
-            f"{state.anomalous_workloads} workloads look anomalous at once (breaker at "
-            f"{limits.circuit_breaker_max_anomalous}): automated actions stop and a human is paged",
-        )
-    if state.active_total >= limits.max_active:
-        return Refusal("MaxActiveReached", f"{state.active_total} sequestrations active (cap {limits.max_active})")
-    if state.active_in_namespace >= limits.max_active_per_namespace:
+    caps = limits.caps
+    if state.active_total >= caps.max_active:
+        return Refusal("MaxActiveReached", f"{state.active_total} sequestrations active (cap {caps.max_active})")
+    if state.active_in_namespace >= caps.max_active_per_namespace:
         return Refusal("NamespaceCapReached", f"{state.active_in_namespace} sequestrations active in {namespace} "
-                       f"(cap {limits.max_active_per_namespace})")
+                       f"(cap {caps.max_active_per_namespace})")
     # The share cap bounds how much of a namespace goes dark at once; it never blocks the first hold,
     # or a namespace with one workload could never be contained.
     share = 100 * (state.active_in_namespace + 1) / max(1, state.workloads_in_namespace)
-    if state.active_in_namespace and share > limits.max_namespace_share_percent:
+    if state.active_in_namespace and share > caps.max_namespace_share_percent:
         return Refusal("NamespaceShareExceeded", f"holding {target} would hold {share:.0f}% of {namespace}'s "
-                       f"workloads (cap {limits.max_namespace_share_percent}%)")
-    if state.actions_last_hour >= limits.max_actions_per_hour:
+                       f"workloads (cap {caps.max_namespace_share_percent}%)")
+    if state.actions_last_hour >= caps.max_actions_per_hour:
         return Refusal("RateLimited", f"{state.actions_last_hour} actions in the last hour "
-                       f"(cap {limits.max_actions_per_hour})")
+                       f"(cap {caps.max_actions_per_hour})")
     return None

@@ -31,6 +31,8 @@ class CombinerConfig(CamelModel):
     cooldown: int = Field(default=5, ge=0, description="intervals after an episode before another can start")
     directions: dict[str, tuple[Direction, ...]] = Field(
         default_factory=dict, description="per signal, the directions that count (default both)")
+    thresholds: dict[str, float] = Field(
+        default_factory=dict, description="per signal, its own threshold in place of `threshold` (0-1]")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
 
     @model_validator(mode="after")
@@ -45,6 +47,12 @@ class CombinerConfig(CamelModel):
 
     def counts(self, signal: str, direction: Direction) -> bool:
         return direction in self.directions.get(signal, BOTH)
+
+    def on_common_scale(self, signal: str, score: float) -> float:
+        """A signal with its own threshold is scored on the common scale: reaching its threshold is reaching
+        `threshold`, so one combined score and one episode rule serve signals tuned apart."""
+        own = self.thresholds.get(signal)
+        return score if own is None else min(1.0, score * self.threshold / own)
 
 
 @dataclass(frozen=True)
@@ -133,6 +141,8 @@ class WorkloadScorer:
         score, since = point.score, point.anomalous_since
         if score is not None and direction is not None and not self.config.counts(name, direction):
             score, since = 0.0, None
+        elif score is not None:
+            score = self.config.on_common_scale(name, score)
         return SignalExplanation(name, score, point.baseline, point.value, point.deviation, since, direction)
 
     def _step(self, timestamp: float, score: float | None) -> State:
