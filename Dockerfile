@@ -16,7 +16,7 @@ COPY pyproject.toml README.md ./
 COPY operator/ operator/
 # crds/ and runbooks/ are package data (sequestra/shipped.py): COPY keeps the links operator/sequestra/crds and
 # operator/sequestra/runbooks as links, and they resolve to these copies. evals/ is read relative to the source
-# tree (diagnosis/evals.py, actuators/containment_evals.py).
+# tree (sequestra/evals/).
 COPY runbooks/ runbooks/
 COPY evals/ evals/
 COPY crds/ crds/

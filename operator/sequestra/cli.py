@@ -292,7 +292,8 @@ def eval_(
         return
     if suite != "diagnosis":
         _fail(f"--suite must be diagnosis or containment, not {suite!r}")
-    from sequestra.diagnosis import Diagnoser, LlmSettings, RunbookError, default_runbooks_dir, evals, load_runbooks
+    from sequestra.diagnosis import Diagnoser, LlmSettings, RunbookError, default_runbooks_dir, load_runbooks
+    from sequestra.evals import diagnosis as evals
 
     if diagnoser not in ("rules", "llm"):
         _fail(f"--diagnoser must be rules or llm, not {diagnoser!r}")
@@ -328,16 +329,15 @@ def _report_eval(as_json: bool, document: dict[str, Any], table: str, failures: 
 
 
 def _eval_containment(scenarios: Path | None, as_json: bool) -> None:
-    from sequestra.actuators import containment_evals
+    from sequestra.evals import containment
 
     try:
-        report = containment_evals.run(containment_evals.load_scenarios(
-            scenarios or containment_evals.default_scenarios_dir()))
+        report = containment.run(containment.load_scenarios(scenarios or containment.default_scenarios_dir()))
     except ValueError as exc:
         _fail(str(exc))
     failures = report.failures()
     _report_eval(as_json, {"summary": report.summary(), "failures": failures,
-                           "scenarios": [o.row() for o in report.outcomes]}, containment_evals.table(report), failures)
+                           "scenarios": [o.row() for o in report.outcomes]}, containment.table(report), failures)
 
 
 @runbook_app.command("test")
@@ -349,7 +349,8 @@ def runbook_test(
 ) -> None:
     """Run a runbook against the eval scenarios: which it matches, and how accuracy and the
     false-sequester rate change with it (against the other runbooks without it)."""
-    from sequestra.diagnosis import Diagnoser, RunbookError, default_runbooks_dir, evals, load_runbooks
+    from sequestra.diagnosis import Diagnoser, RunbookError, default_runbooks_dir, load_runbooks
+    from sequestra.evals import diagnosis as evals
 
     try:
         others = load_runbooks(runbooks or default_runbooks_dir())

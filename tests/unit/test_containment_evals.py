@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -11,8 +12,10 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from sequestra.actuators import containment_evals as evals
+from sequestra.actuators import holding
 from sequestra.cli import app
+from sequestra.evals import containment as evals
+from sequestra.model.sequestration import PriorState
 from sequestra.policy.tampering import escalates_on_tamper
 
 RUNNER = CliRunner()
@@ -87,6 +90,30 @@ def test_an_unexpected_link_and_a_missing_escalation_are_failures(tmp_path: Path
 
 def test_the_third_tamper_escalates_and_the_sixth_again() -> None:
     assert [n for n in range(0, 8) if escalates_on_tamper(n)] == [3, 6]
+
+
+def test_each_interval_runs_the_timers_hold_interval_and_reads_back_the_record_it_wrote(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    given: list[int] = []  # per interval: the recorded changes hold_interval was handed
+    written: list[int] = []  # the grown records it wrote
+    timer_interval = holding.hold_interval
+
+    def spy(actuator: Any, record: list[PriorState], held: Any, workload: Any, sequestration: str,
+            write_record: Callable[[list[PriorState]], None]) -> holding.IntervalFindings:
+        given.append(sum(len(p.changes) for p in record))
+
+        def write(grown: list[PriorState]) -> None:
+            written.append(sum(len(p.changes) for p in grown))
+            write_record(grown)
+
+        return timer_interval(actuator, record, held, workload, sequestration, write)
+
+    monkeypatch.setattr(holding, "hold_interval", spy)
+    scenario = evals.load_scenarios(SUITE / "tamper-sidecar-added-to-throttled-workload.yaml")[0]
+    assert evals.run([scenario]).failures() == []
+    # Interval 1 reaches the added sidecar's limits (the record grows); interval 2 starts from that record.
+    assert len(given) == len(scenario.intervals) == 2
+    assert len(written) == 1 and given[1] == written[0] > given[0]
 
 
 def test_the_hold_is_judged_on_the_objects_not_on_drift() -> None:

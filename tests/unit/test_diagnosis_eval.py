@@ -9,7 +9,8 @@ import yaml
 from typer.testing import CliRunner
 
 from sequestra.cli import app
-from sequestra.diagnosis import Diagnoser, default_runbooks_dir, evals, load_runbooks
+from sequestra.diagnosis import Diagnoser, default_runbooks_dir, load_runbooks
+from sequestra.evals import diagnosis as evals
 
 RUNNER = CliRunner()
 

@@ -13,7 +13,8 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sequestra.diagnosis import Diagnoser, LlmSettings, build_evidence, default_runbooks_dir, evals, load_runbooks
+from sequestra.diagnosis import Diagnoser, LlmSettings, build_evidence, default_runbooks_dir, load_runbooks
+from sequestra.evals import diagnosis as evals
 from sequestra.model.evidence import Evidence
 from sequestra.model.workload import WorkloadRef
 from tests.fakes.openai_server import FakeOpenAI

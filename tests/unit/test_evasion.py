@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from sequestra.model.policy import EvasionMatch, EvasionRule, SequestrationPolicySpec
-from sequestra.policy.evasion import Evader, evaders, images
+from sequestra.policy.evasion import Evader, evaders, images, new_evaders
 
 BOTH = (EvasionMatch.OWNER_REFERENCES, EvasionMatch.LABELS_AND_IMAGE)
 HELD_SINCE = "2026-11-23T10:00:00Z"
@@ -76,3 +76,10 @@ def test_evasion_is_off_unless_a_policy_enables_it() -> None:
     on = SequestrationPolicySpec.model_validate({"ladder": [{"name": "observe"}],
                                                 "evasion": {"enabled": True, "match": ["labelsAndImage"]}})
     assert on.evasion.enabled and on.evasion.match == (EvasionMatch.LABELS_AND_IMAGE,)
+
+
+def test_an_evader_already_recorded_is_not_new_and_a_gone_held_workload_finds_none() -> None:
+    listing = [HELD, _deployment("web-v2"), _deployment("web-v3")]
+    assert new_evaders("Deployment", "web", listing, held_since=HELD_SINCE, rules=BOTH, known={"web-v2"}) == [
+        Evader("web-v3", EvasionMatch.LABELS_AND_IMAGE)]
+    assert new_evaders("Deployment", "web", listing[1:], held_since=HELD_SINCE, rules=BOTH, known=()) == []

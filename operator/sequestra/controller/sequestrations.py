@@ -12,6 +12,7 @@ their value), and release restores only from that record, never from memory.
 from __future__ import annotations
 
 import asyncio
+import copy
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
@@ -25,7 +26,7 @@ from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 from pydantic import ValidationError
 
-from sequestra.actuators import drift, plans
+from sequestra.actuators import holding, plans
 from sequestra.actuators.composite import CompositeActuator
 from sequestra.actuators.drift import Tampering
 from sequestra.actuators.kafka import KafkaActuator
@@ -43,12 +44,14 @@ from sequestra.actuators.plans import PlanError
 from sequestra.controller import finalizers, metrics
 from sequestra.controller.known_status import KnownStatus
 from sequestra.controller.notifications import Notifications
+from sequestra.model import kinds
 from sequestra.model.conditions import now_iso, set_condition
 from sequestra.model.policy import POLICY_PLURAL, PolicyGuardrails, SequestrationPolicySpec
 from sequestra.model.sequestration import (
     APPROVED_ANNOTATION,
     GROUP,
     PLURAL,
+    SEQUESTERED_LABEL,
     VERSION,
     ActionSpec,
     Mode,
@@ -133,10 +136,11 @@ async def on_change(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 @kopf.timer(GROUP, VERSION, PLURAL, interval=5.0, initial_delay=5.0,
             when=lambda body, status, **_: status.get("phase") in (Phase.ACTIVE, Phase.RELEASING)
             or finalizers.has(body))
-async def on_interval(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """TTL expiry, re-asserting containment that was undone while held, and (when the hold's policy
-    enables it) containing look-alikes of the held workload."""
-    await reconcile(body, memo.context)
+async def on_interval(body: kopf.Body, memo: kopf.Memo, **kwargs: Any) -> None:
+    """TTL expiry, re-asserting containment that was undone while held (from the watched copy of the target,
+    reading it only when the copy shows something to do), and (when the hold's policy enables it) finding
+    look-alikes of the held workload."""
+    await _locked(body, lambda: _reconcile(body, memo.context, _watched_copy(body, kwargs)))
     if body.get("status", {}).get("phase") == Phase.ACTIVE and (body.get("spec") or {}).get("policyRef"):
         try:
             await asyncio.to_thread(_find_evaders, body, memo.context)
@@ -157,6 +161,36 @@ async def on_delete(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 async def reconcile(body: kopf.Body, ctx: Context) -> None:
     await _locked(body, lambda: _reconcile(body, ctx))
+
+
+# Held workloads, watched: every held workload carries the sequestered mark, so an index filtered on it keeps a
+# copy of each (and of nothing else) up to date from the watch stream. The timer re-asserts from that copy and
+# reads the target from the API server only when the copy shows something to do: a quiet hold costs its
+# target no read (before, every hold read its target from etcd every 5 s). A workload whose mark someone
+# stripped drops out of the index, and its hold reads it, finds the mark gone and puts it back.
+def _held_index(info: kinds.KindInfo) -> None:
+    def index(namespace: str | None, name: str, body: kopf.Body, **_: Any) -> dict[tuple[str, str], dict[str, Any]]:
+        return {(namespace or "", name): copy.deepcopy(dict(body))}
+
+    kopf.index(info.group, info.version, info.plural, labels={SEQUESTERED_LABEL: "true"},
+               id=f"held_{info.plural}")(index)
+
+
+for _info in kinds.KINDS:
+    if _info.role is kinds.Role.WORKLOAD:
+        _held_index(_info)
+
+
+def _watched_copy(body: kopf.Body, indices: dict[str, Any]) -> Workload | None:
+    """The held target as last watched, for a hold that acted; None when there is none to trust."""
+    status = body.get("status") or {}
+    kind, _, name = str(status.get("targetRef") or "").partition("/")
+    info = kinds.kind_info(kind)
+    if status.get("phase") != Phase.ACTIVE or not status.get("priorState") or info is None or not name:
+        return None
+    store = (indices.get(f"held_{info.plural}") or {}).get((body["metadata"]["namespace"], name))
+    copied = next(iter(store), None) if store is not None else None
+    return Workload(kind, name, body["metadata"]["namespace"], copied) if copied is not None else None
 
 
 async def _locked(body: kopf.Body, work: Any) -> None:
@@ -232,8 +266,9 @@ def _resolve(ctx: Context, namespace: str, spec: SequestrationSpec, *,
         return exc
 
 
-async def _reconcile(body: kopf.Body, ctx: Context) -> None:
-    """Gather what the hold's next step depends on, let `lifecycle.plan_reconcile` decide it, carry it out."""
+async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = None) -> None:
+    """Gather what the hold's next step depends on, let `lifecycle.plan_reconcile` decide it, carry it out.
+    `watched`: the held target's watched copy (the timer's): used in place of a read while the hold is held."""
     try:
         spec = SequestrationSpec.model_validate(dict(body["spec"]))
     except ValidationError as exc:
@@ -257,7 +292,8 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
         spec.mode is Mode.ENFORCE or (spec.mode is Mode.APPROVAL and (approved or spec.approved)))
     status, resolved, counted, finalized = await asyncio.gather(
         asyncio.to_thread(_status, ctx, body),
-        asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec, cached=first_plan),
+        asyncio.sleep(0, result=watched) if watched is not None
+        else asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec, cached=first_plan),
         _cluster_state(ctx, body, spec) if prefetch else asyncio.sleep(0, result=None),
         asyncio.to_thread(finalizers.add, ctx.objects, body) if finalize else asyncio.sleep(0, result=False),
     )
@@ -267,6 +303,8 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     if first_plan and (phase is not Phase.PENDING or status.get("priorState")):  # the handed-over copy was behind
         first_plan = False
         resolved = await asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec)
+    if watched is not None and (phase is not Phase.ACTIVE or spec.release):
+        watched, resolved = None, await asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec)
     recorded = tuple(PriorState.model_validate(p) for p in status.get("priorState") or [])
     on_target = plans.recorded_on(resolved.body, body["metadata"]["uid"]) \
         if not isinstance(resolved, TargetNotFound) and not recorded else None
@@ -279,13 +317,16 @@ async def _reconcile(body: kopf.Body, ctx: Context) -> None:
     step = lifecycle.plan_reconcile(spec, observed, datetime.now(UTC))
     if step.kind is not lifecycle.StepKind.HOLD or step.add or step.refused_edit or step.activate:
         log.debug("sequestration.step", sequestration=_name(body), step=str(step.kind), reason=step.reason)
-    await _carry_out(ctx, body, status, spec, resolved, step, counted, finalized=finalized, from_cache=first_plan)
+    await _carry_out(ctx, body, status, spec, resolved, step, counted, finalized=finalized, from_cache=first_plan,
+                     watched=watched is not None)
 
 
 async def _carry_out(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
                      resolved: Workload | TargetNotFound, step: lifecycle.Step,
                      counted: tuple[guardrails.ClusterState, PolicyGuardrails | None] | None, *, finalized: bool,
-                     from_cache: bool) -> None:
+                     from_cache: bool, watched: bool = False) -> None:
+    """`from_cache`: a first plan's target was read from the API server's watch cache; `watched`: a held
+    target is the operator's own watched copy (re-asserted from only once a read confirms the work)."""
     kind = lifecycle.StepKind
     if step.kind is kind.NOTHING:
         return
@@ -332,7 +373,7 @@ async def _carry_out(ctx: Context, body: kopf.Body, status: dict[str, Any], spec
     elif step.kind is kind.TAKE:
         await _take(body, ctx, status, spec, workload, summary, from_cache=from_cache, finalized=finalized)
     else:
-        await _hold(body, ctx, status, spec, workload, summary, step)
+        await _hold(body, ctx, status, spec, workload, summary, step, watched=watched)
 
 
 async def _invalid_spec(ctx: Context, body: kopf.Body, exc: ValidationError) -> None:
@@ -542,7 +583,7 @@ def _write_record(ctx: Context, body: kopf.Body, recorded: list[PriorState], sum
 
 
 async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
-                summary: dict[str, str], step: lifecycle.Step) -> None:
+                summary: dict[str, str], step: lifecycle.Step, *, watched: bool = False) -> None:
     """A hold that acted: complete it (recorded, not `Active` yet) or re-assert it, add what its spec now asks
     for, and answer an edit it cannot carry out on the object."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
@@ -564,7 +605,7 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
             raise kopf.TemporaryError(f"completing {spec.action_summary()} on {workload} failed: {exc}",
                                       delay=5) from exc
     else:
-        status, record = await _reassert(body, ctx, status, spec, workload, record)
+        status, record = await _reassert(body, ctx, status, spec, workload, record, watched=watched)
     refusal, message = step.refused_edit, step.message
     if step.add:
         status, record, refused = await _add_actions(body, ctx, status, spec, workload, record, step.add, summary)
@@ -632,16 +673,24 @@ def _answer_edit(ctx: Context, body: kopf.Body, status: dict[str, Any], refusal:
 
 
 async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
-                    workload: Workload, recorded: list[PriorState]) -> tuple[dict[str, Any], list[PriorState]]:
-    """Level-based: put back whatever someone undid while held, reach what changed since (a container a
-    throttle does not limit yet, dynamic allocation under a cap), then record who undid it. Returns the status
-    and the record, which may have grown."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+                    workload: Workload, recorded: list[PriorState], *,
+                    watched: bool = False) -> tuple[dict[str, Any], list[PriorState]]:
+    """Level-based: one interval of holding (actuators/holding.py), then record who undid what. Returns the
+    status and the record, which may have grown. `watched`: `workload` is the watched copy."""
     held = lifecycle.held_actions(spec.effective_actions(), recorded)
-    current = workload.body if any(p.target_kind == workload.kind and p.target_name == workload.name
-                                   for p in recorded) else None
+
+    def read() -> Workload:
+        found = _resolve(ctx, body["metadata"]["namespace"], spec)
+        if isinstance(found, TargetNotFound):
+            raise kopf.TemporaryError(f"{found}; the next interval decides", delay=1)
+        return found
+
+    def write_record(grown: list[PriorState]) -> None:
+        _write_status(ctx, body, {"priorState": [p.model_dump(mode="json", by_alias=True) for p in grown]})
+
     try:
-        tampered = await asyncio.to_thread(ctx.actions.reassert, recorded, held, namespace, name, current)
+        found = await asyncio.to_thread(holding.hold_interval, ctx.actions, recorded, held, workload,
+                                        body["metadata"]["name"], write_record, fresh=read if watched else None)
     except ActuationConflict as exc:
         raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
     except KafkaUnavailable as exc:
@@ -650,22 +699,10 @@ async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
         metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="reassert").inc()
         raise kopf.TemporaryError(f"re-asserting {spec.action_summary()} on {workload} failed: {exc}",
                                   delay=5) from exc
-    extended = ctx.actions.cover_additions(recorded, held, workload, name)
-    if extended is not None:
-        # Recorded before written, like every plan: a release restores the added fields too.
-        await asyncio.to_thread(_write_status, ctx, body, {
-            "priorState": [p.model_dump(mode="json", by_alias=True) for p in extended]})
-        try:
-            await asyncio.to_thread(ctx.actions.apply, extended, held, namespace, name, None)
-        except ActuationConflict as exc:
-            raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
-        tampered += [drift.uncovered(str(new.action), str(workload), workload.body, change)
-                     for new, old in zip(extended, recorded, strict=True)
-                     for change in new.changes[len(old.changes):]]
-        recorded = extended
-    if not tampered:
-        return status, recorded
-    return await asyncio.to_thread(_record_tampering, ctx, body, status, workload, tampered), recorded
+    if not found.tampered:
+        return status, list(found.record)
+    status = await asyncio.to_thread(_record_tampering, ctx, body, status, workload, list(found.tampered))
+    return status, list(found.record)
 
 
 def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec, workload: Workload,
@@ -771,12 +808,9 @@ def _find_evaders(body: kopf.Body, ctx: Context) -> None:
         return
     group, version, plural = RESOURCES[kind]
     listing: Any = ctx.objects.list_namespaced_custom_object(group, version, namespace, plural)
-    held = next((w for w in listing["items"] if w["metadata"]["name"] == target), None)
-    if held is None:
-        return
-    known = {(e.get("kind"), e.get("name")) for e in status.get("evaders") or []}
-    new = [e for e in evasion.evaders(kind, held, listing["items"], held_since=since, rules=found[1].evasion.match)
-           if (kind, e.name) not in known]
+    known = {str(e.get("name")) for e in status.get("evaders") or [] if e.get("kind") == kind}
+    new = evasion.new_evaders(kind, target, listing["items"], held_since=since, rules=found[1].evasion.match,
+                              known=known)
     if not new:
         return
     recorded = [*(status.get("evaders") or []),

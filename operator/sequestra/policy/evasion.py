@@ -74,3 +74,14 @@ def evaders(kind: str, held: Mapping[str, Any], candidates: Iterable[Mapping[str
         if rule is not None:
             found.append(Evader(str(meta["name"]), rule))
     return sorted(found, key=lambda e: e.name)
+
+
+def new_evaders(kind: str, target: str, listing: Collection[Mapping[str, Any]], *, held_since: str,
+                rules: Collection[EvasionMatch], known: Collection[str]) -> list[Evader]:
+    """One interval's look at the held workload's namespace: the evaders of `target` (by name) among
+    `listing`, the namespace's workloads of its kind, that are not `known` (recorded at an earlier
+    interval). Empty when the held workload is not listed (gone: nothing to compare with)."""
+    held = next((w for w in listing if (w.get("metadata") or {}).get("name") == target), None)
+    if held is None:
+        return []
+    return [e for e in evaders(kind, held, listing, held_since=held_since, rules=rules) if e.name not in known]

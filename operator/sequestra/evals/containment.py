@@ -4,10 +4,11 @@ operator runs while a workload is held, and scored.
 A scenario is a workload as read from the API server, a hold (its actions, when it took effect, the policy's
 evasion rule), and what happens while it is held, interval by interval: writes by someone (a field manager
 changing or removing fields, creating or deleting objects). Each interval then runs what a Sequestration's
-timer runs: `KubernetesActuator.reassert` (drift.plan_reassert, isolation_drift, field_owner) on the objects
-as they now are, the tamper-count rule (policy/tampering.py), and, when the hold's policy enables it,
-`evasion.evaders` over the namespace's workloads of the held kind. Planning and applying the hold are the
-actuator's own `plan_remaining` and `apply`.
+timer runs, by calling the same functions: `actuators.holding.hold_interval` (re-assert what was undone,
+reach what changed since, with `policy.lifecycle.held_actions`), the tamper count and its rule
+(`policy.tampering.escalates_on_tamper`), and, when the hold's policy enables it, `policy.evasion.new_evaders`
+over the namespace's workloads of the held kind. Planning and applying the hold are the actuator's own
+`plan_remaining` and `apply`.
 
 The actuator is the operator's own; only its API calls land on `ReplayObjects`, an in-memory object store
 that applies JSON patches (their `test` ops included) and keeps managedFields as the API server does for
@@ -36,7 +37,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
-from sequestra.actuators import drift, plans
+from sequestra.actuators import drift, holding, plans
 from sequestra.actuators.kubernetes import (
     RESOURCES,
     WORKLOAD_KINDS,
@@ -44,7 +45,8 @@ from sequestra.actuators.kubernetes import (
     Workload,
     isolation_policy_name,
 )
-from sequestra.model import kinds, scenario_files
+from sequestra.evals import scenario_files
+from sequestra.model import kinds
 from sequestra.model.policy import EvasionMatch, EvasionRule
 from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import (
@@ -52,11 +54,12 @@ from sequestra.model.sequestration import (
     SEQUESTRATION_ANNOTATION,
     ActionSpec,
     ActionType,
+    PriorState,
     SequestrationSpec,
     TargetRef,
     WorkloadKind,
 )
-from sequestra.policy import evasion
+from sequestra.policy import evasion, lifecycle
 from sequestra.policy.tampering import escalates_on_tamper
 
 INTERVAL_S = 5  # the Sequestration timer's interval: an interval's default time follows the previous one
@@ -573,12 +576,17 @@ def _run(scenario: Scenario) -> Outcome:
     store.clock = hold.effective_at
     body = store.read(kind, namespace, name)
     assert body is not None
-    recorded = actuator.plan_remaining(actions, Workload(kind, name, namespace, body), hold.name, [])
-    actuator.apply(recorded, actions, namespace, hold.name, body)
+    # The hold's status.priorState: recorded before anything is applied, read back at every interval.
+    status: dict[str, list[PriorState]] = {"priorState": actuator.plan_remaining(
+        actions, Workload(kind, name, namespace, body), hold.name, [])}
+    actuator.apply(status["priorState"], actions, namespace, hold.name, body)
+
+    def write_record(grown: list[PriorState]) -> None:
+        status["priorState"] = list(grown)
 
     outcome = Outcome(scenario, [], [])
     expected_evaders = {e.name for i in scenario.intervals for e in i.expect.evaders}
-    count, linked = 0, set()
+    count, linked = 0, set[str]()  # linked: status.evaders, by name
     at = datetime.strptime(hold.effective_at, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC)
     look_alikes = {(str(o["kind"]), str(o["metadata"]["namespace"]), str(o["metadata"]["name"]))
                    for o in scenario.others if o["kind"] in WORKLOAD_KINDS}
@@ -599,35 +607,28 @@ def _run(scenario: Scenario) -> Outcome:
                 look_alikes.add((str(write.create["kind"]), str(meta.get("namespace") or write.namespace or namespace),
                                  str(meta["name"])))
         store.clock = when
-        # What the Sequestration's timer does: re-assert on the target as read, count, escalate.
+        # What the Sequestration's timer does (controller/sequestrations.py): one interval of holding on the
+        # target as read, ...
         current = store.read(kind, namespace, name)
         if current is None:
             raise ValueError(f"interval {index}: the held {kind} {namespace}/{name} is gone (nothing to re-assert)")
-        tampered = actuator.reassert(recorded, actions, namespace, hold.name, current)
-        # ... reach what changed since (a container the throttle does not limit yet), as the controller does.
-        extended = actuator.cover_additions(recorded, actions, Workload(kind, name, namespace, current),
-                                            hold.name)
-        if extended is not None:
-            actuator.apply(extended, actions, namespace, hold.name, None)
-            tampered += [drift.uncovered(str(new.action), f"{kind}/{name}", current, change)
-                         for new, old in zip(extended, recorded, strict=True)
-                         for change in new.changes[len(old.changes):]]
-            recorded = extended
+        record = status["priorState"]
+        found = holding.hold_interval(actuator, record, lifecycle.held_actions(actions, record),
+                                      Workload(kind, name, namespace, current), hold.name, write_record)
+        tampered = list(found.tampered)
+        # ... the tamper count, which the loop's decide() escalates by the same rule, ...
         escalated = False
         if tampered:
             count += 1
             escalated = escalates_on_tamper(count)
-        # ... and, with the policy's evasion rule on, hold look-alikes not yet held (controller._contain_evaders).
+        # ... and, with the policy's evasion rule on, the look-alikes not yet recorded (status.evaders).
         new_links: list[evasion.Evader] = []
         if hold.policy is not None and hold.policy.evasion.enabled and kind in WORKLOAD_KINDS:
             group, version, plural = RESOURCES[kind]
             listing = store.list_namespaced_custom_object(group, version, namespace, plural)["items"]
-            held = next((w for w in listing if w["metadata"]["name"] == name), None)
-            if held is not None:
-                found = evasion.evaders(kind, held, listing, held_since=hold.effective_at,
-                                        rules=hold.policy.evasion.match)
-                new_links = [e for e in found if e.name not in linked]
-                linked |= {e.name for e in new_links}
+            new_links = evasion.new_evaders(kind, name, listing, held_since=hold.effective_at,
+                                            rules=hold.policy.evasion.match, known=linked)
+            linked |= {e.name for e in new_links}
         after = store.read(kind, namespace, name)
         isolate = next((a for a in actions if a.type is ActionType.ISOLATE), None)
         desired = plans.isolation_policy(isolation_policy_name(hold.name), namespace,

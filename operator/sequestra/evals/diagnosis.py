@@ -1,4 +1,4 @@
-"""The eval suite: scenario files (evidence + expected category and action) run through a Diagnoser.
+"""The diagnosis eval suite: scenario files (evidence + expected category and action) run through a Diagnoser.
 
 Scores: category accuracy, action accuracy, false-sequester rate (acting — anything but none/observe —
 on a scenario whose expected action does not act), missed-sequester rate (not acting where the expected
@@ -18,7 +18,7 @@ from pydantic.alias_generators import to_camel
 
 from sequestra.diagnosis.evidence import build_evidence
 from sequestra.diagnosis.runbooks import Runbook
-from sequestra.model import scenario_files
+from sequestra.evals import scenario_files
 from sequestra.model.diagnosis import NO_ACTION, Diagnosis, acts
 from sequestra.model.evidence import Evidence
 from sequestra.model.workload import WorkloadRef
