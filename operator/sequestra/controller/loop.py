@@ -89,6 +89,7 @@ UNKNOWN = WorkloadVerdict("unknown", None, None, ())  # no data this interval
 DECISIONS = Counter("sequestra_decisions_total", "Decisions of the autonomous loop.", ["decision"])
 ANOMALOUS = Gauge("sequestra_anomalous_workloads", "Workloads scored anomalous at the last interval.", ["policy"])
 LOOP_SECONDS = Gauge("sequestra_loop_duration_seconds", "How long the last loop interval took.", ["policy"])
+BREAKER_OPEN = Gauge("sequestra_circuit_breaker_open", "1 while a policy's circuit breaker is open.", ["policy"])
 SIGNALS_UP = Gauge("sequestra_signals_available", "1 when the last interval's signals could be read.", ["policy"])
 
 
@@ -684,6 +685,7 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
             report = await asyncio.to_thread(loop.tick, dict(body["spec"]), now)
             SIGNALS_UP.labels(name).set(1 if report.signals_ok else 0)
             ANOMALOUS.labels(name).set(len(report.anomalous))
+            BREAKER_OPEN.labels(name).set(1 if report.breaker_open else 0)
             await asyncio.to_thread(_write_policy_status, ctx, namespace, name, body, report, now)
             if not report.signals_ok:
                 log.warning("signals unavailable", policy=name, reason=report.reason[:300])

@@ -1,8 +1,10 @@
 """Paging a human, only when automation cannot handle the incident.
 
-`should_page(situation)` decides (pure); `Pager` delivers to an Alertmanager route (an alert named
-`SequestraNeedsHuman`, severity `page`, that the cluster's Alertmanager routes to on-call) and/or a
-PagerDuty Events v2-compatible URL (`dedup_key` per incident, so repeats update one PagerDuty incident).
+Whether to page is decided where the facts are (docs/NOTIFY.md, "When it pages"): the loop's pure
+`policy/decide.py` for its decisions, the Sequestration handler for an action that failed. `Pager`
+delivers to an Alertmanager route (an alert named `SequestraNeedsHuman`, severity `page`, that the
+cluster's Alertmanager routes to on-call) and/or a PagerDuty Events v2-compatible URL (`dedup_key` per
+incident, so repeats update one PagerDuty incident).
 """
 
 from __future__ import annotations
@@ -45,35 +47,6 @@ class PageReason(StrEnum):
             PageReason.RELEASE_NEEDS_HUMAN: "a hold is due for release and healthy; its policy requires a human "
                                             "to release it",
         }[self]
-
-
-@dataclass(frozen=True)
-class Situation:
-    """What the loop knows about an incident at one moment. `None` means unknown (not yet verified,
-    no review, no data); an unknown is never a reason to page."""
-
-    anomalous: bool | None = None  # the workload's score is over the policy's threshold
-    action_failed: bool = False  # an actuator call failed for good (not a retry in progress)
-    action_effective: bool | None = None  # False: verified after the deadline that the signal did not fall
-    quarantine_proposed: bool = False  # the decision on the table is the quarantine rung
-    reviewer_agrees: bool | None = None
-    circuit_breaker_open: bool = False
-    protected: bool = False  # the workload is protected: Sequestra may watch but not act
-
-
-def should_page(situation: Situation) -> PageReason | None:
-    """The reason a human must look now, or None when automation has it in hand. Pure."""
-    if situation.action_failed:
-        return PageReason.ACTION_FAILED
-    if situation.action_effective is False:
-        return PageReason.NO_EFFECT
-    if situation.quarantine_proposed and situation.reviewer_agrees is False:
-        return PageReason.REVIEWER_DISAGREED
-    if situation.circuit_breaker_open:
-        return PageReason.CIRCUIT_BREAKER_OPEN
-    if situation.protected and situation.anomalous is True:
-        return PageReason.PROTECTED_WORKLOAD
-    return None
 
 
 # --- payloads (pure) -----------------------------------------------------------------------------------
