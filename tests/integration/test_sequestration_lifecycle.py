@@ -420,3 +420,27 @@ def test_a_policy_reports_what_it_covers_and_a_bad_one_says_why(
         objects.create_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace, "sequestrationpolicies",
                                                 empty_ladder)
     assert rejected.value.status == 422
+
+
+def test_the_policy_observer_and_the_loop_each_keep_their_own_conditions(
+    crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    """Two writers share a policy's conditions; each applies only its own types, so a write from a copy that
+    predates the other's condition leaves that condition alone."""
+    from sequestra.controller.loop import LOOP_MANAGER
+    from sequestra.controller.policies import OBSERVER_MANAGER, apply_conditions
+    from sequestra.model.conditions import set_condition
+    from sequestra.model.policy import POLICY_PLURAL
+
+    objects = client.CustomObjectsApi(api_client)
+    objects.create_namespaced_custom_object("sequestra.dev", "v1alpha1", namespace, POLICY_PLURAL, _policy("p"))
+    apply_conditions(objects, namespace, "p", OBSERVER_MANAGER,
+                     set_condition([], "Ready", True, "Observed", "covers 0 workload(s)"), owned=("Ready",))
+    apply_conditions(objects, namespace, "p", LOOP_MANAGER,  # from a copy without the Ready condition
+                     set_condition([], "SignalsAvailable", False, "SignalsUnavailable", "down"),
+                     owned=("SignalsAvailable", "AdmissionGuard"))
+    apply_conditions(objects, namespace, "p", OBSERVER_MANAGER,  # from a copy without SignalsAvailable
+                     set_condition([], "Ready", False, "InvalidSpec", "bad"), owned=("Ready",))
+    conditions = policy_status(api_client, namespace, "p")["conditions"]
+    assert {c["type"]: (c["status"], c["reason"]) for c in conditions} == {
+        "Ready": ("False", "InvalidSpec"), "SignalsAvailable": ("False", "SignalsUnavailable")}

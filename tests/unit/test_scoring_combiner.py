@@ -136,3 +136,18 @@ def test_config_refuses_release_above_threshold_and_empty_directions() -> None:
         CombinerConfig(threshold=0.5, release_threshold=0.7)
     with pytest.raises(ValidationError, match="directions"):
         CombinerConfig(directions={"bytes_in": ()})
+
+
+def test_a_signal_with_its_own_threshold_is_held_to_it_not_to_the_policys() -> None:
+    """A policy's `signals[].threshold`: the same moderate shift is an episode for a signal tuned sensitive and
+    not for one tuned strict, under the same combined threshold."""
+    shift = [{"bytes_in": v + 160.0, "requests": 1000.0} for v in _quiet(12, seed=5)]
+
+    def states(thresholds: dict[str, float]) -> set[str]:
+        scorer = _warmed(CombinerConfig(threshold=0.9, release_threshold=0.5, persistence=3, thresholds=thresholds))
+        return {v.state for v in _run(scorer, 300, shift)}
+
+    sensitive, strict = states({"bytes_in": 0.5}), states({"bytes_in": 0.999999})
+    assert "anomalous" in sensitive
+    assert strict == {"normal"}
+    assert CombinerConfig(threshold=0.9, thresholds={"x": 0.45}).on_common_scale("x", 0.45) == pytest.approx(0.9)

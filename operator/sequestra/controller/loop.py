@@ -31,7 +31,7 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from sequestra.controller.policies import covered_namespaces
+from sequestra.controller.policies import apply_conditions, covered_namespaces
 from sequestra.controller.runbooks import RunbookCatalog
 from sequestra.controller.sequestrations import AUTOMATED_REQUESTER, Context
 from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_dir
@@ -79,6 +79,7 @@ log = structlog.get_logger("sequestra.loop")
 POLICY_LABEL = "sequestra.dev/policy"
 TARGET_KIND_LABEL = "sequestra.dev/target-kind"
 TARGET_NAME_LABEL = "sequestra.dev/target-name"
+LOOP_MANAGER = "sequestra-loop"  # the field manager of the loop's conditions on its policy's status
 EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestration it evaded
 # After an unreachable broker, poll it again only this much later: a down broker would otherwise cost
 # every interval its timeout.
@@ -622,8 +623,7 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
         conditions = set_condition(conditions, "AdmissionGuard", guard.installed,
                                    "Enforcing" if guard.installed else str(guard.state), guard.summary()[:300],
                                    generation)
-    status: dict[str, Any] = {"conditions": conditions,
-                              "circuitBreaker": "Open" if report.breaker_open else "Closed"}
+    status: dict[str, Any] = {"circuitBreaker": "Open" if report.breaker_open else "Closed"}
     status["effectiveGuardrails"] = report.caps.as_status()
     if report.signals_ok:
         status["anomalousWorkloads"] = len(report.anomalous)
@@ -634,9 +634,10 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
         ref, decision = acted[-1]
         status["lastDecision"] = {"at": _iso(now), "workload": f"{ref.kind}/{ref.name} in {ref.namespace}",
                                   "summary": f"{decision.kind}: {decision.reason}"[:500]}
-    client.CustomObjectsApi(ctx.api_client).patch_namespaced_custom_object_status(
-        GROUP, VERSION, namespace, POLICY_PLURAL, name, {"status": status},
-        _content_type="application/merge-patch+json")
+    objects = client.CustomObjectsApi(ctx.api_client)
+    objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICY_PLURAL, name, {"status": status},
+                                                  _content_type="application/merge-patch+json")
+    apply_conditions(objects, namespace, name, LOOP_MANAGER, conditions, owned=("SignalsAvailable", "AdmissionGuard"))
 
 
 def make_loop(ctx: Context, namespace: str, name: str) -> PolicyLoop:

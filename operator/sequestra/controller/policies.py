@@ -46,9 +46,30 @@ def _observe(ctx: Context, objects: client.CustomObjectsApi, core: client.CoreV1
     return covered, active
 
 
+OBSERVER_MANAGER = "sequestra-policy-observer"  # owns the Ready condition; the loop owns its own (loop.py)
+
+
 def _write(objects: client.CustomObjectsApi, namespace: str, name: str, status: dict[str, Any]) -> None:
-    objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICY_PLURAL, name,
-                                                  {"status": status}, _content_type="application/merge-patch+json")
+    conditions = status.pop("conditions", None)
+    if status:
+        objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICY_PLURAL, name,
+                                                      {"status": status}, _content_type="application/merge-patch+json")
+    if conditions is not None:
+        apply_conditions(objects, namespace, name, OBSERVER_MANAGER, conditions, owned=("Ready",))
+
+
+
+def apply_conditions(objects: client.CustomObjectsApi, namespace: str, name: str, manager: str,
+                     conditions: list[dict[str, Any]], *, owned: tuple[str, ...]) -> None:
+    """Write only the `owned` condition types of a policy's status, by server-side apply. Two writers share
+    the list (this handler and the policy's loop); the CRD lists conditions as a map keyed by type, so each
+    writer's apply leaves the other's conditions alone instead of overwriting them from a stale copy."""
+    body = {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy",
+            "metadata": {"name": name, "namespace": namespace},
+            "status": {"conditions": [c for c in conditions if c.get("type") in owned]}}
+    objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICY_PLURAL, name, body,
+                                                  field_manager=manager, force=True,
+                                                  _content_type="application/apply-patch+yaml")
 
 
 @kopf.on.resume(GROUP, VERSION, POLICY_PLURAL)

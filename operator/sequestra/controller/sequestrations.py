@@ -44,6 +44,7 @@ from sequestra.actuators.plans import PlanError
 from sequestra.controller import finalizers, metrics
 from sequestra.controller.known_status import KnownStatus
 from sequestra.controller.notifications import Notifications
+from sequestra.controller.runbooks import RunbookCatalog
 from sequestra.model import kinds
 from sequestra.model.conditions import now_iso, set_condition
 from sequestra.model.policy import POLICY_PLURAL, PolicyGuardrails, SequestrationPolicySpec
@@ -63,6 +64,8 @@ from sequestra.notify.pager import PageReason
 from sequestra.policy import evasion, guardrails, lifecycle
 from sequestra.policy.tampering import escalates_on_tamper
 from sequestra.settings import Settings
+from sequestra.signals.alerts import AlertBook
+from sequestra.signals.guard import GuardStatus
 
 log = structlog.get_logger("sequestra.sequestration")
 AUTOMATED_REQUESTER = "sequestra"  # spec.requester of the sequestrations the operator itself creates
@@ -83,10 +86,10 @@ class Context:
         self.objects = client.CustomObjectsApi(api_client)
         self.notifications = Notifications(settings)
         self.known_status = KnownStatus()  # saves re-reading a hold whose handed-over copy is current
-        # Set at start-up by the loop's services (controller/loop.py): the diagnoser and the firing alerts.
-        self.diagnoser: Any = None
-        self.alerts: Any = None
-        self.guard: Any = None  # the admission guard's state, read at start-up
+        # Set at start-up by the loop's services (controller/loop.py, start_loop_services), before any loop runs.
+        self.diagnoser: RunbookCatalog | None = None  # the shipped and the cluster's runbooks (+ an LLM)
+        self.alerts: AlertBook | None = None  # firing Alertmanager alerts, from the webhook receiver
+        self.guard: GuardStatus | None = None  # whether the admission guard is installed
 
 
 def _kafka_actuator(settings: Settings) -> KafkaActuator | None:
