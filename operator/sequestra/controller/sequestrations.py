@@ -284,8 +284,8 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
         and not spec.release
     # A hold with nothing recorded yet plans from the API server's watch cache: the quorum read through etcd
     # then runs alongside the record's write instead of before it (_take checks the copy against it, and
-    # plans again if the cache was behind). Held ones re-assert from a quorum read: there, a copy behind the
-    # hold's own last write would look like tampering.
+    # plans again if the cache was behind). A held one's timer brings the operator's watched copy of the target
+    # (`watched`), and reads the target only when that copy shows something to do (holding.hold_interval).
     first_plan = hinted is Phase.PENDING and not (body.get("status") or {}).get("priorState")
     approved = body["metadata"].get("annotations", {}).get(APPROVED_ANNOTATION) == "true"
     # A hold about to act (as the event's copy has it) gets its restore finalizer with these reads, before
@@ -318,6 +318,10 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
         target_missing=str(resolved) if isinstance(resolved, TargetNotFound) else "",
         record_on_target=tuple(PriorState.model_validate(p) for p in on_target or []))
     step = lifecycle.plan_reconcile(spec, observed, datetime.now(UTC))
+    if watched is not None and step.add:  # actions are planned from a quorum read, never from a copy
+        watched, resolved = None, await asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec)
+        if isinstance(resolved, TargetNotFound):
+            raise kopf.TemporaryError(f"{resolved}; the next interval decides", delay=1)
     if step.kind is not lifecycle.StepKind.HOLD or step.add or step.refused_edit or step.activate:
         log.debug("sequestration.step", sequestration=_name(body), step=str(step.kind), reason=step.reason)
     await _carry_out(ctx, body, status, spec, resolved, step, counted, finalized=finalized, from_cache=first_plan,
@@ -545,7 +549,8 @@ async def _take_in_one_patch(body: kopf.Body, ctx: Context, status: dict[str, An
 
 
 async def _activate(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
-                    workload: Workload, summary: dict[str, str], drifted: list[str], **record: Any) -> None:
+                    workload: Workload, summary: dict[str, str], drifted: list[str],
+                    **record: Any) -> dict[str, Any]:
     """Write `Active` (with `record`, the prior state, when it is not in the status yet), its expiry, and
     what someone else changed meanwhile; the target gets its Event and the owner a notice."""
     name = body["metadata"]["name"]
@@ -567,6 +572,8 @@ async def _activate(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
     recorded_fields = await asyncio.to_thread(ctx.notifications.held, _with_status(body, status))
     if recorded_fields:
         await asyncio.to_thread(_write_status, ctx, body, recorded_fields)
+        status = {**status, **recorded_fields}
+    return status
 
 
 async def _plan(body: kopf.Body, ctx: Context, status: dict[str, Any], actions: tuple[ActionSpec, ...],
@@ -604,8 +611,13 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
             raise kopf.TemporaryError(str(exc), delay=1) from exc
         except KafkaUnavailable as exc:
             raise kopf.TemporaryError(f"Kafka unreachable while applying: {exc}", delay=5) from exc
-        except (ActuationRejected, ApiException) as exc:
-            raise kopf.TemporaryError(f"completing {spec.action_summary()} on {workload} failed: {exc}",
+        except ActuationRejected as exc:  # as for a first plan: whatever part went through goes back
+            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+            failed = lifecycle.after_refusal(False, str(exc))
+            await _release(body, ctx, reason=failed.reason, message=failed.message, final_phase=Phase.FAILED)
+            return
+        except ApiException as exc:
+            raise kopf.TemporaryError(f"completing {spec.action_summary()} on {workload} failed: {exc.reason}",
                                       delay=5) from exc
     else:
         status, record = await _reassert(body, ctx, status, spec, workload, record, watched=watched)
@@ -615,7 +627,7 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
         if refused is not None:
             refusal, message = refused.refused_edit, refused.message
     if step.activate:
-        await _activate(body, ctx, status, spec, workload, summary, drifted)
+        status = await _activate(body, ctx, status, spec, workload, summary, drifted)
     await asyncio.to_thread(_answer_edit, ctx, body, status, refusal, message)
 
 
