@@ -121,6 +121,8 @@ def inapplicable(actions: Sequence[ActionSpec], kind: str) -> list[str]:
 
 
 def plan_reconcile(spec: SequestrationSpec, observed: Observed, now: datetime) -> Step:
+    """The hold's next step. Release wins over everything but an end already reached; a hold without a target
+    fails before acting, or releases what it recorded elsewhere; the rest depends on whether it acted."""
     if observed.phase.is_final:
         return Step(StepKind.FORGET) if observed.finalizer else Step(StepKind.NOTHING)
     adopt = observed.record_on_target if not observed.recorded else ()
