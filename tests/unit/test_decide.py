@@ -126,3 +126,13 @@ def test_only_a_reviewed_model_diagnosis_proposes_a_rung() -> None:
                                "review": {"verdict": "approved"}}) == ("quarantine", True)
     assert diagnosis_proposal({"diagnoser": "llm", "action": "quarantine",
                                "review": {"verdict": "disputed"}}) == ("quarantine", False)
+
+
+def test_holds_of_a_policy_that_requires_a_human_carry_no_ttl() -> None:
+    from sequestra.controller.loop import hold_lifetime
+    from sequestra.model.policy import SequestrationPolicySpec
+
+    ladder = [{"name": "quarantine", "actions": [{"type": "scale", "replicas": 0}]}]
+    assert hold_lifetime(SequestrationPolicySpec.model_validate({"ladder": ladder, "ttl": "30m"})) == {"ttl": "1800s"}
+    human = SequestrationPolicySpec.model_validate({"ladder": ladder, "ttl": "30m", "release": {"requireHuman": True}})
+    assert hold_lifetime(human) == {}

@@ -126,6 +126,12 @@ def loop_policy(spec: SequestrationPolicySpec) -> LoopPolicy:
                       verify_intervals=spec.verify.intervals, require_human_release=spec.release.require_human)
 
 
+def hold_lifetime(spec: SequestrationPolicySpec) -> dict[str, str]:
+    """The TTL an automated hold carries: the policy's, or none when only a human may release its holds (the
+    loop then pages once the TTL would have ended and the workload is healthy)."""
+    return {} if spec.release.require_human else {"ttl": f"{int(spec.ttl.total_seconds())}s"}
+
+
 def signal_summaries(verdict: WorkloadVerdict) -> list[SignalSummary]:
     summaries = []
     for s in verdict.signals:
@@ -450,8 +456,7 @@ class PolicyLoop:
                 "reason": verdict.explain()[:1000],
                 "requester": AUTOMATED_REQUESTER,
                 "mode": str(spec.mode),
-                # A policy whose holds only a human releases gives them no TTL: the loop asks once due.
-                **({} if spec.release.require_human else {"ttl": f"{int(spec.ttl.total_seconds())}s"}),
+                **hold_lifetime(spec),
                 "policyRef": self.name,
                 "evidence": {"since": _iso(since), "signals": [s.model_dump(by_alias=True, mode="json")
                                                                for s in signal_summaries(verdict)][:8]},
