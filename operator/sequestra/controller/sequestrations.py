@@ -55,7 +55,6 @@ from sequestra.model.sequestration import (
     SEQUESTERED_LABEL,
     VERSION,
     ActionSpec,
-    Mode,
     Phase,
     PriorState,
     SequestrationSpec,
@@ -291,8 +290,7 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
     # A hold about to act (as the event's copy has it) gets its restore finalizer with these reads, before
     # anything is planned: its first plan can then go to the target in one patch with its record (_take),
     # and a deletion still waits for the restore.
-    finalize = first_plan and not spec.release and (
-        spec.mode is Mode.ENFORCE or (spec.mode is Mode.APPROVAL and (approved or spec.approved)))
+    finalize = first_plan and lifecycle.acts_when_taken(spec, approved=approved)
     status, resolved, counted, finalized = await asyncio.gather(
         asyncio.to_thread(_status, ctx, body),
         asyncio.sleep(0, result=watched) if watched is not None
@@ -319,9 +317,7 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
         record_on_target=tuple(PriorState.model_validate(p) for p in on_target or []))
     step = lifecycle.plan_reconcile(spec, observed, datetime.now(UTC))
     if watched is not None and step.add:  # actions are planned from a quorum read, never from a copy
-        watched, resolved = None, await asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec)
-        if isinstance(resolved, TargetNotFound):
-            raise kopf.TemporaryError(f"{resolved}; the next interval decides", delay=1)
+        watched, resolved = None, await asyncio.to_thread(_read_target, ctx, body, spec)
     if step.kind is not lifecycle.StepKind.HOLD or step.add or step.refused_edit or step.activate:
         log.debug("sequestration.step", sequestration=_name(body), step=str(step.kind), reason=step.reason)
     await _carry_out(ctx, body, status, spec, resolved, step, counted, finalized=finalized, from_cache=first_plan,
@@ -362,8 +358,7 @@ async def _carry_out(ctx: Context, body: kopf.Body, status: dict[str, Any], spec
     if step.guarded:
         if counted is None and spec.requester == AUTOMATED_REQUESTER:
             counted = await _cluster_state(ctx, body, spec)
-        refusal = await asyncio.to_thread(_guardrail_refusal, ctx, body, spec, workload,
-                                          counted or (guardrails.ClusterState(), None))
+        refusal = _guardrail_refusal(ctx, body, spec, workload, counted or (guardrails.ClusterState(), None))
         if refusal is not None:
             await _refuse(ctx, body, status, workload, refusal, finalized=finalized, summary=summary)
             return
@@ -415,6 +410,14 @@ async def _refuse(ctx: Context, body: kopf.Body, status: dict[str, Any], workloa
     metrics.REFUSALS.labels(reason=refusal.reason).inc()
     await _fail(ctx, body, status, refusal.reason, f"refused: {refusal.message}", finalized=finalized, **summary)
     _target_event(workload, refusal.reason, f"Sequestration {_name(body)} refused: {refusal.message}", warning=True)
+
+
+def _read_target(ctx: Context, body: kopf.Body, spec: SequestrationSpec) -> Workload:
+    """The target from a quorum read, for a hold that acted; gone for now is for the next interval to decide."""
+    found = _resolve(ctx, body["metadata"]["namespace"], spec)
+    if isinstance(found, TargetNotFound):
+        raise kopf.TemporaryError(f"{found}; the next interval decides", delay=1)
+    return found
 
 
 def _parse_time(value: str | None) -> datetime | None:
@@ -625,7 +628,7 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
     if step.add:
         status, record, refused = await _add_actions(body, ctx, status, spec, workload, record, step.add, summary)
         if refused is not None:
-            refusal, message = refused.refused_edit, refused.message
+            refusal, message = refused
     if step.activate:
         status = await _activate(body, ctx, status, spec, workload, summary, drifted)
     await asyncio.to_thread(_answer_edit, ctx, body, status, refusal, message)
@@ -633,16 +636,17 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
 
 async def _add_actions(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
                        workload: Workload, record: list[PriorState], indexes: tuple[int, ...],
-                       summary: dict[str, str]) -> tuple[dict[str, Any], list[PriorState], lifecycle.Step | None]:
+                       summary: dict[str, str],
+                       ) -> tuple[dict[str, Any], list[PriorState], tuple[lifecycle.EditRefusal, str] | None]:
     """Actions the spec gained while held (an escalation, a human's edit): planned on the workload as the
-    record leaves it, recorded, then applied. All or nothing: a refusal leaves the record as it was."""
+    record leaves it, recorded, then applied. All or nothing: a refusal (why, and a message) leaves the
+    record as it was."""
     namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
     actions = spec.effective_actions()
     try:
         planned = await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, name, record, indexes)
     except PlanError as exc:
-        return status, record, replace(lifecycle.after_refusal(True, str(exc)),
-                                       refused_edit=lifecycle.EditRefusal.NOT_APPLICABLE)
+        return status, record, (lifecycle.EditRefusal.NOT_APPLICABLE, str(exc))
     except KafkaUnavailable as exc:
         raise kopf.TemporaryError(f"Kafka unreachable, nothing added yet: {exc}", delay=5) from exc
     extended = record + planned
@@ -657,7 +661,8 @@ async def _add_actions(body: kopf.Body, ctx: Context, status: dict[str, Any], sp
     except (ActuationRejected, ApiException) as exc:
         metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
         await asyncio.to_thread(_write_record, ctx, body, record, summary)  # nothing of it was applied
-        return status, record, lifecycle.after_refusal(True, f"{', '.join(str(p.action) for p in planned)}: {exc}")
+        kept = lifecycle.after_refusal(True, f"{', '.join(str(p.action) for p in planned)}: {exc}")
+        return status, record, (lifecycle.EditRefusal(kept.reason), kept.message)
     added = ", ".join(actions[i].describe() for i in indexes)
     message = f"added {added} to what {workload} is held with"
     log.info("sequestration.actions_added", sequestration=_name(body), workload=str(workload), added=added)
@@ -694,18 +699,13 @@ async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
     status and the record, which may have grown. `watched`: `workload` is the watched copy."""
     held = lifecycle.held_actions(spec.effective_actions(), recorded)
 
-    def read() -> Workload:
-        found = _resolve(ctx, body["metadata"]["namespace"], spec)
-        if isinstance(found, TargetNotFound):
-            raise kopf.TemporaryError(f"{found}; the next interval decides", delay=1)
-        return found
-
     def write_record(grown: list[PriorState]) -> None:
         _write_status(ctx, body, {"priorState": [p.model_dump(mode="json", by_alias=True) for p in grown]})
 
     try:
         found = await asyncio.to_thread(holding.hold_interval, ctx.actions, recorded, held, workload,
-                                        body["metadata"]["name"], write_record, fresh=read if watched else None)
+                                        body["metadata"]["name"], write_record,
+                                        fresh=(lambda: _read_target(ctx, body, spec)) if watched else None)
     except ActuationConflict as exc:
         raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
     except KafkaUnavailable as exc:

@@ -142,15 +142,23 @@ def plan_reconcile(spec: SequestrationSpec, observed: Observed, now: datetime) -
     return _held(spec, observed, actions, recorded, adopt, observed.target_kind)
 
 
+def acts_when_taken(spec: SequestrationSpec, *, approved: bool) -> bool:
+    """Whether a hold not taken yet would act now (not a release, a dry-run, or an approval still awaited):
+    the handler adds the restore finalizer ahead of planning for such a hold."""
+    if spec.release or spec.mode is Mode.DRY_RUN:
+        return False
+    return spec.mode is not Mode.APPROVAL or approved or spec.approved
+
+
 def _before_acting(spec: SequestrationSpec, observed: Observed, actions: Sequence[ActionSpec], kind: str) -> Step:
     reasons = inapplicable(actions, kind)
     if reasons:
         return Step(StepKind.FAIL, "ActionNotApplicable", "; ".join(reasons))
+    if acts_when_taken(spec, approved=observed.approved):
+        return Step(StepKind.TAKE, "Applied", guarded=True)
     if spec.mode is Mode.DRY_RUN:
         return Step(StepKind.DRY_RUN, "DryRun", guarded=True)
-    if spec.mode is Mode.APPROVAL and not (observed.approved or spec.approved):
-        return Step(StepKind.AWAIT_APPROVAL, "AwaitingApproval", guarded=True)
-    return Step(StepKind.TAKE, "Applied", guarded=True)
+    return Step(StepKind.AWAIT_APPROVAL, "AwaitingApproval", guarded=True)
 
 
 def _held(spec: SequestrationSpec, observed: Observed, actions: Sequence[ActionSpec],
