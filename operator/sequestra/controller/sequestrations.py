@@ -607,6 +607,10 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
         await asyncio.to_thread(_write_record, ctx, body, record, summary)
     drifted: list[str] = []
     if step.activate:  # recorded, the operator stopped before `Active`: re-applying is idempotent
+        # A crash between the record and the finalizer (written together) leaves a record without it: it is
+        # added before the target is touched again, so a deletion still waits for the restore.
+        if not finalizers.has(body) and not await asyncio.to_thread(finalizers.add, ctx.objects, body):
+            return  # being deleted: its delete handler restores whatever the record says was done
         try:
             drifted = await asyncio.to_thread(ctx.actions.apply, record, lifecycle.held_actions(actions, record),
                                               namespace, name, None)
