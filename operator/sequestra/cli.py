@@ -283,10 +283,21 @@ def eval_(
     max_missed_sequester_rate: Annotated[float, typer.Option(help="fail above this (0..1)")] = 0.1,
     suite: Annotated[str, typer.Option(help="diagnosis, or containment (tamper, evasion, look-alikes; "
                                              "default scenarios evals/containment/)")] = "diagnosis",
+    qualify: Annotated[bool, typer.Option(help="qualify the model (--diagnoser llm implied): rules alone, the "
+                                               "model alone and model + gate + reviewer, with a report")] = False,
+    thresholds_file: Annotated[Path | None, typer.Option("--thresholds", help="with --qualify: a YAML file of the "
+                                                                              "team's thresholds (docs/DIAGNOSIS.md)")
+                               ] = None,
+    report_file: Annotated[Path | None, typer.Option("--report", help="with --qualify: write the report here "
+                                                                       "(Markdown) and beside it as .json")] = None,
 ) -> None:
     """Run the diagnosis eval suite; print accuracy, false/missed sequesters, tokens and latency per
     scenario; exit 1 when a threshold is not met or any action falls outside policy. With --suite
-    containment: replay the tamper and evasion scenarios; exit 1 when any expectation fails."""
+    containment: replay the tamper and evasion scenarios; exit 1 when any expectation fails. With
+    --qualify: the model qualification report; exit 1 when the model is not qualified."""
+    if qualify:
+        _qualify(runbooks, scenarios, model, base_url, timeout, review, thresholds_file, report_file, as_json)
+        return
     if suite == "containment":
         _eval_containment(scenarios, as_json)
         return
@@ -314,6 +325,56 @@ def eval_(
     failures = report.failures(thresholds)
     _report_eval(as_json, {"summary": report.summary(), "failures": failures, "perRunbook": report.per_runbook(loaded),
                            "scenarios": [o.row() for o in report.outcomes]}, evals.table(report), failures)
+
+
+def _qualify(runbooks: Path | None, scenarios: Path | None, model: str | None, base_url: str | None,
+             timeout: float | None, review: bool, thresholds_file: Path | None, report: Path | None,
+             as_json: bool) -> None:
+    import platform
+    import subprocess
+    from datetime import UTC, datetime
+
+    from sequestra.diagnosis import Diagnoser, LlmSettings, RunbookError, default_runbooks_dir, load_runbooks
+    from sequestra.evals import diagnosis as evals
+    from sequestra.evals import qualify
+
+    # No hourly budget here: a qualification asks about every scenario, and a skipped one would count
+    # as the model's failure.
+    settings = LlmSettings.from_env(dict(os.environ), model=model, base_url=base_url, timeout_s=timeout,
+                                    review=review, tokens_per_hour=10**12)
+    if not settings.base_url and not settings.api_key:
+        _fail("--qualify needs a model: OPENAI_BASE_URL (or --base-url) or OPENAI_API_KEY")
+    try:
+        loaded = load_runbooks(runbooks or default_runbooks_dir())
+        scenarios_dir = scenarios or evals.default_scenarios_dir()
+        cases = evals.load_scenarios(scenarios_dir)
+        limits = qualify.load_thresholds(thresholds_file)
+    except (RunbookError, ValueError) as exc:
+        _fail(str(exc))
+
+    def progress(index: int, case: qualify.Case) -> None:
+        d = case.with_model
+        _progress(f"{index + 1}/{len(cases)} {case.scenario.name}: model {case.answer('model').action}, "
+                  f"pipeline {d.action} ({d.review.verdict if d.review else d.fallback_reason or 'no review'}), "
+                  f"{d.latency_ms / 1000:.1f} s")
+
+    _progress(f"qualifying {settings.model} at {settings.base_url or 'api.openai.com'} on {len(cases)} scenarios")
+    done = qualify.run(cases, Diagnoser(loaded).diagnose, Diagnoser(loaded, settings).diagnose, progress)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, check=False,
+                            cwd=Path(__file__).parent).stdout.strip() or "unknown"
+    about = {"model": settings.model, "reviewModel": settings.review_model or settings.model,
+             "endpoint": settings.base_url or "https://api.openai.com/v1", "scenarios": len(cases),
+             "scenariosDir": str(scenarios_dir), "date": datetime.now(UTC).strftime("%Y-%m-%d"), "commit": commit,
+             "machine": f"{platform.machine()}, {os.cpu_count()} cores", "review": settings.review}
+    document = qualify.document(done, limits, about)
+    text = qualify.markdown(document)
+    if report is not None:
+        report.write_text(text)
+        report.with_suffix(".json").write_text(json.dumps(document, indent=2) + "\n")
+    print(json.dumps(document, indent=2) if as_json else text)
+    if document["misses"]:
+        print(f"NOT QUALIFIED: {'; '.join(document['misses'])}", file=sys.stderr)
+        raise typer.Exit(code=1)
 
 
 def _report_eval(as_json: bool, document: dict[str, Any], table: str, failures: list[str]) -> None:

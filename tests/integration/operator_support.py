@@ -26,9 +26,11 @@ OUTPUT_TAIL_LINES = 200
 def running_operator(sandbox: SandboxPaths, kubeconfig: Path | None = None, namespaces: tuple[str, ...] = (),
                      **env: str) -> Iterator[KopfRunner]:
     """`kubeconfig`: run as another identity than the sandbox admin (e.g. the chart's ServiceAccount);
-    `namespaces`: watch only these (default: all)."""
+    `namespaces`: watch only these (default: all). The rule diagnoser unless `env` names a model endpoint: a
+    shell with the sandbox's environment (OPENAI_BASE_URL) does not turn every test into a model test."""
     settings = {"KUBECONFIG": str(kubeconfig or sandbox.kubeconfig), "SEQUESTRA_METRICS_PORT": "0",
-                "SEQUESTRA_PROTECTED_NAMESPACES": f"kube-system,{PROTECTED_TEST_NAMESPACE}", **env}
+                "SEQUESTRA_PROTECTED_NAMESPACES": f"kube-system,{PROTECTED_TEST_NAMESPACE}",
+                "OPENAI_BASE_URL": "", "OPENAI_API_KEY": "", **env}
     saved = {k: os.environ.get(k) for k in settings}
     os.environ.update(settings)
     failed = False

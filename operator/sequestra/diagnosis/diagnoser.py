@@ -24,7 +24,7 @@ from sequestra.diagnosis import llm, review, rules
 from sequestra.diagnosis.evidence import estimate_tokens
 from sequestra.diagnosis.llm import LlmSettings
 from sequestra.diagnosis.runbooks import Runbook
-from sequestra.model.diagnosis import NO_ACTION, Diagnosis, acts, severity
+from sequestra.model.diagnosis import NO_ACTION, Diagnosis, ModelProposal, acts, severity
 from sequestra.model.evidence import Evidence
 
 log = structlog.get_logger()
@@ -92,7 +92,13 @@ class Diagnoser:
         self._cache: OrderedDict[str, tuple[str, Diagnosis]] = OrderedDict()
         self.rounds = 0  # proposer+reviewer rounds started (what the cache saves)
 
-    def diagnose(self, evidence: Evidence, allowed_rungs: Sequence[str]) -> Diagnosis:
+    @property
+    def asks_model(self) -> bool:
+        return self.llm is not None
+
+    def by_rules(self, evidence: Evidence, allowed_rungs: Sequence[str]) -> Diagnosis:
+        """The rule diagnosis alone (microseconds): the answer without a model, the fallback with one, and
+        what a hold starts with while the model is asked (`awaiting` says so)."""
         started = time.perf_counter()
         try:
             by_rules = rules.diagnose(self.runbooks, evidence, allowed_rungs)
@@ -100,8 +106,13 @@ class Diagnoser:
             log.exception("diagnosis.rules.failed", incident=evidence.incident)
             by_rules = Diagnosis(category="unknown", root_cause=f"rule diagnoser failed: {exc}", confidence=0,
                                  action=NO_ACTION, target=evidence.workload.key, diagnoser="rules")
+        return by_rules.model_copy(update={"latency_ms": _ms(started)})
+
+    def diagnose(self, evidence: Evidence, allowed_rungs: Sequence[str]) -> Diagnosis:
+        started = time.perf_counter()
+        by_rules = self.by_rules(evidence, allowed_rungs)
         if self.llm is None:
-            return by_rules.model_copy(update={"latency_ms": _ms(started)})
+            return by_rules
         fingerprint = material_fingerprint(evidence, allowed_rungs)
         cached = self._cache.get(evidence.incident)
         if cached is not None and cached[0] == fingerprint:
@@ -131,6 +142,11 @@ class Diagnoser:
         settings = self.llm
         matched = [m.runbook for m in rules.matching(self.runbooks, evidence)]
         messages = llm.proposer_messages(evidence, matched, allowed_rungs)
+        citable = sorted(evidence.ids() | {r.id for r in matched})
+        categories = {r.spec.diagnosis.category for r in self.runbooks}
+        proposal_schema, review_schema = (
+            (llm.bounded_proposal_schema(categories, citable, allowed_rungs), llm.bounded_review_schema(citable))
+            if settings.bounded_output else (llm.PROPOSAL_SCHEMA, llm.REVIEW_SCHEMA))
         digest = llm.prompt_hash(settings.model, messages)
         need = estimate_tokens(messages) + settings.max_output_tokens
         if settings.review:
@@ -140,7 +156,7 @@ class Diagnoser:
         self.rounds += 1
         tokens = attempts = 0
         try:
-            done = llm.complete(self.client, settings, messages, "diagnosis", llm.PROPOSAL_SCHEMA, sleep=self.sleep)
+            done = llm.complete(self.client, settings, messages, "diagnosis", proposal_schema, sleep=self.sleep)
             tokens, attempts = done.tokens, done.attempts
             self.budget.spend(done.tokens)
             proposal = llm.parse(done.text, llm.Proposal, tokens=tokens, attempts=attempts)
@@ -148,13 +164,18 @@ class Diagnoser:
             self.budget.spend(failure.tokens)
             return self._fallback(by_rules, failure.reason, started, prompt_hash=digest,
                                   tokens=failure.tokens or tokens, attempts=failure.attempts or attempts)
+        target = proposal.target
+        proposed = ModelProposal(category=proposal.category, action=proposal.action,
+                                 target=f"{target.namespace}/{target.kind}/{target.name}",
+                                 confidence=proposal.confidence, citations=tuple(proposal.citations))
         expected = (by_rules.category, by_rules.action) if by_rules.runbook else None
         findings = review.check(proposal, evidence, allowed_rungs, frozenset(r.id for r in matched), expected)
         second, reviewer_tokens, reviewer_failure = None, 0, None
         if settings.review and not any(not f.ok and f.check in review.HARD_CHECKS for f in findings):
             try:
                 answer = llm.complete(self.client, settings, llm.reviewer_messages(evidence, matched, proposal),
-                                      "review", llm.REVIEW_SCHEMA, sleep=self.sleep, purpose="review")
+                                      "review", review_schema, sleep=self.sleep, purpose="review",
+                                      model=settings.review_model)
                 reviewer_tokens = answer.tokens
                 self.budget.spend(answer.tokens)
                 second = llm.parse(answer.text, llm.ReviewOut, tokens=answer.tokens)
@@ -162,13 +183,14 @@ class Diagnoser:
                 reviewer_tokens = reviewer_tokens or failure.tokens
                 self.budget.spend(failure.tokens)
                 reviewer_failure = failure.reason
-        verdict = review.verdict(findings, second, model=settings.model if settings.review else None,
+        verdict = review.verdict(findings, second,
+                                 model=(settings.review_model or settings.model) if settings.review else None,
                                  tokens=reviewer_tokens, reviewer_failure=reviewer_failure)
         total = tokens + reviewer_tokens
         if verdict.verdict == "rejected":
             log.warning("diagnosis.review.rejected", incident=evidence.incident, notes=verdict.notes)
             return self._fallback(by_rules, f"review-rejected: {verdict.notes}", started, prompt_hash=digest,
-                                  tokens=total, attempts=attempts, review=verdict)
+                                  tokens=total, attempts=attempts, review=verdict, proposed=proposed)
         action, rationale = proposal.action, proposal.rationale
         if verdict.verdict == "disputed":
             action = _capped(proposal.action, by_rules.action, allowed_rungs)
@@ -183,7 +205,7 @@ class Diagnoser:
             target=evidence.workload.key, rationale=rationale, summary=proposal.summary, diagnoser="llm",
             runbook=by_rules.runbook if by_rules.category == proposal.category else None,
             conflicts=by_rules.conflicts, review=verdict, model=settings.model, prompt_hash=digest, tokens=total,
-            latency_ms=_ms(started), attempts=attempts)
+            latency_ms=_ms(started), attempts=attempts, proposed=proposed)
 
 
 def _capped(proposed: str, by_rules: str, allowed_rungs: Sequence[str]) -> str:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
 
@@ -20,7 +20,7 @@ import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from sequestra.diagnosis.runbooks import Runbook
-from sequestra.model.diagnosis import NO_ACTION
+from sequestra.model.diagnosis import NO_ACTION, UNKNOWN_CATEGORY
 from sequestra.model.evidence import Evidence
 
 log = structlog.get_logger()
@@ -41,6 +41,12 @@ class LlmSettings(BaseModel):
     tokens_per_hour: int = Field(default=200_000, ge=0)
     max_output_tokens: int = Field(default=800, gt=0)
     review: bool = True  # a second, independent model call reviews every proposal
+    # Send schemas with every string and array bounded (maxLength, enums, maxItems). Servers that enforce the
+    # schema as a grammar (llama.cpp, vLLM, Ollama) need it; an endpoint that refuses those keywords in a
+    # strict schema (HTTP 400) works with it off, max_output_tokens then bounding the answer.
+    bounded_output: bool = True
+    # The reviewer's model, when it should not be the proposer's (None: the same model).
+    review_model: str | None = None
 
     @classmethod
     def from_env(cls, environ: dict[str, str], **overrides: Any) -> LlmSettings:
@@ -50,6 +56,14 @@ class LlmSettings(BaseModel):
         }
         if environ.get("SEQUESTRA_LLM_MODEL"):
             values["model"] = environ["SEQUESTRA_LLM_MODEL"]
+        if environ.get("SEQUESTRA_LLM_REVIEW_MODEL"):
+            values["review_model"] = environ["SEQUESTRA_LLM_REVIEW_MODEL"]
+        if environ.get("SEQUESTRA_LLM_TIMEOUT_S"):
+            values["timeout_s"] = float(environ["SEQUESTRA_LLM_TIMEOUT_S"])
+        if environ.get("SEQUESTRA_LLM_TOKENS_PER_HOUR"):
+            values["tokens_per_hour"] = int(environ["SEQUESTRA_LLM_TOKENS_PER_HOUR"])
+        if environ.get("SEQUESTRA_LLM_BOUNDED_OUTPUT"):
+            values["bounded_output"] = environ["SEQUESTRA_LLM_BOUNDED_OUTPUT"].lower() not in ("0", "false", "no")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
 
@@ -107,6 +121,64 @@ def _schema(model: type[BaseModel]) -> dict[str, Any]:
 
 PROPOSAL_SCHEMA = _schema(Proposal)
 REVIEW_SCHEMA = _schema(ReviewOut)
+
+# Bounds of an answer on the wire. A server that turns the schema into a grammar (llama.cpp, vLLM) ends
+# a bounded string where the bound says; an unbounded one lets a small model run on until max_tokens cuts
+# the JSON short. Together they stay well under LlmSettings.max_output_tokens (about 1,900 characters).
+CATEGORY_MAX = 63
+ROOT_CAUSE_MAX = 300
+RATIONALE_MAX = 400
+SUMMARY_MAX = 160
+REASONS_MAX = 300
+NAMESPACE_MAX, KIND_MAX, NAME_MAX = 63, 40, 253
+CITATIONS_MAX = 8
+# The rungs a model may name: every canonical one, not only what the policy allows. A model that picks a
+# rung the policy forbids is then caught, and counted, by the review (check "action-allowed"), instead of
+# being kept from saying so by the grammar.
+ACTION_VOCABULARY = ("observe", "throttle", "quarantine")
+
+
+def _text(limit: int) -> dict[str, Any]:
+    return {"type": "string", "maxLength": limit}
+
+
+def _ids(citable: Sequence[str]) -> dict[str, Any]:
+    if not citable:
+        return {"type": "array", "items": {"type": "string", "maxLength": 0}, "maxItems": 0}
+    return {"type": "array", "items": {"type": "string", "enum": sorted(set(citable))},
+            "maxItems": min(CITATIONS_MAX, len(set(citable)))}
+
+
+def _object(properties: dict[str, Any]) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(properties), "additionalProperties": False}
+
+
+def bounded_proposal_schema(categories: Collection[str], citable: Sequence[str],
+                            allowed_rungs: Sequence[str]) -> dict[str, Any]:
+    """The proposal's schema for one request, every string and array bounded: the category from the
+    runbooks' categories (or "unknown"), citations from the ids in the evidence and runbooks given, the
+    action from the rung vocabulary. The target stays free text (bounded): a model that names another
+    workload is caught by the review, which is what the review is for."""
+    actions = sorted({*ACTION_VOCABULARY, *allowed_rungs, NO_ACTION})
+    return _object({
+        "category": {"type": "string", "enum": sorted({*categories, UNKNOWN_CATEGORY})},
+        "root_cause": _text(ROOT_CAUSE_MAX),
+        "confidence": {"type": "number", "minimum": 0, "maximum": 1},
+        "citations": _ids(citable),
+        "action": {"type": "string", "enum": actions},
+        "target": _object({"namespace": _text(NAMESPACE_MAX), "kind": _text(KIND_MAX), "name": _text(NAME_MAX)}),
+        "rationale": _text(RATIONALE_MAX),
+        "summary": _text(SUMMARY_MAX),
+    })
+
+
+def bounded_review_schema(citable: Sequence[str]) -> dict[str, Any]:
+    return _object({
+        "verdict": {"type": "string", "enum": ["agree", "disagree"]},
+        "unsupported_citations": _ids(citable),
+        "confidence_warranted": {"type": "boolean"},
+        "reasons": _text(REASONS_MAX),
+    })
 
 PROPOSER_INSTRUCTIONS = """\
 You diagnose one incident on one Kubernetes workload for Sequestra, an operator that contains
@@ -198,13 +270,14 @@ class Completion:
 def complete(
     client: openai.OpenAI, settings: LlmSettings, messages: Sequence[dict[str, str]], schema_name: str,
     schema: dict[str, Any], *, sleep: Callable[[float], None] = time.sleep, purpose: str = "propose",
+    model: str | None = None,
 ) -> Completion:
     """One chat completion with structured output; retries 429/5xx/connection errors with backoff.
 
     A timeout is not retried: a slow endpoint is the case where waiting longer hurts most."""
     started = time.perf_counter()
     request: dict[str, Any] = {
-        "model": settings.model, "messages": list(messages), "temperature": 0,
+        "model": model or settings.model, "messages": list(messages), "temperature": 0,
         "max_tokens": settings.max_output_tokens, "timeout": settings.timeout_s,
         "response_format": {"type": "json_schema",
                             "json_schema": {"name": schema_name, "strict": True, "schema": schema}},

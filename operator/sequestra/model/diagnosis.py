@@ -59,6 +59,17 @@ class Review(CamelModel):
         return tuple(f for f in self.findings if not f.ok)
 
 
+class ModelProposal(CamelModel):
+    """What the model proposed, as it said it, before review: kept on the record whether it was approved,
+    capped or rejected, so a human (and a model qualification) sees what each safeguard caught."""
+
+    category: str
+    action: str
+    target: str  # namespace/kind/name as the model wrote it
+    confidence: float
+    citations: tuple[str, ...] = ()
+
+
 class Diagnosis(CamelModel):
     category: str
     root_cause: str
@@ -80,6 +91,10 @@ class Diagnosis(CamelModel):
     fallback_reason: str | None = None
     cached: bool = False
     attempts: int = 0  # LLM requests made (retries included)
+    proposed: ModelProposal | None = None  # the model's own answer, when it gave a valid one
+    # Set while a model's answer is awaited: the hold acted on this (rule) diagnosis first, and the model's
+    # replaces it when it comes (controller/loop.py); the model's latency is never on the containment path.
+    awaiting: str | None = None
 
     @property
     def acts(self) -> bool:

@@ -10,6 +10,7 @@ import sys
 import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import httpx
 import yaml
@@ -438,6 +439,20 @@ def _spark_standin_argv(paths: SandboxPaths) -> list[str]:
     ]
 
 
+# --- model server (llama.cpp with a small instruct model, OpenAI-compatible) ----------------------------
+# Lower still than the stand-ins: a request keeps both cores busy for 10-15 s, and the control plane, the
+# broker and the operator must not wait behind it.
+MODEL_SERVER_NICENESS = 15
+
+
+def _model_server_argv(paths: SandboxPaths) -> list[str]:
+    return [
+        str(provision.model_server_python(paths)), str(Path(__file__).with_name("model_server.py")),
+        f"--model={provision.model_file(paths)}", f"--alias={endpoints.SANDBOX_MODEL}",
+        f"--port={PORTS.model_server}", "--threads=2",
+    ]
+
+
 COMPONENTS: dict[str, Component] = {
     c.name: c
     for c in (
@@ -463,12 +478,14 @@ COMPONENTS: dict[str, Component] = {
                   niceness=STAND_IN_NICENESS),
         Component("spark-standin", endpoints.spark_standin_url(), (PORTS.spark_standin,), _spark_standin_argv,
                   _ready(f"{endpoints.spark_standin_url()}/healthz"), niceness=STAND_IN_NICENESS),
+        Component("model-server", endpoints.model_server_url(), (PORTS.model_server,), _model_server_argv,
+                  _ready(f"http://{HOST}:{PORTS.model_server}/health"), niceness=MODEL_SERVER_NICENESS),
     )
 }
 
 # Components in each wave start together; a wave starts once the previous one is healthy.
 START_WAVES: tuple[tuple[str, ...], ...] = (
-    ("etcd", "kafka", "prometheus", "alertmanager"),
+    ("etcd", "kafka", "prometheus", "alertmanager", "model-server"),
     ("kube-apiserver",),
     ("kube-controller-manager", "kube-scheduler", "kwok", "workload-metrics", "spark-standin"),
 )

@@ -26,6 +26,8 @@ class Ports:
     operator_webhook: int = 19103
     # The Spark stand-in (driver/executor pods for SparkApplications) and its /metrics.
     spark_standin: int = 19104
+    # The local OpenAI-compatible model server (llama.cpp) with a small instruct model.
+    model_server: int = 19105
 
 
 PORTS = Ports()
@@ -42,6 +44,15 @@ KAFKA_USERS: dict[str, str] = {
 # Label/annotation of the KWOK-managed fake nodes.
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
 KWOK_NODES = ("kwok-node-0", "kwok-node-1")
+
+
+# The name the model server answers to (any name works with llama.cpp; this one says which model it is).
+SANDBOX_MODEL = "smollm2-135m"
+
+
+def model_server_url() -> str:
+    """The OpenAI-compatible base URL (what OPENAI_BASE_URL is set to)."""
+    return f"http://{HOST}:{PORTS.model_server}/v1"
 
 
 def kafka_bootstrap() -> str:

@@ -249,4 +249,8 @@ def environment(paths: SandboxPaths) -> dict[str, str]:
         "SEQUESTRA_KAFKA_USERNAME": operator,
         "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[operator],
         "SEQUESTRA_WORKLOAD_METRICS_URL": endpoints.workload_metrics_url(),
+        # The sandbox's model: an operator started with these diagnoses with it (the openai client's own
+        # variable, so every OpenAI-compatible tool in that shell uses it too).
+        "OPENAI_BASE_URL": endpoints.model_server_url(),
+        "SEQUESTRA_LLM_MODEL": endpoints.SANDBOX_MODEL,
     }

