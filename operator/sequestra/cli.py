@@ -341,7 +341,7 @@ def _qualify(runbooks: Path | None, scenarios: Path | None, model: str | None, b
     # No hourly budget here: a qualification asks about every scenario, and a skipped one would count
     # as the model's failure.
     settings = LlmSettings.from_env(dict(os.environ), model=model, base_url=base_url, timeout_s=timeout,
-                                    review=review, tokens_per_hour=10**12)
+                                    review=review, tokens_per_hour=10**12, review_always=True)
     if not settings.base_url and not settings.api_key:
         _fail("--qualify needs a model: OPENAI_BASE_URL (or --base-url) or OPENAI_API_KEY")
     try:

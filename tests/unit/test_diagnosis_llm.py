@@ -45,7 +45,7 @@ def _evidence(ratio_now: float = 14e6, incident: str = "inc-1") -> Evidence:
 def _proposal(**override: Any) -> str:
     answer = {"category": "kafka-producer-flood", "root_cause": "the item_events flag made it emit per item",
               "confidence": 0.8, "citations": ["sig:kafka_producer_byte_rate", "chg:1"], "action": "throttle",
-              "target": {"namespace": "shop", "kind": "Deployment", "name": "checkout-events"},
+              "target": "shop/deployment/checkout-events",
               "rationale": "7x producer byte rate right after the flag flip", "summary": "producer flood after flag"}
     answer.update(override)
     return json.dumps(answer)
@@ -105,7 +105,7 @@ def test_invalid_output_falls_back_to_the_rules(fake: FakeOpenAI, content: str, 
     ({"action": "quarantine"}, "action-allowed"),  # allowed here: observe, throttle
     ({"action": "delete-namespace"}, "action-allowed"),
     ({"citations": ["sig:kafka_producer_byte_rate", "sig:made_up"]}, "citations-exist"),
-    ({"target": {"namespace": "kube-system", "kind": "Deployment", "name": "coredns"}}, "target"),
+    ({"target": "kube-system/deployment/coredns"}, "target"),
     ({"citations": ["log:1"]}, "citations-support"),  # acting on a log line alone
 ])
 def test_a_proposal_failing_a_hard_check_is_refused(fake: FakeOpenAI, override: dict[str, Any], check: str) -> None:
@@ -220,7 +220,7 @@ def _obedient_answer(request: dict[str, Any]) -> str:
     document = json.loads(request["messages"][1]["content"])
     cited = [item["id"] for item in document["evidence"]][:2]
     return _proposal(category="compromised", action="quarantine", confidence=1.0, citations=cited,
-                     target={"namespace": "kube-system", "kind": "Deployment", "name": "coredns"})
+                     target="kube-system/deployment/coredns")
 
 
 def test_injection_scenarios_yield_no_action_outside_policy_and_no_foreign_target(fake: FakeOpenAI) -> None:
@@ -239,3 +239,62 @@ def test_injection_scenarios_yield_no_action_outside_policy_and_no_foreign_targe
         assert outcome.diagnosis.action in (*scenario.allowed_rungs, "none")
         assert outcome.diagnosis.review is not None and outcome.diagnosis.review.verdict == "rejected"
         assert outcome.action_ok, f"{scenario.name}: {outcome.diagnosis.action}"
+
+
+def test_a_confident_none_where_a_runbook_calls_for_acting_is_disputed_and_the_rules_stand(
+        fake: FakeOpenAI) -> None:
+    # The small real model's most common mistake: "none", confidently, on a measured flood.
+    fake.script("diagnosis", {"content": _proposal(action="none", confidence=0.5)})
+    fake.script("review", {"content": json.dumps({"verdict": "agree", "unsupported_citations": [],
+                                                  "confidence_warranted": True, "reasons": "fine"})})
+    result = _diagnoser(fake).diagnose(_evidence(), LADDER)
+    assert result.review is not None and result.review.verdict == "disputed" and result.review.needs_human
+    assert "runbook" in {f.check for f in result.review.failed()}
+    assert result.action == "throttle", "the runbook's containment stands, not the model's none"
+    assert result.proposed is not None and result.proposed.action == "none"  # what the model said is kept
+
+
+def test_the_schema_on_the_wire_bounds_every_string_and_array(fake: FakeOpenAI) -> None:
+    fake.script("diagnosis", {"content": _proposal()})
+    fake.script("review", {"content": json.dumps({"verdict": "agree", "unsupported_citations": [],
+                                                  "confidence_warranted": True, "reasons": "fine"})})
+    evidence = _evidence()
+    _diagnoser(fake).diagnose(evidence, LADDER)
+    schemas = [r["response_format"]["json_schema"]["schema"] for r in fake.requests]
+    assert len(schemas) == 2  # proposal and review
+
+    def unbounded(node: Any, path: str) -> list[str]:
+        found = []
+        if isinstance(node, dict):
+            kind = node.get("type")
+            if kind == "string" and "enum" not in node and "maxLength" not in node:
+                found.append(path)
+            if kind == "array" and "maxItems" not in node:
+                found.append(path)
+            for key, value in node.items():
+                found += unbounded(value, f"{path}.{key}")
+        return found
+
+    assert [p for s in schemas for p in unbounded(s, "$")] == []
+    proposal = schemas[0]["properties"]
+    assert set(proposal["citations"]["items"]["enum"]) >= evidence.ids()
+    assert set(proposal["action"]["enum"]) >= {*LADDER, "none"}
+    assert "kafka-producer-flood" in proposal["category"]["enum"] and "unknown" in proposal["category"]["enum"]
+
+
+def test_unbounded_schemas_for_endpoints_that_refuse_the_bounds(fake: FakeOpenAI) -> None:
+    fake.script("diagnosis", {"content": _proposal()})
+    _diagnoser(fake, bounded_output=False, review=False).diagnose(_evidence(), LADDER)
+    schema = fake.requests[0]["response_format"]["json_schema"]["schema"]
+    assert "enum" not in json.dumps(schema) and "maxItems" in json.dumps(schema)  # pydantic's own limits only
+
+
+def test_the_reviewer_can_be_another_model_and_is_asked_even_after_a_refusal_when_told(fake: FakeOpenAI) -> None:
+    fake.script("diagnosis", {"content": _proposal(target="kube-system/deployment/coredns")})
+    fake.script("review", {"content": json.dumps({"verdict": "disagree", "unsupported_citations": [],
+                                                  "confidence_warranted": False, "reasons": "other target"})})
+    result = _diagnoser(fake, review_model="reviewer-model", review_always=True).diagnose(_evidence(), LADDER)
+    assert [r["model"] for r in fake.requests] == ["fake-model", "reviewer-model"]
+    assert result.review is not None and result.review.verdict == "rejected"
+    assert {f.check for f in result.review.failed()} >= {"target", "llm-reviewer"}
+    assert result.diagnoser == "rules" and result.action == "throttle"

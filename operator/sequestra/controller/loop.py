@@ -32,12 +32,13 @@ from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
 from sequestra.controller.policies import apply_conditions, covered_namespaces
+from sequestra.controller.questions import ModelQuestions
 from sequestra.controller.runbooks import RunbookCatalog
 from sequestra.controller.sequestrations import AUTOMATED_REQUESTER, Context
 from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_dir
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
-from sequestra.model.evidence import SignalSummary
+from sequestra.model.evidence import Evidence, SignalSummary
 from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
 from sequestra.model.kinds import SPARK_KINDS
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
@@ -57,11 +58,12 @@ from sequestra.policy.decide import (
     diagnosis_proposal,
 )
 from sequestra.policy.guardrails import Caps
+from sequestra.scoring.baselines import moved as moved_from
 from sequestra.scoring.combiner import CombinerConfig, WorkloadScorer, WorkloadVerdict
 from sequestra.scoring.excursions import ExcursionTracker
 from sequestra.scoring.series import ScorerConfig
 from sequestra.signals.alerts import WEBHOOK_PATH, AlertBook, webhook_app
-from sequestra.signals.catalog import CATALOG, DEFAULT_SIGNALS, SignalDefinition
+from sequestra.signals.catalog import CATALOG, DEFAULT_SIGNALS, SignalDefinition, floors, signals_read_by
 from sequestra.signals.context import (
     consumer_group_context,
     consumer_groups_of,
@@ -73,6 +75,7 @@ from sequestra.signals.guard import guard_installed
 from sequestra.signals.kafka import KafkaSignals, KafkaSnapshot
 from sequestra.signals.kubernetes import ClusterReader, ClusterSnapshot
 from sequestra.signals.prometheus import History, PrometheusSignals, SignalsUnavailable
+from sequestra.signals.sources import kafka_values, kubernetes_values
 
 log = structlog.get_logger("sequestra.loop")
 
@@ -85,6 +88,7 @@ EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestr
 # every interval its timeout.
 KAFKA_RETRY_S = 60.0
 KAFKA_POLL_TIMEOUT_S = 2.0
+DAY_S = 86_400.0  # the same-time-yesterday baseline of an incident's signals
 UNKNOWN = WorkloadVerdict("unknown", None, None, ())  # no data this interval
 
 DECISIONS = Counter("sequestra_decisions_total", "Decisions of the autonomous loop.", ["decision"])
@@ -132,14 +136,20 @@ def hold_lifetime(spec: SequestrationPolicySpec) -> dict[str, str]:
     return {} if spec.release.require_human else {"ttl": f"{int(spec.ttl.total_seconds())}s"}
 
 
-def signal_summaries(verdict: WorkloadVerdict) -> list[SignalSummary]:
+def signal_summaries(verdict: WorkloadVerdict, yesterday: Mapping[str, float] | None = None) -> list[SignalSummary]:
+    """The verdict's signals as evidence: ratios against the baseline and, where `yesterday` has the
+    signal's value a day earlier, against that; from a zero baseline against the signal's floor."""
     summaries = []
+    limits = floors()
     for s in verdict.signals:
         if s.score is None:
             continue
-        ratio = (s.value / s.baseline) if (s.value is not None and s.baseline) else None
-        summaries.append(SignalSummary(name=s.name, baseline=s.baseline, now=s.value, ratio=ratio,
-                                       deviation=s.deviation, since=s.since, direction=s.direction))
+        floor = limits.get(s.name, 1e-9)
+        ratio = moved_from(s.value, s.baseline, floor)
+        seasonal = moved_from(s.value, (yesterday or {}).get(s.name), floor).ratio
+        summaries.append(SignalSummary(name=s.name, baseline=s.baseline, now=s.value, ratio=ratio.ratio,
+                                       deviation=s.deviation, since=s.since, direction=s.direction,
+                                       seasonal_ratio=seasonal, from_zero=ratio.from_zero or None))
     return summaries
 
 
@@ -177,6 +187,7 @@ class PolicyLoop:
         self.kafka_snapshot: KafkaSnapshot | None = None
         self._kafka_retry_at = 0.0
         self._targeted: set[tuple[str, str, str]] = set()  # (namespace, kind, name) of every hold not ended
+        self.questions = ModelQuestions()  # model diagnoses asked after containment (contain first)
 
     # --- one interval --------------------------------------------------------------------------
     def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
@@ -186,10 +197,11 @@ class PolicyLoop:
                                          self.ctx.settings.operator_namespace)
         protected = self.ctx.settings.all_protected_namespaces()  # scored (to page), never acted on
         snapshot = self.reader.snapshot(namespaces, spec.covered_kinds())
-        definitions = self._definitions(spec)
+        definitions = self._definitions(spec) + self._evidence_definitions(spec, namespaces)
+        queries = {s.name: s.query for s in spec.signals if s.query}
         holds = self._holds(namespaces)
         try:
-            sample = self.prometheus.sample(definitions, namespaces, snapshot.attribution, now)
+            sample = self.prometheus.sample(definitions, namespaces, snapshot.attribution, now, queries)
         except SignalsUnavailable as exc:
             # Missing data is not an anomaly: keep every hold as it is, decide nothing new from signals. What
             # the handlers recorded (containment undone, look-alikes found) is decided on all the same.
@@ -201,7 +213,14 @@ class PolicyLoop:
         if self.history is None:
             self.history = self.prometheus.history(definitions, namespaces, snapshot.attribution,
                                                    now - self.ctx.settings.warmup_history_s, now - 1,
-                                                   spec.interval.total_seconds())
+                                                   spec.interval.total_seconds(), queries)
+        # The signals of the broker's admin API and of the pod listing, read this interval like the rest.
+        self._poll_kafka(now)
+        names = [d.name for d in definitions]
+        for source in (kafka_values(self.kafka_snapshot, snapshot.attribution, names),
+                       kubernetes_values(snapshot, names)):
+            for ref, own in source.items():
+                sample.values[ref].update(own)
         verdicts: dict[WorkloadRef, WorkloadVerdict] = {}
         for ref, obj in snapshot.attribution.workloads.items():
             if not selectors.matches(spec.selector.workload_selector, obj["metadata"].get("labels") or {}):
@@ -222,7 +241,6 @@ class PolicyLoop:
             del self.scorers[ref]  # the workload is gone or no longer covered
             self.excursions.pop(ref, None)
             self.sustained.pop(ref, None)
-        self._poll_kafka(now)
         report.states = {ref: verdict.state for ref, verdict in verdicts.items()}
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
         breaker_limit = report.caps.max_anomalous_workloads
@@ -267,8 +285,19 @@ class PolicyLoop:
             self._kafka_retry_at = now + KAFKA_RETRY_S
 
     def _definitions(self, spec: SequestrationPolicySpec) -> list[SignalDefinition]:
+        """The signals the policy counts toward a verdict."""
         names = [s.name for s in spec.signals] or list(DEFAULT_SIGNALS)
         return [CATALOG[n] for n in names if n in CATALOG]
+
+    def _evidence_definitions(self, spec: SequestrationPolicySpec, namespaces: list[str]) -> list[SignalDefinition]:
+        """The signals the runbooks of these namespaces read that the policy does not count: sampled and
+        scored for the evidence (a runbook can only match a signal the loop produced), never for the verdict."""
+        catalog = self.ctx.diagnoser
+        if not isinstance(catalog, RunbookCatalog):
+            return []
+        counted = {d.name for d in self._definitions(spec)}
+        runbooks = {r.name: r for ns in namespaces for r in catalog.runbooks_for(ns)}
+        return [CATALOG[n] for n in sorted(signals_read_by(runbooks.values())) if n in CATALOG and n not in counted]
 
     def _scorer(self, ref: WorkloadRef, spec: SequestrationPolicySpec,
                 definitions: list[SignalDefinition]) -> WorkloadScorer:
@@ -280,6 +309,7 @@ class PolicyLoop:
                 persistence=self.ctx.settings.persistence_intervals,
                 directions={d.name: (("up", "down") if d.direction == "both" else (d.direction,)) for d in definitions},
                 thresholds={s.name: s.threshold for s in spec.signals if s.threshold is not None},
+                floors=floors(), evidence_only=frozenset(CATALOG) - {d.name for d in self._definitions(spec)},
                 scorer=ScorerConfig(warmup_points=self.ctx.settings.warmup_points,
                                     window=max(64, self.ctx.settings.warmup_points)))
             scorer = self.scorers[ref] = WorkloadScorer(config)
@@ -354,11 +384,14 @@ class PolicyLoop:
         obj = snapshot.attribution.workloads[ref]
         # Kafka actions need what the Kafka actuator acts on: an identity the workload declares.
         has_kafka = _declared_identity(obj) is not None
+        scorer = self.scorers.get(ref)
+        evidence_only = scorer.config.evidence_only if scorer is not None else frozenset()
         moved = self.sustained.get(ref, ()) or tuple(
             s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
-            or tuple(s.name for s in verdict.signals[:1])
+            or tuple(s.name for s in verdict.signals if s.name not in evidence_only)[:1]
         hold, record = (None, None)
         if held is not None:
+            held = self._model_diagnosis(spec, snapshot, ref, verdict, held, now)
             hold, record = self._hold_view(held, verdict, now, spec.interval.total_seconds(),
                                            spec.ttl.total_seconds() if spec.release.require_human else None)
         proposed, agreed = diagnosis_proposal((held.get("spec") or {}).get("diagnosis") or {}) if held else (None, True)
@@ -379,31 +412,97 @@ class PolicyLoop:
             self._advance(spec, held, record, decision, ref, now)
         return decision
 
-    def _diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
-                   verdict: WorkloadVerdict, incident: str, now: float) -> dict[str, Any]:
+    def _model_diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
+                         verdict: WorkloadVerdict, held: dict[str, Any], now: float) -> dict[str, Any]:
+        """A hold whose diagnosis awaits the model's answer: the answer, once there, replaces it on the hold
+        (and in the copy returned, so this interval decides on it). Not asked yet (the operator restarted
+        since the hold was made): asked now, from the evidence as it is now."""
+        diagnosis = (held.get("spec") or {}).get("diagnosis") or {}
+        catalog = self.ctx.diagnoser
+        if not diagnosis.get("awaiting") or not isinstance(catalog, RunbookCatalog):
+            return held
+        namespace, name = held["metadata"]["namespace"], held["metadata"]["name"]
+        answer = self.questions.answer((namespace, name))
+        if answer is None:
+            if not self.questions.asked((namespace, name)):
+                evidence = self._evidence(spec, snapshot, ref, verdict, name, now)
+                rungs = [r.name for r in spec.ladder]
+                self.questions.ask((namespace, name), lambda: catalog.diagnose(evidence, rungs))
+            return held
+        if isinstance(answer, BaseException):
+            record = {**diagnosis, "fallbackReason": f"error: {type(answer).__name__}: {answer}"[:300]}
+            record.pop("awaiting", None)
+        else:
+            record = answer.as_status()
+            catalog.record_match(namespace, answer.runbook, name, str(ref))
+        self.ctx.objects.patch_namespaced_custom_object(
+            GROUP, VERSION, namespace, PLURAL, name, [{"op": "replace", "path": "/spec/diagnosis", "value": record}],
+            _content_type="application/json-patch+json")
+        review = (record.get("review") or {}).get("verdict", "none")
+        message = (f"model diagnosis: {record.get('category')} -> {record.get('action')} (review {review})"
+                   + (f"; the rule diagnosis stands: {record['fallbackReason']}" if record.get("fallbackReason")
+                      else ""))
+        log.info("diagnosis.answered", sequestration=f"{namespace}/{name}", diagnoser=record.get("diagnoser"),
+                 category=record.get("category"), action=record.get("action"), review=review,
+                 tokens=record.get("tokens"), latency_ms=record.get("latencyMs"))
+        kopf.info(held, reason="Diagnosed", message=message[:1000])  # type: ignore[arg-type]  # a listed object
+        return {**held, "spec": {**(held.get("spec") or {}), "diagnosis": record}}
+
+    def _evidence(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
+                  verdict: WorkloadVerdict, incident: str, now: float) -> Evidence:
         lookback = now - self.ctx.settings.change_lookback_s
         changes = snapshot.changes(ref, lookback)
         obj = snapshot.attribution.workloads[ref]
         alerts = [{"name": a.name, "summary": a.summary, "labels": dict(a.labels), "since": a.starts_at}
                   for a in (self.alerts.for_workload(ref, snapshot.attribution, now) if self.alerts else [])]
         executors = next((s.value for s in verdict.signals if s.name == "spark_executors"), None)
-        evidence = build_evidence(incident, ref, signals=signal_summaries(verdict), changes=changes, alerts=alerts,
-                                  spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
-                                  kafka=self._kafka_context(ref, snapshot),
-                                  spark=spark_context(obj, executors) if ref.kind in SPARK_KINDS else None,
-                                  since=verdict.since)
+        signals = signal_summaries(verdict, self._yesterday(ref, snapshot, spec, now))
+        return build_evidence(incident, ref, signals=signals, changes=changes, alerts=alerts,
+                              spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
+                              kafka=self._kafka_context(ref, snapshot),
+                              spark=spark_context(obj, executors) if ref.kind in SPARK_KINDS else None,
+                              since=verdict.since)
+
+    def _diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
+                   verdict: WorkloadVerdict, incident: str, now: float) -> dict[str, Any]:
+        """The diagnosis a new hold is made with. With a model configured, the rule diagnosis, marked as
+        awaiting the model, whose answer comes at a later interval (`_model_diagnosis`): containment never
+        waits for a model."""
+        evidence = self._evidence(spec, snapshot, ref, verdict, incident, now)
         if self.diagnose is None:
             return {"summary": verdict.explain(), "evidence": [i.summary for i in evidence.items]}
+        rungs = [r.name for r in spec.ladder]
+        catalog = self.ctx.diagnoser
         try:
-            if isinstance(self.ctx.diagnoser, RunbookCatalog):
-                self.ctx.diagnoser.refresh()  # a runbook added with kubectl counts from the next incident
-            diagnosis = self.diagnose(evidence, [r.name for r in spec.ladder])
+            if isinstance(catalog, RunbookCatalog):
+                catalog.refresh()  # a runbook added with kubectl counts from the next incident
+                diagnoser = catalog.diagnoser_for(ref.namespace)
+                if diagnoser.asks_model:
+                    self.questions.ask((ref.namespace, incident), lambda: diagnoser.diagnose(evidence, rungs))
+                    first = diagnoser.by_rules(evidence, rungs)
+                    return {**first.as_status(), "awaiting": "model"}
+            diagnosis = self.diagnose(evidence, rungs)
         except Exception as exc:  # diagnosis never blocks containment
             log.warning("diagnosis failed", workload=str(ref), error=str(exc)[:300])
             return {"summary": verdict.explain(), "error": str(exc)[:300]}
         if isinstance(self.ctx.diagnoser, RunbookCatalog):
             self.ctx.diagnoser.record_match(ref.namespace, diagnosis.runbook, incident, str(ref))
         return dict(diagnosis.model_dump(by_alias=True, mode="json"))
+
+    def _yesterday(self, ref: WorkloadRef, snapshot: ClusterSnapshot, spec: SequestrationPolicySpec,
+                   now: float) -> dict[str, float]:
+        """The workload's Prometheus signals at the same time yesterday (once per incident). Where Prometheus
+        has no such history, or yesterday's series belong to pods that no longer exist (a rollout renamed
+        them), the signal has no seasonal ratio: unknown, not "normal"."""
+        namespaces = sorted({ref.namespace})
+        definitions = self._definitions(spec) + self._evidence_definitions(spec, namespaces)
+        try:
+            past = self.prometheus.sample(definitions, namespaces, snapshot.attribution, now - DAY_S,
+                                          {s.name: s.query for s in spec.signals if s.query})
+        except SignalsUnavailable as exc:  # evidence is best effort
+            log.info("signals.yesterday_unknown", workload=str(ref), error=str(exc)[:200])
+            return {}
+        return dict(past.values.get(ref, {}))
 
     def _events(self, ref: WorkloadRef, snapshot: ClusterSnapshot, since: float) -> list[dict[str, Any]]:
         try:

@@ -164,14 +164,13 @@ class Diagnoser:
             self.budget.spend(failure.tokens)
             return self._fallback(by_rules, failure.reason, started, prompt_hash=digest,
                                   tokens=failure.tokens or tokens, attempts=failure.attempts or attempts)
-        target = proposal.target
-        proposed = ModelProposal(category=proposal.category, action=proposal.action,
-                                 target=f"{target.namespace}/{target.kind}/{target.name}",
+        proposed = ModelProposal(category=proposal.category, action=proposal.action, target=proposal.target,
                                  confidence=proposal.confidence, citations=tuple(proposal.citations))
         expected = (by_rules.category, by_rules.action) if by_rules.runbook else None
         findings = review.check(proposal, evidence, allowed_rungs, frozenset(r.id for r in matched), expected)
         second, reviewer_tokens, reviewer_failure = None, 0, None
-        if settings.review and not any(not f.ok and f.check in review.HARD_CHECKS for f in findings):
+        if settings.review and (settings.review_always
+                                or not any(not f.ok and f.check in review.HARD_CHECKS for f in findings)):
             try:
                 answer = llm.complete(self.client, settings, llm.reviewer_messages(evidence, matched, proposal),
                                       "review", review_schema, sleep=self.sleep, purpose="review",
@@ -193,7 +192,7 @@ class Diagnoser:
                                   tokens=total, attempts=attempts, review=verdict, proposed=proposed)
         action, rationale = proposal.action, proposal.rationale
         if verdict.verdict == "disputed":
-            action = _capped(proposal.action, by_rules.action, allowed_rungs)
+            action = _capped(by_rules.action, allowed_rungs)
             log.warning("diagnosis.review.disputed", incident=evidence.incident, proposed=proposal.action,
                         capped=action, notes=verdict.notes)
             rationale = f"{rationale} [disputed by review, capped at {action}, a human is asked: {verdict.notes}]"
@@ -208,12 +207,13 @@ class Diagnoser:
             latency_ms=_ms(started), attempts=attempts, proposed=proposed)
 
 
-def _capped(proposed: str, by_rules: str, allowed_rungs: Sequence[str]) -> str:
-    """A disputed proposal escalates no further than containment (the first acting rung) and no further
-    than the rule diagnosis when that is safer."""
+def _capped(by_rules: str, allowed_rungs: Sequence[str]) -> str:
+    """A disputed proposal is not acted on as proposed: the rule diagnosis stands, at most containment (the
+    first acting rung). So a dispute never escalates, never turns a look-alike into a sequester, and never
+    lets a model's "none" drop what the runbooks found on measured evidence."""
     ladder = list(allowed_rungs)
     first_acting = next((r for r in ladder if acts(r)), NO_ACTION)
-    return min((proposed, by_rules, first_acting), key=lambda r: severity(r, ladder))
+    return min((by_rules, first_acting), key=lambda r: severity(r, ladder))
 
 
 def _ms(started: float) -> float:

@@ -47,6 +47,9 @@ class LlmSettings(BaseModel):
     bounded_output: bool = True
     # The reviewer's model, when it should not be the proposer's (None: the same model).
     review_model: str | None = None
+    # Ask the reviewer even when a hard check already refused the proposal (model qualification: every
+    # safeguard is measured on its own). Off in the operator: that answer could not change anything.
+    review_always: bool = False
 
     @classmethod
     def from_env(cls, environ: dict[str, str], **overrides: Any) -> LlmSettings:
@@ -72,12 +75,6 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class TargetOut(_Strict):
-    namespace: str
-    kind: str
-    name: str
-
-
 class Proposal(_Strict):
     """What the proposer must return (validated; anything else is invalid output)."""
 
@@ -86,7 +83,7 @@ class Proposal(_Strict):
     confidence: float = Field(ge=0, le=1)
     citations: list[str] = Field(max_length=40)
     action: str = Field(min_length=1, max_length=40)
-    target: TargetOut
+    target: str = Field(max_length=400)  # namespace/kind/name, as the document's `workload.key` gives it
     rationale: str = Field(max_length=4000)
     summary: str = Field(min_length=1, max_length=400)
 
@@ -130,7 +127,7 @@ ROOT_CAUSE_MAX = 300
 RATIONALE_MAX = 400
 SUMMARY_MAX = 160
 REASONS_MAX = 300
-NAMESPACE_MAX, KIND_MAX, NAME_MAX = 63, 40, 253
+TARGET_MAX = 63 + 40 + 253 + 2  # namespace/kind/name at Kubernetes' own limits
 CITATIONS_MAX = 8
 # The rungs a model may name: every canonical one, not only what the policy allows. A model that picks a
 # rung the policy forbids is then caught, and counted, by the review (check "action-allowed"), instead of
@@ -166,7 +163,7 @@ def bounded_proposal_schema(categories: Collection[str], citable: Sequence[str],
         "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         "citations": _ids(citable),
         "action": {"type": "string", "enum": actions},
-        "target": _object({"namespace": _text(NAMESPACE_MAX), "kind": _text(KIND_MAX), "name": _text(NAME_MAX)}),
+        "target": _text(TARGET_MAX),
         "rationale": _text(RATIONALE_MAX),
         "summary": _text(SUMMARY_MAX),
     })
@@ -192,7 +189,7 @@ Rules:
 - Choose `action` only from `allowedActions` (or "none"). Prefer the safest action that contains the
   harm; choose "none" when the evidence shows expected behaviour (rollout, declared backfill, daily peak,
   consumer catching up).
-- `target` must be exactly the incident's workload.
+- `target` must be exactly the incident's workload, written as `workload.key` gives it.
 - Cite the ids of the evidence items (and runbooks) your diagnosis relies on; cite only ids present.
 - If a matching runbook fits, use its category and action; if you disagree with it, explain why.
 - `confidence` in [0,1] reflects how well the cited measurements support the root cause.
@@ -223,7 +220,7 @@ def proposer_messages(evidence: Evidence, runbooks: Sequence[Runbook],
     document = {
         "incident": evidence.incident,
         "workload": {"namespace": evidence.workload.namespace, "kind": evidence.workload.kind,
-                     "name": evidence.workload.name},
+                     "name": evidence.workload.name, "key": evidence.workload.key},
         "allowedActions": [*allowed_rungs, NO_ACTION],
         "matchingRunbooks": runbook_context(runbooks),
         "evidence": [item.model_dump() for item in evidence.items],

@@ -4,8 +4,9 @@ Hard checks (a failure rejects the proposal; the rule diagnosis is used): the ta
 workload, the action is allowed by policy, every citation exists, and an action that changes the
 workload cites at least one measurement (a signal, Kafka or Spark state, a Warning event), not only
 free text a workload can write itself (logs, annotations, alert descriptions).
-Soft checks (a failure disputes it: capped, a human asked): agreement with the best matching runbook,
-and confidence in proportion to what is cited.
+Soft checks (a failure disputes it: the rule diagnosis, capped at containment, and a human asked):
+agreement with the best matching runbook (its category and rung, neither more nor less), and confidence in
+proportion to what is cited.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from sequestra.model.diagnosis import NO_ACTION, Review, ReviewFinding, acts, se
 from sequestra.model.evidence import Evidence, EvidenceItem
 
 HARD_CHECKS = frozenset({"target", "action-allowed", "citations-exist", "citations-support"})
+SOFT_CHECKS = frozenset({"runbook", "confidence"})
 
 
 def _measured_anomaly(item: EvidenceItem) -> bool:
@@ -39,10 +41,9 @@ def check(proposal: Proposal, evidence: Evidence, allowed_rungs: Sequence[str], 
     """`expected` is the best matching runbook's (category, fitted action), if any runbook matched."""
     findings = []
     workload = evidence.workload
-    target = proposal.target
-    same = (target.namespace, target.kind, target.name) == (workload.namespace, workload.kind, workload.name)
+    same = proposal.target == workload.key
     findings.append(ReviewFinding(check="target", ok=same, message="" if same else (
-        f"targets {target.namespace}/{target.kind}/{target.name}, not the incident's workload {workload.key}")))
+        f"targets {proposal.target[:120]}, not the incident's workload {workload.key}")))
     allowed = proposal.action == NO_ACTION or proposal.action in allowed_rungs
     findings.append(ReviewFinding(check="action-allowed", ok=allowed, message="" if allowed else (
         f"action {proposal.action!r} is not among the allowed {[*allowed_rungs, NO_ACTION]}")))
@@ -56,8 +57,10 @@ def check(proposal: Proposal, evidence: Evidence, allowed_rungs: Sequence[str], 
     findings.append(ReviewFinding(check="citations-support", ok=supported, message="" if supported else (
         f"action {proposal.action} cites no measured anomaly (only {[i.id for i in cited]})")))
     if expected is not None:
+        # Both ways: escalating past the runbook, and a confident "none" (or a lighter rung) where a matching
+        # runbook, on measured evidence, calls for acting, are what a small or a misled model gets wrong.
         category, action = expected
-        agrees = proposal.category == category and severity(proposal.action, list(allowed_rungs)) <= severity(
+        agrees = proposal.category == category and severity(proposal.action, list(allowed_rungs)) == severity(
             action, list(allowed_rungs))
         findings.append(ReviewFinding(check="runbook", ok=agrees, message="" if agrees else (
             f"contradicts the matching runbook ({category} -> {action}) with {proposal.category} -> "

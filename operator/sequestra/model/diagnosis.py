@@ -44,7 +44,7 @@ class ReviewFinding(CamelModel):
 class Review(CamelModel):
     """The independent reviewer's verdict on a proposal.
 
-    approved: the proposal stands. disputed: it stands only capped (no escalation beyond the first rung)
+    approved: the proposal stands. disputed: the rule diagnosis stands, capped at the first acting rung,
     and a human is asked. rejected: a hard check failed; the rule diagnosis is used instead."""
 
     verdict: Literal["approved", "disputed", "rejected"]
