@@ -242,7 +242,10 @@ def score(
 
 
 @app.command()
-def demo() -> None:
+def demo(
+    llm: Annotated[bool, typer.Option("--llm", help="diagnose with the sandbox's language model (rules contain "
+                                                    "first; the model's reviewed answer follows)")] = False,
+) -> None:
     """Bring the sandbox up, show each real component at work, then replay a producer flood and a runaway
     Spark application against the real operator."""
     from sequestra import demo as incident
@@ -256,7 +259,7 @@ def demo() -> None:
         lifecycle.up(paths, _progress)
         tour.run(paths, print)
         print("\n=== The incident Sequestra exists for: a flag flip floods Kafka, and nobody is paged ===")
-        incident.run(paths, print)
+        incident.run(paths, print, model=llm)
     except (SandboxError, InstallError) as exc:
         _fail(str(exc))
 

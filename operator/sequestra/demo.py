@@ -129,8 +129,9 @@ def broker_produce_rate(user: str) -> float | None:
 
 
 class IncidentDemo:
-    def __init__(self, paths: SandboxPaths, say: Say) -> None:
-        self.paths, self.say = paths, say
+    def __init__(self, paths: SandboxPaths, say: Say, *, model: bool = False) -> None:
+        """`model`: diagnose with the sandbox's language model (rules first, the model's answer after)."""
+        self.paths, self.say, self.model = paths, say, model
         self.api = config.new_client_from_config(config_file=str(paths.kubeconfig))
         self.core, self.apps = client.CoreV1Api(self.api), client.AppsV1Api(self.api)
         self.objects = client.CustomObjectsApi(self.api)
@@ -189,11 +190,19 @@ class IncidentDemo:
                # The workloads were created seconds ago: their history is a start-up ramp, not a baseline.
                "SEQUESTRA_WARMUP_HISTORY_S": "0",
                "SEQUESTRA_ALERT_WEBHOOK_PORT": "0", "SEQUESTRA_LOG_LEVEL": "WARNING"}
+        if self.model:
+            # Each request waits for CPU behind the sandbox at the model server's niceness: a long timeout.
+            env.update({"OPENAI_BASE_URL": endpoints.model_server_url(), "SEQUESTRA_LLM_MODEL": endpoints.SANDBOX_MODEL,
+                        "SEQUESTRA_LLM_TIMEOUT_S": "180"})
         log = (self.paths.logs / "demo-operator.log").open("ab")
-        self.say(f"operator: `sequestra run` (log: {self.paths.logs / 'demo-operator.log'}); diagnoser: "
-                 + ("LLM at " + os.environ.get("OPENAI_BASE_URL", "api.openai.com")
-                    if os.environ.get("OPENAI_API_KEY") or os.environ.get("OPENAI_BASE_URL")
-                    else "built-in rules (runbooks/); set OPENAI_API_KEY/OPENAI_BASE_URL for an LLM"))
+        if self.model:
+            diagnoser = (f"the sandbox's model {endpoints.SANDBOX_MODEL} (llama.cpp at "
+                         f"{endpoints.model_server_url()}), reviewed, after the rules have contained")
+        elif env.get("OPENAI_API_KEY") or env.get("OPENAI_BASE_URL"):
+            diagnoser = "LLM at " + (env.get("OPENAI_BASE_URL") or "api.openai.com")
+        else:
+            diagnoser = "built-in rules (runbooks/); `make demo LLM=1` for the sandbox's language model"
+        self.say(f"operator: `sequestra run` (log: {self.paths.logs / 'demo-operator.log'}); diagnoser: {diagnoser}")
         return subprocess.Popen([sys.executable, "-m", "sequestra.cli", "run", "--standalone", "--namespace",
                                  NAMESPACE], env=env, stdout=log, stderr=subprocess.STDOUT)
 
@@ -211,11 +220,18 @@ class IncidentDemo:
                 self.timeline.mark("created")
             self._once(f"{name}:created", f"anomaly → Sequestration {name} for {target}: {spec.get('reason', '')}")
             diagnosis = spec.get("diagnosis") or {}
-            if diagnosis.get("summary"):
-                self._once(f"{name}:diagnosis", f"diagnosis ({diagnosis.get('diagnoser', 'rules')}"
+            if diagnosis.get("summary") and not self.seen & {f"{name}:diagnosis", f"{name}:awaiting"}:
+                self._once(f"{name}:awaiting" if diagnosis.get("awaiting") else f"{name}:diagnosis",
+                           f"diagnosis ({diagnosis.get('diagnoser', 'rules')}"
                            f"{', runbook ' + diagnosis['runbook'] if diagnosis.get('runbook') else ''}): "
                            f"{diagnosis.get('category', '?')} — {diagnosis['summary']}; proposed action: "
-                           f"{diagnosis.get('action', 'none')}")
+                           f"{diagnosis.get('action', 'none')}"
+                           + ("; the model is asked now, containment does not wait for it"
+                              if diagnosis.get("awaiting") else ""))
+            if f"{name}:awaiting" in self.seen and not diagnosis.get("awaiting") and diagnosis:
+                if spec["target"]["name"] == "checkout":
+                    self.timeline.mark("model-answered")
+                self._once(f"{name}:model", _model_answer(diagnosis))
             phase = status.get("phase")
             if phase:
                 self._once(f"{name}:{phase}", f"{name} is {phase}: {status.get('message', '')}")
@@ -328,6 +344,8 @@ class IncidentDemo:
                 ("flag flip → throttle measured effective", self.timeline.since("flood", "effective")),
                 ("flag flip → released after TTL", self.timeline.since("flood", "released")),
                 ("Spark runaway → executors capped", self.timeline.since("spark", "spark-capped"))]
+        if self.model:
+            rows.insert(1, ("flag flip → the model's reviewed answer", self.timeline.since("flood", "model-answered")))
         self.say("")
         self.say("summary                                      seconds")
         for label, seconds in rows:
@@ -337,8 +355,21 @@ class IncidentDemo:
 
 
 
-def run(paths: SandboxPaths, say: Say) -> None:
-    demo = IncidentDemo(paths, say)
+def _model_answer(diagnosis: dict[str, Any]) -> str:
+    """One line for the model's answer as recorded on the hold: what it proposed, what the review said,
+    what stands, and what it cost."""
+    proposed = diagnosis.get("proposed") or {}
+    review = (diagnosis.get("review") or {}).get("verdict")
+    said = (f"it proposed {proposed.get('category')} -> {proposed.get('action')} on {proposed.get('target')}"
+            if proposed else "no usable answer")
+    stands = (f"the rule diagnosis stands ({str(diagnosis['fallbackReason'])[:160]})" if diagnosis.get("fallbackReason")
+              else f"{diagnosis.get('category')} -> {diagnosis.get('action')} stands")
+    return (f"model {diagnosis.get('model')}: {said}; review {review or 'none'}; {stands}; "
+            f"{diagnosis.get('tokens', 0)} tokens, {float(diagnosis.get('latencyMs') or 0) / 1000:.1f} s")
+
+
+def run(paths: SandboxPaths, say: Say, *, model: bool = False) -> None:
+    demo = IncidentDemo(paths, say, model=model)
     demo.reset()
     demo.set_up()
     demo.receiver.start()
