@@ -282,11 +282,20 @@ def test_the_schema_on_the_wire_bounds_every_string_and_array(fake: FakeOpenAI) 
     assert "kafka-producer-flood" in proposal["category"]["enum"] and "unknown" in proposal["category"]["enum"]
 
 
-def test_unbounded_schemas_for_endpoints_that_refuse_the_bounds(fake: FakeOpenAI) -> None:
-    fake.script("diagnosis", {"content": _proposal()})
-    _diagnoser(fake, bounded_output=False, review=False).diagnose(_evidence(), LADDER)
-    schema = fake.requests[0]["response_format"]["json_schema"]["schema"]
-    assert "enum" not in json.dumps(schema) and "maxItems" in json.dumps(schema)  # pydantic's own limits only
+@pytest.mark.parametrize(("base_url", "bounded", "expected"), [
+    ("http://127.0.0.1:19105/v1", None, True),  # llama.cpp, vLLM, Ollama: a grammar needs the bounds
+    ("https://api.openai.com/v1", None, False),  # strict mode there refuses maxLength and friends
+    ("https://team.openai.azure.com/openai/v1", None, False),
+    ("https://api.openai.com/v1", True, True),  # said explicitly: as said
+])
+def test_bounds_are_sent_only_where_the_endpoint_takes_them(fake: FakeOpenAI, base_url: str, bounded: bool | None,
+                                                             expected: bool) -> None:
+    assert LlmSettings(base_url=base_url, bounded_output=bounded).bounds_schema() is expected
+    fake.script("diagnosis", {"content": _proposal(root_cause="x" * 1000)})
+    result = _diagnoser(fake, bounded_output=False, review=False).diagnose(_evidence(), LADDER)
+    schema = json.dumps(fake.requests[0]["response_format"]["json_schema"]["schema"])
+    assert not any(k in schema for k in ("maxLength", "maxItems", "minimum", "maximum")) and "enum" in schema
+    assert result.diagnoser == "llm"  # our own limits still apply on parsing: 1000 < 2000 characters
 
 
 def test_the_reviewer_can_be_another_model_and_is_asked_even_after_a_refusal_when_told(fake: FakeOpenAI) -> None:

@@ -144,9 +144,10 @@ class Diagnoser:
         messages = llm.proposer_messages(evidence, matched, allowed_rungs)
         citable = sorted(evidence.ids() | {r.id for r in matched})
         categories = {r.spec.diagnosis.category for r in self.runbooks}
-        proposal_schema, review_schema = (
-            (llm.bounded_proposal_schema(categories, citable, allowed_rungs), llm.bounded_review_schema(citable))
-            if settings.bounded_output else (llm.PROPOSAL_SCHEMA, llm.REVIEW_SCHEMA))
+        proposal_schema = llm.bounded_proposal_schema(categories, citable, allowed_rungs)
+        review_schema = llm.bounded_review_schema(citable)
+        if not settings.bounds_schema():
+            proposal_schema, review_schema = llm.without_bounds(proposal_schema), llm.without_bounds(review_schema)
         digest = llm.prompt_hash(settings.model, messages)
         need = estimate_tokens(messages) + settings.max_output_tokens
         if settings.review:

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit
 
 import openai
 import structlog
@@ -41,15 +42,22 @@ class LlmSettings(BaseModel):
     tokens_per_hour: int = Field(default=200_000, ge=0)
     max_output_tokens: int = Field(default=800, gt=0)
     review: bool = True  # a second, independent model call reviews every proposal
-    # Send schemas with every string and array bounded (maxLength, enums, maxItems). Servers that enforce the
-    # schema as a grammar (llama.cpp, vLLM, Ollama) need it; an endpoint that refuses those keywords in a
-    # strict schema (HTTP 400) works with it off, max_output_tokens then bounding the answer.
-    bounded_output: bool = True
+    # Send schemas with every string and array bounded (maxLength, maxItems). Servers that enforce the schema
+    # as a grammar (llama.cpp, vLLM, Ollama) need it, or a small model runs on until max_tokens cuts the JSON.
+    # OpenAI's and Azure OpenAI's strict mode refuse those keywords (HTTP 400): without them, max_output_tokens
+    # bounds the answer and the limits are checked on our side. None: off for those two hosts, on elsewhere.
+    bounded_output: bool | None = None
     # The reviewer's model, when it should not be the proposer's (None: the same model).
     review_model: str | None = None
     # Ask the reviewer even when a hard check already refused the proposal (model qualification: every
     # safeguard is measured on its own). Off in the operator: that answer could not change anything.
     review_always: bool = False
+
+    def bounds_schema(self) -> bool:
+        if self.bounded_output is not None:
+            return self.bounded_output
+        host = (urlsplit(self.base_url).hostname or "") if self.base_url else "api.openai.com"
+        return not (host == "api.openai.com" or host.endswith(".openai.azure.com"))
 
     @classmethod
     def from_env(cls, environ: dict[str, str], **overrides: Any) -> LlmSettings:
@@ -95,34 +103,9 @@ class ReviewOut(_Strict):
     reasons: str = Field(max_length=2000)
 
 
-def _schema(model: type[BaseModel]) -> dict[str, Any]:
-    """The model's JSON schema in the strict form structured outputs want (all required, no extras)."""
-    schema = model.model_json_schema()
-
-    def strict(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") == "object" and "properties" in node:
-                node["required"] = list(node["properties"])
-                node["additionalProperties"] = False
-            for key in ("title", "default"):
-                node.pop(key, None)
-            for value in node.values():
-                strict(value)
-        elif isinstance(node, list):
-            for value in node:
-                strict(value)
-
-    strict(schema)
-    return schema
-
-
-PROPOSAL_SCHEMA = _schema(Proposal)
-REVIEW_SCHEMA = _schema(ReviewOut)
-
 # Bounds of an answer on the wire. A server that turns the schema into a grammar (llama.cpp, vLLM) ends
 # a bounded string where the bound says; an unbounded one lets a small model run on until max_tokens cuts
 # the JSON short. Together they stay well under LlmSettings.max_output_tokens (about 1,900 characters).
-CATEGORY_MAX = 63
 ROOT_CAUSE_MAX = 300
 RATIONALE_MAX = 400
 SUMMARY_MAX = 160
@@ -167,6 +150,19 @@ def bounded_proposal_schema(categories: Collection[str], citable: Sequence[str],
         "rationale": _text(RATIONALE_MAX),
         "summary": _text(SUMMARY_MAX),
     })
+
+
+_BOUNDS = frozenset({"maxLength", "minLength", "maxItems", "minItems", "minimum", "maximum", "pattern"})
+
+
+def without_bounds(schema: Any) -> Any:
+    """The schema in the subset every strict structured-output endpoint takes: types, enums, required
+    properties, no extras; no length, count or range keywords (`parse` still enforces the model's limits)."""
+    if isinstance(schema, dict):
+        return {k: without_bounds(v) for k, v in schema.items() if k not in _BOUNDS}
+    if isinstance(schema, list):
+        return [without_bounds(v) for v in schema]
+    return schema
 
 
 def bounded_review_schema(citable: Sequence[str]) -> dict[str, Any]:
