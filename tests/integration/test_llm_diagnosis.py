@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from kubernetes import client
+from prometheus_client import REGISTRY
 
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, VERSION
@@ -47,6 +48,7 @@ def test_the_loop_contains_first_and_records_the_real_models_reviewed_diagnosis(
         GROUP, VERSION, namespace, POLICY_PLURAL, cpu_policy)
     ladder_actions = [a for rung in cpu_policy["spec"]["ladder"] for a in rung.get("actions", [])]
     seqs = Sequestrations(api_client, namespace)
+    tokens_before = REGISTRY.get_sample_value("sequestra_llm_tokens_total") or 0.0
     with running_operator(sandbox, **LOOP_ENV, **MODEL_ENV):
         wait_scored(api_client, namespace, "cpu", 2)
         hog(namespace, "hog-", 2.0)
@@ -69,6 +71,10 @@ def test_the_loop_contains_first_and_records_the_real_models_reviewed_diagnosis(
                 assert answered["diagnoser"] == "rules" and answered["fallbackReason"].startswith("review-rejected")
         else:  # no usable answer (invalid output, timeout): the rule diagnosis stands, saying why
             assert answered["diagnoser"] == "rules" and answered["fallbackReason"], answered
+        # Counted where the dashboard and the SequestraLLMErrors alert look (the operator runs in this process).
+        assert (REGISTRY.get_sample_value("sequestra_llm_tokens_total") or 0.0) - tokens_before == answered["tokens"]
+        verdict_label = (answered.get("review") or {}).get("verdict", "none")
+        assert (REGISTRY.get_sample_value("sequestra_llm_answers_total", {"verdict": verdict_label}) or 0) >= 1
         events = client.CoreV1Api(api_client).list_namespaced_event(
             namespace, field_selector=f"involvedObject.name={name},reason=Diagnosed").items
         assert events, "the answer is an Event on the hold"

@@ -73,3 +73,19 @@ def test_the_admission_guard_is_rendered_from_crds_guard_for_the_release() -> No
 def test_the_admission_guard_can_be_switched_off() -> None:
     kinds = {d["kind"] for d in split_documents(render("--set", "admissionGuard.enabled=false"))}
     assert not kinds & {"ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"}
+
+
+def test_every_operator_metric_the_dashboard_and_alerts_query_is_one_the_operator_exports() -> None:
+    # A panel or an alert on a metric nothing exports stays empty, or silent, without anyone noticing.
+    import prometheus_client
+
+    import sequestra.controller.handlers  # noqa: F401  # registers every metric of the operator
+
+    exported = set()
+    for metric in prometheus_client.REGISTRY.collect():
+        suffixes = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
+        exported |= {metric.name + suffix for suffix in suffixes.get(metric.type, ("",))}
+    sources = [*(CHART / "files" / "dashboards").glob("*.json"), CHART / "templates" / "prometheusrule.yaml"]
+    queried = {name for path in sources for name in re.findall(r"\bsequestra_[a-z_]+", path.read_text())}
+    assert queried, "the dashboard and the alerts query the operator's metrics"
+    assert sorted(queried - exported) == []

@@ -31,6 +31,7 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
+from sequestra.controller import metrics
 from sequestra.controller.policies import apply_conditions, covered_namespaces
 from sequestra.controller.questions import ModelQuestions
 from sequestra.controller.runbooks import RunbookCatalog
@@ -59,7 +60,13 @@ from sequestra.policy.decide import (
 )
 from sequestra.policy.guardrails import Caps
 from sequestra.scoring.baselines import moved as moved_from
-from sequestra.scoring.combiner import CombinerConfig, WorkloadScorer, WorkloadVerdict
+from sequestra.scoring.combiner import (
+    CombinerConfig,
+    SignalExplanation,
+    WorkloadScorer,
+    WorkloadVerdict,
+    explain_history,
+)
 from sequestra.scoring.excursions import ExcursionTracker
 from sequestra.scoring.series import ScorerConfig
 from sequestra.signals.alerts import WEBHOOK_PATH, AlertBook, webhook_app
@@ -197,7 +204,10 @@ class PolicyLoop:
                                          self.ctx.settings.operator_namespace)
         protected = self.ctx.settings.all_protected_namespaces()  # scored (to page), never acted on
         snapshot = self.reader.snapshot(namespaces, spec.covered_kinds())
-        definitions = self._definitions(spec) + self._evidence_definitions(spec, namespaces)
+        # The runbooks' other signals from the admin API and the pod listing are read every interval: they
+        # have no history to read later. Prometheus ones are read back when an incident opens (_evidence).
+        definitions = self._definitions(spec) + [d for d in self._evidence_definitions(spec, namespaces)
+                                                 if d.source != "prometheus"]
         queries = {s.name: s.query for s in spec.signals if s.query}
         holds = self._holds(namespaces)
         try:
@@ -290,8 +300,8 @@ class PolicyLoop:
         return [CATALOG[n] for n in names if n in CATALOG]
 
     def _evidence_definitions(self, spec: SequestrationPolicySpec, namespaces: list[str]) -> list[SignalDefinition]:
-        """The signals the runbooks of these namespaces read that the policy does not count: sampled and
-        scored for the evidence (a runbook can only match a signal the loop produced), never for the verdict."""
+        """The signals the runbooks of these namespaces read that the policy does not count: scored for the
+        evidence (a runbook can only match a signal the loop produced), never for the verdict."""
         catalog = self.ctx.diagnoser
         if not isinstance(catalog, RunbookCatalog):
             return []
@@ -438,6 +448,7 @@ class PolicyLoop:
         self.ctx.objects.patch_namespaced_custom_object(
             GROUP, VERSION, namespace, PLURAL, name, [{"op": "replace", "path": "/spec/diagnosis", "value": record}],
             _content_type="application/json-patch+json")
+        metrics.count_model_answer(record)
         review = (record.get("review") or {}).get("verdict", "none")
         message = (f"model diagnosis: {record.get('category')} -> {record.get('action')} (review {review})"
                    + (f"; the rule diagnosis stands: {record['fallbackReason']}" if record.get("fallbackReason")
@@ -456,7 +467,8 @@ class PolicyLoop:
         alerts = [{"name": a.name, "summary": a.summary, "labels": dict(a.labels), "since": a.starts_at}
                   for a in (self.alerts.for_workload(ref, snapshot.attribution, now) if self.alerts else [])]
         executors = next((s.value for s in verdict.signals if s.name == "spark_executors"), None)
-        signals = signal_summaries(verdict, self._yesterday(ref, snapshot, spec, now))
+        scored = replace(verdict, signals=verdict.signals + self._evidence_signals(ref, snapshot, spec, verdict, now))
+        signals = signal_summaries(scored, self._yesterday(ref, snapshot, spec, now))
         return build_evidence(incident, ref, signals=signals, changes=changes, alerts=alerts,
                               spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
                               kafka=self._kafka_context(ref, snapshot),
@@ -488,6 +500,27 @@ class PolicyLoop:
         if isinstance(self.ctx.diagnoser, RunbookCatalog):
             self.ctx.diagnoser.record_match(ref.namespace, diagnosis.runbook, incident, str(ref))
         return dict(diagnosis.model_dump(by_alias=True, mode="json"))
+
+    def _evidence_signals(self, ref: WorkloadRef, snapshot: ClusterSnapshot, spec: SequestrationPolicySpec,
+                          verdict: WorkloadVerdict, now: float) -> tuple[SignalExplanation, ...]:
+        """The runbooks' Prometheus signals the loop does not read every interval, scored once from their
+        recent history (one range query each, when an incident opens): every interval would cost a query
+        per signal over every pod of the policy, for evidence that is needed only now."""
+        have = {s.name for s in verdict.signals}
+        wanted = [d for d in self._evidence_definitions(spec, [ref.namespace])
+                  if d.source == "prometheus" and d.name not in have]
+        if not wanted:
+            return ()
+        window_s = self.ctx.settings.warmup_history_s or 3600.0
+        history = self.prometheus.history(wanted, [ref.namespace], snapshot.attribution, now - window_s, now,
+                                          spec.interval.total_seconds(),
+                                          {s.name: s.query for s in spec.signals if s.query})
+        scorer = self.scorers.get(ref)
+        config = scorer.config if scorer is not None else CombinerConfig(
+            floors=floors(), evidence_only=frozenset(CATALOG),
+            scorer=ScorerConfig(warmup_points=self.ctx.settings.warmup_points,
+                                window=max(64, self.ctx.settings.warmup_points)))
+        return explain_history(history.points.get(ref, {}), config)
 
     def _yesterday(self, ref: WorkloadRef, snapshot: ClusterSnapshot, spec: SequestrationPolicySpec,
                    now: float) -> dict[str, float]:
