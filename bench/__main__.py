@@ -1,6 +1,7 @@
 """Run every benchmark and print its figures (and ratios to the goals) for the docs.
 
-    python -m bench            # all: sandbox start, operator at 1k and at 10k pods, NAB, scoring at 1k-100k series
+    python -m bench            # all: sandbox start, operator at 1k and at 10k pods, NAB, scoring at 1k-100k series,
+                               # and the sandbox's language model qualified on the eval suite (docs/QUALIFICATION.md)
     python -m bench --quick    # sandbox start, operator at 1k pods, NAB (batch path), scoring at 1k-10k series
     (both also time containment of a producer flood: 10 runs, 3 with --quick)
 """
@@ -11,7 +12,7 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from bench import nab, operator_scale, sandbox_start, scoring_throughput, time_to_contain
+from bench import model_qualification, nab, operator_scale, sandbox_start, scoring_throughput, time_to_contain
 
 
 class Result(Protocol):
@@ -35,6 +36,8 @@ def main() -> int:
     # NAB through the same scorer's batch path (same scores, faster) and up to 10k series.
     runs.append(lambda: nab.run(through_cli=not quick))
     runs.append(lambda: scoring_throughput.run(quick=quick))
+    if not quick:
+        runs.append(model_qualification.run)  # every scenario through the real model: 15-40 min
     failed = False
     for run in runs:
         result = run()
