@@ -75,9 +75,9 @@ def test_the_loop_contains_first_and_records_the_real_models_reviewed_diagnosis(
         assert (REGISTRY.get_sample_value("sequestra_llm_tokens_total") or 0.0) - tokens_before == answered["tokens"]
         verdict_label = (answered.get("review") or {}).get("verdict", "none")
         assert (REGISTRY.get_sample_value("sequestra_llm_answers_total", {"verdict": verdict_label}) or 0) >= 1
-        events = client.CoreV1Api(api_client).list_namespaced_event(
-            namespace, field_selector=f"involvedObject.name={name},reason=Diagnosed").items
-        assert events, "the answer is an Event on the hold"
+        eventually(lambda: client.CoreV1Api(api_client).list_namespaced_event(
+            namespace, field_selector=f"involvedObject.name={name},reason=Diagnosed").items, timeout_s=30,
+            what="the answer as an Event on the hold")  # kopf posts Events from a queue of its own
 
         # Whatever the model said: only the policy's actions, only on the incident's workload; an escalation
         # beyond containment only on a reviewed, approved proposal.
