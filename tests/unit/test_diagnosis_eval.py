@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import yaml
 from typer.testing import CliRunner
 
@@ -78,3 +79,39 @@ def test_a_malformed_scenario_is_refused_with_its_file(tmp_path: Path) -> None:
     (tmp_path / "bad.yaml").write_text("name: bad\nworkload: {namespace: a, kind: Deployment}\n")
     result = RUNNER.invoke(app, ["eval", "--scenarios", str(tmp_path)])
     assert result.exit_code == 1 and "bad.yaml" in result.output and "workload.name" in result.output
+
+
+def _scenario_with(tmp_path: Path, **changes: object) -> Path:
+    source = evals.default_scenarios_dir() / "cpu-hog-regex.yaml"
+    document = {**yaml.safe_load(source.read_text()), **changes}
+    (tmp_path / "one.yaml").write_text(yaml.safe_dump(document))
+    return tmp_path
+
+
+def test_an_empty_scenario_folder_is_an_error_not_zero_accuracy(tmp_path: Path) -> None:
+    result = RUNNER.invoke(app, ["eval", "--scenarios", str(tmp_path)])
+    assert result.exit_code == 1 and "no scenario files" in result.output and "accuracy" not in result.output
+
+
+@pytest.mark.parametrize(("expect", "allowed", "complaint"), [
+    ({"category": "CPU Hog", "action": "throttle"}, None, "expect.category"),  # not a runbook category name
+    ({"category": "cpu-hog", "action": "Throttle"}, None, "expect.action"),
+    ({"category": "cpu-hog", "action": "quarantine"}, ["observe", "throttle"], "neither 'none' nor one of"),
+])
+def test_an_expectation_no_diagnoser_could_meet_is_refused_when_the_file_loads(
+        tmp_path: Path, expect: dict[str, str], allowed: list[str] | None, complaint: str) -> None:
+    changes: dict[str, object] = {"expect": expect, **({"allowedRungs": allowed} if allowed else {})}
+    result = RUNNER.invoke(app, ["eval", "--scenarios", str(_scenario_with(tmp_path, **changes))])
+    assert result.exit_code == 1 and "one.yaml" in result.output and complaint in result.output, result.output
+
+
+def test_the_table_keeps_its_columns_whatever_the_names(tmp_path: Path) -> None:
+    long_name = "a-scenario-whose-name-runs-on-well-past-any-reasonable-column-width-" * 2
+    result = RUNNER.invoke(app, ["eval", "--scenarios", str(_scenario_with(
+        tmp_path, name=long_name, allowedRungs=["observe", "throttle-to-a-rung-named-at-great-length", "quarantine"],
+        expect={"category": "cpu-hog", "action": "throttle-to-a-rung-named-at-great-length"}))])
+    header, row = result.output.splitlines()[:2]
+    for column in ("EXPECTED", "GOT", "OK", "BY"):  # each column starts where its header does
+        start = header.index(column)
+        assert row[start - 2:start] == "  " and row[start] != " ", (column, header, row)
+    assert "…" in row  # the long name is cut, visibly

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
 from sequestra.diagnosis.evidence import build_evidence
@@ -45,9 +45,14 @@ class ScenarioEvidence(_Spec):
     alerts: tuple[dict[str, Any], ...] = ()
 
 
+# Names as runbooks spell them (the SequestrationRunbook CRD's pattern): a typo such as "Kafka Flood" is an
+# error when the file loads, not a scenario no diagnoser can ever get right.
+NAME_PATTERN = r"^[a-z0-9][a-z0-9-]*$"
+
+
 class Expectation(_Spec):
-    category: str
-    action: str
+    category: str = Field(pattern=NAME_PATTERN, max_length=63)
+    action: str = Field(pattern=NAME_PATTERN, max_length=63)
 
 
 class Scenario(_Spec):
@@ -59,6 +64,13 @@ class Scenario(_Spec):
     evidence: ScenarioEvidence
     expect: Expectation
     tags: tuple[str, ...] = ()
+
+    @model_validator(mode="after")
+    def _expected_action_is_allowed(self) -> Scenario:
+        if self.expect.action != NO_ACTION and self.expect.action not in self.allowed_rungs:
+            raise ValueError(f"expect.action {self.expect.action!r} is neither {NO_ACTION!r} nor one of "
+                             f"allowedRungs {list(self.allowed_rungs)}")
+        return self
 
     @property
     def ref(self) -> WorkloadRef:
@@ -79,7 +91,8 @@ class Scenario(_Spec):
 
 
 def load_scenarios(path: str | Path) -> list[Scenario]:
-    return [scenario for _, scenario in scenario_files.load(path, Scenario, patterns=("*.yaml", "*.json"))]
+    return [scenario for _, scenario in scenario_files.load(path, Scenario, patterns=("*.yaml", "*.json"),
+                                                            require_any=True)]
 
 
 def default_scenarios_dir() -> Path:
@@ -207,17 +220,27 @@ def run(scenarios: Sequence[Scenario], diagnose: Callable[[Evidence, Sequence[st
 
 
 def table(report: Report) -> str:
-    header = (f"{'SCENARIO':<44} {'EXPECTED':<34} {'GOT':<34} {'OK':<5} {'BY':<5} {'TOKENS':>6} "
-              f"{'LATENCY':>9}  NOTE")
-    lines = [header]
+    """One row per scenario; each column as wide as its widest cell (up to a cap, past which a cell is cut
+    with "…"), so no row runs into the next column whatever the scenario, category or rung names."""
+    rows = []
     for o in report.outcomes:
         d = o.diagnosis
-        ok = ("C" if o.category_ok else "-") + ("A" if o.action_ok else "-")
         note = "FALSE SEQUESTER" if o.false_sequester else "MISSED" if o.missed_sequester else ""
         note = "; ".join(n for n in (note, o.policy_violation or "", d.fallback_reason or "") if n)
-        lines.append(f"{o.scenario.name[:44]:<44} {_pair(o.scenario.expect.category, o.scenario.expect.action):<34} "
-                     f"{_pair(d.category, d.action):<34} {ok:<5} {d.diagnoser:<5} {d.tokens:>6} "
-                     f"{d.latency_ms:>7.1f}ms  {note[:80]}")
+        rows.append((o.scenario.name, _pair(o.scenario.expect.category, o.scenario.expect.action),
+                     _pair(d.category, d.action), ("C" if o.category_ok else "-") + ("A" if o.action_ok else "-"),
+                     d.diagnoser, str(d.tokens), f"{d.latency_ms:.1f}ms", note))
+    header = ("SCENARIO", "EXPECTED", "GOT", "OK", "BY", "TOKENS", "LATENCY", "NOTE")
+    caps = (48, 44, 44, 2, 5, 8, 10, 100)
+    right = {5, 6}  # numbers
+    widths = [min(cap, max(len(r[i]) for r in [header, *rows])) for i, cap in enumerate(caps)]
+
+    def line(cells: tuple[str, ...]) -> str:
+        fitted = [_fit(cell, width) for cell, width in zip(cells, widths, strict=True)]
+        return "  ".join((c.rjust(w) if i in right else c.ljust(w)) if i < len(cells) - 1 else c
+                         for i, (c, w) in enumerate(zip(fitted, widths, strict=True))).rstrip()
+
+    lines = [line(header), *(line(r) for r in rows)]
     s = report.summary()
     lines += [
         "",
@@ -229,8 +252,12 @@ def table(report: Report) -> str:
     return "\n".join(lines)
 
 
+def _fit(cell: str, width: int) -> str:
+    return cell if len(cell) <= width else cell[:width - 1] + "…"
+
+
 def _pair(category: str, action: str) -> str:
-    return f"{category[:24]} -> {action}"
+    return f"{category} -> {action}"
 
 
 @dataclass(frozen=True)
