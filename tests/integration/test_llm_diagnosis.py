@@ -67,8 +67,8 @@ def test_the_loop_contains_first_and_records_the_real_models_reviewed_diagnosis(
         if answered.get("proposed") is not None:  # the model gave a valid answer: it was reviewed
             verdict = answered["review"]["verdict"]
             assert verdict in ("approved", "disputed", "rejected")
-            if verdict == "rejected":  # the rule diagnosis is used
-                assert answered["diagnoser"] == "rules" and answered["fallbackReason"].startswith("review-rejected")
+            if verdict in ("rejected", "disputed"):  # the rule diagnosis is used
+                assert answered["diagnoser"] == "rules" and answered["fallbackReason"].startswith(f"review-{verdict}")
         else:  # no usable answer (invalid output, timeout): the rule diagnosis stands, saying why
             assert answered["diagnoser"] == "rules" and answered["fallbackReason"], answered
         # Counted where the dashboard and the SequestraLLMErrors alert look (the operator runs in this process).

@@ -125,10 +125,11 @@ def test_a_disagreeing_reviewer_caps_the_action_and_asks_a_human(fake: FakeOpenA
     fake.script("review", {"content": json.dumps({"verdict": "disagree", "unsupported_citations": ["chg:1"],
                                                   "confidence_warranted": False, "reasons": "flag not shown"})})
     result = _diagnoser(fake).diagnose(_evidence(), LADDER)
-    assert result.diagnoser == "llm" and result.review is not None
+    assert result.diagnoser == "rules" and result.review is not None  # the rule diagnosis stands
     assert result.review.verdict == "disputed" and result.review.needs_human
     assert result.action == "throttle"  # proposed quarantine; no escalation beyond containment
-    assert "disputed" in result.rationale
+    assert result.fallback_reason is not None and result.fallback_reason.startswith("review-disputed")
+    assert "disputed" in result.rationale and result.proposed is not None and result.proposed.action == "quarantine"
 
 
 def test_contradicting_a_benign_runbook_is_disputed_and_does_not_act(fake: FakeOpenAI) -> None:

@@ -456,7 +456,9 @@ class PolicyLoop:
         log.info("diagnosis.answered", sequestration=f"{namespace}/{name}", diagnoser=record.get("diagnoser"),
                  category=record.get("category"), action=record.get("action"), review=review,
                  tokens=record.get("tokens"), latency_ms=record.get("latencyMs"))
-        kopf.info(held, reason="Diagnosed", message=message[:1000])  # type: ignore[arg-type]  # a listed object
+        needs_human = bool((record.get("review") or {}).get("needsHuman"))
+        (kopf.warn if needs_human else kopf.info)(held, reason="Diagnosed",  # type: ignore[arg-type]  # listed object
+                                                  message=message[:1000])
         return {**held, "spec": {**(held.get("spec") or {}), "diagnosis": record}}
 
     def _evidence(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,

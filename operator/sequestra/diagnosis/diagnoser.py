@@ -4,7 +4,8 @@ Flow for one call: the rule diagnosis is computed first (microseconds; it is the
 runbook check). Without an LLM it is the answer. With one: a cached answer for the same incident and
 materially the same evidence is returned as is; otherwise, within the hourly token budget, the proposer
 is asked, its answer validated, reviewed deterministically and by a second model call, and either
-approved, disputed (capped at the first rung, a human asked) or rejected (the rule diagnosis stands).
+approved (its answer), disputed (the rule diagnosis, capped at the first acting rung, flagged for a human) or
+rejected (the rule diagnosis). The model's own answer stays on the record (`proposed`) either way.
 Nothing raises: every failure becomes the rule diagnosis with a `fallback_reason`.
 """
 
@@ -191,18 +192,24 @@ class Diagnoser:
             log.warning("diagnosis.review.rejected", incident=evidence.incident, notes=verdict.notes)
             return self._fallback(by_rules, f"review-rejected: {verdict.notes}", started, prompt_hash=digest,
                                   tokens=total, attempts=attempts, review=verdict, proposed=proposed)
-        action, rationale = proposal.action, proposal.rationale
         if verdict.verdict == "disputed":
-            action = _capped(by_rules.action, allowed_rungs)
+            # Not acted on as proposed: the rule diagnosis stands, at most containment, flagged for a human.
+            capped = _capped(by_rules.action, allowed_rungs)
             log.warning("diagnosis.review.disputed", incident=evidence.incident, proposed=proposal.action,
-                        capped=action, notes=verdict.notes)
-            rationale = f"{rationale} [disputed by review, capped at {action}, a human is asked: {verdict.notes}]"
+                        capped=capped, notes=verdict.notes)
+            return self._fallback(
+                by_rules, f"review-disputed: {verdict.notes}", started, prompt_hash=digest, tokens=total,
+                attempts=attempts, review=verdict, proposed=proposed, action=capped,
+                action_parameters=by_rules.action_parameters if capped == by_rules.action else {},
+                rationale=f"{by_rules.rationale} [the model proposed {proposal.category} -> {proposal.action}; "
+                          f"disputed by review, for a human to look at: {verdict.notes}]".strip())
+        action = proposal.action
         parameters = next((dict(r.spec.action.parameters) for r in matched
                            if r.spec.action.rung == action and r.spec.diagnosis.category == proposal.category), {})
         return Diagnosis(
             category=proposal.category, root_cause=proposal.root_cause, confidence=proposal.confidence,
             citations=tuple(proposal.citations), action=action, action_parameters=parameters,
-            target=evidence.workload.key, rationale=rationale, summary=proposal.summary, diagnoser="llm",
+            target=evidence.workload.key, rationale=proposal.rationale, summary=proposal.summary, diagnoser="llm",
             runbook=by_rules.runbook if by_rules.category == proposal.category else None,
             conflicts=by_rules.conflicts, review=verdict, model=settings.model, prompt_hash=digest, tokens=total,
             latency_ms=_ms(started), attempts=attempts, proposed=proposed)

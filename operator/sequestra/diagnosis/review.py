@@ -4,7 +4,7 @@ Hard checks (a failure rejects the proposal; the rule diagnosis is used): the ta
 workload, the action is allowed by policy, every citation exists, and an action that changes the
 workload cites at least one measurement (a signal, Kafka or Spark state, a Warning event), not only
 free text a workload can write itself (logs, annotations, alert descriptions).
-Soft checks (a failure disputes it: the rule diagnosis, capped at containment, and a human asked):
+Soft checks (a failure disputes it: the rule diagnosis, capped at containment, flagged for a human):
 agreement with the best matching runbook (its category and rung, neither more nor less), and confidence in
 proportion to what is cited.
 """

@@ -45,7 +45,8 @@ class Review(CamelModel):
     """The independent reviewer's verdict on a proposal.
 
     approved: the proposal stands. disputed: the rule diagnosis stands, capped at the first acting rung,
-    and a human is asked. rejected: a hard check failed; the rule diagnosis is used instead."""
+    flagged for a human (needs_human; a Warning Event on the hold). rejected: a hard check failed; the rule
+    diagnosis is used instead."""
 
     verdict: Literal["approved", "disputed", "rejected"]
     findings: tuple[ReviewFinding, ...] = ()
