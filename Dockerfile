@@ -2,12 +2,15 @@
 # runtime dependencies pinned in requirements.lock (generated from the virtualenv the tests ran in).
 #   docker build -t ghcr.io/sequestra/sequestra:0.1.0 .
 # Pin the base by digest for reproducible builds: --build-arg BASE=python:3.11-slim-bookworm@sha256:...
+# Without Docker or a registry, `make image` builds it with buildah on a Debian bookworm python3 base made
+# on the machine (sequestra/sandbox/image.py), passed here as BASE; so the instructions below use only what
+# both bases have (python3, groupadd/useradd).
 ARG BASE=python:3.11-slim-bookworm
 
 FROM ${BASE} AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1
-RUN python -m venv /opt/sequestra
+RUN python3 -m venv /opt/sequestra
 WORKDIR /app
 # Dependencies first: this layer stays cached while only the operator's code changes.
 COPY requirements.lock ./

@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit integration lint bench install lock up down status clean
+.PHONY: demo test unit integration lint bench install lock up down status clean image
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -28,8 +28,9 @@ lock: | $(BIN)/python
 install: $(VENV)/.installed
 
 ## demo: bring the sandbox up (building it the first time) and show Sequestra at work on it
+## (`make demo LLM=1`: with the sandbox's language model as the diagnoser)
 demo: install
-	$(BIN)/sequestra demo
+	$(BIN)/sequestra demo $(if $(LLM),--llm)
 
 ## test: lint, type-check, the architecture contract, unit and integration tests on the real sandbox
 test: install lint
@@ -51,6 +52,11 @@ lint: install
 bench: install
 	$(BIN)/sequestra sandbox up
 	$(BIN)/python -m bench
+
+## image: the operator image from the Dockerfile, built with buildah on a Debian base made here (root; no Docker,
+## no registry), checked as a pod runs it; written to ~/.cache/sequestra/images/sequestra-operator.oci.tar
+image: install
+	$(BIN)/python -m sequestra.sandbox.image
 
 up: install
 	$(BIN)/sequestra sandbox up

@@ -15,7 +15,7 @@ import sys
 import tempfile
 import time
 import zipfile
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 from sequestra.sandbox import versions
@@ -327,8 +327,9 @@ def provision_model_server(paths: SandboxPaths, progress: Progress) -> None:
     stamp.write_text(version + "\n")
 
 
-def install_debian_packages(progress: Progress) -> None:
-    missing = [pkg for binary, pkg in DEBIAN_PACKAGES.items() if shutil.which(binary) is None]
+def install_debian_packages(progress: Progress, packages: Mapping[str, str] = DEBIAN_PACKAGES) -> None:
+    """`packages`: binary -> the Debian package that has it; those whose binary is missing are installed."""
+    missing = [pkg for binary, pkg in packages.items() if shutil.which(binary) is None]
     if not missing:
         return
     apt = shutil.which("apt-get")
