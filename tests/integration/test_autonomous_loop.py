@@ -93,6 +93,31 @@ def test_a_cpu_hog_is_throttled_and_its_neighbour_left_alone(
         print(f"hog detected and held {detected_s:.0f} s after it started")
 
 
+def test_a_declared_backfill_is_left_alone_while_the_same_load_undeclared_is_held(
+        sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
+        clear_overrides: None) -> None:
+    backfill = deployment("backfill", 2)
+    backfill["metadata"]["annotations"] = {"sequestra.dev/expected-load": "monthly re-index, 2026-12"}
+    create(api_client, namespace, backfill)
+    create(api_client, namespace, deployment("hog", 2))
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, policy("cpu"))
+    with running_operator(sandbox, **LOOP_ENV):
+        wait_scored(api_client, namespace, "cpu", 2)
+        time.sleep(15)  # three intervals of everything steady
+        hog(namespace, "backfill-", 2.0)
+        hog(namespace, "hog-", 2.0)
+        held = wait_automated_hold(api_client, namespace, "cpu")
+        assert [h["spec"]["target"]["name"] for h in held] == ["hog"]
+        # The same load, declared: recognised by the shipped planned-backfill runbook before any containment.
+        decision = eventually(lambda: (policy_status(api_client, namespace, "cpu").get("lastDecision") or {})
+                              if "planned-backfill" in str(policy_status(api_client, namespace, "cpu")) else None,
+                              timeout_s=60, what="the policy saying the backfill looks expected")
+        assert decision["workload"].startswith("Deployment/backfill") and "not contained" in decision["summary"]
+        time.sleep(10)
+        assert [h["spec"]["target"]["name"] for h in automated_holds(api_client, namespace)] == ["hog"]
+
+
 def test_prometheus_unreachable_means_unknown_and_no_action(
         sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
         clear_overrides: None) -> None:

@@ -136,3 +136,12 @@ def test_holds_of_a_policy_that_requires_a_human_carry_no_ttl() -> None:
     assert hold_lifetime(SequestrationPolicySpec.model_validate({"ladder": ladder, "ttl": "30m"})) == {"ttl": "1800s"}
     human = SequestrationPolicySpec.model_validate({"ladder": ladder, "ttl": "30m", "release": {"requireHuman": True}})
     assert hold_lifetime(human) == {}
+
+
+def test_a_look_alike_the_runbooks_call_expected_is_not_contained_but_a_held_one_stays_held() -> None:
+    peak = replace(FLOOD, looks_benign="daily-peak (runbook benign-daily-peak)")
+    decision = decide(POLICY, peak)
+    assert decision.kind is DecisionKind.NOTHING and "daily-peak" in decision.reason and decision.page is None
+    # Once held (contained on other evidence), a benign reading changes nothing about the hold.
+    hold = replace(HOLD, effective=False, intervals_since_contained=5)
+    assert decide(POLICY, replace(peak, hold=hold)) == decide(POLICY, replace(FLOOD, hold=hold))

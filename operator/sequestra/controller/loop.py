@@ -39,6 +39,7 @@ from sequestra.controller.sequestrations import AUTOMATED_REQUESTER, Context
 from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_dir
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
+from sequestra.model.diagnosis import NO_ACTION
 from sequestra.model.evidence import Evidence, SignalSummary
 from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
 from sequestra.model.kinds import SPARK_KINDS
@@ -96,6 +97,9 @@ EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestr
 KAFKA_RETRY_S = 60.0
 KAFKA_POLL_TIMEOUT_S = 2.0
 DAY_S = 86_400.0  # the same-time-yesterday baseline of an incident's signals
+# Evidence read back from Prometheus (history, yesterday) is kept this long per workload: evidence is built
+# again at every interval an unheld anomaly is checked for a look-alike, and need not be re-read each time.
+EVIDENCE_READ_TTL_S = 60.0
 UNKNOWN = WorkloadVerdict("unknown", None, None, ())  # no data this interval
 
 DECISIONS = Counter("sequestra_decisions_total", "Decisions of the autonomous loop.", ["decision"])
@@ -195,6 +199,8 @@ class PolicyLoop:
         self._kafka_retry_at = 0.0
         self._targeted: set[tuple[str, str, str]] = set()  # (namespace, kind, name) of every hold not ended
         self.questions = ModelQuestions()  # model diagnoses asked after containment (contain first)
+        # workload -> (read at, its evidence-only signals from history, its signals a day ago)
+        self._evidence_reads: dict[WorkloadRef, tuple[float, tuple[SignalExplanation, ...], dict[str, float]]] = {}
 
     # --- one interval --------------------------------------------------------------------------
     def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
@@ -249,6 +255,7 @@ class PolicyLoop:
             verdicts[ref] = verdict
         for ref in [r for r in self.scorers if r not in verdicts]:
             del self.scorers[ref]  # the workload is gone or no longer covered
+            self._evidence_reads.pop(ref, None)
             self.excursions.pop(ref, None)
             self.sustained.pop(ref, None)
         report.states = {ref: verdict.state for ref, verdict in verdicts.items()}
@@ -405,10 +412,13 @@ class PolicyLoop:
             hold, record = self._hold_view(held, verdict, now, spec.interval.total_seconds(),
                                            spec.ttl.total_seconds() if spec.release.require_human else None)
         proposed, agreed = diagnosis_proposal((held.get("spec") or {}).get("diagnosis") or {}) if held else (None, True)
+        unheld_anomaly = hold is None and verdict.state == "anomalous"
         situation = Situation(state=verdict.state, moved=moved, has_kafka_identity=has_kafka, hold=hold, now=now,
                               kind=ref.kind, proposed_rung=proposed, review_agreed=agreed,
-                              recent_offences=self._offences(ref, now, policy.repeat_window_s) if hold is None else 0)
-        if hold is None and verdict.state == "anomalous":
+                              recent_offences=self._offences(ref, now, policy.repeat_window_s) if hold is None else 0,
+                              looks_benign=self._looks_benign(spec, snapshot, ref, verdict, now) if unheld_anomaly
+                              else "")
+        if unheld_anomaly and not situation.looks_benign:
             if ref.namespace in protected or (obj["metadata"].get("labels") or {}).get(PROTECTED_LABEL) == "true":
                 self._page_once(f"protected:{ref.key}", ref, PageReason.PROTECTED_WORKLOAD,
                                 f"protected workload {ref} is misbehaving: {verdict.explain()}")
@@ -421,6 +431,20 @@ class PolicyLoop:
         elif held is not None and record is not None:
             self._advance(spec, held, record, decision, ref, now)
         return decision
+
+    def _looks_benign(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
+                      verdict: WorkloadVerdict, now: float) -> str:
+        """What the policy's runbooks recognise as expected behaviour in an anomaly's evidence (the rule
+        diagnosis, microseconds, no model: a look-alike is told apart before anything is contained), or ""."""
+        catalog = self.ctx.diagnoser
+        if not isinstance(catalog, RunbookCatalog):
+            return ""
+        evidence = self._evidence(spec, snapshot, ref, verdict, f"look-alike/{ref.key}", now)
+        found = catalog.diagnoser_for(ref.namespace).by_rules(evidence, [r.name for r in spec.ladder])
+        if found.runbook is None or found.action != NO_ACTION:
+            return ""
+        log.debug("anomaly.looks_benign", workload=str(ref), category=found.category, runbook=found.runbook)
+        return f"{found.category} (runbook {found.runbook})"
 
     def _model_diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
                          verdict: WorkloadVerdict, held: dict[str, Any], now: float) -> dict[str, Any]:
@@ -469,8 +493,14 @@ class PolicyLoop:
         alerts = [{"name": a.name, "summary": a.summary, "labels": dict(a.labels), "since": a.starts_at}
                   for a in (self.alerts.for_workload(ref, snapshot.attribution, now) if self.alerts else [])]
         executors = next((s.value for s in verdict.signals if s.name == "spark_executors"), None)
-        scored = replace(verdict, signals=verdict.signals + self._evidence_signals(ref, snapshot, spec, verdict, now))
-        signals = signal_summaries(scored, self._yesterday(ref, snapshot, spec, now))
+        read = self._evidence_reads.get(ref)
+        if read is None or now - read[0] >= EVIDENCE_READ_TTL_S:
+            read = self._evidence_reads[ref] = (now, self._evidence_signals(ref, snapshot, spec, verdict, now),
+                                                self._yesterday(ref, snapshot, spec, now))
+        _, extra, yesterday = read
+        have = {s.name for s in verdict.signals}
+        scored = replace(verdict, signals=verdict.signals + tuple(s for s in extra if s.name not in have))
+        signals = signal_summaries(scored, yesterday)
         return build_evidence(incident, ref, signals=signals, changes=changes, alerts=alerts,
                               spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
                               kafka=self._kafka_context(ref, snapshot),
@@ -505,35 +535,44 @@ class PolicyLoop:
 
     def _evidence_signals(self, ref: WorkloadRef, snapshot: ClusterSnapshot, spec: SequestrationPolicySpec,
                           verdict: WorkloadVerdict, now: float) -> tuple[SignalExplanation, ...]:
-        """The runbooks' Prometheus signals the loop does not read every interval, scored once from their
-        recent history (one range query each, when an incident opens): every interval would cost a query
-        per signal over every pod of the policy, for evidence that is needed only now."""
+        """The runbooks' Prometheus signals the loop does not read every interval, scored from their recent
+        history, read for this workload's pods only when its evidence is built: every interval would cost a
+        query per signal over every pod of the policy, for evidence needed only for anomalies."""
         have = {s.name for s in verdict.signals}
         wanted = [d for d in self._evidence_definitions(spec, [ref.namespace])
                   if d.source == "prometheus" and d.name not in have]
         if not wanted:
             return ()
-        window_s = self.ctx.settings.warmup_history_s or 3600.0
-        history = self.prometheus.history(wanted, [ref.namespace], snapshot.attribution, now - window_s, now,
-                                          spec.interval.total_seconds(),
-                                          {s.name: s.query for s in spec.signals if s.query})
         scorer = self.scorers.get(ref)
         config = scorer.config if scorer is not None else CombinerConfig(
             floors=floors(), evidence_only=frozenset(CATALOG),
             scorer=ScorerConfig(warmup_points=self.ctx.settings.warmup_points,
                                 window=max(64, self.ctx.settings.warmup_points)))
+        # Two windows of points are enough to judge the last one; more only costs the query.
+        interval_s = spec.interval.total_seconds()
+        window_s = min(self.ctx.settings.warmup_history_s or 3600.0, 2 * config.scorer.window * interval_s)
+        history = self.prometheus.history(wanted, [ref.namespace], snapshot.attribution, now - window_s, now,
+                                          interval_s, {s.name: s.query for s in spec.signals if s.query},
+                                          pods=self._pods_of(ref, snapshot))
         return explain_history(history.points.get(ref, {}), config)
+
+    @staticmethod
+    def _pods_of(ref: WorkloadRef, snapshot: ClusterSnapshot) -> list[str]:
+        """The workload's pods: its evidence queries read these, not its whole namespace."""
+        return [pod for (namespace, pod), owner in snapshot.attribution.pods.items()
+                if owner == ref and namespace == ref.namespace]
 
     def _yesterday(self, ref: WorkloadRef, snapshot: ClusterSnapshot, spec: SequestrationPolicySpec,
                    now: float) -> dict[str, float]:
-        """The workload's Prometheus signals at the same time yesterday (once per incident). Where Prometheus
+        """The workload's Prometheus signals at the same time yesterday. Where Prometheus
         has no such history, or yesterday's series belong to pods that no longer exist (a rollout renamed
         them), the signal has no seasonal ratio: unknown, not "normal"."""
         namespaces = sorted({ref.namespace})
         definitions = self._definitions(spec) + self._evidence_definitions(spec, namespaces)
         try:
             past = self.prometheus.sample(definitions, namespaces, snapshot.attribution, now - DAY_S,
-                                          {s.name: s.query for s in spec.signals if s.query})
+                                          {s.name: s.query for s in spec.signals if s.query},
+                                          pods=self._pods_of(ref, snapshot))
         except SignalsUnavailable as exc:  # evidence is best effort
             log.info("signals.yesterday_unknown", workload=str(ref), error=str(exc)[:200])
             return {}

@@ -81,6 +81,9 @@ class Situation:
     recent_offences: int = 0  # earlier holds of this workload within the repeat window
     hold: Hold | None = None
     now: float = 0.0
+    # Set when the policy's own runbooks recognise expected behaviour in the evidence (a rollout, a declared
+    # backfill, a daily peak, a consumer catching up): what they recognised, e.g. "daily-peak (runbook ...)".
+    looks_benign: str = ""
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,10 @@ def decide(policy: LoopPolicy, situation: Situation) -> Decision:
 def _without_hold(policy: LoopPolicy, situation: Situation) -> Decision:
     if situation.state != "anomalous":
         return Decision(DecisionKind.NOTHING, f"workload is {situation.state}")
+    if situation.looks_benign:
+        # A look-alike: unusual, but what the team's runbooks call expected. Left alone, and said so; if it
+        # turns into an incident, the evidence stops matching and the next interval contains it.
+        return Decision(DecisionKind.NOTHING, f"anomalous, but looks like {situation.looks_benign}: not contained")
     # A repeat offender skips the rung that did not keep it healthy last time.
     start = min(situation.recent_offences, max(len(policy.ladder) - 1, 0))
     index, actions = _first_rung_with_actions(policy, situation, start)
