@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from sequestra.diagnosis import Diagnoser, LlmSettings, build_evidence, default_runbooks_dir, load_runbooks
+from sequestra.diagnosis import Diagnoser, LlmSettings, build_evidence, default_runbooks_dir, llm, load_runbooks
 from sequestra.evals import diagnosis as evals
 from sequestra.model.evidence import Evidence
 from sequestra.model.workload import WorkloadRef
@@ -281,6 +281,10 @@ def test_the_schema_on_the_wire_bounds_every_string_and_array(fake: FakeOpenAI) 
     assert set(proposal["citations"]["items"]["enum"]) >= evidence.ids()
     assert set(proposal["action"]["enum"]) >= {*LADDER, "none"}
     assert "kafka-producer-flood" in proposal["category"]["enum"] and "unknown" in proposal["category"]["enum"]
+    # What our own parser refuses empty, the grammar must not let through empty (a real model answered "").
+    required = [name for name, field in llm.Proposal.model_fields.items()
+                if any(getattr(m, "min_length", 0) for m in field.metadata) and "enum" not in proposal[name]]
+    assert required and all(proposal[name].get("minLength", 0) >= 1 for name in required), required
 
 
 @pytest.mark.parametrize(("base_url", "bounded", "expected"), [

@@ -118,8 +118,10 @@ CITATIONS_MAX = 8
 ACTION_VOCABULARY = ("observe", "throttle", "quarantine")
 
 
-def _text(limit: int) -> dict[str, Any]:
-    return {"type": "string", "maxLength": limit}
+def _text(limit: int, *, required: bool = True) -> dict[str, Any]:
+    """A bounded string; `required`: not empty either (as `Proposal` validates it), so a grammar cannot let a
+    model answer "" and lose the whole answer to our own check."""
+    return {"type": "string", "maxLength": limit, **({"minLength": 1} if required else {})}
 
 
 def _ids(citable: Sequence[str]) -> dict[str, Any]:
@@ -147,7 +149,7 @@ def bounded_proposal_schema(categories: Collection[str], citable: Sequence[str],
         "citations": _ids(citable),
         "action": {"type": "string", "enum": actions},
         "target": _text(TARGET_MAX),
-        "rationale": _text(RATIONALE_MAX),
+        "rationale": _text(RATIONALE_MAX, required=False),
         "summary": _text(SUMMARY_MAX),
     })
 
@@ -170,7 +172,7 @@ def bounded_review_schema(citable: Sequence[str]) -> dict[str, Any]:
         "verdict": {"type": "string", "enum": ["agree", "disagree"]},
         "unsupported_citations": _ids(citable),
         "confidence_warranted": {"type": "boolean"},
-        "reasons": _text(REASONS_MAX),
+        "reasons": _text(REASONS_MAX, required=False),
     })
 
 PROPOSER_INSTRUCTIONS = """\
