@@ -85,6 +85,33 @@ def test_restarts_are_added_once_per_override() -> None:
     assert _value(metrics.exposition(), "kube_pod_container_status_restarts_total", "crashy") == 2
 
 
+def test_an_oom_kill_restarts_the_container_and_reads_oomkilled_as_kube_state_metrics_shows_it() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("leaky"), _pod("fine")])
+    assert "kube_pod_container_status_last_terminated_reason{" not in metrics.exposition()
+    metrics.add_override(Override(namespace="shop", pod="leaky", restarts_add=1, last_terminated_reason="OOMKilled"))
+    text = metrics.exposition()
+    assert _value(text, "kube_pod_container_status_restarts_total", "leaky") == 1
+    assert ('kube_pod_container_status_last_terminated_reason{namespace="shop",pod="leaky",container="main",'
+            'reason="OOMKilled"} 1') in text
+    assert 'last_terminated_reason{namespace="shop",pod="fine"' not in text
+
+
+def test_http_counters_only_for_pods_that_serve_and_errors_at_the_overridden_share() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("api-1"), _pod("batch-1")])
+    assert "http_requests_total{" not in metrics.exposition(), "no HTTP series for pods that serve none"
+    metrics.add_override(Override(namespace="shop", pod="api-1", http_requests_per_s=200, http_error_ratio=0.25))
+    _run_for(metrics, 0.5)
+    text = metrics.exposition()
+    ok = next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+              if line.startswith("http_requests_total{") and 'pod="api-1"' in line and 'code="200"' in line)
+    errors = next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                  if line.startswith("http_requests_total{") and 'pod="api-1"' in line and 'code="500"' in line)
+    assert 50 < ok + errors < 200 and 0.2 < errors / (ok + errors) < 0.3
+    assert 'http_requests_total{namespace="shop",pod="batch-1"' not in text
+
+
 def test_scenario_steps_take_effect_only_when_due() -> None:
     metrics = WorkloadMetrics()
     metrics.set_pods([_pod("web-1")])

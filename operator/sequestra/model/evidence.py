@@ -20,9 +20,11 @@ CONSUMER_GROUP_STATUSES = ("OK", "WARN", "STALL", "STOP", "REWIND", "ERR")
 class SignalSummary(CamelModel):
     """One anomalous signal in numbers: its baseline, where it is now and since when.
 
-    `ratio` is now/baseline (None when the baseline is 0 or unknown); `seasonal_ratio` is now against the
-    same time a day (or a week) earlier, when the scorer knows it: a daily peak is high against the
-    baseline but close to 1 against yesterday."""
+    `ratio` is now/baseline; from a baseline below the signal's floor (zero, for practical purposes) it is
+    now/floor and `from_zero` is set, so "from nothing to a lot" is a large ratio, not a missing one
+    (`scoring/baselines.py`). It is None only when the baseline is unknown. `seasonal_ratio` is now against
+    the same time a day earlier, where that history exists: a daily peak is high against the baseline but
+    close to 1 against yesterday."""
 
     name: str = Field(min_length=1)
     baseline: float | None = None
@@ -32,6 +34,7 @@ class SignalSummary(CamelModel):
     since: float | None = None  # epoch seconds when the excursion began
     direction: Literal["up", "down"] | None = None
     seasonal_ratio: float | None = None
+    from_zero: bool | None = None  # True: the baseline was below the signal's floor, `ratio` is against it
 
     def effective_ratio(self) -> float | None:
         if self.ratio is not None:

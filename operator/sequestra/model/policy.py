@@ -45,6 +45,10 @@ class PolicySignal(CamelModel):
     name: str = Field(min_length=1)
     # This signal's own score threshold, in place of the policy's scoreThreshold (scoring/combiner.py).
     threshold: float | None = Field(default=None, gt=0, le=1)
+    # This policy's own PromQL for a Prometheus signal of the catalog, for metrics named differently (the
+    # HTTP RED names of an unusual exporter); same result labels as the catalog's query, `{namespaces}`
+    # replaced by a regex of the covered namespaces (signals/catalog.py).
+    query: str | None = Field(default=None, min_length=1)
 
 
 class ReleaseRule(CamelModel):

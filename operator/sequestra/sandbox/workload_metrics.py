@@ -3,9 +3,15 @@
 KWOK pods run no containers, so nothing measures their CPU or memory. This small service lists the
 real pods from the API server and serves the series a kubelet's cAdvisor endpoint and kube-state-metrics
 would (`container_cpu_usage_seconds_total`, `container_memory_working_set_bytes`,
-`kube_pod_container_status_restarts_total`, `kube_pod_container_resource_limits`), each with namespace,
-pod and container labels. What each pod "uses" is driven by tests and scenario files through a small
-HTTP API. It is a stand-in for the kubelet only: everything else in the sandbox is real.
+`kube_pod_container_status_restarts_total`, `kube_pod_container_status_last_terminated_reason`,
+`kube_pod_container_resource_limits`), each with namespace, pod and container labels, and, for pods that
+serve HTTP (annotation `sandbox.sequestra.dev/http-rps`, or an override), the request counter an
+instrumented app exports (`http_requests_total{code}`). What each pod "uses" is driven by tests and
+scenario files through a small HTTP API. It is a stand-in for the kubelet (and the app's own /metrics)
+only: everything else in the sandbox is real.
+
+An override with `restarts_add` and `last_terminated_reason: OOMKilled` is an OOM kill: the restarts
+count up and the container's last termination reads OOMKilled, as kube-state-metrics would show it.
 
     POST   /v1/overrides   {"namespace": "shop", "pod_prefix": "web-", "cpu_cores": 3}   from now on
     POST   /v1/scenario    {"steps": [{"after_s": 10, "namespace": "shop", ...}, ...]}  timed overrides
@@ -37,6 +43,7 @@ from sequestra.sandbox.standin_http import StandInHandler
 
 BASELINE_CPU_ANNOTATION = "sandbox.sequestra.dev/cpu-cores"
 BASELINE_MEMORY_ANNOTATION = "sandbox.sequestra.dev/memory-bytes"
+BASELINE_HTTP_ANNOTATION = "sandbox.sequestra.dev/http-rps"  # requests/s the pod serves (none: no HTTP series)
 DEFAULT_CPU_CORES = 0.05
 DEFAULT_MEMORY_BYTES = 64 * 2**20
 NOISE = 0.05  # relative standard deviation of each sample around its level
@@ -53,6 +60,10 @@ class Override(BaseModel):
     cpu_cores: float | None = Field(default=None, ge=0)
     memory_bytes: float | None = Field(default=None, ge=0)
     restarts_add: int = Field(default=0, ge=0)
+    # Why the restarted containers last terminated (kube-state-metrics' reason: OOMKilled, Error, ...).
+    last_terminated_reason: str | None = Field(default=None, min_length=1)
+    http_requests_per_s: float | None = Field(default=None, ge=0)
+    http_error_ratio: float | None = Field(default=None, ge=0, le=1)  # share answered 500
 
     @model_validator(mode="after")
     def _selects_something(self) -> Override:
@@ -88,6 +99,7 @@ class PodInfo:
     containers: dict[str, dict[str, float]]  # container -> {"cpu_limit": cores, "memory_limit": bytes}
     baseline_cpu: float
     baseline_memory: float
+    baseline_http: float = 0.0  # requests/s
 
 
 @dataclass
@@ -95,6 +107,10 @@ class ContainerSeries:
     cpu_seconds: float = 0.0
     memory_bytes: float = 0.0
     restarts: int = 0
+    last_terminated_reason: str | None = None
+    http_ok: float = 0.0  # requests answered 200, counted
+    http_errors: float = 0.0  # answered 500
+    serves_http: bool = False
     level_cpu: float | None = None
     level_memory: float | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -175,18 +191,23 @@ class WorkloadMetrics:
         for (namespace, name, container), series in self._series.items():
             if override.matches(self._pods[(namespace, name)], container):
                 series.restarts += override.restarts_add
+                if override.last_terminated_reason is not None:
+                    series.last_terminated_reason = override.last_terminated_reason
 
-    def _levels(self, pod: PodInfo, container: str) -> tuple[float, float]:
-        cpu, memory = pod.baseline_cpu, pod.baseline_memory
+    def _levels(self, pod: PodInfo, container: str) -> tuple[float, float, float, float]:
+        """CPU cores, memory bytes, HTTP requests/s and the share of them answered 500."""
+        cpu, memory, rps, errors = pod.baseline_cpu, pod.baseline_memory, pod.baseline_http, 0.0
         for override in self._overrides:  # later overrides win
             if override.matches(pod, container):
                 cpu = override.cpu_cores if override.cpu_cores is not None else cpu
                 memory = override.memory_bytes if override.memory_bytes is not None else memory
+                rps = override.http_requests_per_s if override.http_requests_per_s is not None else rps
+                errors = override.http_error_ratio if override.http_error_ratio is not None else errors
         limits = pod.containers[container]
         # A CPU limit is enforced by CFS throttling: a container never uses more than it.
         if limits.get("cpu_limit"):
             cpu = min(cpu, limits["cpu_limit"])
-        return cpu, memory
+        return cpu, memory, rps, errors
 
     def tick(self) -> None:
         """Advance the counters by the time elapsed at each container's current level."""
@@ -200,10 +221,16 @@ class WorkloadMetrics:
             elapsed = now - self._last_tick
             self._last_tick = now
             for (namespace, name, container), series in self._series.items():
-                cpu, memory = self._levels(self._pods[(namespace, name)], container)
+                cpu, memory, rps, errors = self._levels(self._pods[(namespace, name)], container)
                 noisy_cpu = max(0.0, cpu * (1 + series.rng.gauss(0, NOISE)))
                 series.cpu_seconds += noisy_cpu * elapsed
                 series.memory_bytes = max(0.0, memory * (1 + series.rng.gauss(0, NOISE / 5)))
+                if rps > 0 or series.serves_http:
+                    # Once a pod has served HTTP its counters stay exported, as an app's would.
+                    series.serves_http = True
+                    served = max(0.0, rps * (1 + series.rng.gauss(0, NOISE))) * elapsed
+                    series.http_errors += served * errors
+                    series.http_ok += served * (1 - errors)
 
     def exposition(self) -> str:
         lines = [
@@ -216,12 +243,22 @@ class WorkloadMetrics:
                     "# TYPE kube_pod_container_status_restarts_total counter"]
         limits = ["# HELP kube_pod_container_resource_limits Resource limits from the pod spec.",
                   "# TYPE kube_pod_container_resource_limits gauge"]
+        terminated = ["# HELP kube_pod_container_status_last_terminated_reason Why the container last terminated.",
+                      "# TYPE kube_pod_container_status_last_terminated_reason gauge"]
+        http = ["# HELP http_requests_total HTTP requests the pod served, by status code (simulated).",
+                "# TYPE http_requests_total counter"]
         with self._lock:
             for (namespace, name, container), series in sorted(self._series.items()):
                 labels = f'namespace="{namespace}",pod="{name}",container="{container}"'
                 lines.append(f"container_cpu_usage_seconds_total{{{labels}}} {series.cpu_seconds:.6f}")
                 memory.append(f"container_memory_working_set_bytes{{{labels}}} {series.memory_bytes:.0f}")
                 restarts.append(f"kube_pod_container_status_restarts_total{{{labels}}} {series.restarts}")
+                if series.last_terminated_reason is not None:
+                    terminated.append(f'kube_pod_container_status_last_terminated_reason{{{labels},'
+                                      f'reason="{series.last_terminated_reason}"}} 1')
+                if series.serves_http:
+                    http.append(f'http_requests_total{{{labels},code="200"}} {series.http_ok:.3f}')
+                    http.append(f'http_requests_total{{{labels},code="500"}} {series.http_errors:.3f}')
                 pod_limits = self._pods[(namespace, name)].containers[container]
                 if pod_limits.get("cpu_limit"):
                     limits.append(f'kube_pod_container_resource_limits{{{labels},resource="cpu",unit="core"}} '
@@ -231,7 +268,7 @@ class WorkloadMetrics:
                                   f'unit="byte"}} {pod_limits["memory_limit"]:.0f}')
             pods = len(self._pods)
         tail = ["# TYPE sandbox_workload_metrics_pods gauge", f"sandbox_workload_metrics_pods {pods}"]
-        return "\n".join(lines + memory + restarts + limits + tail) + "\n"
+        return "\n".join(lines + memory + restarts + terminated + limits + http + tail) + "\n"
 
 
 def pod_info(pod: dict[str, Any]) -> PodInfo:
@@ -254,8 +291,9 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
         requested_cpu / 2 / max(1, len(containers)) if requested_cpu else DEFAULT_CPU_CORES
     )
     baseline_memory = float(annotations.get(BASELINE_MEMORY_ANNOTATION, 0) or 0) or DEFAULT_MEMORY_BYTES
+    baseline_http = float(annotations.get(BASELINE_HTTP_ANNOTATION, 0) or 0)
     return PodInfo(meta["namespace"], meta["name"], dict(meta.get("labels") or {}), containers,
-                   baseline_cpu, baseline_memory)
+                   baseline_cpu, baseline_memory, baseline_http)
 
 
 def _running(pod: dict[str, Any]) -> bool:

@@ -5,11 +5,16 @@ It turns "anomalous" only after staying at or above `threshold` for `persistence
 stays so until it falls below `release_threshold`, and after an episode a new one cannot start for
 `cooldown` intervals. A signal without data is unknown: it never raises the score, and a workload whose
 signals are all unknown is "unknown" (never anomalous), so a scrape outage is not an incident.
+
+Evidence-only signals are scored the same way (so an incident's evidence has their baseline, ratio and
+deviation) but never move the verdict: they are what runbooks read, not what the policy counts. A signal
+whose baseline is below its floor moved "from 0" (`scoring/baselines.py`), and its explanation says so
+instead of quoting a deviation in units of an error scale that is zero.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Literal
@@ -17,6 +22,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from sequestra.model.sequestration import CamelModel
+from sequestra.scoring.baselines import DEFAULT_FLOOR, moved
 from sequestra.scoring.series import PointScore, ScorerConfig, SeriesScorer
 
 Direction = Literal["up", "down"]
@@ -33,6 +39,10 @@ class CombinerConfig(CamelModel):
         default_factory=dict, description="per signal, the directions that count (default both)")
     thresholds: dict[str, float] = Field(
         default_factory=dict, description="per signal, its own threshold in place of `threshold` (0-1]")
+    floors: dict[str, float] = Field(
+        default_factory=dict, description="per signal, the smallest level that means anything (below: zero)")
+    evidence_only: frozenset[str] = Field(
+        default_factory=frozenset, description="signals scored for the evidence that never move the verdict")
     scorer: ScorerConfig = Field(default_factory=ScorerConfig)
 
     @model_validator(mode="after")
@@ -64,10 +74,16 @@ class SignalExplanation:
     deviation: float | None
     since: float | None  # epoch seconds when this signal's excursion began
     direction: Direction | None
+    from_zero: bool = False  # the baseline was below the signal's floor and the value is not
 
     def describe(self) -> str:
         if self.score is None:
             return f"{self.name}: no data"
+        if self.from_zero:
+            # An error scale learnt from zeros is zero: "1e12x its usual error" would be true and useless.
+            since = f", since {_time(self.since)}" if self.since is not None else ""
+            return (f"{self.name} {self.direction or 'up'} from 0 to {_num(self.value)} (baseline "
+                    f"{_num(self.baseline)}: nothing usual to compare with, score {self.score:.2f}{since})")
         move = f"{self.direction} {abs(self.deviation or 0.0):.1f}x its usual error"
         numbers = f"{_num(self.value)} vs baseline {_num(self.baseline)}"
         since = f", since {_time(self.since)}" if self.since is not None else ""
@@ -123,7 +139,7 @@ class WorkloadScorer:
         explained = [self._explain(name, scorer.update(timestamp, values.get(name)))
                      for name, scorer in self._series.items()]
         explained.sort(key=lambda s: (s.score is None, -(s.score or 0.0), s.name))
-        known = [s.score for s in explained if s.score is not None]
+        known = [s.score for s in explained if s.score is not None and s.name not in self.config.evidence_only]
         score = max(known) if known else None
         state = self._step(timestamp, score)
         since = self._episode_since if state == "anomalous" else None
@@ -139,11 +155,14 @@ class WorkloadScorer:
         if point.deviation is not None and point.deviation != 0:
             direction = "up" if point.deviation > 0 else "down"
         score, since = point.score, point.anomalous_since
-        if score is not None and direction is not None and not self.config.counts(name, direction):
+        if score is not None and (name in self.config.evidence_only or (
+                direction is not None and not self.config.counts(name, direction))):
             score, since = 0.0, None
         elif score is not None:
             score = self.config.on_common_scale(name, score)
-        return SignalExplanation(name, score, point.baseline, point.value, point.deviation, since, direction)
+        from_zero = moved(point.value, point.baseline, self.config.floors.get(name, DEFAULT_FLOOR)).from_zero
+        return SignalExplanation(name, score, point.baseline, point.value, point.deviation, since, direction,
+                                 from_zero)
 
     def _step(self, timestamp: float, score: float | None) -> State:
         cfg = self.config
@@ -171,6 +190,20 @@ class WorkloadScorer:
         self._episode_since = self._first_above
         self._above, self._first_above = 0, None
         return "anomalous"
+
+
+def explain_history(history: Mapping[str, Sequence[tuple[float, float]]],
+                    config: CombinerConfig) -> tuple[SignalExplanation, ...]:
+    """Each signal's explanation at its last point, scored against the points before it (oldest first):
+    the evidence of a signal that is read once, when an incident opens, instead of every interval."""
+    explained: list[SignalExplanation] = []
+    for name, points in sorted(history.items()):
+        if not points:
+            continue
+        scorer = WorkloadScorer(config)
+        scorer.warm(name, points[:-1])
+        explained += scorer.observe(points[-1][0], {name: points[-1][1]}).signals
+    return tuple(explained)
 
 
 def _num(x: float | None) -> str:

@@ -49,11 +49,20 @@ class Attribution:
             by_key[(meta["namespace"], obj["kind"], meta["name"])] = obj
             self._declare_kafka(ref, meta.get("annotations") or {})
         intermediate = {(o["metadata"]["namespace"], o["kind"], o["metadata"]["name"]): o for o in owners}
+        owned_by_pods = []
         for pod in pods:
             meta = pod["metadata"]
-            owner_ref = self._walk(meta["namespace"], _controller(meta), by_key, intermediate)
+            owner = _controller(meta)
+            if owner is not None and owner[0] == "Pod":
+                owned_by_pods.append((meta["namespace"], meta["name"], owner[1]))
+                continue
+            owner_ref = self._walk(meta["namespace"], owner, by_key, intermediate)
             if owner_ref is not None:
                 self.pods[(meta["namespace"], meta["name"])] = owner_ref
+        # Spark makes the driver pod the owner of its executors: they belong where the driver does.
+        for namespace, name, driver in owned_by_pods:
+            if (namespace, driver) in self.pods:
+                self.pods[(namespace, name)] = self.pods[(namespace, driver)]
         return self
 
     def _declare_kafka(self, ref: WorkloadRef, annotations: Mapping[str, str]) -> None:

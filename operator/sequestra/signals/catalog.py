@@ -1,69 +1,172 @@
-"""The signals Sequestra knows, as PromQL templates over standard exporters.
+"""The signals Sequestra knows: what each measures, where the live loop reads it, and its floor.
 
-Each template yields one series per pod (cAdvisor / kube-state-metrics names) or per Kafka client (the
-broker's per-user/per-client quota sensors, exported by the JMX exporter), which attribution then folds
-into one value per workload. A team whose metrics are named differently overrides a template through the
-policy (`spec.signals[].query`) instead of patching code.
+Three sources feed the catalog, each read once per interval by the loop:
+
+- `prometheus`: a PromQL template over standard exporters, yielding one series per pod (cAdvisor,
+  kube-state-metrics and HTTP RED names), per Kafka client (the broker's per-user/per-client quota
+  sensors, exported by the JMX exporter) or per SparkApplication; attribution folds them per workload.
+- `kafka`: the broker's admin API (`signals/kafka.py`): per consumer group its rebalances and lag, per
+  topic its partitions; a group or topic belongs to a workload as `signals/sources.py` says.
+- `kubernetes`: the pod listing the loop reads anyway (`signals/kubernetes.py`): pods per phase.
+
+A team whose metrics are named differently replaces a Prometheus template for its policy
+(`spec.signals[].query`, same labels) instead of patching code.
+
+Every signal has a `floor`: the smallest level that means anything for it (one restart, one rebalance
+per five minutes, 1 KiB/s). A baseline below the floor is zero, and a ratio against a zero baseline is
+taken against the floor (`scoring/baselines.py`), so "from nothing to a lot" is a large, finite ratio
+flagged `fromZero`, never a division by zero and never a missing ratio.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
+
+if TYPE_CHECKING:
+    from sequestra.diagnosis.runbooks import Runbook
 
 Direction = Literal["up", "down", "both"]
-Subject = Literal["pod", "kafka_client", "spark_app"]
+Subject = Literal["pod", "kafka_client", "spark_app", "workload"]
+Source = Literal["prometheus", "kafka", "kubernetes"]
 
 
 @dataclass(frozen=True)
 class SignalDefinition:
     name: str
-    query: str  # `{namespaces}` is replaced by a regex of the covered namespaces
-    subject: Subject
+    # PromQL for source "prometheus"; else "". `{namespaces}` is replaced by a regex of the covered namespaces,
+    # `{pods}` (pod series) by one of the pods asked about, or `.+`: all of them.
+    query: str
+    subject: Subject  # what one series is about; "workload" when the source computes per workload itself
     direction: Direction  # which way counts as trouble
     unit: str
     description: str
+    floor: float = 1e-9  # the smallest level that means anything: a baseline below it is zero
+    source: Source = "prometheus"
 
-    def render(self, namespaces: list[str]) -> str:
+    def render(self, namespaces: list[str], query: str | None = None, pods: Iterable[str] | None = None) -> str:
+        """The PromQL for these namespaces (and only these pods, when given: one workload's evidence need
+        not read a namespace of thousands); `query` replaces the catalog's template (a policy's own)."""
         pattern = "|".join(n.replace(".", "\\\\.") for n in sorted(namespaces)) or "^$"
-        return self.query.replace("{namespaces}", pattern)
+        pod_pattern = ".+" if pods is None else ("|".join(p.replace(".", "\\\\.") for p in sorted(pods)) or "^$")
+        return (query or self.query).replace("{namespaces}", pattern).replace("{pods}", pod_pattern)
 
+
+# The names common HTTP exporters give their request counters: Prometheus client libraries' convention
+# (`http_requests_total`, status in `code`), Spring Boot / Micrometer (`http_server_requests_seconds`,
+# status in `status`) and OpenTelemetry's semantic conventions (`http_server_request_duration_seconds`,
+# status in `http_response_status_code`). Each series carries namespace and pod (Prometheus' pod SD).
+_HTTP_NAMES = "http_requests_total|http_server_requests_seconds_count|http_server_request_duration_seconds_count"
+_HTTP_ALL = f'rate({{__name__=~"{_HTTP_NAMES}", namespace=~"{{namespaces}}", pod=~"{{pods}}"}}[1m])'
+_HTTP_5XX = " or ".join(
+    f'rate({{__name__=~"{_HTTP_NAMES}", namespace=~"{{namespaces}}", pod=~"{{pods}}", {label}=~"5.."}}[1m])'
+    for label in ("code", "status", "http_response_status_code"))
+# Workloads that had no 5xx at all get 0, not "no data"; no requests at all is "no data" (0/0 is unknown).
+_HTTP_ERROR_RATIO = (f"(sum by (namespace, pod) ({_HTTP_5XX}) or sum by (namespace, pod) ({_HTTP_ALL}) * 0)"
+                     f" / (sum by (namespace, pod) ({_HTTP_ALL}) > 0)")
+# kube-state-metrics: restarts of containers whose last termination was an OOM kill. Containers never
+# OOM-killed have no such reason series; `or … * 0` gives them 0 (known, normal) instead of no data.
+_SELECT = '{namespace=~"{namespaces}", pod=~"{pods}"}'
+_OOM_KILLS = (
+    f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{_SELECT}[5m])"
+    ' * on (namespace, pod, container) group_left() ('
+    'max by (namespace, pod, container) (kube_pod_container_status_last_terminated_reason'
+    '{namespace=~"{namespaces}", pod=~"{pods}", reason="OOMKilled"})'
+    ' or max by (namespace, pod, container) (kube_pod_container_status_restarts_total'
+    f"{_SELECT}) * 0))")
 
 # Kafka's per-client sensors exist only while some produce/fetch quota is defined; an effectively
 # unlimited default quota (docs/KAFKA.md) keeps them live. Without it these series are absent: "unknown".
 CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
     SignalDefinition(
         "cpu_usage_cores",
-        'sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{namespace=~"{namespaces}"}[30s]))',
-        "pod", "up", "cores", "CPU used by the workload's containers"),
+        f"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{_SELECT}[30s]))",
+        "pod", "up", "cores", "CPU used by the workload's containers", floor=0.001),
     SignalDefinition(
         "memory_working_set_bytes",
-        'sum by (namespace, pod) (container_memory_working_set_bytes{namespace=~"{namespaces}"})',
-        "pod", "up", "bytes", "working-set memory of the workload's containers"),
+        f"sum by (namespace, pod) (container_memory_working_set_bytes{_SELECT})",
+        "pod", "up", "bytes", "working-set memory of the workload's containers", floor=2.0**20),
     SignalDefinition(
         "container_restarts",
-        'sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{namespace=~"{namespaces}"}[5m]))',
-        "pod", "up", "restarts/5m", "container restarts in the last five minutes"),
+        f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{_SELECT}[5m]))",
+        "pod", "up", "restarts/5m", "container restarts in the last five minutes", floor=1.0),
+    SignalDefinition(
+        "oom_kills", _OOM_KILLS, "pod", "up", "kills/5m",
+        "restarts in the last five minutes of containers whose last termination was OOMKilled", floor=1.0),
+    SignalDefinition(
+        "http_request_rate", f"sum by (namespace, pod) ({_HTTP_ALL})", "pod", "up", "requests/s",
+        "HTTP requests/s the workload's pods served (or sent, for a client exporter)", floor=0.1),
+    SignalDefinition(
+        "http_error_ratio", _HTTP_ERROR_RATIO, "pod", "up", "ratio",
+        "share of the workload's HTTP requests answered 5xx (no data while it has no requests)", floor=0.01),
     SignalDefinition(
         "kafka_producer_byte_rate",
         "sum by (user, client_id) (kafka_server_produce_byte_rate)",
-        "kafka_client", "up", "bytes/s", "bytes/s the broker accepted from the client (produce)"),
+        "kafka_client", "up", "bytes/s", "bytes/s the broker accepted from the client (produce)", floor=1024.0),
     SignalDefinition(
         "kafka_consumer_byte_rate",
         "sum by (user, client_id) (kafka_server_fetch_byte_rate)",
-        "kafka_client", "up", "bytes/s", "bytes/s the broker served to the client (fetch)"),
+        "kafka_client", "up", "bytes/s", "bytes/s the broker served to the client (fetch)", floor=1024.0),
     SignalDefinition(
         "kafka_request_time_percent",
         "sum by (user, client_id) (kafka_server_request_request_time)",
-        "kafka_client", "up", "%", "share of broker request-handler time the client used"),
+        "kafka_client", "up", "%", "share of broker request-handler time the client used", floor=0.1),
+    SignalDefinition(
+        "kafka_rebalance_rate", "", "workload", "up", "rebalances/min",
+        "rebalances per minute of the workload's consumer groups over the last five minutes (admin API)",
+        floor=0.2, source="kafka"),
+    SignalDefinition(
+        "kafka_consumer_lag", "", "workload", "up", "messages",
+        "messages the workload's consumer groups have not committed yet (admin API)", floor=1.0, source="kafka"),
+    SignalDefinition(
+        "kafka_partition_count", "", "workload", "up", "partitions",
+        "partitions of the topics the workload's groups consume or it declares (admin API)",
+        floor=1.0, source="kafka"),
     SignalDefinition(
         "spark_executors",
         'sum by (namespace, app) (spark_executors{namespace=~"{namespaces}"})',
-        "spark_app", "up", "executors", "executors a Spark application holds"),
+        "spark_app", "up", "executors", "executors a Spark application holds", floor=1.0),
+    SignalDefinition(
+        "spark_executors_requested",
+        'sum by (namespace, app) (spark_executors_demand{namespace=~"{namespaces}"})',
+        "spark_app", "up", "executors", "executors a Spark application asks for (dynamic allocation's target)",
+        floor=1.0),
     SignalDefinition(
         "spark_shuffle_spill_bytes",
         'sum by (namespace, app) (rate(spark_shuffle_spill_bytes_total{namespace=~"{namespaces}"}[1m]))',
-        "spark_app", "up", "bytes/s", "shuffle data a Spark application spills to disk"),
+        "spark_app", "up", "bytes/s", "shuffle data a Spark application spills to disk", floor=1024.0),
+    SignalDefinition(
+        "pods_pending", "", "workload", "up", "pods",
+        "the workload's pods in phase Pending (waiting for a node), from the pod listing",
+        floor=1.0, source="kubernetes"),
 )}
 
 DEFAULT_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate")
+
+
+def floors(names: Iterable[str] | None = None) -> dict[str, float]:
+    """Each known signal's floor (of the names given, or of the whole catalog)."""
+    return {n: CATALOG[n].floor for n in (CATALOG if names is None else names) if n in CATALOG}
+
+
+def signals_read_by(runbooks: Iterable[Runbook]) -> dict[str, list[str]]:
+    """Every signal the runbooks read (match predicates, `atLeastSignal`, verify steps), with the names of
+    the runbooks that read it. `*` (any signal) is not a signal name."""
+    read: dict[str, list[str]] = {}
+    for runbook in runbooks:
+        names = [p.name for p in runbook.spec.match.signals]
+        names += [p.at_least_signal for p in runbook.spec.match.signals if p.at_least_signal]
+        names += [step.signal for step in runbook.spec.verify]
+        for name in dict.fromkeys(names):
+            if name != "*":
+                read.setdefault(name, []).append(runbook.name)
+    return read
+
+
+def unproducible(runbooks: Iterable[Runbook], catalog: Mapping[str, SignalDefinition] = CATALOG) -> list[str]:
+    """One line per (runbook, signal) the live loop cannot produce: empty when every runbook can fire."""
+    missing = sorted((runbook, name) for name, readers in signals_read_by(runbooks).items() if name not in catalog
+                     for runbook in readers)
+    return [f"runbook {runbook} reads signal {name!r}, which the signal catalog cannot produce"
+            for runbook, name in missing]

@@ -9,7 +9,9 @@ act. A group that fails alone (e.g. its coordinator moving) is UNKNOWN alone, li
 Rebalance churn: DescribeGroups does not expose the generation id, so a rebalance is counted when a
 poll sees the group in a rebalancing state it was not in before, or its member set changed between two
 polls (each join or leave of a classic group is a new generation). Polls far apart can miss rebalances
-that start and finish in between; the count is a lower bound.
+that start and finish in between; the count is a lower bound. The rate the signal catalog reads
+(`kafka_rebalance_rate`) is the count over the last `REBALANCE_WINDOW_S`, per minute: one rebalance per
+poll would be a series of 0s and 1s that says little; five minutes of them say how often it happens.
 
 Blocking, every call bounded by `timeout_s`; callers on the event loop run `poll` in a worker thread.
 """
@@ -32,6 +34,7 @@ log = structlog.get_logger("sequestra.signals.kafka")
 
 _REBALANCING = {ConsumerGroupState.PREPARING_REBALANCING, ConsumerGroupState.COMPLETING_REBALANCING}
 _NO_MEMBERS = {ConsumerGroupState.EMPTY, ConsumerGroupState.DEAD}
+REBALANCE_WINDOW_S = 300.0
 _STATE_NAMES = {
     ConsumerGroupState.UNKNOWN: "Unknown", ConsumerGroupState.PREPARING_REBALANCING: "PreparingRebalance",
     ConsumerGroupState.COMPLETING_REBALANCING: "CompletingRebalance", ConsumerGroupState.STABLE: "Stable",
@@ -50,6 +53,12 @@ class GroupObservation:
     verdict: GroupVerdict
     rebalances: int  # seen since the previous poll
     rebalances_total: int  # seen since this reader started
+    # Rebalances per minute over the last REBALANCE_WINDOW_S (or since the group was first seen, at
+    # least a minute); None on the first poll of the group: nothing to compare with yet.
+    rebalances_per_min: float | None = None
+    # The members' client ids, or the last ones seen while the group had members: a group emptied by a
+    # rebalance storm still belongs to the workload whose members left it.
+    last_client_ids: tuple[str, ...] = ()
 
     @property
     def lag(self) -> dict[tuple[str, int], int | None]:
@@ -66,6 +75,7 @@ class KafkaSnapshot:
     verdicts: dict[str, GroupVerdict] = field(default_factory=dict)  # every group, UNKNOWN ones included
     failed: dict[str, str] = field(default_factory=dict)  # group -> why it is unknown this poll
     topic_count: int | None = None  # user topics (internal "__" topics excluded)
+    topics: dict[str, int] = field(default_factory=dict)  # user topic -> partitions
     partition_count: int | None = None
     topics_created: tuple[str, ...] = ()  # since the previous successful poll
     topics_created_per_s: float | None = None  # None on the first poll: nothing to compare with
@@ -89,6 +99,8 @@ class KafkaSignals:
         self._previous: dict[str, tuple[ConsumerGroupState, frozenset[str]]] = {}
         self._rebalances_total: dict[str, int] = {}
         self._topics: dict[str, int] | None = None  # topic -> partitions, at the last successful poll
+        self._rebalance_log: dict[str, list[tuple[float, int]]] = {}  # group -> (poll time, rebalances seen)
+        self._last_client_ids: dict[str, tuple[str, ...]] = {}
         self._topics_at: float | None = None
 
     def poll(self) -> KafkaSnapshot:
@@ -103,7 +115,7 @@ class KafkaSignals:
                                  verdicts={g: self.tracker.unknown(g, reason) for g in sorted(known)})
         topics = {name: len(t.partitions) for name, t in metadata.topics.items() if not name.startswith("__")}
         created, topics_rate, partitions_rate = self._creation(at, topics)
-        snapshot = KafkaSnapshot(at=at, reachable=True, topic_count=len(topics),
+        snapshot = KafkaSnapshot(at=at, reachable=True, topic_count=len(topics), topics=dict(topics),
                                  partition_count=sum(topics.values()), topics_created=created,
                                  topics_created_per_s=topics_rate, partitions_created_per_s=partitions_rate)
         try:
@@ -116,6 +128,8 @@ class KafkaSignals:
         for gone in set(self.tracker.groups()) - set(names):
             self.tracker.forget(gone)  # deleted group: its window means nothing any more
             self._previous.pop(gone, None)
+            self._rebalance_log.pop(gone, None)
+            self._last_client_ids.pop(gone, None)
         self._read_groups(names, at, snapshot)
         return snapshot
 
@@ -154,10 +168,15 @@ class KafkaSignals:
             active = bool(member_ids) and state not in _NO_MEMBERS
             verdict = self.tracker.observe(group, at, offsets, members_active=active)
             rebalances = self._rebalances(group, state, member_ids)
+            client_ids = tuple(sorted({m.client_id for m in description.members}))
+            if client_ids:
+                self._last_client_ids[group] = client_ids
             snapshot.groups[group] = GroupObservation(
                 group=group, state=_STATE_NAMES.get(state, str(state)), members=len(member_ids),
-                client_ids=tuple(sorted({m.client_id for m in description.members})), offsets=offsets,
-                verdict=verdict, rebalances=rebalances, rebalances_total=self._rebalances_total.get(group, 0))
+                client_ids=client_ids, offsets=offsets,
+                verdict=verdict, rebalances=rebalances, rebalances_total=self._rebalances_total.get(group, 0),
+                rebalances_per_min=self._rebalance_rate(group, at, rebalances),
+                last_client_ids=self._last_client_ids.get(group, ()))
             snapshot.verdicts[group] = verdict
 
     def _committed(self, group: str, description: Any) -> dict[tuple[str, int], int | None]:
@@ -196,6 +215,18 @@ class KafkaSignals:
         seen = int((state in _REBALANCING and state != before_state) or member_ids != before_members)
         self._rebalances_total[group] = self._rebalances_total.get(group, 0) + seen
         return seen
+
+    def _rebalance_rate(self, group: str, at: float, rebalances: int) -> float | None:
+        seen = self._rebalance_log.setdefault(group, [])
+        first = seen[0][0] if seen else None
+        seen.append((at, rebalances))
+        seen[:] = [(t, n) for t, n in seen if t > at - REBALANCE_WINDOW_S]
+        if first is None:
+            return None
+        # Early on the span is shorter than the window; at least a minute, so one rebalance seen in the
+        # first seconds is not read as dozens per minute.
+        span_s = max(min(at - first, REBALANCE_WINDOW_S), 60.0)
+        return sum(n for _, n in seen) * 60.0 / span_s
 
     # --- topics ---------------------------------------------------------------------------------------------
     def _creation(self, at: float, topics: dict[str, int]) -> tuple[tuple[str, ...], float | None, float | None]:

@@ -1,7 +1,8 @@
 """Kubernetes as a signal source: one listing per interval of what attribution and change detection need.
 
 Raw JSON (no client model objects) keeps a 10k-pod listing cheap. Restarts and OOM kills are read from
-pod statuses here too, so they count even where kube-state-metrics is not installed.
+pod statuses here too, so they count even where kube-state-metrics is not installed, and so are the pods
+waiting in phase Pending (the catalog's `pods_pending`).
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ class ClusterSnapshot:
     secrets: dict[str, dict[str, Mapping[str, Any]]] = field(default_factory=dict)
     pod_restarts: dict[WorkloadRef, int] = field(default_factory=dict)
     pod_oom_kills: dict[WorkloadRef, int] = field(default_factory=dict)
+    pod_pending: dict[WorkloadRef, int] = field(default_factory=dict)  # pods in phase Pending
     warnings: list[str] = field(default_factory=list)
 
     def changes(self, workload: WorkloadRef, since: float) -> list[ChangeEvent]:
@@ -93,6 +95,8 @@ class ClusterReader:
             ref = snapshot.attribution.pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
             if ref is None:
                 continue
+            if (pod.get("status") or {}).get("phase") == "Pending":
+                snapshot.pod_pending[ref] = snapshot.pod_pending.get(ref, 0) + 1
             statuses = (pod.get("status") or {}).get("containerStatuses") or []
             snapshot.pod_restarts[ref] = snapshot.pod_restarts.get(ref, 0) + sum(
                 int(s.get("restartCount", 0)) for s in statuses)

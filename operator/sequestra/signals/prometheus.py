@@ -9,7 +9,7 @@ returned as unattributed (reported, never acted on). When Prometheus cannot answ
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,14 +67,17 @@ class PrometheusSignals:
         self.url = url
 
     def sample(self, signals: Iterable[SignalDefinition], namespaces: list[str], attribution: Attribution,
-               at: float) -> Sample:
-        """Values now. A signal whose query fails is marked failed (unknown); if every query fails the
-        source is unavailable."""
+               at: float, queries: Mapping[str, str] | None = None, pods: Collection[str] | None = None) -> Sample:
+        """Values at `at` (now, or a day ago for the same-time-yesterday baseline). A signal whose query
+        fails is marked failed (unknown); if every query fails the source is unavailable. `queries`: a
+        policy's own PromQL per signal name, in place of the catalog's; `pods`: only these pods' series
+        (one workload's), where the query says so (`{pods}`)."""
         result = Sample(at=at)
-        signals = list(signals)
+        signals = [s for s in signals if s.source == "prometheus"]
         for signal in signals:
             try:
-                series: Any = self._prom.custom_query(signal.render(namespaces), params={"time": at})
+                query = signal.render(namespaces, (queries or {}).get(signal.name), pods)
+                series: Any = self._prom.custom_query(query, params={"time": at})
             except Exception as exc:  # the client raises bare Exceptions (PrometheusApiClientException) too
                 result.failed[signal.name] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 continue
@@ -91,14 +94,17 @@ class PrometheusSignals:
         return result
 
     def history(self, signals: Iterable[SignalDefinition], namespaces: list[str], attribution: Attribution,
-                start: float, end: float, step_s: float) -> History:
-        """Past values for warm-up; a failed range query just leaves that signal cold."""
+                start: float, end: float, step_s: float, queries: Mapping[str, str] | None = None,
+                pods: Collection[str] | None = None) -> History:
+        """Past values for warm-up; a failed range query just leaves that signal cold. Signals from other
+        sources (the Kafka admin API, the pod listing) have no history: they warm up as they are read."""
         result = History()
-        for signal in signals:
+        for signal in (s for s in signals if s.source == "prometheus"):
             try:
+                query = signal.render(namespaces, (queries or {}).get(signal.name), pods)
                 series: Any = self._prom.custom_query_range(
-                    signal.render(namespaces), start_time=datetime.fromtimestamp(start, UTC),
-                    end_time=datetime.fromtimestamp(end, UTC), step=f"{max(1, int(step_s))}s")
+                    query, start_time=datetime.fromtimestamp(start, UTC), end_time=datetime.fromtimestamp(end, UTC),
+                    step=f"{max(1, int(step_s))}s")
             except Exception as exc:  # warm-up is best effort: the loop still works cold
                 log.warning("warm-up query failed", signal=signal.name, error=str(exc)[:200])
                 continue
