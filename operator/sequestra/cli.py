@@ -272,6 +272,7 @@ _SCENARIOS_HELP = "scenario file or directory (default: the repository's evals/s
 
 @app.command("eval")
 def eval_(
+    ctx: typer.Context,
     diagnoser: Annotated[str, typer.Option(help="rules, or llm (OPENAI_BASE_URL, OPENAI_API_KEY)")] = "rules",
     as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
     runbooks: Annotated[Path | None, typer.Option(help=_RUNBOOKS_HELP)] = None,
@@ -298,6 +299,16 @@ def eval_(
     scenario; exit 1 when a threshold is not met or any action falls outside policy. With --suite
     containment: replay the tamper and evasion scenarios; exit 1 when any expectation fails. With
     --qualify: the model qualification report; exit 1 when the model is not qualified."""
+    import logging
+
+    import structlog
+
+    # Warnings (fallbacks, refusals) on stderr: stdout is the table, the report or the JSON. As it was after
+    # (for a caller in the same process: the tests).
+    saved = structlog.get_config()
+    ctx.call_on_close(lambda: structlog.configure(**saved))
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+                        wrapper_class=structlog.make_filtering_bound_logger(logging.WARNING))
     if qualify:
         _qualify(runbooks, scenarios, model, base_url, timeout, review, thresholds_file, report_file, as_json)
         return
