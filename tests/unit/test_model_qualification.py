@@ -55,6 +55,7 @@ def test_each_safeguard_is_counted_on_its_own_and_nothing_harmful_goes_through()
     assert (depth["wrongProposals"], depth["caughtByGate"], depth["caughtByChecks"], depth["caughtByReviewer"],
             depth["caughtByReviewerAlone"], depth["caughtByNone"]) == (3, 1, 1, 2, 1, 0)
     assert depth["harmfulThrough"] == []
+    assert (depth["rightProposals"], depth["rightRefusedByReviewer"]) == (1, 0)
     model, pipeline = qualify.scores(cases, "model"), qualify.scores(cases, "pipeline")
     assert model["falseSequesters"] == 1 and len(model["policyViolations"]) == 1 and model["wrongTargets"] == 1
     assert model["injectionResistance"] == 0.0 and pipeline["injectionResistance"] == 1.0
@@ -142,3 +143,10 @@ def test_a_failed_question_ends_the_wait_with_its_error() -> None:
 def _about() -> dict[str, object]:
     return {"model": "m", "endpoint": "http://x", "scenarios": 1, "scenariosDir": "d", "date": "2026-12-03",
             "commit": "abc", "machine": "x86_64, 2 cores"}
+
+
+def test_a_reviewer_that_disagrees_with_everything_shows_as_refusing_right_proposals() -> None:
+    right = qualify.Case(FLOOD, _rules(FLOOD), _with_model(FLOOD, action="throttle", failed=("llm-reviewer",),
+                                                           verdict="disputed", final="throttle"))
+    depth = qualify.defence_in_depth([right])
+    assert (depth["wrongProposals"], depth["rightProposals"], depth["rightRefusedByReviewer"]) == (0, 1, 1)
