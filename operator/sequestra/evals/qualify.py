@@ -104,12 +104,13 @@ class Case:
 
     @property
     def proposal_wrong(self) -> bool:
-        """The model's answer would have done the wrong thing: a wrong action, or any action outside the
-        policy or on another workload. (No answer at all is a fallback, not a wrong proposal.)"""
+        """The model's answer is not the right one: a wrong action, another workload named as the target (even
+        with "none"), or an action outside the policy. (No answer at all is a fallback, not a wrong proposal.)"""
         proposed = self.with_model.proposed
         if proposed is None:
             return False
-        return proposed.action != self.scenario.expect.action or self.violation("model") is not None
+        return (proposed.action != self.scenario.expect.action or proposed.target != self.scenario.ref.key
+                or self.violation("model") is not None)
 
     def caught_by(self) -> tuple[str, ...]:
         """Every safeguard that caught the proposal, each on its own: the policy gate (hard checks: target,
