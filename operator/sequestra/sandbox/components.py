@@ -15,11 +15,11 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sequestra.sandbox import endpoints, provision
+from sequestra.sandbox import endpoints, provision, realnode
 from sequestra.sandbox.endpoints import HOST, PORTS
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
-from sequestra.sandbox.pki import Pki
+from sequestra.sandbox.pki import APISERVER_KUBELET_CLIENT, Pki
 
 Health = tuple[bool, str]
 
@@ -95,6 +95,12 @@ def _apiserver_argv(paths: SandboxPaths) -> list[str]:
         f"--service-account-key-file={p.service_account_pub}",
         "--service-cluster-ip-range=10.96.0.0/16",
         "--allow-privileged=true",
+        # To reach the real node's kubelet (logs, exec, /stats): by its address, with a certificate of its own,
+        # checking the kubelet's serving certificate against the sandbox CA.
+        f"--kubelet-client-certificate={p.client_cert(APISERVER_KUBELET_CLIENT)[0]}",
+        f"--kubelet-client-key={p.client_cert(APISERVER_KUBELET_CLIENT)[1]}",
+        f"--kubelet-certificate-authority={p.ca_cert}",
+        "--kubelet-preferred-address-types=InternalIP",
         "--enable-priority-and-fairness=false",
         "--profiling=false",
         "--v=1",
@@ -480,6 +486,13 @@ COMPONENTS: dict[str, Component] = {
                   _ready(f"{endpoints.spark_standin_url()}/healthz"), niceness=STAND_IN_NICENESS),
         Component("model-server", endpoints.model_server_url(), (PORTS.model_server,), _model_server_argv,
                   _ready(f"http://{HOST}:{PORTS.model_server}/health"), niceness=MODEL_SERVER_NICENESS),
+        # The real node (sandbox/realnode.py): started after the rest, in REAL_NODE_WAVES.
+        Component("containerd", f"unix://{realnode.containerd_socket(SandboxPaths.default())}", (),
+                  realnode.containerd_argv, realnode.containerd_health, prepare=realnode.containerd_prepare,
+                  start_timeout_s=30),
+        Component("kubelet", f"https://{realnode.NODE_IP}:{realnode.KUBELET_PORT}", (realnode.KUBELET_HEALTHZ_PORT,),
+                  realnode.kubelet_argv, realnode.kubelet_health, prepare=realnode.kubelet_prepare,
+                  start_timeout_s=90, niceness=STAND_IN_NICENESS),
     )
 }
 
@@ -489,3 +502,5 @@ START_WAVES: tuple[tuple[str, ...], ...] = (
     ("kube-apiserver",),
     ("kube-controller-manager", "kube-scheduler", "kwok", "workload-metrics", "spark-standin"),
 )
+# The real node starts once all of the above is up; if it cannot, the rest stays up without it.
+REAL_NODE_WAVES: tuple[tuple[str, ...], ...] = (("containerd",), ("kubelet",))

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import shutil
 import socket
+import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -12,8 +13,8 @@ from pathlib import Path
 
 import yaml
 
-from sequestra.sandbox import endpoints, pki, processes, provision
-from sequestra.sandbox.components import COMPONENTS, START_WAVES, Component
+from sequestra.sandbox import endpoints, pki, processes, provision, realnode
+from sequestra.sandbox.components import COMPONENTS, REAL_NODE_WAVES, START_WAVES, Component
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
@@ -147,25 +148,57 @@ def up(paths: SandboxPaths, progress: Progress) -> UpReport:
     started: list[str] = []
     began = time.monotonic()
     try:
-        for wave in START_WAVES:
-            for name in wave:
-                component = COMPONENTS[name]
-                if _running(paths, component) is not None:
-                    continue
-                progress(f"starting {name} on {component.address}")
-                _start(paths, component)
-                started.append(name)
-            _wait_healthy(paths, list(wave))
+        _start_waves(paths, START_WAVES, started, progress)
         _after_start(paths, progress)
         _refresh_prometheus_config(paths, started, progress)
     except BaseException:
         for name in reversed(started):
             processes.stop(paths.pids, name)
         raise
+    provision_s += _start_real_node(paths, started, progress)
     start_s = time.monotonic() - began
     progress(f"sandbox up in {start_s:.1f} s ({len(started)} started, {len(COMPONENTS) - len(started)} "
              "already running)")
     return UpReport(provision_s=provision_s, start_s=start_s, started=started)
+
+
+def _start_waves(paths: SandboxPaths, waves: tuple[tuple[str, ...], ...], started: list[str],
+                 progress: Progress) -> None:
+    for wave in waves:
+        for name in wave:
+            component = COMPONENTS[name]
+            if _running(paths, component) is not None:
+                continue
+            progress(f"starting {name} on {component.address}")
+            _start(paths, component)
+            started.append(name)
+        _wait_healthy(paths, list(wave))
+
+
+def _start_real_node(paths: SandboxPaths, started: list[str], progress: Progress) -> float:
+    """Provision (first time) and start the real node. Trouble there leaves the rest of the sandbox up: it is
+    reported, recorded for `status` and the tests that need the node, and what it made is cleaned up.
+    Returns the seconds spent provisioning."""
+    failure = realnode.failure_record(paths)
+    failure.unlink(missing_ok=True)
+    apiserver = _running(paths, COMPONENTS["kube-apiserver"])
+    if apiserver is not None and apiserver.argv != COMPONENTS["kube-apiserver"].argv(paths):
+        progress("kube-apiserver runs with older flags and cannot reach the real node's kubelet (logs, exec, "
+                 "stats): restart it with `sequestra sandbox down` and `up`")
+    began = len(started)
+    provision_s = 0.0
+    try:
+        provision_s = realnode.provision_node(paths, progress)
+        _start_waves(paths, REAL_NODE_WAVES, started, progress)
+    except (SandboxError, OSError, subprocess.SubprocessError) as exc:
+        for name in reversed(started[began:]):
+            processes.stop(paths.pids, name)
+        del started[began:]
+        if not any(_running(paths, COMPONENTS[n]) for wave in REAL_NODE_WAVES for n in wave):
+            realnode.clean_up(paths, progress)
+        failure.write_text(f"{type(exc).__name__}: {exc}\n")
+        progress(f"the real node did not start; the rest of the sandbox is up without it: {exc}")
+    return provision_s
 
 
 def _after_start(paths: SandboxPaths, progress: Progress) -> None:
@@ -201,6 +234,7 @@ def _refresh_prometheus_config(paths: SandboxPaths, started: list[str], progress
 
 def down(paths: SandboxPaths, progress: Progress, *, purge: bool = False) -> list[tuple[int, str]]:
     """Stop exactly the recorded processes, in reverse start order. Returns strays (none expected)."""
+    stop_real_node(paths, progress)
     order = [name for wave in START_WAVES for name in wave]
     for name in reversed(order):
         if processes.stop(paths.pids, name):
@@ -209,6 +243,15 @@ def down(paths: SandboxPaths, progress: Progress, *, purge: bool = False) -> lis
         shutil.rmtree(paths.state, ignore_errors=True)
         progress(f"removed {paths.state} (caches under {paths.cache} kept)")
     return stray_processes(paths)
+
+
+def stop_real_node(paths: SandboxPaths, progress: Progress) -> None:
+    """The kubelet and containerd, then everything they made: containers, cgroups, network namespaces,
+    mounts, the bridge, the kubelet's iptables chains, the Node object; ip_forward as it was."""
+    for name in reversed([name for wave in REAL_NODE_WAVES for name in wave]):
+        if processes.stop(paths.pids, name):
+            progress(f"stopped {name}")
+    realnode.clean_up(paths, progress)
 
 
 def stray_processes(paths: SandboxPaths) -> list[tuple[int, str]]:
@@ -226,7 +269,10 @@ def status(paths: SandboxPaths) -> list[ComponentStatus]:
     for name, component in COMPONENTS.items():
         record = _running(paths, component)
         if record is None:
-            result.append(ComponentStatus(name, component.address, None, False, False, "stopped"))
+            failure = realnode.failure_record(paths)
+            failed = name in realnode.COMPONENT_NAMES and failure.exists()
+            why = (failure.read_text().strip().splitlines() or [""])[0][:200] if failed else ""
+            result.append(ComponentStatus(name, component.address, None, False, False, why or "stopped"))
             continue
         healthy, detail = component.health(paths)
         rss = processes.resident_bytes(record.pid)

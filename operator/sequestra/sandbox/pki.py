@@ -15,6 +15,7 @@ from cryptography.x509.oid import NameOID
 VALIDITY = dt.timedelta(days=365)
 APISERVER_SANS = ("kubernetes", "kubernetes.default", "kubernetes.default.svc", "localhost")
 APISERVER_IPS = ("127.0.0.1", "10.96.0.1")
+APISERVER_KUBELET_CLIENT = "kube-apiserver-kubelet-client"
 
 
 @dataclass(frozen=True)
@@ -104,7 +105,8 @@ def ensure_ca(pki: Pki) -> None:
     pki.ca_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
 
 
-def _issue(pki: Pki, subject: x509.Name, cert_path: Path, key_path: Path, *, server: bool) -> None:
+def _issue(pki: Pki, subject: x509.Name, cert_path: Path, key_path: Path, *, server: bool,
+           dns_names: tuple[str, ...] = APISERVER_SANS, ips: tuple[str, ...] = APISERVER_IPS) -> None:
     ca_cert, ca_key = _load_ca(pki)
     key = _new_key()
     builder = _builder(subject, ca_cert.subject, key.public_key()).add_extension(
@@ -114,8 +116,8 @@ def _issue(pki: Pki, subject: x509.Name, cert_path: Path, key_path: Path, *, ser
         critical=False,
     )
     if server:
-        names: list[x509.GeneralName] = [x509.DNSName(n) for n in APISERVER_SANS]
-        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in APISERVER_IPS]
+        names: list[x509.GeneralName] = [x509.DNSName(n) for n in dns_names]
+        names += [x509.IPAddress(ipaddress.ip_address(ip)) for ip in ips]
         builder = builder.add_extension(x509.SubjectAlternativeName(names), critical=False)
     cert = builder.sign(ca_key, hashes.SHA256())
     _write_key(key, key_path)
@@ -139,6 +141,15 @@ def ensure_client_cert(pki: Pki, user: str, groups: tuple[str, ...] = ()) -> tup
     return cert_path, key_path
 
 
+def ensure_server_cert(pki: Pki, name: str, dns_names: tuple[str, ...], ips: tuple[str, ...]) -> tuple[Path, Path]:
+    """A serving certificate for `name` (a kubelet's), valid for the given host names and addresses."""
+    cert_path, key_path = pki.directory / f"server-{name}.crt", pki.directory / f"server-{name}.key"
+    if not (cert_path.exists() and key_path.exists()):
+        subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+        _issue(pki, subject, cert_path, key_path, server=True, dns_names=dns_names, ips=ips)
+    return cert_path, key_path
+
+
 def ensure_service_account_key(pki: Pki) -> None:
     if pki.service_account_key.exists() and pki.service_account_pub.exists():
         return
@@ -154,3 +165,5 @@ def ensure_all(pki: Pki) -> None:
     ensure_apiserver_cert(pki)
     ensure_service_account_key(pki)
     ensure_client_cert(pki, "sequestra-admin", ("system:masters",))
+    # What kube-apiserver shows a kubelet when it fetches logs or runs exec (--kubelet-client-certificate).
+    ensure_client_cert(pki, APISERVER_KUBELET_CLIENT, ("system:masters",))

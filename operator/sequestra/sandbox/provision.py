@@ -126,8 +126,9 @@ def _kubernetes_staging_replaces(paths: SandboxPaths, workdir: Path, env: dict[s
     return "".join(f"replace {m} => {m} {versions.KUBERNETES_STAGING}\n" for m in staging)
 
 
-def build_kubernetes(paths: SandboxPaths, progress: Progress) -> None:
-    missing = [c for c in KUBERNETES_COMMANDS if not is_current(paths, c, versions.KUBERNETES)]
+def build_kubernetes(paths: SandboxPaths, progress: Progress,
+                     commands: Sequence[str] = KUBERNETES_COMMANDS) -> None:
+    missing = [c for c in commands if not is_current(paths, c, versions.KUBERNETES)]
     if not missing:
         return
     progress(
