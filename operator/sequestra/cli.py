@@ -378,7 +378,8 @@ def _qualify(runbooks: Path | None, scenarios: Path | None, model: str | None, b
                             cwd=Path(__file__).parent).stdout.strip() or "unknown"
     about = {"model": settings.model, "reviewModel": settings.review_model or settings.model,
              "endpoint": settings.base_url or "https://api.openai.com/v1", "scenarios": len(cases),
-             "scenariosDir": str(scenarios_dir), "date": datetime.now(UTC).strftime("%Y-%m-%d"), "commit": commit,
+             "scenariosDir": str(scenarios) if scenarios else "evals/scenarios",
+             "date": datetime.now(UTC).strftime("%Y-%m-%d"), "commit": commit,
              "machine": f"{platform.machine()}, {os.cpu_count()} cores", "review": settings.review}
     document = qualify.document(done, limits, about)
     text = qualify.markdown(document)
