@@ -15,7 +15,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sequestra.sandbox import endpoints, provision, realnode
+from sequestra.sandbox import endpoints, kubelet_metrics, provision, realnode
 from sequestra.sandbox.endpoints import HOST, PORTS
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
@@ -371,6 +371,8 @@ def _prometheus_config(paths: SandboxPaths) -> dict[str, object]:
             {**job("workload-metrics", PORTS.workload_metrics), "honor_labels": True},
             job("sequestra", PORTS.operator_metrics),
             {**job("spark-standin", PORTS.spark_standin), "honor_labels": True},
+            # The real node's containers, from its kubelet's cAdvisor (TLS, a client certificate of its own).
+            kubelet_metrics.scrape_job(paths, f"{realnode.NODE_IP}:{realnode.KUBELET_PORT}", realnode.NODE_NAME),
         ],
     }
 

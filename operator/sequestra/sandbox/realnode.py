@@ -43,7 +43,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sequestra.sandbox import endpoints, pki, processes, provision
+from sequestra.sandbox import endpoints, kubelet_metrics, pki, processes, provision
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
@@ -416,6 +416,10 @@ def kubelet_prepare(paths: SandboxPaths) -> None:
     cert, key = pki.ensure_server_cert(pki.Pki(paths.pki), NODE_NAME, (NODE_NAME, "localhost"),
                                        (NODE_IP, endpoints.HOST))
     _kubelet_config(paths).write_text(_kubelet_yaml(paths, cert, key))
+    # The kubelet's cAdvisor finds containerd only at its default socket, and Prometheus scrapes it as an
+    # identity of its own: the containers' series with their pod labels (sandbox/kubelet_metrics.py).
+    kubelet_metrics.link_containerd_socket(containerd_socket(paths))
+    kubelet_metrics.ensure_reader(paths)
 
 
 def kubelet_argv(paths: SandboxPaths) -> list[str]:
@@ -423,7 +427,10 @@ def kubelet_argv(paths: SandboxPaths) -> list[str]:
         str(paths.bin / "kubelet"), f"--config={_kubelet_config(paths)}",
         f"--kubeconfig={_kubelet_kubeconfig(paths)}", f"--root-dir={root(paths) / 'kubelet'}",
         f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
-        f"--node-labels={NODE_LABEL[0]}={NODE_LABEL[1]}", "--v=1",
+        f"--node-labels={NODE_LABEL[0]}={NODE_LABEL[1]}",
+        # cAdvisor's stats every 2 s, not 10: Prometheus scrapes every 5 s and the loop takes rates over 30 s,
+        # which a value up to 10 s old (and updated at another rhythm) would swing by a third.
+        f"--housekeeping-interval={kubelet_metrics.HOUSEKEEPING_INTERVAL}", "--v=1",
     ]
 
 
@@ -581,6 +588,7 @@ def clean_up(paths: SandboxPaths, progress: Progress) -> None:
     if record.exists():
         Path("/proc/sys/net/ipv4/ip_forward").write_text(record.read_text())
     shutil.rmtree(root(paths), ignore_errors=True)
+    kubelet_metrics.unlink_containerd_socket(containerd_socket(paths))
     _remove_stale_shim_sockets()
     leftovers = ", ".join(str(d) for d in _cgroup_dirs())
     progress(f"real node cleaned up: {killed} processes killed, {unmounted} mounts removed, bridge {BRIDGE} "

@@ -13,6 +13,11 @@ only: everything else in the sandbox is real.
 An override with `restarts_add` and `last_terminated_reason: OOMKilled` is an OOM kill: the restarts
 count up and the container's last termination reads OOMKilled, as kube-state-metrics would show it.
 
+Pods on a node that is not one of KWOK's (the real node, sandbox/realnode.py) run real containers: their CPU
+and memory series come from that node's kubelet (cAdvisor, sandbox/kubelet_metrics.py), so none are made up
+here and no pod is counted twice. For them this service is only the kube-state-metrics it also stands in
+for: restarts, last terminated reason and limits, read from the pod's own status and spec.
+
     POST   /v1/overrides   {"namespace": "shop", "pod_prefix": "web-", "cpu_cores": 3}   from now on
     POST   /v1/scenario    {"steps": [{"after_s": 10, "namespace": "shop", ...}, ...]}  timed overrides
     DELETE /v1/overrides   back to every pod's baseline
@@ -38,6 +43,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError, model_validator
 
 from sequestra.model.quantity import parse_quantity
+from sequestra.sandbox.endpoints import KWOK_NODES
 from sequestra.sandbox.kafka_clients import KafkaClients, KafkaClientSpec, parse_annotation
 from sequestra.sandbox.standin_http import StandInHandler
 
@@ -100,6 +106,9 @@ class PodInfo:
     baseline_cpu: float
     baseline_memory: float
     baseline_http: float = 0.0  # requests/s
+    # On a node with a real kubelet: container -> (restartCount, lastState.terminated.reason) from the pod's
+    # status. None for KWOK's pods, whose usage and restarts are simulated here.
+    observed: dict[str, tuple[int, str | None]] | None = None
 
 
 @dataclass
@@ -221,6 +230,8 @@ class WorkloadMetrics:
             elapsed = now - self._last_tick
             self._last_tick = now
             for (namespace, name, container), series in self._series.items():
+                if self._pods[(namespace, name)].observed is not None:
+                    continue  # measured by its own kubelet
                 cpu, memory, rps, errors = self._levels(self._pods[(namespace, name)], container)
                 noisy_cpu = max(0.0, cpu * (1 + series.rng.gauss(0, NOISE)))
                 series.cpu_seconds += noisy_cpu * elapsed
@@ -250,13 +261,17 @@ class WorkloadMetrics:
         with self._lock:
             for (namespace, name, container), series in sorted(self._series.items()):
                 labels = f'namespace="{namespace}",pod="{name}",container="{container}"'
-                lines.append(f"container_cpu_usage_seconds_total{{{labels}}} {series.cpu_seconds:.6f}")
-                memory.append(f"container_memory_working_set_bytes{{{labels}}} {series.memory_bytes:.0f}")
-                restarts.append(f"kube_pod_container_status_restarts_total{{{labels}}} {series.restarts}")
-                if series.last_terminated_reason is not None:
+                observed = self._pods[(namespace, name)].observed
+                count, reason = (series.restarts, series.last_terminated_reason) if observed is None else \
+                    observed.get(container, (0, None))
+                restarts.append(f"kube_pod_container_status_restarts_total{{{labels}}} {count}")
+                if reason is not None:
                     terminated.append(f'kube_pod_container_status_last_terminated_reason{{{labels},'
-                                      f'reason="{series.last_terminated_reason}"}} 1')
-                if series.serves_http:
+                                      f'reason="{reason}"}} 1')
+                if observed is None:  # else its usage comes from its kubelet's cAdvisor, HTTP from the app
+                    lines.append(f"container_cpu_usage_seconds_total{{{labels}}} {series.cpu_seconds:.6f}")
+                    memory.append(f"container_memory_working_set_bytes{{{labels}}} {series.memory_bytes:.0f}")
+                if series.serves_http and observed is None:
                     http.append(f'http_requests_total{{{labels},code="200"}} {series.http_ok:.3f}')
                     http.append(f'http_requests_total{{{labels},code="500"}} {series.http_errors:.3f}')
                 pod_limits = self._pods[(namespace, name)].containers[container]
@@ -293,7 +308,20 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
     baseline_memory = float(annotations.get(BASELINE_MEMORY_ANNOTATION, 0) or 0) or DEFAULT_MEMORY_BYTES
     baseline_http = float(annotations.get(BASELINE_HTTP_ANNOTATION, 0) or 0)
     return PodInfo(meta["namespace"], meta["name"], dict(meta.get("labels") or {}), containers,
-                   baseline_cpu, baseline_memory, baseline_http)
+                   baseline_cpu, baseline_memory, baseline_http, _observed(pod))
+
+
+def _observed(pod: dict[str, Any]) -> dict[str, tuple[int, str | None]] | None:
+    """For a pod on a real node, each container's restarts and last termination reason as its status says
+    (what kube-state-metrics exports); None for a pod on a KWOK node (or on none yet)."""
+    node = (pod.get("spec") or {}).get("nodeName")
+    if not node or node in KWOK_NODES:
+        return None
+    observed: dict[str, tuple[int, str | None]] = {}
+    for status in (pod.get("status") or {}).get("containerStatuses") or []:
+        terminated = (status.get("lastState") or {}).get("terminated") or {}
+        observed[status["name"]] = (int(status.get("restartCount") or 0), terminated.get("reason"))
+    return observed
 
 
 def _running(pod: dict[str, Any]) -> bool:

@@ -68,6 +68,10 @@ _HTTP_ERROR_RATIO = (f"(sum by (namespace, pod) ({_HTTP_5XX}) or sum by (namespa
 # kube-state-metrics: restarts of containers whose last termination was an OOM kill. Containers never
 # OOM-killed have no such reason series; `or … * 0` gives them 0 (known, normal) instead of no data.
 _SELECT = '{namespace=~"{namespaces}", pod=~"{pods}"}'
+# cAdvisor (a kubelet's /metrics/cadvisor) also exports each pod's own cgroup and its pause container under
+# the same names, with container "" (or "POD" under dockershim): summed with the containers, a pod would
+# count twice. Only the containers' series, as the usual dashboards select them.
+_CONTAINERS = '{namespace=~"{namespaces}", pod=~"{pods}", container!="", container!="POD"}'
 _OOM_KILLS = (
     f"sum by (namespace, pod) (increase(kube_pod_container_status_restarts_total{_SELECT}[5m])"
     ' * on (namespace, pod, container) group_left() ('
@@ -81,11 +85,11 @@ _OOM_KILLS = (
 CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
     SignalDefinition(
         "cpu_usage_cores",
-        f"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{_SELECT}[30s]))",
+        f"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{_CONTAINERS}[30s]))",
         "pod", "up", "cores", "CPU used by the workload's containers", floor=0.001),
     SignalDefinition(
         "memory_working_set_bytes",
-        f"sum by (namespace, pod) (container_memory_working_set_bytes{_SELECT})",
+        f"sum by (namespace, pod) (container_memory_working_set_bytes{_CONTAINERS})",
         "pod", "up", "bytes", "working-set memory of the workload's containers", floor=2.0**20),
     SignalDefinition(
         "container_restarts",

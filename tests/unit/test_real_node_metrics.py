@@ -1,0 +1,124 @@
+"""The real node's series: the kubelet stand-in leaves real pods' usage to their kubelet and reads their
+restarts from their status; the catalog counts only containers; Prometheus' kubelet job; the workload image's
+program and flags."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sequestra.sandbox import kubelet_metrics, pki, workload_image
+from sequestra.sandbox.endpoints import KWOK_NODES
+from sequestra.sandbox.paths import SandboxPaths
+from sequestra.sandbox.workload_metrics import Override, WorkloadMetrics, pod_info
+from sequestra.signals.catalog import CATALOG
+
+
+def _pod(name: str, node: str, statuses: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+    return {"metadata": {"namespace": "shop", "name": name},
+            "spec": {"nodeName": node, "containers": [{"name": "main", "resources": {"limits": {"cpu": "1"}}}]},
+            "status": {"phase": "Running", "containerStatuses": statuses or []}}
+
+
+OOM_KILLED_TWICE = [{"name": "main", "restartCount": 2,
+                     "lastState": {"terminated": {"reason": "OOMKilled", "exitCode": 137}}}]
+
+
+def _lines(text: str, pod: str) -> list[str]:
+    return [line for line in text.splitlines() if f'pod="{pod}"' in line]
+
+
+def test_a_real_nodes_pod_gets_no_made_up_usage_but_its_real_restarts_and_last_termination() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([pod_info(_pod("real-1", "sequestra-real-node", OOM_KILLED_TWICE)),
+                      pod_info(_pod("fake-1", KWOK_NODES[0]))])
+    # A test's simulated OOM kill selects both pods; only the simulated one is changed by it.
+    metrics.add_override(Override(namespace="shop", pod_prefix="", restarts_add=5, last_terminated_reason="Error"))
+    metrics.tick()
+    text = metrics.exposition()
+    real = _lines(text, "real-1")
+    assert not [line for line in real if line.startswith(("container_cpu", "container_memory"))]
+    assert 'kube_pod_container_status_restarts_total{namespace="shop",pod="real-1",container="main"} 2' in real
+    assert any('reason="OOMKilled"} 1' in line for line in real)
+    assert any(line.startswith("kube_pod_container_resource_limits") for line in real)
+    fake = _lines(text, "fake-1")
+    assert any(line.startswith("container_cpu_usage_seconds_total") for line in fake)
+    assert 'kube_pod_container_status_restarts_total{namespace="shop",pod="fake-1",container="main"} 5' in fake
+
+
+def test_a_real_pod_never_terminated_has_no_reason_series_and_zero_restarts() -> None:
+    metrics = WorkloadMetrics()
+    metrics.set_pods([pod_info(_pod("real-1", "sequestra-real-node", [{"name": "main", "restartCount": 0}]))])
+    real = _lines(metrics.exposition(), "real-1")
+    assert 'kube_pod_container_status_restarts_total{namespace="shop",pod="real-1",container="main"} 0' in real
+    assert not [line for line in real if "last_terminated_reason" in line]
+
+
+def test_kwok_pods_and_pods_not_yet_on_a_node_stay_simulated() -> None:
+    assert pod_info(_pod("fake-1", KWOK_NODES[1])).observed is None
+    assert pod_info(_pod("pending-1", "")).observed is None
+    assert pod_info(_pod("real-1", "sequestra-real-node")).observed == {}
+
+
+@pytest.mark.parametrize("signal", ["cpu_usage_cores", "memory_working_set_bytes"])
+def test_usage_signals_count_containers_only_not_cadvisors_pod_cgroup_or_pause(signal: str) -> None:
+    query = CATALOG[signal].render(["shop"])
+    assert 'container!=""' in query and 'container!="POD"' in query
+
+
+def test_the_kubelet_scrape_job_authenticates_and_takes_prometheus_own_timestamps(tmp_path: Path) -> None:
+    paths = SandboxPaths(cache=tmp_path / "cache", state=tmp_path / "state")
+    paths.pki.mkdir(parents=True)
+    pki.ensure_ca(pki.Pki(paths.pki))
+    job = kubelet_metrics.scrape_job(paths, "10.234.0.1:19250", "sequestra-real-node")
+    assert job["scheme"] == "https" and job["metrics_path"] == "/metrics/cadvisor"
+    assert job["honor_timestamps"] is False
+    assert all(Path(job["tls_config"][f]).is_file() for f in ("ca_file", "cert_file", "key_file"))
+    assert job["static_configs"] == [{"targets": ["10.234.0.1:19250"], "labels": {"node": "sequestra-real-node"}}]
+
+
+def test_cadvisors_containerd_socket_link_is_made_kept_and_removed_only_when_ours(tmp_path: Path) -> None:
+    ours, link = tmp_path / "ours.sock", tmp_path / "run" / "containerd.sock"
+    ours.touch()
+    assert kubelet_metrics.link_containerd_socket(ours, link) and link.readlink() == ours
+    assert kubelet_metrics.link_containerd_socket(ours, link)  # again: nothing to do
+    kubelet_metrics.unlink_containerd_socket(tmp_path / "other.sock", link)
+    assert link.is_symlink(), "another sandbox's socket does not remove our link"
+    kubelet_metrics.unlink_containerd_socket(ours, link)
+    assert not link.exists() and not link.is_symlink()
+    link.touch()  # a containerd of the machine's own listens there
+    assert not kubelet_metrics.link_containerd_socket(ours, link) and not link.is_symlink()
+
+
+def test_workload_flags_are_whole_words_and_the_pod_spec_mounts_them(tmp_path: Path) -> None:
+    paths = SandboxPaths(cache=tmp_path / "cache", state=tmp_path / "state")
+    workload_image.set_mode(paths, "shop", "hog", "burn")
+    assert (workload_image.flag_dir(paths, "shop", "hog") / "mode").read_text() == "burn\n"
+    with pytest.raises(ValueError, match="one of idle, burn, grow"):
+        workload_image.set_mode(paths, "shop", "hog", "explode")
+    spec = workload_image.pod_spec(paths, "shop", "hog", "img:1", limits={"cpu": "800m"})
+    assert spec["volumes"][0]["hostPath"]["path"] == str(workload_image.flag_dir(paths, "shop", "hog"))
+    assert spec["containers"][0]["resources"] == {"limits": {"cpu": "800m"}}
+    assert spec["containers"][0]["args"][:2] == ["--flag-file", "/flags/mode"]
+    assert workload_image.image_name().startswith(f"{workload_image.REPOSITORY}:")
+
+
+def test_the_workload_program_follows_its_flag(tmp_path: Path) -> None:
+    flag = tmp_path / "mode"
+    flag.write_text("grow\n")
+    program = subprocess.Popen([sys.executable, str(workload_image.PROGRAM), "--flag-file", str(flag),
+                                "--grow-mib-per-s", "2"], stdout=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        flag.write_text("idle\n")
+        time.sleep(1.0)
+    finally:
+        program.terminate()
+        output, _ = program.communicate(timeout=10)
+    assert output.splitlines()[0] == "mode grow"
+    assert "holding 1 MiB" in output and "mode idle" in output
