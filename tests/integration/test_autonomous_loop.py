@@ -118,6 +118,38 @@ def test_a_declared_backfill_is_left_alone_while_the_same_load_undeclared_is_hel
         assert [h["spec"]["target"]["name"] for h in automated_holds(api_client, namespace)] == ["hog"]
 
 
+def test_many_workloads_going_bad_at_once_page_once_each_and_none_is_held(
+        sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
+        clear_overrides: None) -> None:
+    """A shared dependency (here: four services' CPU tripling in the same minute) is a human's to look at;
+    holding every service it touches would not fix it."""
+    names = ("cart", "search", "profile", "catalog")
+    for name in names:
+        create(api_client, namespace, deployment(name, 1))
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, policy("cpu"))
+    alertmanager = endpoints.alertmanager_url()
+
+    def pages() -> list[dict[str, Any]]:
+        found = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5, params={
+            "filter": ['alertname="SequestraNeedsHuman"', f'namespace="{namespace}"']}).json()
+        return [a for a in found if a["annotations"].get("reason") == "SharedDependency"]
+
+    with running_operator(sandbox, SEQUESTRA_PAGER_ALERTMANAGER_URL=alertmanager, **LOOP_ENV):
+        wait_scored(api_client, namespace, "cpu", len(names))
+        time.sleep(15)  # three intervals of everything steady
+        for name in names:
+            hog(namespace, f"{name}-", 2.0)
+        paged = eventually(lambda: pages() if len(pages()) == len(names) else None, timeout_s=120,
+                           what="one SharedDependency page per workload")
+        assert {a["labels"]["workload"] for a in paged} == set(names)
+        decision = policy_status(api_client, namespace, "cpu")["lastDecision"]
+        assert "shared-dependency" in decision["summary"] and "not contained" in decision["summary"], decision
+        time.sleep(15)  # three more intervals, all four still anomalous
+        assert automated_holds(api_client, namespace) == []
+        assert len(pages()) == len(names)  # paged once each, not once per interval
+
+
 def test_prometheus_unreachable_means_unknown_and_no_action(
         sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
         clear_overrides: None) -> None:

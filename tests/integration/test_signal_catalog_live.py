@@ -180,20 +180,23 @@ def test_oom_kills_and_http_red_signals_are_read_through_prometheus(
     eventually(scraped, timeout_s=30, interval_s=1, what="both pods' restart counts in Prometheus")
     response = httpx.post(f"{url}/v1/overrides", timeout=5, json={
         "namespace": namespace, "pod_prefix": "api-", "container": "main", "restarts_add": 2,
-        "last_terminated_reason": "OOMKilled", "http_requests_per_s": 50, "http_error_ratio": 0.4})
+        "last_terminated_reason": "OOMKilled", "http_requests_per_s": 50, "http_error_ratio": 0.4,
+        "http_client_requests_per_s": 80, "http_client_error_ratio": 0.7})
     response.raise_for_status()
-    assert any(o.get("last_terminated_reason") for o in response.json()["overrides"]), (
-        "the running workload-metrics stand-in predates OOM and HTTP series: restart the sandbox "
+    assert any(o.get("http_client_requests_per_s") for o in response.json()["overrides"]), (
+        "the running workload-metrics stand-in predates OOM and HTTP client series: restart the sandbox "
         "(sequestra sandbox down, then up)")
     httpx.post(f"{url}/v1/overrides", timeout=5, json={
         "namespace": namespace, "pod_prefix": "steady-", "container": "main", "restarts_add": 1,
-        "last_terminated_reason": "Error", "http_requests_per_s": 50}).raise_for_status()
-    wanted = [CATALOG[n] for n in ("oom_kills", "http_request_rate", "http_error_ratio")]
+        "last_terminated_reason": "Error", "http_requests_per_s": 50,
+        "http_client_requests_per_s": 30}).raise_for_status()
+    wanted = [CATALOG[n] for n in ("oom_kills", "http_request_rate", "http_error_ratio", "http_client_request_rate",
+                                   "http_client_error_ratio")]
 
     def values() -> dict[WorkloadRef, dict[str, float]] | None:
         sample = prometheus.sample(wanted, [namespace], reader.snapshot([namespace], ("Deployment",)).attribution,
                                    time.time())
-        ready = all(len(sample.values.get(ref, {})) == 3 for ref in (api, steady))
+        ready = all(len(sample.values.get(ref, {})) == len(wanted) for ref in (api, steady))
         return dict(sample.values) if ready and sample.values[api]["http_request_rate"] > 10 else None
 
     found = eventually(values, timeout_s=50, interval_s=2, what="OOM and HTTP signals of both workloads")
@@ -201,6 +204,9 @@ def test_oom_kills_and_http_red_signals_are_read_through_prometheus(
     assert 0.3 < found[api]["http_error_ratio"] < 0.5 and found[steady]["http_error_ratio"] == 0.0
     # rate() over one minute of a counter younger than that reads low; the exact figures are the promtool test's.
     assert 5 < found[steady]["http_request_rate"] < 70
+    # What a workload sends is read apart from what it serves: the caller side of a retry storm.
+    assert 0.6 < found[api]["http_client_error_ratio"] < 0.8 and found[steady]["http_client_error_ratio"] == 0.0
+    assert 3 < found[steady]["http_client_request_rate"] < 45
 
 
 PROMTOOL_TEST = """\
@@ -234,6 +240,17 @@ tests:
         values: '0+15x40'
       - series: 'http_requests_total{namespace="shop",pod="idle-1",code="200"}'
         values: '5+0x40'
+      # Outbound calls: Micrometer's client (no answer at all is CLIENT_ERROR), OpenTelemetry's (error_type set
+      # on a failure), and a caller that never failed. web-1's served counters above are not outbound calls.
+      - series: 'http_client_requests_seconds_count{namespace="shop",pod="caller-1",status="200"}'
+        values: '0+15x40'
+      - series: 'http_client_requests_seconds_count{namespace="shop",pod="caller-1",status="CLIENT_ERROR"}'
+        values: '0+45x40'
+      - series: 'http_client_request_duration_seconds_count{namespace="shop",pod="otel-caller-1",
+          error_type="timeout"}'
+        values: '0+30x40'
+      - series: 'http_client_requests_total{namespace="shop",pod="fine-caller-1",code="200"}'
+        values: '0+30x40'
     promql_expr_test:
       - expr: '@oom@'
         eval_time: 5m
@@ -254,12 +271,25 @@ tests:
           - {labels: '{namespace="shop",pod="web-1"}', value: 0.09090909090909091}
           - {labels: '{namespace="shop",pod="spring-1"}', value: 0}
           - {labels: '{namespace="shop",pod="otel-1"}', value: 1}
+      - expr: '@client_rate@'
+        eval_time: 5m
+        exp_samples:
+          - {labels: '{namespace="shop",pod="caller-1"}', value: 4}
+          - {labels: '{namespace="shop",pod="otel-caller-1"}', value: 2}
+          - {labels: '{namespace="shop",pod="fine-caller-1"}', value: 2}
+      - expr: '@client_errors@'
+        eval_time: 5m
+        exp_samples:
+          - {labels: '{namespace="shop",pod="caller-1"}', value: 0.75}
+          - {labels: '{namespace="shop",pod="otel-caller-1"}', value: 1}
+          - {labels: '{namespace="shop",pod="fine-caller-1"}', value: 0}
 """
 
 
 def test_the_catalogs_promql_means_what_it_says_in_prometheus_own_engine(tmp_path: Path) -> None:
     """OOM kills count only OOM-killed restarts and are 0 (not missing) for the rest; HTTP rates add up over
-    the common exporters' names; the error ratio is 0 without 5xx and missing without requests."""
+    the common exporters' names; the error ratio is 0 without 5xx and missing without requests; outbound
+    calls are read apart from served requests, a call without an answer counting as failed."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool comes with the sandbox's Prometheus package"
 
@@ -268,6 +298,8 @@ def test_the_catalogs_promql_means_what_it_says_in_prometheus_own_engine(tmp_pat
 
     test = tmp_path / "catalog_test.yaml"
     test.write_text(PROMTOOL_TEST.replace("@oom@", quoted("oom_kills")).replace("@rate@", quoted("http_request_rate"))
-                    .replace("@errors@", quoted("http_error_ratio")))
+                    .replace("@errors@", quoted("http_error_ratio"))
+                    .replace("@client_rate@", quoted("http_client_request_rate"))
+                    .replace("@client_errors@", quoted("http_client_error_ratio")))
     result = subprocess.run([promtool, "test", "rules", str(test)], capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, textwrap.shorten(result.stdout + result.stderr, 3000)

@@ -196,3 +196,20 @@ def test_pods_followed_from_a_list_and_watch_events_keep_counters_and_kafka_clie
     follower.event("MODIFIED", _raw_pod("web-1", phase="Succeeded"))
     text = metrics.exposition()
     assert 'pod="prod-1"' not in text and 'pod="web-1"' not in text and 'pod="pending-1"' in text
+
+
+def test_outbound_calls_are_counted_apart_from_served_requests() -> None:
+    """A caller's retries show on its client counters, not as requests it served."""
+    metrics = WorkloadMetrics()
+    metrics.set_pods([_pod("caller-1")])
+    metrics.add_override(Override(namespace="shop", pod="caller-1", http_client_requests_per_s=400,
+                                  http_client_error_ratio=0.75))
+    _run_for(metrics, 0.5)
+    text = metrics.exposition()
+
+    def count(status: str) -> float:
+        return next(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                    if line.startswith("http_client_requests_seconds_count{") and f'status="{status}"' in line)
+
+    assert count("503") > 0 and 0.6 < count("503") / (count("503") + count("200")) < 0.9
+    assert "http_requests_total{" not in text, "sending requests is not serving them"

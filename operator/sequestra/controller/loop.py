@@ -39,12 +39,12 @@ from sequestra.controller.sequestrations import AUTOMATED_REQUESTER, Context
 from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_dir
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
-from sequestra.model.diagnosis import NO_ACTION
+from sequestra.model.diagnosis import NO_ACTION, Diagnosis
 from sequestra.model.evidence import Evidence, SignalSummary
 from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
 from sequestra.model.kinds import SPARK_KINDS
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
-from sequestra.model.sequestration import GROUP, PLURAL, PROTECTED_LABEL, VERSION, Phase
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION, Phase
 from sequestra.model.workload import WorkloadRef
 from sequestra.notify.incident import IncidentNotice
 from sequestra.notify.pager import PageReason
@@ -59,7 +59,7 @@ from sequestra.policy.decide import (
     decide,
     diagnosis_proposal,
 )
-from sequestra.policy.guardrails import Caps
+from sequestra.policy.guardrails import Caps, protection
 from sequestra.scoring.baselines import moved as moved_from
 from sequestra.scoring.combiner import (
     CombinerConfig,
@@ -201,6 +201,9 @@ class PolicyLoop:
         self.questions = ModelQuestions()  # model diagnoses asked after containment (contain first)
         # workload -> (read at, its evidence-only signals from history, its signals a day ago)
         self._evidence_reads: dict[WorkloadRef, tuple[float, tuple[SignalExplanation, ...], dict[str, float]]] = {}
+        # This interval's anomalous workloads (signals that moved, since when): each one's evidence names the
+        # others, so many going bad at once reads as a shared dependency, not as many offenders.
+        self._anomalous_now: dict[WorkloadRef, tuple[tuple[str, ...], float | None]] = {}
 
     # --- one interval --------------------------------------------------------------------------
     def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
@@ -260,6 +263,8 @@ class PolicyLoop:
             self.sustained.pop(ref, None)
         report.states = {ref: verdict.state for ref, verdict in verdicts.items()}
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
+        self._anomalous_now = {ref: (self._moved(spec, ref, verdicts[ref]), verdicts[ref].since)
+                               for ref in report.anomalous}
         breaker_limit = report.caps.max_anomalous_workloads
         report.breaker_open = breaker_open(len(report.anomalous), breaker_limit)
         if report.breaker_open:
@@ -401,11 +406,7 @@ class PolicyLoop:
         obj = snapshot.attribution.workloads[ref]
         # Kafka actions need what the Kafka actuator acts on: an identity the workload declares.
         has_kafka = _declared_identity(obj) is not None
-        scorer = self.scorers.get(ref)
-        evidence_only = scorer.config.evidence_only if scorer is not None else frozenset()
-        moved = self.sustained.get(ref, ()) or tuple(
-            s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
-            or tuple(s.name for s in verdict.signals if s.name not in evidence_only)[:1]
+        moved = self._moved(spec, ref, verdict)
         hold, record = (None, None)
         if held is not None:
             held = self._model_diagnosis(spec, snapshot, ref, verdict, held, now)
@@ -413,16 +414,24 @@ class PolicyLoop:
                                            spec.ttl.total_seconds() if spec.release.require_human else None)
         proposed, agreed = diagnosis_proposal((held.get("spec") or {}).get("diagnosis") or {}) if held else (None, True)
         unheld_anomaly = hold is None and verdict.state == "anomalous"
+        first = self._rules_first(spec, snapshot, ref, verdict, now) if unheld_anomaly else None
+        looks_benign = (f"{first.category} (runbook {first.runbook})" if first is not None and first.runbook
+                        and first.action == NO_ACTION and not first.page else "")
         situation = Situation(state=verdict.state, moved=moved, has_kafka_identity=has_kafka, hold=hold, now=now,
                               kind=ref.kind, proposed_rung=proposed, review_agreed=agreed,
                               recent_offences=self._offences(ref, now, policy.repeat_window_s) if hold is None else 0,
-                              looks_benign=self._looks_benign(spec, snapshot, ref, verdict, now) if unheld_anomaly
-                              else "")
+                              looks_benign=looks_benign)
         if unheld_anomaly and not situation.looks_benign:
-            if ref.namespace in protected or (obj["metadata"].get("labels") or {}).get(PROTECTED_LABEL) == "true":
+            if protection(ref.namespace, obj["metadata"].get("labels") or {}, protected):
                 self._page_once(f"protected:{ref.key}", ref, PageReason.PROTECTED_WORKLOAD,
                                 f"protected workload {ref} is misbehaving: {verdict.explain()}")
                 return Decision(DecisionKind.NOTHING, "protected workload: paged, not touched")
+            if first is not None and first.page:
+                # The runbooks say no hold on this workload would help (many at once: a shared dependency).
+                self._page_once(f"{first.category}:{ref.key}", ref, PageReason.SHARED_DEPENDENCY,
+                                f"{first.summary}; {first.rationale}")
+                return Decision(DecisionKind.NOTHING, f"anomalous, diagnosed {first.category} (runbook "
+                                                      f"{first.runbook}): paged, not contained")
             if breaker_open:
                 return Decision(DecisionKind.NOTHING, "circuit breaker open: no new containment")
         decision = decide(policy, situation)
@@ -432,19 +441,27 @@ class PolicyLoop:
             self._advance(spec, held, record, decision, ref, now)
         return decision
 
-    def _looks_benign(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
-                      verdict: WorkloadVerdict, now: float) -> str:
-        """What the policy's runbooks recognise as expected behaviour in an anomaly's evidence (the rule
-        diagnosis, microseconds, no model: a look-alike is told apart before anything is contained), or ""."""
+    def _moved(self, spec: SequestrationPolicySpec, ref: WorkloadRef, verdict: WorkloadVerdict) -> tuple[str, ...]:
+        """The signals that made this workload anomalous (sustained ones first)."""
+        scorer = self.scorers.get(ref)
+        evidence_only = scorer.config.evidence_only if scorer is not None else frozenset()
+        return self.sustained.get(ref, ()) or tuple(
+            s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
+            or tuple(s.name for s in verdict.signals if s.name not in evidence_only)[:1]
+
+    def _rules_first(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
+                     verdict: WorkloadVerdict, now: float) -> Diagnosis | None:
+        """The rule diagnosis of an anomaly not yet held (microseconds, no model), read before anything is
+        contained: what the runbooks call expected (a look-alike, left alone) or a human's to handle (paged)."""
         catalog = self.ctx.diagnoser
         if not isinstance(catalog, RunbookCatalog):
-            return ""
+            return None
         evidence = self._evidence(spec, snapshot, ref, verdict, f"look-alike/{ref.key}", now)
         found = catalog.diagnoser_for(ref.namespace).by_rules(evidence, [r.name for r in spec.ladder])
-        if found.runbook is None or found.action != NO_ACTION:
-            return ""
-        log.debug("anomaly.looks_benign", workload=str(ref), category=found.category, runbook=found.runbook)
-        return f"{found.category} (runbook {found.runbook})"
+        if found.runbook is not None and found.action == NO_ACTION:
+            log.debug("anomaly.rules_first", workload=str(ref), category=found.category, runbook=found.runbook,
+                      page=found.page)
+        return found
 
     def _model_diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
                          verdict: WorkloadVerdict, held: dict[str, Any], now: float) -> dict[str, Any]:
@@ -501,11 +518,15 @@ class PolicyLoop:
         have = {s.name for s in verdict.signals}
         scored = replace(verdict, signals=verdict.signals + tuple(s for s in extra if s.name not in have))
         signals = signal_summaries(scored, yesterday)
+        peers = [{"workload": other.key, "signals": list(moved), "since": since}
+                 for other, (moved, since) in self._anomalous_now.items() if other != ref]
         return build_evidence(incident, ref, signals=signals, changes=changes, alerts=alerts,
                               spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
                               kafka=self._kafka_context(ref, snapshot),
                               spark=spark_context(obj, executors) if ref.kind in SPARK_KINDS else None,
-                              since=verdict.since)
+                              peers=peers, since=verdict.since,
+                              protected=protection(ref.namespace, obj["metadata"].get("labels") or {},
+                                                   self.ctx.settings.all_protected_namespaces()))
 
     def _diagnosis(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
                    verdict: WorkloadVerdict, incident: str, now: float) -> dict[str, Any]:

@@ -111,6 +111,7 @@ class Diagnoser:
 
     def diagnose(self, evidence: Evidence, allowed_rungs: Sequence[str]) -> Diagnosis:
         started = time.perf_counter()
+        allowed_rungs = rules.allowed_for(evidence, allowed_rungs)  # the model may not act on a protected one
         by_rules = self.by_rules(evidence, allowed_rungs)
         if self.llm is None:
             return by_rules
@@ -212,7 +213,7 @@ class Diagnoser:
             target=evidence.workload.key, rationale=proposal.rationale, summary=proposal.summary, diagnoser="llm",
             runbook=by_rules.runbook if by_rules.category == proposal.category else None,
             conflicts=by_rules.conflicts, review=verdict, model=settings.model, prompt_hash=digest, tokens=total,
-            latency_ms=_ms(started), attempts=attempts, proposed=proposed)
+            latency_ms=_ms(started), attempts=attempts, proposed=proposed, page=by_rules.page)
 
 
 def _capped(by_rules: str, allowed_rungs: Sequence[str]) -> str:

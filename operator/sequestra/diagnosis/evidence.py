@@ -131,6 +131,42 @@ def _kafka_items(kafka: Mapping[str, Any]) -> list[EvidenceItem]:
     return items
 
 
+# Other workloads count as going bad "at the same time" when their anomalies began this close to this one's.
+PEER_WINDOW_S = 600.0
+PEERS_LISTED = 8
+
+
+def _peers_item(peers: Sequence[Mapping[str, Any]], own_signals: set[str], since: float | None,
+                workload: WorkloadRef) -> EvidenceItem | None:
+    """Other workloads anomalous at the same time: many at once is a shared dependency (a broker, a
+    database, a node) to page about, not many offenders to hold one by one."""
+    near = []
+    for peer in peers:
+        key = str(peer.get("workload", ""))
+        started = peer.get("since")
+        if not key or key == workload.key:
+            continue
+        if since is not None and started is not None and abs(float(started) - since) > PEER_WINDOW_S:
+            continue
+        near.append((key, [str(s) for s in peer.get("signals") or ()]))
+    if not near:
+        return None
+    shared: dict[str, int] = {}
+    for _, names in near:
+        for name in set(names) & own_signals:
+            shared[name] = shared.get(name, 0) + 1
+    sharing = sum(1 for _, names in near if set(names) & own_signals)
+    namespaces = len({key.split("/", 1)[0] for key, _ in near})
+    listed = ", ".join(f"{name} x{count}" for name, count in sorted(shared.items(), key=lambda x: (-x[1], x[0])))
+    summary = (f"{len(near)} other workload(s) in {namespaces} namespace(s) anomalous at the same time; "
+               f"{sharing} of them on this workload's signals" + (f" ({listed})" if listed else "")
+               + f", {len(near) - sharing} on other signals")
+    return EvidenceItem(id="peers", kind="peers", summary=summary, data={
+        "anomalous": len(near), "sharingSignals": sharing, "onOtherSignals": len(near) - sharing,
+        "namespaces": namespaces,
+        "sharedSignals": dict(sorted(shared.items())), "workloads": sorted(key for key, _ in near)[:PEERS_LISTED]})
+
+
 def _event_key(event: Mapping[str, Any]) -> tuple[int, str, str]:
     return (-int(event.get("count") or 1), str(event.get("reason", "")), str(event.get("message", "")))
 
@@ -147,13 +183,17 @@ def build_evidence(
     spec: Mapping[str, Any] | None = None,
     alerts: Sequence[Mapping[str, Any]] = (),
     logs: Sequence[str | Mapping[str, Any]] = (),
+    peers: Sequence[Mapping[str, Any]] = (),
+    protected: str = "",
     since: float | None = None,
     token_budget: int = 3000,
 ) -> Evidence:
     """The evidence pack for one incident on one workload.
 
     `changes` are ChangeEvent values or mappings with at/kind/summary (epoch seconds); `since` is when
-    the anomaly began (defaults to the earliest signal's `since`), so a change can be placed before it."""
+    the anomaly began (defaults to the earliest signal's `since`), so a change can be placed before it.
+    `peers` are the other workloads anomalous now (`workload` key, the `signals` that moved, `since`);
+    `protected` says why policy forbids acting on this one ("" when it does not)."""
     summaries = [s if isinstance(s, SignalSummary) else SignalSummary.model_validate(s) for s in signals]
     if since is None:
         starts = [s.since for s in summaries if s.since is not None]
@@ -190,7 +230,11 @@ def build_evidence(
                                   data=dict(alert)))
     if spec:
         items.append(EvidenceItem(id="spec", kind="spec", summary=f"spec excerpt of {workload}", data=dict(spec)))
-    return _bounded(incident, workload, [_cleaned(item) for item in items], since, token_budget)
+    moved = {s.name for s in summaries if s.direction is not None}
+    peers_item = _peers_item(peers, moved, since, workload)
+    if peers_item is not None:
+        items.insert(len(summaries), peers_item)  # right after the signals: it changes how they read
+    return _bounded(incident, workload, [_cleaned(item) for item in items], since, token_budget, protected)
 
 
 def _cleaned(item: EvidenceItem) -> EvidenceItem:
@@ -199,7 +243,7 @@ def _cleaned(item: EvidenceItem) -> EvidenceItem:
 
 
 def _bounded(incident: str, workload: WorkloadRef, items: list[EvidenceItem], since: float | None,
-             budget: int) -> Evidence:
+             budget: int, protected: str = "") -> Evidence:
     kept: list[EvidenceItem] = []
     used = estimate_tokens({"incident": incident, "workload": str(workload)})
     for item in items:
@@ -209,4 +253,4 @@ def _bounded(incident: str, workload: WorkloadRef, items: list[EvidenceItem], si
         kept.append(item)
         used += cost
     return Evidence(incident=incident, workload=workload, items=tuple(kept), since=since,
-                    omitted=len(items) - len(kept), tokens=used)
+                    omitted=len(items) - len(kept), tokens=used, protected=protected)

@@ -220,6 +220,8 @@ def proposer_messages(evidence: Evidence, runbooks: Sequence[Runbook],
         "workload": {"namespace": evidence.workload.namespace, "kind": evidence.workload.kind,
                      "name": evidence.workload.name, "key": evidence.workload.key},
         "allowedActions": [*allowed_rungs, NO_ACTION],
+        **({"protected": f"policy forbids acting on this workload: {evidence.protected}"} if evidence.protected
+           else {}),
         "matchingRunbooks": runbook_context(runbooks),
         "evidence": [item.model_dump() for item in evidence.items],
         "evidenceOmitted": evidence.omitted,

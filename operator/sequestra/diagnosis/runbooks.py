@@ -1,9 +1,10 @@
 """Runbooks as data: a team's knowledge of an incident class, in the shape of a SequestrationRunbook spec.
 
 A runbook says which workloads and which evidence it matches (signal predicates, change events before
-the anomaly, Warning events, Kafka and Spark context, spec facts), what that means (diagnosis), what to
-do (a rung and its parameters), what should be true afterwards (verify) and who owns it. Matching is
-pure: a runbook and an evidence pack in, the evidence ids that satisfied it out.
+the anomaly, Warning events, Kafka and Spark context, spec facts, other workloads anomalous at once), what
+that means (diagnosis), what to do (a rung and its parameters, or a page), what should be true afterwards
+(verify) and who owns it. Matching is pure: a runbook and an evidence pack in, the evidence ids that
+satisfied it out.
 
 Every predicate is all-of; `absent: true` turns one into "no evidence item satisfies this".
 Missing evidence never satisfies a positive predicate: unknown is not an anomaly.
@@ -206,6 +207,41 @@ class SparkPredicate(_Spec):
         return True
 
 
+class PeersPredicate(_Spec):
+    """Other workloads anomalous at the same time as this one (the evidence's `peers` item)."""
+
+    anomalous_at_least: int | None = Field(default=None, ge=1)
+    sharing_signals_at_least: int | None = Field(default=None, ge=1)  # peers that moved on this one's signals
+    # Peers that moved on none of this one's signals: a workload of another kind of trouble (a producer
+    # flooding the broker this consumer lags on), as opposed to many with the same symptom.
+    on_other_signals_at_least: int | None = Field(default=None, ge=1)
+    namespaces_at_least: int | None = Field(default=None, ge=1)
+    absent: bool = False  # no other workload is anomalous now: this one is alone
+
+    @model_validator(mode="after")
+    def _says_something(self) -> PeersPredicate:
+        if self.absent == any(b is not None for b in self._bounds()):
+            raise ValueError("peers needs either absent: true or at least one of anomalousAtLeast, "
+                             "sharingSignalsAtLeast, onOtherSignalsAtLeast, namespacesAtLeast (not both)")
+        return self
+
+    def _bounds(self) -> tuple[int | None, ...]:
+        return (self.anomalous_at_least, self.sharing_signals_at_least, self.on_other_signals_at_least,
+                self.namespaces_at_least)
+
+    def size(self) -> int:
+        return 1 if self.absent else sum(1 for b in self._bounds() if b is not None)
+
+    def holds(self, peers: Mapping[str, Any] | None) -> bool:
+        if self.absent:
+            return not peers or not peers.get("anomalous")
+        if not peers:
+            return False
+        checks = ((self.anomalous_at_least, "anomalous"), (self.sharing_signals_at_least, "sharingSignals"),
+                  (self.on_other_signals_at_least, "onOtherSignals"), (self.namespaces_at_least, "namespaces"))
+        return all(int(peers.get(key) or 0) >= bound for bound, key in checks if bound is not None)
+
+
 class SpecPredicate(_Spec):
     annotations: dict[str, str] = Field(default_factory=dict)  # value "*" means: present, any value
     rollout_in_progress: bool | None = None
@@ -236,19 +272,21 @@ class RunbookMatch(_Spec):
     kafka: KafkaPredicate | None = None
     spark: SparkPredicate | None = None
     spec: SpecPredicate | None = None
+    peers: PeersPredicate | None = None
 
     @model_validator(mode="after")
     def _says_something(self) -> RunbookMatch:
-        if not (self.signals or self.changes or self.events or self.alerts or self.kafka or self.spark or self.spec):
+        if not (self.signals or self.changes or self.events or self.alerts or self.kafka or self.spark or self.spec
+                or self.peers):
             raise ValueError("match needs at least one evidence predicate (signals, changes, events, alerts, "
-                             "kafka, spark or spec); a runbook that matches every incident says nothing")
+                             "kafka, spark, spec or peers); a runbook that matches every incident says nothing")
         return self
 
     def specificity(self) -> int:
         return (bool(self.kinds) + bool(self.namespaces) + bool(self.workload_selector) + len(self.signals)
                 + len(self.changes) + len(self.events) + len(self.alerts)
                 + (self.kafka.size() if self.kafka else 0) + (self.spark.size() if self.spark else 0)
-                + (self.spec.size() if self.spec else 0))
+                + (self.spec.size() if self.spec else 0) + (self.peers.size() if self.peers else 0))
 
 
 class RunbookDiagnosis(_Spec):
@@ -260,6 +298,8 @@ class RunbookDiagnosis(_Spec):
 class RunbookAction(_Spec):
     rung: str = Field(min_length=1)  # a rung of the policy's ladder, or "none"
     parameters: dict[str, Any] = Field(default_factory=dict)
+    # A human must look and no hold would help (a shared dependency failing under many workloads): page.
+    page: bool = False
 
 
 class VerifyStep(_Spec):
@@ -332,6 +372,12 @@ class Runbook(BaseModel):
             if spec_item is None or not match.spec.holds(spec_item.data):
                 return None
             cited.append(spec_item.id)
+        if match.peers is not None:
+            peers = evidence.get("peers")
+            if not match.peers.holds(peers.data if peers else None):
+                return None
+            if peers is not None and not match.peers.absent:
+                cited.append(peers.id)
         return list(dict.fromkeys(cited))
 
 

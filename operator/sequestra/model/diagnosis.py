@@ -84,6 +84,8 @@ class Diagnosis(CamelModel):
     diagnoser: Literal["rules", "llm"]
     runbook: str | None = None
     conflicts: tuple[str, ...] = ()  # other runbooks that matched with a different action
+    # A human is needed and no hold would help (a shared dependency, a protected workload): page, do not act.
+    page: bool = False
     review: Review | None = None
     model: str | None = None
     prompt_hash: str | None = None

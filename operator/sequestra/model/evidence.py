@@ -13,7 +13,7 @@ from pydantic import Field
 from sequestra.model.sequestration import CamelModel
 from sequestra.model.workload import WorkloadRef
 
-EvidenceKind = Literal["signal", "change", "event", "log", "kafka", "spark", "spec", "alert", "runbook"]
+EvidenceKind = Literal["signal", "change", "event", "log", "kafka", "spark", "spec", "alert", "runbook", "peers"]
 CONSUMER_GROUP_STATUSES = ("OK", "WARN", "STALL", "STOP", "REWIND", "ERR")
 
 
@@ -57,6 +57,9 @@ class Evidence(CamelModel):
     items: tuple[EvidenceItem, ...] = ()
     since: float | None = None  # when the incident's anomaly began (epoch seconds)
     omitted: int = 0  # items left out to stay within the token budget
+    # Why policy forbids acting on this workload (a protected namespace or label), or "": the diagnosis
+    # knows it, so no diagnoser (rules or model) proposes an action Sequestra may not take.
+    protected: str = ""
     tokens: int = 0  # estimated size of the pack as a model would read it
 
     def ids(self) -> frozenset[str]:

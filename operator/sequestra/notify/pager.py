@@ -34,6 +34,7 @@ class PageReason(StrEnum):
     PROTECTED_WORKLOAD = "ProtectedWorkloadMisbehaving"
     TAMPERED = "Tampered"
     RELEASE_NEEDS_HUMAN = "ReleaseNeedsHuman"
+    SHARED_DEPENDENCY = "SharedDependency"
 
     @property
     def explanation(self) -> str:
@@ -46,6 +47,8 @@ class PageReason(StrEnum):
             PageReason.TAMPERED: "containment was undone repeatedly while held (Sequestra re-asserted it each time)",
             PageReason.RELEASE_NEEDS_HUMAN: "a hold is due for release and healthy; its policy requires a human "
                                             "to release it",
+            PageReason.SHARED_DEPENDENCY: "many workloads went bad at once: a shared dependency, which no hold "
+                                          "on one of them would fix",
         }[self]
 
 

@@ -10,7 +10,7 @@ scorer finds anomalous, which only the loop sees."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
 
 from sequestra.model.policy import PolicyGuardrails
@@ -63,6 +63,16 @@ class ClusterState:
 class Refusal:
     reason: str  # CamelCase, for conditions and Events
     message: str
+
+
+def protection(namespace: str, labels: Mapping[str, str], protected_namespaces: Iterable[str]) -> str:
+    """Why Sequestra may never act on a workload here, or "" when it may: the one rule the loop, the
+    diagnosis (so no diagnoser proposes what cannot be done) and the eval all apply."""
+    if namespace in protected_namespaces:
+        return f"namespace {namespace} is protected"
+    if labels.get(PROTECTED_LABEL) == "true":
+        return f"labelled {PROTECTED_LABEL}=true"
+    return ""
 
 
 def check(

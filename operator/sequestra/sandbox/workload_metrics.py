@@ -70,6 +70,9 @@ class Override(BaseModel):
     last_terminated_reason: str | None = Field(default=None, min_length=1)
     http_requests_per_s: float | None = Field(default=None, ge=0)
     http_error_ratio: float | None = Field(default=None, ge=0, le=1)  # share answered 500
+    # Requests the pod sends to other services, and the share that failed (a caller retrying a sick service).
+    http_client_requests_per_s: float | None = Field(default=None, ge=0)
+    http_client_error_ratio: float | None = Field(default=None, ge=0, le=1)
 
     @model_validator(mode="after")
     def _selects_something(self) -> Override:
@@ -120,6 +123,9 @@ class ContainerSeries:
     http_ok: float = 0.0  # requests answered 200, counted
     http_errors: float = 0.0  # answered 500
     serves_http: bool = False
+    client_ok: float = 0.0  # requests sent that got a 2xx
+    client_errors: float = 0.0  # sent and answered 503
+    sends_http: bool = False
     level_cpu: float | None = None
     level_memory: float | None = None
     rng: random.Random = field(default_factory=random.Random)
@@ -203,20 +209,26 @@ class WorkloadMetrics:
                 if override.last_terminated_reason is not None:
                     series.last_terminated_reason = override.last_terminated_reason
 
-    def _levels(self, pod: PodInfo, container: str) -> tuple[float, float, float, float]:
-        """CPU cores, memory bytes, HTTP requests/s and the share of them answered 500."""
+    def _levels(self, pod: PodInfo, container: str) -> tuple[float, float, float, float, float, float]:
+        """CPU cores, memory bytes, HTTP requests/s served and the share answered 500, HTTP requests/s sent
+        and the share of those that failed."""
         cpu, memory, rps, errors = pod.baseline_cpu, pod.baseline_memory, pod.baseline_http, 0.0
+        sent, failed = 0.0, 0.0
         for override in self._overrides:  # later overrides win
             if override.matches(pod, container):
                 cpu = override.cpu_cores if override.cpu_cores is not None else cpu
                 memory = override.memory_bytes if override.memory_bytes is not None else memory
                 rps = override.http_requests_per_s if override.http_requests_per_s is not None else rps
                 errors = override.http_error_ratio if override.http_error_ratio is not None else errors
+                sent = override.http_client_requests_per_s if override.http_client_requests_per_s is not None \
+                    else sent
+                failed = override.http_client_error_ratio if override.http_client_error_ratio is not None \
+                    else failed
         limits = pod.containers[container]
         # A CPU limit is enforced by CFS throttling: a container never uses more than it.
         if limits.get("cpu_limit"):
             cpu = min(cpu, limits["cpu_limit"])
-        return cpu, memory, rps, errors
+        return cpu, memory, rps, errors, sent, failed
 
     def tick(self) -> None:
         """Advance the counters by the time elapsed at each container's current level."""
@@ -232,7 +244,7 @@ class WorkloadMetrics:
             for (namespace, name, container), series in self._series.items():
                 if self._pods[(namespace, name)].observed is not None:
                     continue  # measured by its own kubelet
-                cpu, memory, rps, errors = self._levels(self._pods[(namespace, name)], container)
+                cpu, memory, rps, errors, sent, failed = self._levels(self._pods[(namespace, name)], container)
                 noisy_cpu = max(0.0, cpu * (1 + series.rng.gauss(0, NOISE)))
                 series.cpu_seconds += noisy_cpu * elapsed
                 series.memory_bytes = max(0.0, memory * (1 + series.rng.gauss(0, NOISE / 5)))
@@ -242,6 +254,11 @@ class WorkloadMetrics:
                     served = max(0.0, rps * (1 + series.rng.gauss(0, NOISE))) * elapsed
                     series.http_errors += served * errors
                     series.http_ok += served * (1 - errors)
+                if sent > 0 or series.sends_http:
+                    series.sends_http = True
+                    calls = max(0.0, sent * (1 + series.rng.gauss(0, NOISE))) * elapsed
+                    series.client_errors += calls * failed
+                    series.client_ok += calls * (1 - failed)
 
     def exposition(self) -> str:
         lines = [
@@ -258,6 +275,9 @@ class WorkloadMetrics:
                       "# TYPE kube_pod_container_status_last_terminated_reason gauge"]
         http = ["# HELP http_requests_total HTTP requests the pod served, by status code (simulated).",
                 "# TYPE http_requests_total counter"]
+        # Micrometer's name for outbound calls (Spring's RestTemplate/WebClient), status in `status`.
+        client = ["# HELP http_client_requests_seconds_count HTTP requests the pod sent, by status (simulated).",
+                  "# TYPE http_client_requests_seconds_count counter"]
         with self._lock:
             for (namespace, name, container), series in sorted(self._series.items()):
                 labels = f'namespace="{namespace}",pod="{name}",container="{container}"'
@@ -274,6 +294,10 @@ class WorkloadMetrics:
                 if series.serves_http and observed is None:
                     http.append(f'http_requests_total{{{labels},code="200"}} {series.http_ok:.3f}')
                     http.append(f'http_requests_total{{{labels},code="500"}} {series.http_errors:.3f}')
+                if series.sends_http:
+                    client.append(f'http_client_requests_seconds_count{{{labels},status="200"}} {series.client_ok:.3f}')
+                    client.append(f'http_client_requests_seconds_count{{{labels},status="503"}} '
+                                  f"{series.client_errors:.3f}")
                 pod_limits = self._pods[(namespace, name)].containers[container]
                 if pod_limits.get("cpu_limit"):
                     limits.append(f'kube_pod_container_resource_limits{{{labels},resource="cpu",unit="core"}} '
@@ -283,7 +307,7 @@ class WorkloadMetrics:
                                   f'unit="byte"}} {pod_limits["memory_limit"]:.0f}')
             pods = len(self._pods)
         tail = ["# TYPE sandbox_workload_metrics_pods gauge", f"sandbox_workload_metrics_pods {pods}"]
-        return "\n".join(lines + memory + restarts + terminated + limits + http + tail) + "\n"
+        return "\n".join(lines + memory + restarts + terminated + limits + http + client + tail) + "\n"
 
 
 def pod_info(pod: dict[str, Any]) -> PodInfo:

@@ -58,13 +58,29 @@ class SignalDefinition:
 # status in `status`) and OpenTelemetry's semantic conventions (`http_server_request_duration_seconds`,
 # status in `http_response_status_code`). Each series carries namespace and pod (Prometheus' pod SD).
 _HTTP_NAMES = "http_requests_total|http_server_requests_seconds_count|http_server_request_duration_seconds_count"
-_HTTP_ALL = f'rate({{__name__=~"{_HTTP_NAMES}", namespace=~"{{namespaces}}", pod=~"{{pods}}"}}[1m])'
-_HTTP_5XX = " or ".join(
-    f'rate({{__name__=~"{_HTTP_NAMES}", namespace=~"{{namespaces}}", pod=~"{{pods}}", {label}=~"5.."}}[1m])'
-    for label in ("code", "status", "http_response_status_code"))
-# Workloads that had no 5xx at all get 0, not "no data"; no requests at all is "no data" (0/0 is unknown).
-_HTTP_ERROR_RATIO = (f"(sum by (namespace, pod) ({_HTTP_5XX}) or sum by (namespace, pod) ({_HTTP_ALL}) * 0)"
-                     f" / (sum by (namespace, pod) ({_HTTP_ALL}) > 0)")
+# The same exporters' outbound (client) counters: the requests a workload sends, and what came back. A
+# caller retrying without back-off shows here; the service it calls shows on the served names above, so the
+# two sides of one retry storm are told apart (the one whose served errors rose is not the one to throttle).
+_HTTP_CLIENT_NAMES = ("http_client_requests_total|http_client_requests_seconds_count"
+                      "|http_client_request_duration_seconds_count")
+# A failed call: a 5xx answer, or none at all (Micrometer's CLIENT_ERROR/IO_ERROR status, OTel's error_type).
+_FAILED = (("code", "5.."), ("status", "5..|CLIENT_ERROR|IO_ERROR"), ("http_response_status_code", "5.."),
+           ("error_type", ".+"))
+
+
+def _http_ratio(names: str) -> tuple[str, str]:
+    """PromQL for the request rate and the failed share of these counters, one series per pod."""
+    selector = f'__name__=~"{names}", namespace=~"{{namespaces}}", pod=~"{{pods}}"'
+    everything = f"rate({{{selector}}}[1m])"
+    failed = " or ".join(f'rate({{{selector}, {label}=~"{values}"}}[1m])' for label, values in _FAILED)
+    # Workloads without a failure get 0, not "no data"; no requests at all is "no data" (0/0 is unknown).
+    ratio = (f"(sum by (namespace, pod) ({failed}) or sum by (namespace, pod) ({everything}) * 0)"
+             f" / (sum by (namespace, pod) ({everything}) > 0)")
+    return f"sum by (namespace, pod) ({everything})", ratio
+
+
+_HTTP_RATE, _HTTP_ERROR_RATIO = _http_ratio(_HTTP_NAMES)
+_HTTP_CLIENT_RATE, _HTTP_CLIENT_ERROR_RATIO = _http_ratio(_HTTP_CLIENT_NAMES)
 # kube-state-metrics: restarts of containers whose last termination was an OOM kill. Containers never
 # OOM-killed have no such reason series; `or … * 0` gives them 0 (known, normal) instead of no data.
 _SELECT = '{namespace=~"{namespaces}", pod=~"{pods}"}'
@@ -99,11 +115,19 @@ CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
         "oom_kills", _OOM_KILLS, "pod", "up", "kills/5m",
         "restarts in the last five minutes of containers whose last termination was OOMKilled", floor=1.0),
     SignalDefinition(
-        "http_request_rate", f"sum by (namespace, pod) ({_HTTP_ALL})", "pod", "up", "requests/s",
-        "HTTP requests/s the workload's pods served (or sent, for a client exporter)", floor=0.1),
+        "http_request_rate", _HTTP_RATE, "pod", "up", "requests/s",
+        "HTTP requests/s the workload's pods served", floor=0.1),
     SignalDefinition(
         "http_error_ratio", _HTTP_ERROR_RATIO, "pod", "up", "ratio",
-        "share of the workload's HTTP requests answered 5xx (no data while it has no requests)", floor=0.01),
+        "share of the HTTP requests the workload served that it answered 5xx (no data while it serves none)",
+        floor=0.01),
+    SignalDefinition(
+        "http_client_request_rate", _HTTP_CLIENT_RATE, "pod", "up", "requests/s",
+        "HTTP requests/s the workload's pods sent to other services (client exporters)", floor=0.1),
+    SignalDefinition(
+        "http_client_error_ratio", _HTTP_CLIENT_ERROR_RATIO, "pod", "up", "ratio",
+        "share of the HTTP requests the workload sent that failed: a 5xx answer or none (no data while it "
+        "sends none)", floor=0.01),
     SignalDefinition(
         "kafka_producer_byte_rate",
         "sum by (user, client_id) (kafka_server_produce_byte_rate)",
