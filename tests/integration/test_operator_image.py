@@ -17,7 +17,6 @@ import pytest
 import yaml
 
 from sequestra.sandbox import image
-from sequestra.sandbox.paths import SandboxPaths
 
 pytestmark = [
     pytest.mark.skipif(os.geteuid() != 0, reason="building an image needs root: debootstrap, buildah from "
@@ -30,11 +29,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def built() -> image.BuildReport:
-    report = image.build(SandboxPaths.default(), lambda message: print(f"[image] {message}"))
-    print(f"[image] base {'cached' if report.base_cached else 'built'} {report.base_s:.0f} s, "
-          f"operator image {report.operator_s:.0f} s, archive {report.archive_bytes / 1e6:.0f} MB")
-    return report
+def built(operator_image: image.BuildReport) -> image.BuildReport:
+    return operator_image  # conftest's: built once per session, shared with test_chart_on_real_node.py
 
 
 @pytest.fixture(scope="module")

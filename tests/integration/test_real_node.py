@@ -15,7 +15,7 @@ from cryptography import x509
 from cryptography.x509.oid import NameOID
 from kubernetes import client
 
-from sequestra.sandbox import components, endpoints, lifecycle, pki, processes, realnode
+from sequestra.sandbox import components, endpoints, lifecycle, pki, podnet, processes, realnode
 from sequestra.sandbox.paths import SandboxPaths
 from tests.support import eventually
 
@@ -207,6 +207,7 @@ def test_stopping_the_real_node_removes_everything_it_made_and_up_brings_it_back
     assert Path("/proc/sys/net/ipv4/ip_forward").read_text() == ip_forward_before
     assert not processes.processes_mentioning(socket_path), "no containerd, shim or kubelet left"
     assert not _kubelet_chains()
+    assert podnet.installed() == {"nat": [], "filter": []}, "the pods' forwards to the loopback are gone"
     shim_sockets = Path("/run/containerd/s")
     assert not shim_sockets.exists() or not [s for s in shim_sockets.iterdir() if not _listening(s)]
     assert realnode.NODE_NAME not in [n.metadata.name for n in core.list_node().items]
@@ -217,3 +218,4 @@ def test_stopping_the_real_node_removes_everything_it_made_and_up_brings_it_back
     print(f"real node back in {time.monotonic() - began:.1f} s")
     assert set(report.started) == {"containerd", "kubelet"}
     assert all(s.healthy for s in lifecycle.status(real_node) if s.name in realnode.COMPONENT_NAMES)
+    assert podnet.installed()["nat"], "and the pods' forwards to the API server with it"

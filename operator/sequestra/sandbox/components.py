@@ -93,7 +93,7 @@ def _apiserver_argv(paths: SandboxPaths) -> list[str]:
         "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
         f"--service-account-signing-key-file={p.service_account_key}",
         f"--service-account-key-file={p.service_account_pub}",
-        "--service-cluster-ip-range=10.96.0.0/16",
+        f"--service-cluster-ip-range={endpoints.SERVICE_CIDR}",
         "--allow-privileged=true",
         # To reach the real node's kubelet (logs, exec, /stats): by its address, with a certificate of its own,
         # checking the kubelet's serving certificate against the sandbox CA.
@@ -373,8 +373,16 @@ def _prometheus_config(paths: SandboxPaths) -> dict[str, object]:
             {**job("spark-standin", PORTS.spark_standin), "honor_labels": True},
             # The real node's containers, from its kubelet's cAdvisor (TLS, a client certificate of its own).
             kubelet_metrics.scrape_job(paths, f"{realnode.NODE_IP}:{realnode.KUBELET_PORT}", realnode.NODE_NAME),
+            _real_node_pods_job(),
         ],
     }
+
+
+def _real_node_pods_job() -> dict[str, object]:
+    """The real node's pods that name a container port `metrics` (the chart's operator pods do), scraped at
+    their pod IP over the bridge. Debian's Prometheus has no kubernetes_sd: pod-discovery stands in for it."""
+    return {"job_name": "real-node-pods", "http_sd_configs": [
+        {"url": f"{endpoints.pod_discovery_url()}/targets", "refresh_interval": "5s"}]}
 
 
 def _prometheus_prepare(paths: SandboxPaths) -> None:
@@ -447,6 +455,14 @@ def _spark_standin_argv(paths: SandboxPaths) -> list[str]:
     ]
 
 
+# --- pod discovery (Prometheus' targets among the real node's pods) ------------------------------------
+def _pod_discovery_argv(paths: SandboxPaths) -> list[str]:
+    return [
+        sys.executable, "-m", "sequestra.sandbox.pod_discovery", f"--port={PORTS.pod_discovery}",
+        f"--kubeconfig={paths.kubeconfig}", f"--node={realnode.NODE_NAME}", f"--state-dir={paths.state}",
+    ]
+
+
 # --- model server (llama.cpp with a small instruct model, OpenAI-compatible) ----------------------------
 # Lower still than the stand-ins: a request keeps both cores busy for 10-15 s, and the control plane, the
 # broker and the operator must not wait behind it.
@@ -486,6 +502,8 @@ COMPONENTS: dict[str, Component] = {
                   niceness=STAND_IN_NICENESS),
         Component("spark-standin", endpoints.spark_standin_url(), (PORTS.spark_standin,), _spark_standin_argv,
                   _ready(f"{endpoints.spark_standin_url()}/healthz"), niceness=STAND_IN_NICENESS),
+        Component("pod-discovery", endpoints.pod_discovery_url(), (PORTS.pod_discovery,), _pod_discovery_argv,
+                  _ready(f"{endpoints.pod_discovery_url()}/healthz"), niceness=STAND_IN_NICENESS),
         Component("model-server", endpoints.model_server_url(), (PORTS.model_server,), _model_server_argv,
                   _ready(f"http://{HOST}:{PORTS.model_server}/health"), niceness=MODEL_SERVER_NICENESS),
         # The real node (sandbox/realnode.py): started after the rest, in REAL_NODE_WAVES.
@@ -502,7 +520,7 @@ COMPONENTS: dict[str, Component] = {
 START_WAVES: tuple[tuple[str, ...], ...] = (
     ("etcd", "kafka", "prometheus", "alertmanager", "model-server"),
     ("kube-apiserver",),
-    ("kube-controller-manager", "kube-scheduler", "kwok", "workload-metrics", "spark-standin"),
+    ("kube-controller-manager", "kube-scheduler", "kwok", "workload-metrics", "spark-standin", "pod-discovery"),
 )
 # The real node starts once all of the above is up; if it cannot, the rest stays up without it.
 REAL_NODE_WAVES: tuple[tuple[str, ...], ...] = (("containerd",), ("kubelet",))

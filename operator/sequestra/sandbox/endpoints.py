@@ -28,6 +28,8 @@ class Ports:
     spark_standin: int = 19104
     # The local OpenAI-compatible model server (llama.cpp) with a small instruct model.
     model_server: int = 19105
+    # Prometheus' HTTP service discovery of the real node's pods (sandbox/pod_discovery.py).
+    pod_discovery: int = 19106
 
 
 PORTS = Ports()
@@ -40,6 +42,11 @@ KAFKA_USERS: dict[str, str] = {
     "app": "app-secret",
     "batch": "batch-secret",
 }
+
+# The API server's --service-cluster-ip-range, and the `kubernetes` Service's ClusterIP in it (the first
+# address), which pods on the real node reach the API server by (sandbox/podnet.py).
+SERVICE_CIDR = "10.96.0.0/16"
+KUBERNETES_SERVICE_IP = "10.96.0.1"
 
 # Label/annotation of the KWOK-managed fake nodes.
 KWOK_NODE_ANNOTATION = ("kwok.x-k8s.io/node", "fake")
@@ -77,6 +84,10 @@ def workload_metrics_url() -> str:
 
 def spark_standin_url() -> str:
     return f"http://{HOST}:{PORTS.spark_standin}"
+
+
+def pod_discovery_url() -> str:
+    return f"http://{HOST}:{PORTS.pod_discovery}"
 
 
 def kafka_client_config(user: str) -> dict[str, str | int | float | bool]:

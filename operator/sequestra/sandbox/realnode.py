@@ -43,7 +43,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sequestra.sandbox import endpoints, kubelet_metrics, pki, processes, provision
+from sequestra.sandbox import endpoints, kubelet_metrics, pki, podnet, processes, provision
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
@@ -261,7 +261,9 @@ def _cni_conflist(paths: SandboxPaths) -> str:
         "plugins": [{
             "type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
             "ipam": {"type": "host-local", "dataDir": str(root(paths) / "cni" / "ipam"),
-                     "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]]},
+                     "ranges": [[{"subnet": POD_SUBNET, "gateway": NODE_IP}]],
+                     # No default route: pods reach the node and, through it, the Service range (podnet.py).
+                     "routes": [{"dst": endpoints.SERVICE_CIDR, "gw": NODE_IP}]},
         }],
     }, indent=2)
 
@@ -293,6 +295,7 @@ def containerd_prepare(paths: SandboxPaths) -> None:
     _containerd_config(paths).write_text(_containerd_toml(paths))
     (root(paths) / "cni" / "net.d" / "10-sequestra.conflist").write_text(_cni_conflist(paths))
     _ensure_bridge(paths)
+    podnet.install(BRIDGE, NODE_IP)  # pods reach the API server (and Prometheus, Alertmanager) through the node
 
 
 def containerd_argv(paths: SandboxPaths) -> list[str]:
@@ -328,6 +331,31 @@ def import_archive(paths: SandboxPaths, archive: Path, name: str) -> None:
     if result.returncode != 0 or name not in ctr(paths, "images", "ls", "-q").stdout.split():
         raise SandboxError(f"importing {archive} as {name} into the real node's containerd failed: "
                            f"{(result.stdout + result.stderr).strip()[-300:]}")
+
+
+def _archive_digest(archive: Path) -> str:
+    with tarfile.open(archive) as tar:
+        index = tar.extractfile("index.json")
+        if index is None:
+            raise SandboxError(f"{archive} has no index.json: not an OCI archive")
+        return str(json.load(index)["manifests"][0]["digest"])
+
+
+def reimport_archive(paths: SandboxPaths, archive: Path, name: str) -> bool:
+    """`archive` into the node's containerd as `name` unless containerd holds that very build under it already
+    (a rebuild keeps the name: the operator image is `<repository>:<appVersion>`, and pods pulling it `Never`
+    would run the old build). Returns whether it imported."""
+    digest = _archive_digest(archive)
+    listing = ctr(paths, "images", "ls").stdout.splitlines()
+    if any(line.split()[:1] == [name] and digest in line.split() for line in listing):
+        return False
+    repository = name.rsplit(":", 1)[0]
+    result = ctr(paths, "images", "import", f"--base-name={repository}", str(archive), timeout_s=300)
+    listing = ctr(paths, "images", "ls").stdout.splitlines()
+    if result.returncode != 0 or not any(line.split()[:1] == [name] and digest in line.split() for line in listing):
+        raise SandboxError(f"importing {archive} as {name} into the real node's containerd failed: "
+                           f"{(result.stdout + result.stderr).strip()[-300:]}")
+    return True
 
 
 def import_buildah_image(paths: SandboxPaths, image: str, progress: Progress) -> None:
@@ -584,6 +612,7 @@ def clean_up(paths: SandboxPaths, progress: Progress) -> None:
                 link.unlink()
     _ip("link", "del", BRIDGE, check=False)
     chains = _remove_kubelet_chains()
+    chains += podnet.remove() if shutil.which("iptables") else 0
     record = _ip_forward_record(paths)
     if record.exists():
         Path("/proc/sys/net/ipv4/ip_forward").write_text(record.read_text())
@@ -592,5 +621,5 @@ def clean_up(paths: SandboxPaths, progress: Progress) -> None:
     _remove_stale_shim_sockets()
     leftovers = ", ".join(str(d) for d in _cgroup_dirs())
     progress(f"real node cleaned up: {killed} processes killed, {unmounted} mounts removed, bridge {BRIDGE} "
-             f"deleted, {chains} kubelet iptables chains removed, ip_forward restored"
+             f"deleted, {chains} iptables chains (the kubelet's, podnet's) removed, ip_forward restored"
              + (f"; cgroups left: {leftovers}" if leftovers else ""))

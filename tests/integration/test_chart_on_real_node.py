@@ -1,0 +1,463 @@
+"""The chart on the real node, as a user installs it: `helm install` of the image `make image` built (imported
+into the node's containerd), both replicas Running and Ready on `sequestra-real-node` through their own probes,
+in-cluster configuration from the projected ServiceAccount token over the `kubernetes` Service (which the node
+forwards to the API server, sandbox/podnet.py), a read-only root file system, RBAC exactly as the chart grants
+it through an incident with no "forbidden" in either replica's log (read with the kubelet's help, as `kubectl
+logs` does), Prometheus scraping the leader's /metrics at its pod IP; then the leader's pod deleted, the other
+replica taking the Lease, and a hold created during the failover made exactly once.
+
+One release for the module, installed in about 5 s (the figures are printed; docs/BENCHMARKS.md). It watches
+only its own namespace and the test's workloads' namespace: other tests run operators of their own. The
+sandbox's admission guard trusts the operator identity of a standard install (sequestra-system/sequestra);
+this release's ServiceAccount is added to the guard's operators while the module runs, as the chart's own
+guard would name it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from kubernetes import client
+
+from sequestra.install import GUARD_PARAMS_OPERATORS_KEY
+from sequestra.model.policy import POLICY_PLURAL
+from sequestra.model.sequestration import GROUP, VERSION
+from sequestra.sandbox import endpoints, image, lifecycle, podnet, realnode
+from sequestra.sandbox.paths import SandboxPaths
+from tests.integration import workloads
+from tests.integration.chart_support import CHART, Release, helm, kubectl, new_namespace
+from tests.integration.conftest import drop_namespace
+from tests.integration.operator_support import Sequestrations, events_for, sequestration
+from tests.support import eventually
+
+pytestmark = pytest.mark.timeout(900)  # an image rebuild after a code change is part of the first fixture
+
+VALUES = Path(__file__).resolve().parents[2] / "helm" / "sandbox-real-node.yaml"
+LEASE = "sequestra-leader"  # the chart's leaderElection.leaseName
+GUARD_PARAMS = ("sequestra-system", "sequestra-guard")
+SCALE_TO_ZERO = {"type": "scale", "replicas": 0}
+REFUSALS = ("forbidden", " 403", "(403)")
+
+
+@dataclass(frozen=True)
+class Installed:
+    release: Release
+    workloads: str  # the namespace of the workloads it acts on
+    helm_s: float  # `helm install` returned
+    ready_s: float  # both replicas Ready
+
+
+def _require_real_node(sandbox: SandboxPaths) -> None:
+    """The node must be there: a test of it fails (not skips) with the reason `up` recorded."""
+    kubelet = {s.name: s for s in lifecycle.status(sandbox)}["kubelet"]
+    if not kubelet.healthy:
+        failure = realnode.failure_record(sandbox)
+        why = failure.read_text().strip() if failure.exists() else kubelet.detail
+        pytest.fail(f"the real node is not running ({why}); see {sandbox.logs}/kubelet.log, "
+                    f"{sandbox.logs}/containerd.log and `sequestra sandbox up`'s output")
+    if not podnet.installed()["nat"]:
+        pytest.fail(f"the node's forwards to the API server ({podnet.CHAIN}) are missing: the real node was started "
+                    "by an older `sequestra sandbox up`; restart it (`sandbox down`, `sandbox up`)")
+
+
+def _guard_operators(api_client: client.ApiClient) -> list[str]:
+    data = client.CoreV1Api(api_client).read_namespaced_config_map(GUARD_PARAMS[1], GUARD_PARAMS[0]).data or {}
+    return [u.strip() for u in data.get(GUARD_PARAMS_OPERATORS_KEY, "").split(",") if u.strip()]
+
+
+def _set_guard_operators(api_client: client.ApiClient, operators: list[str]) -> None:
+    client.CoreV1Api(api_client).patch_namespaced_config_map(
+        GUARD_PARAMS[1], GUARD_PARAMS[0], {"data": {GUARD_PARAMS_OPERATORS_KEY: ",".join(operators)}})
+
+
+@contextlib.contextmanager
+def _guard_trusts(api_client: client.ApiClient, username: str) -> Iterator[None]:
+    _set_guard_operators(api_client, [*_guard_operators(api_client), username])
+    try:
+        yield
+    finally:  # only our name goes: the list may have gained others meanwhile
+        _set_guard_operators(api_client, [u for u in _guard_operators(api_client) if u != username])
+
+
+def _release_pods(core: client.CoreV1Api, release: Release) -> list[client.V1Pod]:
+    """The release's pods, without those on their way out."""
+    pods = core.list_namespaced_pod(release.namespace, label_selector=f"app.kubernetes.io/instance={release.name}")
+    return [p for p in pods.items if p.metadata.deletion_timestamp is None]
+
+
+def _ready(pod: client.V1Pod) -> bool:
+    conditions = {c.type: c.status for c in pod.status.conditions or []}
+    return pod.status.phase == "Running" and conditions.get("Ready") == "True"
+
+
+def _both_ready(core: client.CoreV1Api, release: Release) -> list[client.V1Pod]:
+    pods = _release_pods(core, release)
+    return pods if len(pods) == 2 and all(_ready(p) for p in pods) else []
+
+
+def _holder(api_client: client.ApiClient, namespace: str) -> str | None:
+    try:
+        lease = client.CoordinationV1Api(api_client).read_namespaced_lease(LEASE, namespace)
+    except client.ApiException as exc:
+        if exc.status == 404:
+            return None
+        raise
+    return lease.spec.holder_identity
+
+
+def _prometheus(query: str) -> list[dict[str, Any]]:
+    response = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query", params={"query": query}, timeout=10)
+    result: list[dict[str, Any]] = response.raise_for_status().json()["data"]["result"]
+    return result
+
+
+def _refusals(log: str) -> list[str]:
+    return [line[:400] for line in log.splitlines() if any(word in line.lower() for word in REFUSALS)]
+
+
+def _transitions(log: str, sequestration: str, phase: str) -> int:
+    """How many times a replica's log says it moved `namespace/name` to `phase`: who acted, in its own words
+    (another operator running on the sandbox, such as another test's, would act without leaving a line here)."""
+    count = 0
+    for line in log.splitlines():
+        with contextlib.suppress(ValueError):
+            event = json.loads(line)
+            count += (event.get("event"), event.get("sequestration"), event.get("phase")) == (
+                "sequestration.transition", sequestration, phase)
+    return count
+
+
+class FollowedLog:
+    """A pod's log from its start until its container stops (`kubectl logs -f`): the log of a pod about to be
+    deleted, which is gone with it."""
+
+    def __init__(self, core: client.CoreV1Api, namespace: str, pod: str) -> None:
+        self._chunks: list[bytes] = []
+        response = core.read_namespaced_pod_log(pod, namespace, container="operator", follow=True,
+                                                _preload_content=False)
+        self._thread = threading.Thread(target=lambda: self._chunks.extend(response.stream(4096)), daemon=True)
+        self._thread.start()
+
+    def text(self, timeout_s: float = 60) -> str:
+        self._thread.join(timeout_s)
+        assert not self._thread.is_alive(), "the followed container did not stop"
+        return b"".join(self._chunks).decode(errors="replace")
+
+
+def _uninstall(sandbox: SandboxPaths, api_client: client.ApiClient, installed: Installed) -> None:
+    release = installed.release
+    # The policies first, while an operator still runs: kopf keeps its finalizer on every object with a timer,
+    # and `helm uninstall` deletes the Deployment before the custom resources, so a policy deleted with the
+    # release would wait for an operator that is gone (and its namespace with it).
+    objects = client.CustomObjectsApi(api_client)
+    objects.delete_collection_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL)
+    with contextlib.suppress(AssertionError):
+        eventually(lambda: not objects.list_namespaced_custom_object(
+            GROUP, VERSION, release.namespace, POLICY_PLURAL)["items"], timeout_s=30, what="the policies gone")
+    helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait", "--timeout", "2m",
+         check=False)
+    for policy in objects.list_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL)["items"]:
+        objects.patch_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL,
+                                               policy["metadata"]["name"], {"metadata": {"finalizers": None}},
+                                               _content_type="application/merge-patch+json")
+    drop_namespace(api_client, installed.workloads)
+    drop_namespace(api_client, release.namespace)
+
+
+@pytest.fixture(scope="module")
+def installed(sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str],
+              operator_image: image.BuildReport) -> Iterator[Installed]:
+    _require_real_node(sandbox)
+    imported = realnode.reimport_archive(sandbox, operator_image.archive, operator_image.image)
+    print(f"[chart] {operator_image.image} {'imported into' if imported else 'already in'} the node's containerd")
+    release = Release(f"rn-{uuid.uuid4().hex[:5]}", new_namespace(api_client, "realnode-op"))
+    workloads_namespace = new_namespace(api_client, "realnode-wl")
+    core = client.CoreV1Api(api_client)
+    with _guard_trusts(api_client, release.username):
+        began = time.monotonic()
+        try:
+            helm(sandbox, "install", release.name, str(CHART), "--namespace", release.namespace, "--values",
+                 str(VALUES), "--set", f"watchNamespaces={{{release.namespace},{workloads_namespace}}}",
+                 "--force-conflicts")
+            helm_s = time.monotonic() - began
+            try:
+                eventually(lambda: _both_ready(core, release), timeout_s=180, interval_s=0.1,
+                           what=f"both replicas of {release.name} Ready on the real node")
+            except AssertionError as exc:
+                pods = kubectl(sandbox, "get", "pods", "-n", release.namespace, "-o", "wide").stdout
+                raise AssertionError(f"{exc}\n{pods}") from None
+            ready_s = time.monotonic() - began
+            print(f"[chart] helm install returned in {helm_s:.1f} s; both replicas Ready {ready_s:.1f} s after "
+                  "it began")
+            yield Installed(release, workloads_namespace, helm_s, ready_s)
+        finally:
+            _uninstall(sandbox, api_client, Installed(release, workloads_namespace, 0, 0))
+
+
+def _exec(sandbox: SandboxPaths, installed: Installed, pod: str, *command: str) -> str:
+    """A command in the operator container, through the API server and the node's kubelet (`kubectl exec`)."""
+    result = kubectl(sandbox, "exec", "-n", installed.release.namespace, pod, "-c", "operator", "--", *command)
+    assert result.returncode == 0, f"{' '.join(command)} in {pod}: {result.stderr}"
+    return result.stdout
+
+
+# From inside the operator's container: what the kubernetes client's in-cluster configuration reads (the
+# Service's address from the environment, the projected token and CA), and two requests as the ServiceAccount.
+IN_CLUSTER_PROBE = """
+import json, os, ssl, urllib.error, urllib.request
+sa = "/var/run/secrets/kubernetes.io/serviceaccount"
+base = f"https://{os.environ['KUBERNETES_SERVICE_HOST']}:{os.environ['KUBERNETES_SERVICE_PORT']}"
+tls = ssl.create_default_context(cafile=f"{sa}/ca.crt")  # checks the API server's certificate names the address
+def status(path):
+    request = urllib.request.Request(base + path, headers={"Authorization": "Bearer " + open(f"{sa}/token").read()})
+    try:
+        return urllib.request.urlopen(request, context=tls, timeout=10).status
+    except urllib.error.HTTPError as error:
+        return error.code
+print(json.dumps({"base": base, "namespace": open(f"{sa}/namespace").read(),
+                  "own_lease": status(f"/apis/coordination.k8s.io/v1/namespaces/{os.environ['NS']}/leases/LEASE"),
+                  "kube_system_secrets": status("/api/v1/namespaces/kube-system/secrets")}))
+"""
+
+
+def test_pods_on_the_real_node_reach_the_api_server_through_the_kubernetes_service(
+    sandbox: SandboxPaths, installed: Installed, api_client: client.ApiClient
+) -> None:
+    pod = _release_pods(client.CoreV1Api(api_client), installed.release)[0].metadata.name
+    probe = IN_CLUSTER_PROBE.replace("LEASE", LEASE)
+    seen = json.loads(_exec(sandbox, installed, pod, "env", f"NS={installed.release.namespace}", "python", "-c", probe))
+    assert seen["base"] == f"https://{endpoints.KUBERNETES_SERVICE_IP}:443"
+    assert seen["namespace"] == installed.release.namespace
+    assert seen["own_lease"] == 200, "the chart's Role lets it read its Lease"
+    assert seen["kube_system_secrets"] == 403, "and nothing the chart does not grant: RBAC applies to the token"
+
+    # Only the forwarded ports of the loopback: etcd (no authentication) is not one of them.
+    reach = ("import socket\nfor port in (PORTS):\n    s = socket.socket(); s.settimeout(3)\n"
+             "    print(port, s.connect_ex(('NODE', port)))").replace("NODE", realnode.NODE_IP)
+    ports = (endpoints.PORTS.prometheus, endpoints.PORTS.alertmanager, endpoints.PORTS.etcd_client,
+             endpoints.PORTS.apiserver)
+    results = dict(line.split() for line in _exec(sandbox, installed, pod, "python", "-c", reach.replace(
+        "PORTS", ", ".join(map(str, ports)))).splitlines())
+    assert results[str(endpoints.PORTS.prometheus)] == "0" and results[str(endpoints.PORTS.alertmanager)] == "0"
+    assert results[str(endpoints.PORTS.etcd_client)] != "0" and results[str(endpoints.PORTS.apiserver)] != "0"
+
+
+def test_both_replicas_run_ready_on_the_real_node_from_the_image_as_the_chart_secures_them(
+    sandbox: SandboxPaths, installed: Installed, api_client: client.ApiClient, operator_image: image.BuildReport
+) -> None:
+    core = client.CoreV1Api(api_client)
+    pods = _both_ready(core, installed.release)
+    assert len(pods) == 2
+    for pod in pods:
+        assert pod.spec.node_name == realnode.NODE_NAME
+        assert pod.status.pod_ip.startswith(realnode.POD_SUBNET.rsplit(".", 1)[0])
+        (container,) = pod.spec.containers
+        assert (container.image, container.image_pull_policy) == (operator_image.image, "Never")
+        assert container.security_context.read_only_root_filesystem is True
+        # The startup probe passed (Ready), and the kubelet probes /healthz over the pod network.
+        assert container.startup_probe.http_get.path == "/healthz"
+        assert pod.status.container_statuses[0].restart_count == 0
+        # The projected ServiceAccount token (bound, expiring), not a Secret's.
+        volumes = [v for v in pod.spec.volumes if v.projected is not None]
+        assert [s.service_account_token.path for v in volumes for s in v.projected.sources
+                if s.service_account_token] == ["token"]
+
+        user = _exec(sandbox, installed, pod.metadata.name, "id", "-u").strip()
+        root = _exec(sandbox, installed, pod.metadata.name, "sh", "-c",
+                     "touch /app/probe 2>/dev/null && echo writable || echo read-only; touch /tmp/probe && echo tmp")
+        assert (user, root.split()) == ("10001", ["read-only", "tmp"])
+
+    logs = {p.metadata.name: core.read_namespaced_pod_log(p.metadata.name, installed.release.namespace) for p in pods}
+    holder = _holder(api_client, installed.release.namespace)
+    assert holder in logs, f"the Lease is held by one of the replicas: {holder}"
+    (waiting,) = set(logs) - {holder}
+    assert "leader.acquired" in logs[holder] and "operator.started" in logs[holder]
+    assert "leader.waiting" in logs[waiting] and "operator.started" not in logs[waiting]
+
+
+def test_an_incident_runs_with_the_charts_rbac_and_prometheus_scrapes_the_leader(
+    sandbox: SandboxPaths, installed: Installed, api_client: client.ApiClient
+) -> None:
+    namespace = installed.workloads
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))  # KWOK's pods: they run nothing
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("hold-web", "Deployment", "web", SCALE_TO_ZERO))
+    active = seqs.wait_phase("hold-web", "Active", timeout_s=30)
+    assert int(workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"]) == 0
+    assert [p["action"] for p in active["status"]["priorState"]] == ["scale", "label"]
+    seqs.patch_spec("hold-web", {"release": True})
+    seqs.wait_phase("hold-web", "Released", timeout_s=30)
+    assert int(workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"]) == 3
+
+    core = client.CoreV1Api(api_client)
+    holder = _holder(api_client, installed.release.namespace)
+    logs = {p.metadata.name: core.read_namespaced_pod_log(p.metadata.name, installed.release.namespace)
+            for p in _release_pods(core, installed.release)}
+    for pod, log in logs.items():
+        assert _refusals(log) == [], f"{pod} was refused something"
+    key = f"{namespace}/hold-web"
+    assert {pod: (_transitions(log, key, "Active"), _transitions(log, key, "Released")) for pod, log in logs.items()} \
+        == {pod: (1, 1) if pod == holder else (0, 0) for pod in logs}, "the leader acted, and only it"
+
+    # The leader's /metrics, scraped at its pod IP (the waiting replica serves none until it leads).
+    selector = f'job="real-node-pods", namespace="{installed.release.namespace}", pod="{holder}"'
+    eventually(lambda: [s for s in _prometheus(f'sequestra_transitions_total{{{selector}, phase="Released"}}')
+                        if float(s["value"][1]) >= 1], timeout_s=30,
+               what=f"Prometheus to scrape the Released transition from {holder}")
+    assert [float(s["value"][1]) for s in _prometheus(f"up{{{selector}}}")] == [1.0]
+
+
+def _activations(body: dict[str, Any]) -> int:
+    return sum(1 for t in body["status"]["transitions"] if t["phase"] == "Active")
+
+
+def _held_once(api_client: client.ApiClient, namespace: str, name: str, target: str, replicas: int,
+               held: dict[str, Any], *, event_posted: bool = True) -> None:
+    """`target` scaled to zero and recorded from its original object by one replica, once. kopf posts Events
+    from a queue of its own, after the handler: a leader stopping right after its action may not post its
+    Event (`event_posted=False`: at most one)."""
+    assert int(workloads.read(api_client, namespace, "Deployment", target)["spec"]["replicas"]) == 0
+    assert [p["action"] for p in held["status"]["priorState"]] == ["scale", "label"], f"{name}: nothing doubled"
+    scale = held["status"]["priorState"][0]["changes"][0]
+    assert (scale["before"], scale["after"]) == (replicas, 0), f"{name}: recorded from the original object"
+    assert _activations(held) == 1
+    def sequestered() -> list[tuple[str, str, str]]:
+        return [e for e in events_for(api_client, namespace, target) if e[1] == "Sequestered"]
+
+    if event_posted:
+        eventually(sequestered, what=f"the Sequestered Event on {target}")
+    count = len(sequestered())
+    assert count == 1 if event_posted else count <= 1, f"{target} sequestered once: {sequestered()}"
+
+
+def _acted_once(logs: list[str], sequestration: str) -> None:
+    counts = [_transitions(log, sequestration, "Active") for log in logs]
+    assert sum(counts) == 1, f"{sequestration} made Active once by one of the release's replicas: {counts}"
+
+
+def _release_and_check(api_client: client.ApiClient, namespace: str, holds: dict[str, tuple[str, int]]) -> None:
+    seqs = Sequestrations(api_client, namespace)
+    for name in holds:
+        seqs.patch_spec(name, {"release": True})
+    for name, (target, replicas) in holds.items():
+        seqs.wait_phase(name, "Released", timeout_s=30)
+        assert int(workloads.read(api_client, namespace, "Deployment", target)["spec"]["replicas"]) == replicas
+
+
+def _after_failover(api_client: client.ApiClient, installed: Installed, new_leader: str) -> list[str]:
+    """Two Ready replicas again (the Deployment replaced or restarted the old leader's), the new leader among
+    them, nothing refused in either log, and Prometheus scraping the new leader at its address."""
+    core = client.CoreV1Api(api_client)
+    pods = eventually(lambda: _both_ready(core, installed.release), timeout_s=120, what="two Ready replicas again")
+    assert new_leader in {p.metadata.name for p in pods}
+    for pod in pods:
+        assert _refusals(core.read_namespaced_pod_log(pod.metadata.name, installed.release.namespace)) == []
+    eventually(lambda: [s for s in _prometheus(f'up{{job="real-node-pods", pod="{new_leader}"}}')
+                        if s["value"][1] == "1"], timeout_s=30, what=f"Prometheus scraping the new leader {new_leader}")
+    return [p.metadata.name for p in pods]
+
+
+def test_deleting_the_leaders_pod_hands_over_without_doubling_or_losing_an_action(
+    sandbox: SandboxPaths, installed: Installed, api_client: client.ApiClient
+) -> None:
+    namespace, release = installed.workloads, installed.release
+    core = client.CoreV1Api(api_client)
+    workloads.create(api_client, namespace, workloads.deployment("api", 5))
+    workloads.create(api_client, namespace, workloads.deployment("worker", 4))
+    seqs = Sequestrations(api_client, namespace)
+    leader = _holder(api_client, release.namespace)
+    (other,) = {p.metadata.name for p in _release_pods(core, release)} - {leader}
+
+    leader_log = FollowedLog(core, release.namespace, leader)
+    began = time.monotonic()
+    core.delete_namespaced_pod(leader, release.namespace)  # SIGTERM, as a drain or a rollout sends it
+    # Asked for while the leader stops: the leader before it stops, or its successor, makes it; never both.
+    seqs.create(sequestration("hold-api", "Deployment", "api", SCALE_TO_ZERO))
+    new_leader = eventually(lambda: (h := _holder(api_client, release.namespace)) not in (leader, None) and h,
+                            timeout_s=60, interval_s=0.1, what=f"another replica to take the Lease from {leader}")
+    lease_s = time.monotonic() - began
+    assert new_leader == other, "the waiting replica takes over (the replacement pod starts behind it)"
+    # Asked for once the Lease changed hands: only the new leader can make it.
+    seqs.create(sequestration("hold-worker", "Deployment", "worker", SCALE_TO_ZERO))
+    handed_over = time.monotonic()
+    held_api = seqs.wait_phase("hold-api", "Active", timeout_s=60)
+    held_worker = seqs.wait_phase("hold-worker", "Active", timeout_s=60)
+    acted_s = time.monotonic() - handed_over
+    print(f"[chart] leader pod deleted -> Lease held by {new_leader} in {lease_s:.1f} s; a hold asked for then "
+          f"Active {acted_s:.1f} s later")
+
+    pods = _after_failover(api_client, installed, new_leader)  # (time for a doubled action to show up, too)
+    logs = [leader_log.text(), *(core.read_namespaced_pod_log(p, release.namespace) for p in pods)]
+    _acted_once(logs, f"{namespace}/hold-api")
+    _acted_once(logs, f"{namespace}/hold-worker")
+    assert _transitions(logs[1 + pods.index(new_leader)], f"{namespace}/hold-worker", "Active") == 1
+    by_old_leader = _transitions(logs[0], f"{namespace}/hold-api", "Active") == 1
+    print(f"[chart] the hold asked for as the leader stopped was made by {'it' if by_old_leader else 'its successor'}")
+    _held_once(api_client, namespace, "hold-api", "api", 5, held_api, event_posted=not by_old_leader)
+    _held_once(api_client, namespace, "hold-worker", "worker", 4, held_worker)
+    _release_and_check(api_client, namespace, {"hold-api": ("api", 5), "hold-worker": ("worker", 4)})
+
+
+def _kill_container(pod: client.V1Pod) -> int:
+    """SIGKILL every process of the pod's operator container, found by its cgroup on this machine (a crash:
+    no clean shutdown, no Lease handed over). Returns how many."""
+    container_id = pod.status.container_statuses[0].container_id.removeprefix("containerd://")
+    top = Path("/sys/fs/cgroup/pids/kubepods")
+    if not top.is_dir():  # cgroup v2
+        top = Path("/sys/fs/cgroup/kubepods")
+    (directory,) = [d for d in top.rglob(container_id) if d.parent.name == f"pod{pod.metadata.uid}"]
+    pids = [int(p) for p in (directory / "cgroup.procs").read_text().split()]
+    for pid in pids:
+        os.kill(pid, signal.SIGKILL)
+    return len(pids)
+
+
+def test_killing_the_leaders_process_loses_no_action_and_doubles_none(
+    sandbox: SandboxPaths, installed: Installed, api_client: client.ApiClient
+) -> None:
+    """A crash, not a shutdown: nothing hands the Lease over. The kubelet restarts the container in the same pod,
+    whose identity is the pod's name (POD_NAME): the restarted process finds the Lease still its own and goes
+    on leading, which is safe because a container restarts only after its process has exited. The other
+    replica takes over only if the restart takes longer than the Lease (15 s)."""
+    namespace, release = installed.workloads, installed.release
+    core = client.CoreV1Api(api_client)
+    workloads.create(api_client, namespace, workloads.deployment("cron", 2))
+    seqs = Sequestrations(api_client, namespace)
+    eventually(lambda: _both_ready(core, release), timeout_s=120, what="two Ready replicas")
+    leader = _holder(api_client, release.namespace)
+    (leader_pod,) = [p for p in _release_pods(core, release) if p.metadata.name == leader]
+    restarts = leader_pod.status.container_statuses[0].restart_count
+
+    assert _kill_container(leader_pod) >= 1
+    killed = time.monotonic()
+    seqs.create(sequestration("hold-cron", "Deployment", "cron", SCALE_TO_ZERO))  # while nobody acts
+    held = seqs.wait_phase("hold-cron", "Active", timeout_s=60)
+    active_s = time.monotonic() - killed
+    holder = _holder(api_client, release.namespace)
+    print(f"[chart] leader process killed -> the hold asked for meanwhile Active in {active_s:.1f} s, "
+          f"the Lease with {'the restarted ' + holder if holder == leader else 'the other replica ' + str(holder)}")
+
+    # The killed container restarted in its pod: the pod keeps its name, with one more restart.
+    eventually(lambda: [p for p in _release_pods(core, release) if p.metadata.name == leader
+                        and p.status.container_statuses[0].restart_count == restarts + 1 and _ready(p)],
+               timeout_s=120, what=f"{leader} restarted and Ready")
+    assert holder is not None
+    pods = _after_failover(api_client, installed, holder)
+    logs = [core.read_namespaced_pod_log(leader, release.namespace, previous=True),
+            *(core.read_namespaced_pod_log(p, release.namespace) for p in pods)]
+    _acted_once(logs, f"{namespace}/hold-cron")
+    assert _transitions(logs[0], f"{namespace}/hold-cron", "Active") == 0, "not the killed process"
+    _held_once(api_client, namespace, "hold-cron", "cron", 2, held)
+    _release_and_check(api_client, namespace, {"hold-cron": ("cron", 2)})
