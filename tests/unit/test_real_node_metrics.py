@@ -122,3 +122,16 @@ def test_the_workload_program_follows_its_flag(tmp_path: Path) -> None:
         output, _ = program.communicate(timeout=10)
     assert output.splitlines()[0] == "mode grow"
     assert "holding 1 MiB" in output and "mode idle" in output
+
+
+def test_only_the_current_workload_images_archive_is_kept(tmp_path: Path) -> None:
+    paths = SandboxPaths(cache=tmp_path / "cache", state=tmp_path / "state")
+    images = paths.cache / "images"
+    images.mkdir(parents=True)
+    names = ["localhost_sequestra_workload_old.oci.tar", "localhost_sequestra_workload_old.oci.iid",
+             "localhost_sequestra_workload_new.oci.tar", "localhost_sequestra_workload_new.oci.iid",
+             "localhost_sequestra_python-base_bookworm.oci.tar"]
+    for name in names:
+        (images / name).touch()
+    workload_image._drop_older_archives(paths, f"{workload_image.REPOSITORY}:new")
+    assert sorted(p.name for p in images.iterdir()) == sorted(n for n in names if "_old." not in n)

@@ -52,7 +52,16 @@ def ensure(paths: SandboxPaths, progress: Progress) -> str:
                     what="configuring the workload image")
         buildah.run("commit", "--rm", container, name, what="committing the workload image")
     realnode.import_buildah_image(paths, name, progress)
+    _drop_older_archives(paths, name)
     return name
+
+
+def _drop_older_archives(paths: SandboxPaths, current: str) -> None:
+    """Archives of earlier versions of the program (about 60 MB each) are never read again."""
+    keep = current.replace("/", "_").replace(":", "_")
+    for old in image_build.images_dir(paths).glob(f"{REPOSITORY.replace('/', '_')}_*"):
+        if not old.name.startswith(keep + "."):
+            old.unlink(missing_ok=True)
 
 
 def flag_dir(paths: SandboxPaths, namespace: str, workload: str) -> Path:
