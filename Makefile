@@ -4,7 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 
-.PHONY: demo test unit integration lint bench install lock up down status clean image
+.PHONY: demo test unit integration lint bench install lock up down status clean image gauntlet
 
 $(BIN)/python:
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -52,6 +52,11 @@ lint: install
 bench: install
 	$(BIN)/sequestra sandbox up
 	$(BIN)/python -m bench
+
+## gauntlet: every incident and look-alike in gauntlet/scenarios/ against the real operator on the sandbox;
+## writes docs/GAUNTLET.md (and .json); exit 1 when a scenario is not handled as it should be
+gauntlet: install
+	$(BIN)/sequestra gauntlet --report docs/GAUNTLET.md
 
 ## image: the operator image from the Dockerfile, built with buildah on a Debian base made here (root; no Docker,
 ## no registry), checked as a pod runs it; written to ~/.cache/sequestra/images/sequestra-operator.oci.tar

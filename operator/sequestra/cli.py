@@ -264,6 +264,49 @@ def demo(
         _fail(str(exc))
 
 
+@app.command()
+def gauntlet(
+    scenarios: Annotated[str | None, typer.Option(help="scenario file or directory (default: gauntlet/scenarios/)")]
+    = None,
+    only: Annotated[list[str], typer.Option("--only", help="run only these scenarios (repeatable)")] = [],  # noqa: B006
+    ci: Annotated[bool, typer.Option("--ci", help="only the scenarios marked `ci: true` (what make test runs)")]
+    = False,
+    report: Annotated[str | None, typer.Option(help="write the table here (Markdown, and JSON beside it)")] = None,
+) -> None:
+    """Every gauntlet scenario against the real operator in enforce mode on the sandbox; exit 1 when one is
+    not handled as a good operator would."""
+    import subprocess as sp
+
+    from sequestra.gauntlet import runner
+    from sequestra.gauntlet.scenarios import default_scenarios_dir, load_scenarios
+    from sequestra.install import InstallError
+    from sequestra.sandbox import lifecycle
+    from sequestra.sandbox.errors import SandboxError
+    from sequestra.sandbox.paths import SandboxPaths
+
+    try:
+        chosen = load_scenarios(scenarios or default_scenarios_dir())
+    except (ValueError, OSError) as exc:
+        _fail(str(exc))
+    unknown = sorted(set(only) - {s.name for s in chosen})
+    if unknown:
+        _fail(f"no scenario named {', '.join(unknown)}")
+    chosen = [s for s in chosen if (not only or s.name in only) and (not ci or s.ci)]
+    paths = SandboxPaths.default()
+    try:
+        lifecycle.up(paths, _progress)
+        outcomes = runner.run(paths, chosen, lambda line: print(line, flush=True))
+    except (SandboxError, InstallError) as exc:
+        _fail(str(exc))
+    print(runner.table(outcomes))
+    print(json.dumps(runner.summary(outcomes)))
+    if report:
+        commit = sp.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
+        runner.write_report(outcomes, Path(report), commit or "unknown")
+    if not all(o.ok for o in outcomes):
+        raise typer.Exit(1)
+
+
 runbook_app = typer.Typer(no_args_is_help=True, help="Runbooks: a team's incident knowledge as data.")
 app.add_typer(runbook_app, name="runbook")
 _RUNBOOKS_HELP = "runbook file or directory (default: the repository's runbooks/)"

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.unit
 ROOT = Path(__file__).resolve().parents[2]
 CONTRACTS: list[dict[str, Any]] = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["importlinter"][
     "contracts"]
-SANDBOX_AND_ITS_USERS = {"sequestra.sandbox", "sequestra.demo", "sequestra.cli"}
+SANDBOX_AND_ITS_USERS = {"sequestra.sandbox", "sequestra.demo", "sequestra.gauntlet", "sequestra.cli"}
 
 
 def _contract(kind: str) -> dict[str, Any]:
@@ -31,7 +31,7 @@ def test_every_layer_is_mandatory() -> None:
     assert not optional, f"parenthesised (optional) layers: {optional}"
 
 
-def test_only_the_cli_and_the_demo_may_import_the_sandbox() -> None:
+def test_only_the_cli_the_demo_and_the_gauntlet_may_import_the_sandbox() -> None:
     top_level = {f"{sequestra.__name__}.{m.name}" for m in pkgutil.iter_modules(sequestra.__path__)}
     contract = _contract("forbidden")
     assert contract["forbidden_modules"] == ["sequestra.sandbox"]

@@ -37,6 +37,7 @@ from sequestra.controller.questions import ModelQuestions
 from sequestra.controller.runbooks import RunbookCatalog
 from sequestra.controller.sequestrations import AUTOMATED_REQUESTER, Context
 from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_dir
+from sequestra.diagnosis.evidence import PEER_WINDOW_S
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
 from sequestra.model.diagnosis import NO_ACTION, Diagnosis
@@ -201,9 +202,10 @@ class PolicyLoop:
         self.questions = ModelQuestions()  # model diagnoses asked after containment (contain first)
         # workload -> (read at, its evidence-only signals from history, its signals a day ago)
         self._evidence_reads: dict[WorkloadRef, tuple[float, tuple[SignalExplanation, ...], dict[str, float]]] = {}
-        # This interval's anomalous workloads (signals that moved, since when): each one's evidence names the
-        # others, so many going bad at once reads as a shared dependency, not as many offenders.
-        self._anomalous_now: dict[WorkloadRef, tuple[tuple[str, ...], float | None]] = {}
+        # Workloads anomalous in the last PEER_WINDOW_S (signals that moved, since when, last seen): each one's
+        # evidence names the others, so many going bad at once reads as a shared dependency, not as many
+        # offenders, also once the scorer has got used to some of them.
+        self._anomalous_recent: dict[WorkloadRef, tuple[tuple[str, ...], float | None, float]] = {}
 
     # --- one interval --------------------------------------------------------------------------
     def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
@@ -263,8 +265,10 @@ class PolicyLoop:
             self.sustained.pop(ref, None)
         report.states = {ref: verdict.state for ref, verdict in verdicts.items()}
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
-        self._anomalous_now = {ref: (self._moved(spec, ref, verdicts[ref]), verdicts[ref].since)
-                               for ref in report.anomalous}
+        for ref in report.anomalous:
+            self._anomalous_recent[ref] = (self._moved(spec, ref, verdicts[ref]), verdicts[ref].since, now)
+        for ref in [r for r, (_, _, seen) in self._anomalous_recent.items() if seen < now - PEER_WINDOW_S]:
+            del self._anomalous_recent[ref]
         breaker_limit = report.caps.max_anomalous_workloads
         report.breaker_open = breaker_open(len(report.anomalous), breaker_limit)
         if report.breaker_open:
@@ -442,11 +446,14 @@ class PolicyLoop:
         return decision
 
     def _moved(self, spec: SequestrationPolicySpec, ref: WorkloadRef, verdict: WorkloadVerdict) -> tuple[str, ...]:
-        """The signals that made this workload anomalous (sustained ones first)."""
+        """The signals that made this workload anomalous: sustained ones first, then every other one scoring
+        over the threshold (a runaway Spark application's executors beside its executors' memory: both say
+        which actions apply)."""
         scorer = self.scorers.get(ref)
         evidence_only = scorer.config.evidence_only if scorer is not None else frozenset()
-        return self.sustained.get(ref, ()) or tuple(
-            s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold) \
+        scoring = tuple(s.name for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold
+                        and s.name not in evidence_only)
+        return tuple(dict.fromkeys(self.sustained.get(ref, ()) + scoring)) \
             or tuple(s.name for s in verdict.signals if s.name not in evidence_only)[:1]
 
     def _rules_first(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
@@ -519,7 +526,7 @@ class PolicyLoop:
         scored = replace(verdict, signals=verdict.signals + tuple(s for s in extra if s.name not in have))
         signals = signal_summaries(scored, yesterday)
         peers = [{"workload": other.key, "signals": list(moved), "since": since}
-                 for other, (moved, since) in self._anomalous_now.items() if other != ref]
+                 for other, (moved, since, _) in self._anomalous_recent.items() if other != ref]
         return build_evidence(incident, ref, signals=signals, changes=changes, alerts=alerts,
                               spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
                               kafka=self._kafka_context(ref, snapshot),

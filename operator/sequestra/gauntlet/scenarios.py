@@ -1,0 +1,147 @@
+"""Gauntlet scenarios as data: the workloads of one incident (or look-alike), the faults injected into
+them, and what a good operator does about it. A team adds its own incidents as YAML files like the
+shipped ones in `gauntlet/scenarios/`; unknown keys are refused, so a typo is an error, not a fault that
+silently never happens.
+
+```yaml
+name: cpu-hog
+kind: incident            # incident | look-alike | victim | many-at-once | protected
+description: A report renderer spins on one regex.
+ci: true                  # part of the subset `make test` runs
+workloads:
+  - {name: renderer, cpu: 0.3}
+  - {name: steady, cpu: 0.3}
+faults:
+  - {type: cpu, workload: renderer, cores: 2.0}
+expect:
+  held: [renderer]        # every other workload must be left alone
+  rung: throttle
+  page: false
+```
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic.alias_generators import to_camel
+
+from sequestra.evals import scenario_files
+
+NAME = r"^[a-z0-9][a-z0-9-]*$"
+
+
+class _Spec(BaseModel):
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, frozen=True, extra="forbid")
+
+
+class KafkaRole(_Spec):
+    """A real Kafka client the gauntlet runs for the workload, authenticated as `user`, with a client id of
+    its own that the workload declares (so its traffic is attributed to it, and a quota can name it)."""
+
+    role: Literal["producer", "consumer"]
+    user: str = "app"
+    bytes_per_second: float = Field(default=30_000, gt=0)  # a producer's steady rate
+    messages_per_second: float = Field(default=20, gt=0)  # a consumer's steady pace
+
+
+class Workload(_Spec):
+    name: str = Field(pattern=NAME, max_length=40)
+    kind: Literal["Deployment", "SparkApplication"] = "Deployment"
+    replicas: int = Field(default=1, ge=1, le=5)
+    cpu: float = Field(default=0.2, gt=0)  # cores each pod uses normally
+    memory_mib: float = Field(default=256, gt=0)
+    http_rps: float = Field(default=0, ge=0)  # requests/s each pod serves normally
+    http_client_rps: float = Field(default=0, ge=0)  # requests/s each pod sends normally
+    labels: dict[str, str] = Field(default_factory=dict)
+    annotations: dict[str, str] = Field(default_factory=dict)
+    kafka: KafkaRole | None = None
+    executors: int = Field(default=6, ge=1)  # SparkApplication: executors dynamic allocation asks for
+    max_executors: int = Field(default=40, ge=1)
+
+
+class _Fault(_Spec):
+    workload: str = Field(pattern=NAME)
+
+
+class CpuFault(_Fault):
+    type: Literal["cpu"]
+    cores: float = Field(gt=0)
+
+
+class MemoryFault(_Fault):
+    type: Literal["memory"]
+    mib: float = Field(gt=0)
+    restarts: int = Field(default=0, ge=0)  # containers restarted, each last terminated for `reason`
+    reason: str = "OOMKilled"
+
+
+class HttpFault(_Fault):
+    type: Literal["http"]
+    requests_per_s: float | None = Field(default=None, ge=0)  # served
+    error_ratio: float | None = Field(default=None, ge=0, le=1)
+    client_requests_per_s: float | None = Field(default=None, ge=0)  # sent
+    client_error_ratio: float | None = Field(default=None, ge=0, le=1)
+    cpu: float | None = Field(default=None, gt=0)  # retrying costs CPU too
+
+
+class ProduceFault(_Fault):
+    type: Literal["kafka-produce"]
+    bytes_per_second: float = Field(gt=0)
+
+
+class ReplayFault(_Fault):
+    type: Literal["kafka-replay"]  # the consumer seeks to the earliest offset and reads as fast as it can
+
+
+class SparkDemandFault(_Fault):
+    type: Literal["spark-demand"]
+    executors: int = Field(ge=1)
+
+
+Fault = Annotated[CpuFault | MemoryFault | HttpFault | ProduceFault | ReplayFault | SparkDemandFault,
+                  Field(discriminator="type")]
+
+
+class Expectation(_Spec):
+    held: tuple[str, ...] = ()  # the workloads to hold; all others must be left alone
+    rung: str | None = None  # the rung they are held at
+    page: bool = False  # whether a human is paged
+
+
+class Scenario(_Spec):
+    name: str = Field(pattern=NAME, max_length=40)
+    kind: Literal["incident", "look-alike", "victim", "many-at-once", "protected"]
+    description: str = ""
+    ci: bool = False
+    protected_namespace: bool = False  # the scenario's namespace is in the operator's protected namespaces
+    workloads: tuple[Workload, ...] = Field(min_length=1)
+    faults: tuple[Fault, ...] = ()
+    expect: Expectation
+
+    @model_validator(mode="after")
+    def _names_refer_to_workloads(self) -> Scenario:
+        names = [w.name for w in self.workloads]
+        if len(set(names)) != len(names):
+            raise ValueError(f"workload names repeat: {names}")
+        unknown = sorted({f.workload for f in self.faults} - set(names)) + sorted(set(self.expect.held) - set(names))
+        if unknown:
+            raise ValueError(f"faults or expect.held name workloads the scenario does not have: {unknown}")
+        for fault in self.faults:
+            workload = next(w for w in self.workloads if w.name == fault.workload)
+            needs = {"kafka-produce": "producer", "kafka-replay": "consumer"}.get(fault.type)
+            if needs and (workload.kafka is None or workload.kafka.role != needs):
+                raise ValueError(f"fault {fault.type} needs workload {workload.name} to be a Kafka {needs}")
+            if fault.type == "spark-demand" and workload.kind != "SparkApplication":
+                raise ValueError(f"fault spark-demand needs workload {workload.name} to be a SparkApplication")
+        return self
+
+
+def load_scenarios(path: str | Path) -> list[Scenario]:
+    return [scenario for _, scenario in scenario_files.load(path, Scenario, require_any=True)]
+
+
+def default_scenarios_dir() -> Path:
+    return Path(__file__).resolve().parents[3] / "gauntlet" / "scenarios"

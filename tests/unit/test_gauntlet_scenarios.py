@@ -1,0 +1,68 @@
+"""Gauntlet scenarios are data a team writes: a typo or a fault that cannot happen is an error when the file
+loads, and the judgement of an outcome says what a user would check."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from sequestra.gauntlet.runner import Outcome, summary
+from sequestra.gauntlet.scenarios import Scenario, default_scenarios_dir, load_scenarios
+
+
+def _scenario(**override: Any) -> Scenario:
+    document = {"name": "hog", "kind": "incident", "workloads": [{"name": "renderer"}, {"name": "neighbour"}],
+                "faults": [{"type": "cpu", "workload": "renderer", "cores": 2}],
+                "expect": {"held": ["renderer"], "rung": "throttle"}, **override}
+    return Scenario.model_validate(document)
+
+
+def test_the_shipped_scenarios_load_and_cover_every_kind_of_scenario() -> None:
+    scenarios = load_scenarios(default_scenarios_dir())
+    assert {s.kind for s in scenarios} == {"incident", "look-alike", "victim", "many-at-once", "protected"}
+    assert any(s.ci for s in scenarios) and not all(s.ci for s in scenarios)
+
+
+@pytest.mark.parametrize(("override", "message"), [
+    ({"expect": {"held": ["renderer"], "rugn": "throttle"}}, "rugn"),
+    ({"faults": [{"type": "cpu", "workload": "rendrer", "cores": 2}]}, "rendrer"),
+    ({"faults": [{"type": "kafka-produce", "workload": "renderer", "bytesPerSecond": 1e6}]}, "Kafka producer"),
+    ({"faults": [{"type": "spark-demand", "workload": "renderer", "executors": 60}]}, "SparkApplication"),
+    ({"faults": [{"type": "gpu", "workload": "renderer"}]}, "gpu"),
+    ({"workloads": [{"name": "a"}, {"name": "a"}], "faults": [], "expect": {}}, "repeat"),
+])
+def test_a_scenario_that_cannot_mean_what_it_says_is_refused(override: dict[str, Any], message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        _scenario(**override)
+
+
+def test_an_empty_folder_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="no scenario"):
+        load_scenarios(tmp_path)
+
+
+def _hold(rung: str, effective: bool) -> dict[str, Any]:
+    return {"status": {"phase": "Active", "incident": {"rungName": rung, "effective": effective}}}
+
+
+def test_an_outcome_is_right_only_with_the_right_target_rung_effect_pages_and_release() -> None:
+    right = Outcome(_scenario(), held={"renderer": _hold("throttle", True)}, held_after_s={"renderer": 12.0},
+                    released_exactly=True)
+    assert right.ok and right.why_not() == ""
+    wrong_rung = Outcome(_scenario(), held={"renderer": _hold("quarantine", True)}, released_exactly=True)
+    assert not wrong_rung.ok and "rung quarantine, expected throttle" in wrong_rung.why_not()
+    bystander = Outcome(_scenario(), held={"renderer": _hold("throttle", True), "neighbour": _hold("throttle", True)})
+    assert not bystander.ok and "held neighbour" in bystander.why_not()
+    paged = Outcome(_scenario(), held={"renderer": _hold("throttle", True)}, pages=1)
+    assert not paged.ok and "1 page(s), expected none" in paged.why_not()
+    unreleased = Outcome(_scenario(), held={"renderer": _hold("throttle", True)}, released_exactly=False,
+                         release_problems=["renderer not as before after release: spec"])
+    assert not unreleased.ok
+    not_effective = Outcome(_scenario(), held={"renderer": _hold("throttle", False)}, released_exactly=True)
+    assert not not_effective.ok and "effect not verified" in not_effective.why_not()
+    early = Outcome(_scenario(), held={"renderer": _hold("throttle", True)}, false_before_faults=["renderer"])
+    assert not early.ok and "before any fault" in early.why_not()
+    facts = summary([right, wrong_rung])
+    assert facts["ok"] == 1 and facts["incidentsHeldRight"] == 1 and facts["medianTimeToHoldS"] == 12.0
