@@ -157,23 +157,29 @@ class FollowedLog:
 
 
 def _uninstall(sandbox: SandboxPaths, api_client: client.ApiClient, installed: Installed) -> None:
+    """The policies first, while the operator runs (docs/INSTALL.md, Uninstall): kopf keeps its finalizer on
+    every object it runs a timer for, and `helm uninstall` deletes the Deployment before the custom resources,
+    and the ServiceAccount and RBAC while the pods are still stopping, so no operator could remove it. A policy
+    deleted with the release would wait for ever, and its namespace with it."""
     release = installed.release
-    # The policies first, while an operator still runs: kopf keeps its finalizer on every object with a timer,
-    # and `helm uninstall` deletes the Deployment before the custom resources, so a policy deleted with the
-    # release would wait for an operator that is gone (and its namespace with it).
     objects = client.CustomObjectsApi(api_client)
-    objects.delete_collection_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL)
-    with contextlib.suppress(AssertionError):
-        eventually(lambda: not objects.list_namespaced_custom_object(
-            GROUP, VERSION, release.namespace, POLICY_PLURAL)["items"], timeout_s=30, what="the policies gone")
-    helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait", "--timeout", "2m",
-         check=False)
-    for policy in objects.list_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL)["items"]:
-        objects.patch_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL,
-                                               policy["metadata"]["name"], {"metadata": {"finalizers": None}},
-                                               _content_type="application/merge-patch+json")
-    drop_namespace(api_client, installed.workloads)
-    drop_namespace(api_client, release.namespace)
+
+    def policies() -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = objects.list_namespaced_custom_object(
+            GROUP, VERSION, release.namespace, POLICY_PLURAL)["items"]
+        return items
+
+    try:
+        objects.delete_collection_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL)
+        eventually(lambda: not policies(), timeout_s=30, what="the policies gone, their finalizer removed by kopf")
+        helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait", "--timeout", "2m")
+    finally:
+        for policy in policies():  # only if the above failed: leave no namespace behind
+            objects.patch_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL,
+                                                   policy["metadata"]["name"], {"metadata": {"finalizers": None}},
+                                                   _content_type="application/merge-patch+json")
+        drop_namespace(api_client, installed.workloads)
+        drop_namespace(api_client, release.namespace)
 
 
 @pytest.fixture(scope="module")
@@ -367,6 +373,28 @@ def _after_failover(api_client: client.ApiClient, installed: Installed, new_lead
     eventually(lambda: [s for s in _prometheus(f'up{{job="real-node-pods", pod="{new_leader}"}}')
                         if s["value"][1] == "1"], timeout_s=30, what=f"Prometheus scraping the new leader {new_leader}")
     return [p.metadata.name for p in pods]
+
+
+def test_a_waiting_replica_stops_at_once_when_its_pod_is_deleted(
+    sandbox: SandboxPaths, installed: Installed, api_client: client.ApiClient
+) -> None:
+    """It runs as its container's PID 1, which ignores a signal it has no handler for: it must handle SIGTERM,
+    or every rollout, drain and uninstall waits out its 30 s grace period."""
+    release = installed.release
+    core = client.CoreV1Api(api_client)
+    eventually(lambda: _both_ready(core, release), timeout_s=120, what="two Ready replicas")
+    leader = _holder(api_client, release.namespace)
+    (waiting,) = {p.metadata.name for p in _release_pods(core, release)} - {leader}
+    log = FollowedLog(core, release.namespace, waiting)
+    began = time.monotonic()
+    core.delete_namespaced_pod(waiting, release.namespace)
+    text = log.text(timeout_s=45)
+    stopped_s = time.monotonic() - began
+    print(f"[chart] waiting replica's pod deleted -> its process ended in {stopped_s:.1f} s")
+    assert "leader.stopped_waiting" in text
+    assert stopped_s < 10, f"stopped only after {stopped_s:.0f} s: killed at the end of its grace period?"
+    assert _holder(api_client, release.namespace) == leader, "the leader went on leading"
+    eventually(lambda: _both_ready(core, release), timeout_s=120, what="two Ready replicas again")
 
 
 def test_deleting_the_leaders_pod_hands_over_without_doubling_or_losing_an_action(

@@ -16,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import sys
 import time
@@ -220,12 +221,43 @@ async def health_while_waiting(liveness_url: str | None) -> AsyncIterator[None]:
         await runner.cleanup()
 
 
+async def _acquire_unless_stopped(elector: LeaseElector) -> bool:
+    """Wait for the Lease; False when SIGTERM or SIGINT came first. In a pod the process is its container's
+    PID 1, which the kernel spares every signal it has no handler for: without these handlers a waiting replica
+    ignored SIGTERM (a rollout, a drain, `helm uninstall`) until the kubelet killed it after its grace period
+    (30 s). kopf installs handlers of its own once this replica leads."""
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    signals = (signal.SIGTERM, signal.SIGINT)
+    for number in signals:
+        loop.add_signal_handler(number, stop.set)
+    acquiring = asyncio.create_task(elector.acquire(), name="leader-acquire")
+    stopping = asyncio.create_task(stop.wait(), name="leader-stop")
+    try:
+        await asyncio.wait({acquiring, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for number in signals:
+            loop.remove_signal_handler(number)
+        stopping.cancel()
+    if not stop.is_set():
+        return True
+    acquiring.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await acquiring
+    if acquiring.cancelled():
+        log.info("leader.stopped_waiting", lease=f"{elector.namespace}/{elector.name}", identity=elector.identity)
+        return False
+    await asyncio.to_thread(elector.release)  # taken in the same moment: hand it over, act on nothing
+    return False
+
+
 async def run_as_leader(elector: LeaseElector, operator: Callable[[], Awaitable[Any]],
                         liveness_url: str | None = None) -> None:
     """Wait for the Lease, then run the operator while renewing it. Losing the Lease ends the process
     at once: a graceful stop would let running handlers keep acting while another replica takes over."""
     async with health_while_waiting(liveness_url):
-        await elector.acquire()
+        if not await _acquire_unless_stopped(elector):
+            return
     keeper = asyncio.create_task(elector.keep(), name="leader-election")
     work = asyncio.create_task(_run(operator), name="operator")
     done, _ = await asyncio.wait({keeper, work}, return_when=asyncio.FIRST_COMPLETED)
