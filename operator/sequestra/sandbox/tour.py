@@ -15,7 +15,7 @@ import httpx
 from confluent_kafka import Consumer, Producer
 from kubernetes import client, config
 
-from sequestra.sandbox import endpoints
+from sequestra.sandbox import endpoints, operator_pod
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
@@ -190,6 +190,9 @@ def run(paths: SandboxPaths, say: Say) -> None:
     show_prometheus(say)
     show_alertmanager(say)
     show_manual_quarantine(paths, say)
+    say("")
+    say("=== The operator as a cluster runs it: the chart on the real node, from the image built here ===")
+    operator_pod.show(paths, say)
     say("")
     say("Every component is real and running on 127.0.0.1. Try it yourself:")
     say('  eval "$(.venv/bin/sequestra sandbox env)"; kubectl get pods -A; .venv/bin/sequestra sandbox status')
