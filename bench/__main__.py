@@ -1,7 +1,8 @@
 """Run every benchmark and print its figures (and ratios to the goals) for the docs.
 
     python -m bench            # all: sandbox start, operator at 1k and at 10k pods, NAB, scoring at 1k-100k series,
-                               # and the sandbox's language model qualified on the eval suite (docs/QUALIFICATION.md)
+                               # the incident gauntlet (docs/GAUNTLET.md) and the sandbox's language model
+                               # qualified on the eval suite (docs/QUALIFICATION.md)
     python -m bench --quick    # sandbox start, operator at 1k pods, NAB (batch path), scoring at 1k-10k series
     (both also time containment of a producer flood: 10 runs, 3 with --quick)
 """
@@ -12,7 +13,7 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from bench import model_qualification, nab, operator_scale, sandbox_start, scoring_throughput, time_to_contain
+from bench import gauntlet, model_qualification, nab, operator_scale, sandbox_start, scoring_throughput, time_to_contain
 
 
 class Result(Protocol):
@@ -32,6 +33,8 @@ def main() -> int:
         runs.append(lambda: operator_scale.run(deployments=500, pods_per=20, sequestrations=200))
     # Flood -> quota measured effective at the broker, with the real operator (~2 min a run).
     runs.append(lambda: time_to_contain.run(runs=3 if quick else 10))
+    if not quick:
+        runs.append(gauntlet.run)  # every gauntlet scenario against the real operator: ~6 min (docs/GAUNTLET.md)
     # Scoring needs no sandbox. Full: NAB through `sequestra score` itself and up to 100k series; quick:
     # NAB through the same scorer's batch path (same scores, faster) and up to 10k series.
     runs.append(lambda: nab.run(through_cli=not quick))

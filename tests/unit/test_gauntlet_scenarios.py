@@ -66,3 +66,22 @@ def test_an_outcome_is_right_only_with_the_right_target_rung_effect_pages_and_re
     assert not early.ok and "before any fault" in early.why_not()
     facts = summary([right, wrong_rung])
     assert facts["ok"] == 1 and facts["incidentsHeldRight"] == 1 and facts["medianTimeToHoldS"] == 12.0
+
+
+def test_every_gauntlet_scenario_has_eval_twins_that_agree_on_whether_to_act() -> None:
+    """The eval suite in step with the gauntlet: each workload that misbehaves has a diagnosis scenario, and
+    the diagnosis it expects acts exactly where the gauntlet expects a hold at an acting rung."""
+    from sequestra.evals.diagnosis import default_scenarios_dir as evals_dir
+    from sequestra.evals.diagnosis import load_scenarios as load_evals
+    from sequestra.model.diagnosis import acts
+
+    evals = {s.name: s for s in load_evals(evals_dir())}
+    for scenario in load_scenarios(default_scenarios_dir()):
+        assert scenario.twins, f"{scenario.name} has no eval twin"
+        for workload, twin in scenario.twins.items():
+            assert twin in evals, f"{scenario.name}: twin {twin} is not in evals/scenarios"
+            held = workload in scenario.expect.held
+            if not held or scenario.expect.rung is not None:
+                assert acts(evals[twin].expect.action) == held, (scenario.name, workload, twin)
+            if scenario.expect.page and not held:
+                assert evals[twin].expect.page, f"{twin} should expect the page {scenario.name} expects"

@@ -116,7 +116,7 @@ def create_topic(topic: str, partitions: int = 3) -> None:
 def fill_topic(topic: str, user: str, size: int = HISTORY_BYTES) -> None:
     """History for a consumer to replay: `size` bytes produced as fast as the broker takes them."""
     producer = Producer({**endpoints.kafka_client_config(user), "client.id": f"gauntlet-history-{topic}",
-                         "linger.ms": 50, "batch.size": 1_000_000})
+                         "linger.ms": 50, "batch.size": 1_000_000, "log_level": 3})
     payload = b"h" * MESSAGE_BYTES
     for _ in range(size // MESSAGE_BYTES):
         while True:

@@ -442,6 +442,11 @@ def table(outcomes: Sequence[Outcome]) -> str:
     return "\n".join(lines)
 
 
+def _goal(facts: dict[str, Any]) -> str:
+    median_s = facts["medianTimeToHoldS"]
+    return "no incident held" if median_s is None else ("met" if median_s <= facts["goalTimeToHoldS"] else "missed")
+
+
 def _mark(value: bool | None) -> str:
     return "-" if value is None else ("yes" if value else "no")
 
@@ -486,7 +491,7 @@ def write_report(outcomes: Sequence[Outcome], path: Path, commit: str) -> None:
         f"rung; {facts['holdsOnLookAlikes']} hold(s) on the {facts['lookAlikes']} scenarios where nothing should "
         f"be held (look-alikes, many at once, protected); {facts['pages']} page(s).\n"
         f"- Median time from fault to hold: {facts['medianTimeToHoldS']} s (goal: two intervals plus 5 s = "
-        f"{facts['goalTimeToHoldS']} s).\n"
+        f"{facts['goalTimeToHoldS']} s: {_goal(facts)}).\n"
         + (f"- Rows that miss: {', '.join(o.scenario.name for o in misses)} (why: last column).\n" if misses else "")
         + "\n" + table(outcomes) + "\n" + HOW_TO)
     path.with_suffix(".json").write_text(json.dumps({"commit": commit, "summary": facts,

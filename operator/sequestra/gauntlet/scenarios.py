@@ -17,6 +17,7 @@ expect:
   held: [renderer]        # every other workload must be left alone
   rung: throttle
   page: false
+twins: {renderer: cpu-hog-regex}   # its diagnosis eval scenario
 ```
 """
 
@@ -120,15 +121,19 @@ class Scenario(_Spec):
     workloads: tuple[Workload, ...] = Field(min_length=1)
     faults: tuple[Fault, ...] = ()
     expect: Expectation
+    # Workload -> the diagnosis eval scenario (evals/scenarios/) with the evidence this workload's incident
+    # produces: the eval says what the diagnosis must conclude, the gauntlet what the operator must do.
+    twins: dict[str, str] = Field(default_factory=dict)
 
     @model_validator(mode="after")
     def _names_refer_to_workloads(self) -> Scenario:
         names = [w.name for w in self.workloads]
         if len(set(names)) != len(names):
             raise ValueError(f"workload names repeat: {names}")
-        unknown = sorted({f.workload for f in self.faults} - set(names)) + sorted(set(self.expect.held) - set(names))
+        unknown = (sorted({f.workload for f in self.faults} - set(names)) + sorted(set(self.expect.held) - set(names))
+                   + sorted(set(self.twins) - set(names)))
         if unknown:
-            raise ValueError(f"faults or expect.held name workloads the scenario does not have: {unknown}")
+            raise ValueError(f"faults, expect.held or twins name workloads the scenario does not have: {unknown}")
         for fault in self.faults:
             workload = next(w for w in self.workloads if w.name == fault.workload)
             needs = {"kafka-produce": "producer", "kafka-replay": "consumer"}.get(fault.type)
