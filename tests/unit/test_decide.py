@@ -145,3 +145,19 @@ def test_a_look_alike_the_runbooks_call_expected_is_not_contained_but_a_held_one
     # Once held (contained on other evidence), a benign reading changes nothing about the hold.
     hold = replace(HOLD, effective=False, intervals_since_contained=5)
     assert decide(POLICY, replace(peak, hold=hold)) == decide(POLICY, replace(FLOOD, hold=hold))
+
+
+def test_containment_shows_at_the_new_limit_halfway_to_the_baseline_or_at_half_the_peak() -> None:
+    from sequestra.policy.decide import contained
+
+    throttle = [{"type": "throttle", "cpu": "300m"}]
+    # A hog at 0.45 cores held at 0.3: never half, but at its new limit.
+    assert contained("cpu_usage_cores", 0.01, 0.45, 0.31, throttle)
+    assert not contained("cpu_usage_cores", 0.01, 0.45, 0.31, [])
+    assert not contained("cpu_usage_cores", 0.01, 0.45, 0.40, throttle)
+    # A flood back halfway to its baseline, or at half of its peak.
+    assert contained("kafka_producer_byte_rate", 40_000, 2_000_000, 900_000)
+    assert contained("kafka_producer_byte_rate", None, 2_000_000, 1_000_000)
+    assert not contained("kafka_producer_byte_rate", 40_000, 2_000_000, 1_300_000)
+    # A limit on CPU says nothing about another signal.
+    assert not contained("memory_working_set_bytes", 1e8, 3e9, 2.9e9, throttle)

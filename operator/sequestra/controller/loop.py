@@ -57,6 +57,7 @@ from sequestra.policy.decide import (
     Rung,
     Situation,
     breaker_open,
+    contained,
     decide,
     diagnosis_proposal,
 )
@@ -380,12 +381,19 @@ class PolicyLoop:
                           if t.get("phase") == Phase.ACTIVE), None)
         escalated_at = _epoch(incident.get("escalatedAt"))
         contained_at = max(filter(None, (active_at, escalated_at)), default=now) if active_at else now
-        watched = incident.get("signal") or {}
+        watched = dict(incident.get("signal") or {})
         current = next((s.value for s in verdict.signals if s.name == watched.get("name")), None)
-        at_containment = watched.get("value")
-        # Effective once the offending signal has fallen to half of what it was, or the verdict is normal.
+        peak = max((float(v) for v in (watched.get("peak"), watched.get("value"), current) if v is not None),
+                   default=None)
+        if peak is not None:
+            watched["peak"] = peak
+            incident["signal"] = watched
+        # Effective once the offending signal shows the containment (policy/decide.contained), or the verdict
+        # is normal.
         effective = bool(incident.get("effective")) or verdict.state == "normal" or (
-            current is not None and at_containment is not None and current <= 0.5 * float(at_containment))
+            current is not None and peak is not None and contained(
+                str(watched.get("name")), watched.get("baseline"), peak, current,
+                (item.get("spec") or {}).get("actions") or ()))
         healthy = int(incident.get("healthyIntervals", 0)) + 1 if verdict.state == "normal" else 0
         if verdict.state == "unknown":
             healthy = int(incident.get("healthyIntervals", 0))  # unknown neither heals nor harms

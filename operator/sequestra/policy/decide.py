@@ -18,6 +18,7 @@ from enum import StrEnum
 from typing import Any
 
 from sequestra.model.kinds import applicable
+from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import ActionType
 from sequestra.policy.tampering import TAMPERS_PER_ESCALATION
 
@@ -106,6 +107,25 @@ def diagnosis_proposal(diagnosis: Mapping[str, Any]) -> tuple[str | None, bool]:
     if diagnosis.get("diagnoser") != "llm" or not review:
         return None, True
     return str(diagnosis.get("action") or "") or None, review.get("verdict") == "approved"
+
+
+def contained(signal: str, baseline: float | None, peak: float, current: float,
+              actions: Sequence[Mapping[str, Any]] = ()) -> bool:
+    """Whether containment shows in the offending signal: it fell to half of its peak since the anomaly
+    began, or halfway back to its baseline, or (for a CPU throttle watched on CPU) to the new limit. The
+    limit matters when the workload burned little more than it: a hog at 0.45 cores held at 0.3 is
+    contained although its usage never halves; the peak matters because the value at containment can be a
+    rate whose window had not filled yet."""
+    if current <= 0.5 * peak:
+        return True
+    if baseline is not None and baseline < peak and current <= baseline + 0.5 * (peak - baseline):
+        return True
+    if signal == "cpu_usage_cores":
+        limits = [float(parse_quantity(str(a["cpu"]))) for a in actions
+                  if a.get("type") == ActionType.THROTTLE and a.get("cpu") is not None]
+        # 10% over the limit: a CFS quota is met over its period, and rate() sees a little jitter.
+        return bool(limits) and current <= 1.1 * min(limits)
+    return False
 
 
 def breaker_open(anomalous_workloads: int, limit: int) -> bool:
