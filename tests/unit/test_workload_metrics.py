@@ -213,3 +213,15 @@ def test_outbound_calls_are_counted_apart_from_served_requests() -> None:
 
     assert count("503") > 0 and 0.6 < count("503") / (count("503") + count("200")) < 0.9
     assert "http_requests_total{" not in text, "sending requests is not serving them"
+
+
+def test_a_pod_that_calls_other_services_sends_at_its_annotated_rate_until_an_override_changes_it() -> None:
+    from sequestra.sandbox.workload_metrics import BASELINE_HTTP_CLIENT_ANNOTATION, pod_info
+
+    pod = pod_info({"metadata": {"namespace": "shop", "name": "caller-1", "annotations": {
+        BASELINE_HTTP_CLIENT_ANNOTATION: "100"}}, "spec": {"containers": [{"name": "main"}]}})
+    metrics = WorkloadMetrics()
+    metrics.set_pods([pod])
+    _run_for(metrics, 0.5)
+    sent = _value(metrics.exposition(), "http_client_requests_seconds_count", "caller-1")
+    assert 20 < sent < 100  # ~100/s for half a second, all answered 200

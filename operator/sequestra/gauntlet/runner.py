@@ -37,6 +37,7 @@ from sequestra.sandbox.paths import SandboxPaths
 from sequestra.sandbox.workload_metrics import (
     BASELINE_CPU_ANNOTATION,
     BASELINE_HTTP_ANNOTATION,
+    BASELINE_HTTP_CLIENT_ANNOTATION,
     BASELINE_MEMORY_ANNOTATION,
 )
 
@@ -78,6 +79,8 @@ def deployment(namespace: str, workload: Workload) -> dict[str, Any]:
                        BASELINE_MEMORY_ANNOTATION: str(workload.memory_mib * 2**20)}
     if workload.http_rps:
         pod_annotations[BASELINE_HTTP_ANNOTATION] = str(workload.http_rps)
+    if workload.http_client_rps:
+        pod_annotations[BASELINE_HTTP_CLIENT_ANNOTATION] = str(workload.http_client_rps)
     annotations = dict(workload.annotations)
     if workload.kafka is not None:
         annotations |= {"sequestra.dev/kafka-principal": workload.kafka.user,

@@ -49,6 +49,7 @@ from sequestra.sandbox.standin_http import StandInHandler
 
 BASELINE_CPU_ANNOTATION = "sandbox.sequestra.dev/cpu-cores"
 BASELINE_MEMORY_ANNOTATION = "sandbox.sequestra.dev/memory-bytes"
+BASELINE_HTTP_CLIENT_ANNOTATION = "sandbox.sequestra.dev/http-client-rps"  # requests/s the pod sends
 BASELINE_HTTP_ANNOTATION = "sandbox.sequestra.dev/http-rps"  # requests/s the pod serves (none: no HTTP series)
 DEFAULT_CPU_CORES = 0.05
 DEFAULT_MEMORY_BYTES = 64 * 2**20
@@ -112,6 +113,7 @@ class PodInfo:
     # On a node with a real kubelet: container -> (restartCount, lastState.terminated.reason) from the pod's
     # status. None for KWOK's pods, whose usage and restarts are simulated here.
     observed: dict[str, tuple[int, str | None]] | None = None
+    baseline_http_client: float = 0.0  # requests/s sent to other services
 
 
 @dataclass
@@ -213,7 +215,7 @@ class WorkloadMetrics:
         """CPU cores, memory bytes, HTTP requests/s served and the share answered 500, HTTP requests/s sent
         and the share of those that failed."""
         cpu, memory, rps, errors = pod.baseline_cpu, pod.baseline_memory, pod.baseline_http, 0.0
-        sent, failed = 0.0, 0.0
+        sent, failed = pod.baseline_http_client, 0.0
         for override in self._overrides:  # later overrides win
             if override.matches(pod, container):
                 cpu = override.cpu_cores if override.cpu_cores is not None else cpu
@@ -331,8 +333,9 @@ def pod_info(pod: dict[str, Any]) -> PodInfo:
     )
     baseline_memory = float(annotations.get(BASELINE_MEMORY_ANNOTATION, 0) or 0) or DEFAULT_MEMORY_BYTES
     baseline_http = float(annotations.get(BASELINE_HTTP_ANNOTATION, 0) or 0)
+    baseline_http_client = float(annotations.get(BASELINE_HTTP_CLIENT_ANNOTATION, 0) or 0)
     return PodInfo(meta["namespace"], meta["name"], dict(meta.get("labels") or {}), containers,
-                   baseline_cpu, baseline_memory, baseline_http, _observed(pod))
+                   baseline_cpu, baseline_memory, baseline_http, _observed(pod), baseline_http_client)
 
 
 def _observed(pod: dict[str, Any]) -> dict[str, tuple[int, str | None]] | None:
