@@ -133,6 +133,10 @@ class Outcome:
         rung = self.scenario.expect.rung
         return rung is None or all(self.rung(w) == rung for w in self.expected)
 
+    def diagnosis(self, workload: str) -> str | None:
+        """The category the hold was diagnosed with (by the rules: the gauntlet runs without a model)."""
+        return ((self.held.get(workload) or {}).get("spec") or {}).get("diagnosis", {}).get("category")
+
     def rung(self, workload: str) -> str | None:
         return ((self.held.get(workload) or {}).get("status") or {}).get("incident", {}).get("rungName")
 
@@ -177,6 +181,7 @@ class Outcome:
         return {"scenario": self.scenario.name, "kind": self.scenario.kind,
                 "expectedHeld": sorted(self.expected), "held": sorted(self.held),
                 "rung": {w: self.rung(w) for w in sorted(self.held)}, "expectedRung": self.scenario.expect.rung,
+                "diagnosis": {w: self.diagnosis(w) for w in sorted(self.held)}, "lastDecision": self.last_decision,
                 "timeToHoldS": round(max(times), 1) if times else None, "targetRight": self.target_right,
                 "rungRight": self.rung_right, "effectVerified": self.effective, "pages": self.pages,
                 "pageRight": self.page_right, "releasedExactly": self.released_exactly, "ok": self.ok,
@@ -431,15 +436,17 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
-    lines = ["| scenario | kind | held (expected) | rung | time to hold | effect verified | pages | released exactly "
-             "| ok |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = ["| scenario | kind | held (expected) | diagnosed | rung | time to hold | effect verified | pages "
+             "| released exactly | ok |", "|---|---|---|---|---|---|---|---|---|---|"]
     for o in outcomes:
         row = o.row()
         held = ", ".join(row["held"]) or "-"
         expected = ", ".join(row["expectedHeld"]) or "none"
         rung = ", ".join(str(r) for r in row["rung"].values()) or "-"
+        diagnosed = ", ".join(str(d) for d in row["diagnosis"].values()) or "-"
         seconds = f"{row['timeToHoldS']} s" if row["timeToHoldS"] is not None else "-"
-        lines.append(f"| {o.scenario.name} | {o.scenario.kind} | {held} ({expected}) | {rung} | {seconds} | "
+        lines.append(f"| {o.scenario.name} | {o.scenario.kind} | {held} ({expected}) | {diagnosed} | {rung} | "
+                     f"{seconds} | "
                      f"{_mark(row['effectVerified'])} | {row['pages']} | {_mark(row['releasedExactly'])} | "
                      f"{'yes' if o.ok else 'NO: ' + o.why_not()} |")
     return "\n".join(lines)
