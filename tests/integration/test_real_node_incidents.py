@@ -24,6 +24,7 @@ from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, VERSION
 from sequestra.sandbox import endpoints, kubelet_metrics, workload_image
 from sequestra.sandbox.paths import SandboxPaths
+from sequestra.signals.catalog import CATALOG
 from tests.integration import test_real_node
 from tests.integration.conftest import drop_namespace
 from tests.integration.operator_support import (
@@ -91,15 +92,11 @@ def _at_limit(cores: float) -> bool:
 
 def _pod_cores(namespace: str) -> dict[str, float]:
     """The catalog's cpu_usage_cores for each pod of the namespace: what the loop reads and sums per workload."""
-    from sequestra.signals.catalog import CATALOG
-
     return {r["metric"]["pod"]: float(r["value"][1]) for r in _query(CATALOG["cpu_usage_cores"].render([namespace]))}
 
 
 def _peak_cores(namespace: str, since_s: float) -> float:
     """The highest cpu_usage_cores of the namespace's workload over the last `since_s` seconds."""
-    from sequestra.signals.catalog import CATALOG
-
     expression = CATALOG["cpu_usage_cores"].render([namespace])
     rows = _query(f"max_over_time(sum({expression})[{int(since_s) + 1}s:5s])")
     return float(rows[0]["value"][1]) if rows else 0.0
