@@ -4,6 +4,7 @@ program and flags."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ import pytest
 
 from sequestra.sandbox import kubelet_metrics, pki, workload_image
 from sequestra.sandbox.endpoints import KWOK_NODES
+from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 from sequestra.sandbox.workload_metrics import Override, WorkloadMetrics, pod_info
 from sequestra.signals.catalog import CATALOG
@@ -135,3 +137,16 @@ def test_only_the_current_workload_images_archive_is_kept(tmp_path: Path) -> Non
         (images / name).touch()
     workload_image._drop_older_archives(paths, f"{workload_image.REPOSITORY}:new")
     assert sorted(p.name for p in images.iterdir()) == sorted(n for n in names if "_old." not in n)
+
+
+def test_an_unreachable_api_server_is_a_sandbox_error_so_the_node_fails_alone(tmp_path: Path) -> None:
+    """`up` turns a SandboxError from the real node into "the rest of the sandbox is up without it"."""
+    paths = SandboxPaths(cache=tmp_path / "cache", state=tmp_path / "state")
+    paths.kubeconfig.parent.mkdir(parents=True, exist_ok=True)
+    paths.kubeconfig.write_text(json.dumps({
+        "apiVersion": "v1", "kind": "Config", "current-context": "x",
+        "clusters": [{"name": "x", "cluster": {"server": "https://127.0.0.1:1", "insecure-skip-tls-verify": True}}],
+        "users": [{"name": "u", "user": {"token": "t"}}],
+        "contexts": [{"name": "x", "context": {"cluster": "x", "user": "u"}}]}))
+    with pytest.raises(SandboxError, match="kubelet-metrics-reader"):
+        kubelet_metrics.ensure_reader(paths)

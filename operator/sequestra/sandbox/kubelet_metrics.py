@@ -24,10 +24,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import urllib3
 from kubernetes import client, config
 from kubernetes.client.rest import ApiException
 
 from sequestra.sandbox import pki
+from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
 PROMETHEUS_USER = "sequestra-prometheus"
@@ -62,8 +64,13 @@ def ensure_reader(paths: SandboxPaths) -> None:
         metadata=client.V1ObjectMeta(name=READER_ROLE),
         role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=READER_ROLE),
         subjects=[client.RbacV1Subject(api_group="rbac.authorization.k8s.io", kind="User", name=PROMETHEUS_USER)])
-    _create_or_keep(lambda: rbac.create_cluster_role(role))
-    _create_or_keep(lambda: rbac.create_cluster_role_binding(binding))
+    try:
+        _create_or_keep(lambda: rbac.create_cluster_role(role))
+        _create_or_keep(lambda: rbac.create_cluster_role_binding(binding))
+    except (ApiException, urllib3.exceptions.HTTPError) as exc:
+        # A SandboxError leaves the rest of the sandbox up and is recorded as why the node did not start.
+        raise SandboxError(f"granting {PROMETHEUS_USER} the kubelet's metrics ({READER_ROLE}) failed: "
+                           f"{str(exc)[:200]}") from exc
 
 
 def _create_or_keep(create: Callable[[], object]) -> None:
