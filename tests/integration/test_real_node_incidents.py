@@ -10,6 +10,7 @@ containing them, and the effect measured from the same real series and the pods'
 
 from __future__ import annotations
 
+import shutil
 import time
 import uuid
 from collections.abc import Iterator
@@ -64,6 +65,14 @@ def leak_namespace(real_node: SandboxPaths, image: str, api_client: client.ApiCl
     create(api_client, name, _deployment(real_node, name, "leaky", image, LEAK_LIMITS, ["--grow-mib-per-s", "16"]))
     yield name
     drop_namespace(api_client, name)
+    shutil.rmtree(workload_image.flag_dir(real_node, name, "leaky").parent, ignore_errors=True)
+
+
+@pytest.fixture()
+def flags(real_node: SandboxPaths, namespace: str) -> Iterator[None]:
+    """The test namespace's workload flags go with it (`sandbox down` would remove them too)."""
+    yield
+    shutil.rmtree(workload_image.flag_dir(real_node, namespace, "any").parent, ignore_errors=True)
 
 
 def _deployment(paths: SandboxPaths, namespace: str, name: str, image: str, limits: dict[str, str],
@@ -127,7 +136,7 @@ def _kernel_cores(uid: str, seconds: float = 10.0) -> float:
 
 def test_a_cpu_hog_on_the_real_node_is_throttled_in_its_cgroup_and_released_exactly(
         real_node: SandboxPaths, image: str, api_client: client.ApiClient, crds_installed: list[str],
-        namespace: str) -> None:
+        namespace: str, flags: None) -> None:
     core, apps = client.CoreV1Api(api_client), client.AppsV1Api(api_client)
     create(api_client, namespace, _deployment(real_node, namespace, "hog", image, HOG_LIMITS, ["--burners", "2"]))
     prior = apps.read_namespaced_deployment("hog", namespace).spec.template.spec.containers[0].resources
