@@ -161,3 +161,12 @@ def test_containment_shows_at_the_new_limit_halfway_to_the_baseline_or_at_half_t
     assert not contained("kafka_producer_byte_rate", 40_000, 2_000_000, 1_300_000)
     # A limit on CPU says nothing about another signal.
     assert not contained("memory_working_set_bytes", 1e8, 3e9, 2.9e9, throttle)
+
+
+def test_a_quota_is_no_answer_to_a_rebalance_storm_or_a_pile_of_topics() -> None:
+    from sequestra.policy.decide import Rung, relevant_actions
+
+    rung = Rung("throttle", ({"type": "quota", "producerByteRate": 50_000}, {"type": "deny-write", "topics": ["t"]}))
+    assert [a["type"] for a in relevant_actions(rung, ["kafka_rebalance_rate"], True)] == ["deny-write"]
+    assert [a["type"] for a in relevant_actions(rung, ["kafka_partition_count"], True)] == ["deny-write"]
+    assert [a["type"] for a in relevant_actions(rung, ["kafka_consumer_byte_rate"], True)] == ["quota", "deny-write"]

@@ -25,8 +25,10 @@ from sequestra.gauntlet.scenarios import (
     KafkaRole,
     MemoryFault,
     ProduceFault,
+    RebalanceStormFault,
     ReplayFault,
     SparkDemandFault,
+    TopicStormFault,
 )
 from sequestra.sandbox import endpoints
 
@@ -44,6 +46,10 @@ class KafkaWorker:
     stop: threading.Event = field(default_factory=threading.Event)
     rate: float = 0.0  # producer: bytes/s
     replay: threading.Event = field(default_factory=threading.Event)  # consumer: read from the start, flat out
+    # Set while the workload has no pods (scaled to zero): a pod's client stops with the pod.
+    paused: threading.Event = field(default_factory=threading.Event)
+    storms: list[threading.Thread] = field(default_factory=list)
+    calm_storms: threading.Event = field(default_factory=threading.Event)
     done_bytes: int = 0
     thread: threading.Thread | None = None
 
@@ -55,8 +61,45 @@ class KafkaWorker:
 
     def close(self) -> None:
         self.stop.set()
-        if self.thread is not None:
-            self.thread.join(timeout=15)
+        self.calm_storms.set()
+        for thread in [self.thread, *self.storms]:
+            if thread is not None:
+                thread.join(timeout=15)
+
+    def storm(self, target: Any, *args: Any) -> None:
+        self.calm_storms.clear()
+        thread = threading.Thread(target=target, args=args, daemon=True, name=f"gauntlet-storm-{self.client_id}")
+        self.storms.append(thread)
+        thread.start()
+
+    def _storming(self) -> bool:
+        return not (self.stop.is_set() or self.calm_storms.is_set())
+
+    def rebalance_storm(self) -> None:
+        """A second member joins the workload's group, takes its share, leaves; again and again."""
+        while self._storming():
+            if self.paused.is_set():
+                self.stop.wait(1)
+                continue
+            member = Consumer({**self._config(), "group.id": self.client_id, "session.timeout.ms": 6000})
+            member.subscribe([self.topic])
+            deadline = time.monotonic() + 5
+            while not member.assignment() and time.monotonic() < deadline and self._storming():
+                member.poll(0.2)
+            member.close()
+            self.stop.wait(1)
+
+    def topic_storm(self, partitions: int, per_second: float) -> None:
+        """Topics created in a loop under the workload's topic prefix, as a buggy client creating one per key."""
+        admin = AdminClient(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
+        number = 0
+        while self._storming():
+            if not self.paused.is_set():
+                number += 1
+                name = f"{self.topic}.storm-{number}"
+                with contextlib.suppress(Exception):  # one refused creation does not end the storm
+                    admin.create_topics([NewTopic(name, partitions, 1)])[name].result(timeout=10)
+            self.stop.wait(1 / per_second)
 
     def _config(self) -> dict[str, Any]:
         # librdkafka logs every request a quota holds back past its timeout: expected here, and noise.
@@ -71,6 +114,10 @@ class KafkaWorker:
 
         payload, budget, last = b"x" * MESSAGE_BYTES, 0.0, time.monotonic()
         while not self.stop.is_set():
+            if self.paused.is_set():
+                producer.poll(0.5)
+                last = time.monotonic()
+                continue
             now = time.monotonic()
             budget = min(budget + self.rate * (now - last), max(self.rate, MESSAGE_BYTES))  # at most 1 s of burst
             last = now
@@ -92,6 +139,12 @@ class KafkaWorker:
         pace = 1.0 / self.role.messages_per_second
         replaying = False
         while not self.stop.is_set():
+            if self.paused.is_set():
+                consumer.unsubscribe()
+                while self.paused.is_set() and not self.stop.is_set():
+                    self.stop.wait(0.5)
+                consumer.subscribe([self.topic])
+                continue
             if self.replay.is_set() != replaying:
                 consumer.close()
                 replaying = self.replay.is_set()
@@ -128,9 +181,13 @@ def fill_topic(topic: str, user: str, size: int = HISTORY_BYTES) -> None:
     producer.flush(60)
 
 
-def delete_topics(topics: list[str]) -> None:
-    if topics:
+def delete_topics(prefixes: list[str]) -> None:
+    """Every topic named by one of `prefixes` (a workload's topic and any its storms created)."""
+    if prefixes:
         admin = AdminClient(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
+        topics = [t for t in admin.list_topics(timeout=15).topics if any(t.startswith(p) for p in prefixes)]
+        if not topics:
+            return
         for future in admin.delete_topics(topics).values():
             with contextlib.suppress(Exception):  # already gone: nothing to clean
                 future.result(timeout=30)
@@ -158,6 +215,11 @@ class Injector:
             self.workers[fault.workload].rate = fault.bytes_per_second
         elif isinstance(fault, ReplayFault):
             self.workers[fault.workload].replay.set()
+        elif isinstance(fault, RebalanceStormFault):
+            self.workers[fault.workload].storm(self.workers[fault.workload].rebalance_storm)
+        elif isinstance(fault, TopicStormFault):
+            worker = self.workers[fault.workload]
+            worker.storm(worker.topic_storm, fault.partitions, fault.per_second)
         elif isinstance(fault, SparkDemandFault):
             httpx.post(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5, json={
                 "namespace": self.namespace, "app": fault.workload, "executors": fault.executors}).raise_for_status()
@@ -167,6 +229,7 @@ class Injector:
         for worker in self.workers.values():
             worker.rate = worker.role.bytes_per_second
             worker.replay.clear()
+            worker.calm_storms.set()
 
     def _override(self, workload: str, **levels: Any) -> None:
         httpx.post(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5, json={

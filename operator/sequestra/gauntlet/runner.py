@@ -61,7 +61,8 @@ def client_id(namespace: str, workload: str) -> str:
 def policy() -> dict[str, Any]:
     """One policy for every scenario: the signals that count toward a verdict and a three-rung ladder."""
     signals = ["cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate",
-               "kafka_consumer_byte_rate", "http_client_request_rate", "http_error_ratio", "spark_executors"]
+               "kafka_consumer_byte_rate", "kafka_rebalance_rate", "kafka_partition_count",
+               "http_client_request_rate", "http_error_ratio", "spark_executors"]
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": "gauntlet"},
             "spec": {"mode": "enforce", "interval": f"{INTERVAL_S}s", "ttl": "30m", "scoreThreshold": 0.6,
                      "verify": {"intervals": 18}, "signals": [{"name": s} for s in signals],
@@ -84,7 +85,9 @@ def deployment(namespace: str, workload: Workload) -> dict[str, Any]:
     annotations = dict(workload.annotations)
     if workload.kafka is not None:
         annotations |= {"sequestra.dev/kafka-principal": workload.kafka.user,
-                        "sequestra.dev/kafka-client-id": client_id(namespace, workload.name)}
+                        "sequestra.dev/kafka-client-id": client_id(namespace, workload.name),
+                        # its own topic and any it creates (a topic storm)
+                        "sequestra.dev/kafka-topics": f"{namespace}.{workload.name}*"}
     labels = {"app": workload.name, **workload.labels}
     container = {"name": "app", "image": f"gauntlet/{workload.name}:1.0",
                  "resources": {"requests": {"cpu": "100m"}, "limits": {"cpu": "4", "memory": "4Gi"}}}
@@ -305,6 +308,7 @@ class Gauntlet:
                                  f"({hold['metadata']['name']})")
                     outcome.held[workload] = hold
                 done &= outcome.expected <= set(outcome.held) and outcome.effective is not False
+            self._pause_scaled_to_zero()
             if done and settled_at is None:
                 settled_at = time.monotonic()
             if settled_at is not None and time.monotonic() - settled_at >= SETTLE_S:
@@ -357,6 +361,17 @@ class Gauntlet:
         with contextlib.suppress(Exception):
             self._remove_namespaces()
         delete_topics(self.topics)
+
+    def _pause_scaled_to_zero(self) -> None:
+        """A Kafka workload scaled to zero has no pods, so its clients (run here for it) stop; and resume
+        when it has replicas again."""
+        for (namespace, name), worker in self.workers.items():
+            with contextlib.suppress(client.ApiException):
+                body: Any = self.objects.get_namespaced_custom_object("apps", "v1", namespace, "deployments", name)
+                if int(body["spec"].get("replicas") or 0) == 0:
+                    worker.paused.set()
+                else:
+                    worker.paused.clear()
 
     # --- reading --------------------------------------------------------------------------------
     def _workers_of(self, scenario: Scenario) -> dict[str, KafkaWorker]:

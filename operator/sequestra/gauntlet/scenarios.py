@@ -97,13 +97,23 @@ class ReplayFault(_Fault):
     type: Literal["kafka-replay"]  # the consumer seeks to the earliest offset and reads as fast as it can
 
 
+class RebalanceStormFault(_Fault):
+    type: Literal["kafka-rebalance-storm"]  # a member joins and leaves the workload's group every few seconds
+
+
+class TopicStormFault(_Fault):
+    type: Literal["kafka-topic-storm"]  # the workload creates topics in a loop through the admin API
+    partitions: int = Field(default=6, ge=1, le=50)
+    per_second: float = Field(default=1.0, gt=0, le=10)
+
+
 class SparkDemandFault(_Fault):
     type: Literal["spark-demand"]
     executors: int = Field(ge=1)
 
 
-Fault = Annotated[CpuFault | MemoryFault | HttpFault | ProduceFault | ReplayFault | SparkDemandFault,
-                  Field(discriminator="type")]
+Fault = Annotated[CpuFault | MemoryFault | HttpFault | ProduceFault | ReplayFault | RebalanceStormFault
+                  | TopicStormFault | SparkDemandFault, Field(discriminator="type")]
 
 
 class Expectation(_Spec):
@@ -136,9 +146,12 @@ class Scenario(_Spec):
             raise ValueError(f"faults, expect.held or twins name workloads the scenario does not have: {unknown}")
         for fault in self.faults:
             workload = next(w for w in self.workloads if w.name == fault.workload)
-            needs = {"kafka-produce": "producer", "kafka-replay": "consumer"}.get(fault.type)
+            needs = {"kafka-produce": "producer", "kafka-replay": "consumer",
+                     "kafka-rebalance-storm": "consumer"}.get(fault.type)
             if needs and (workload.kafka is None or workload.kafka.role != needs):
                 raise ValueError(f"fault {fault.type} needs workload {workload.name} to be a Kafka {needs}")
+            if fault.type == "kafka-topic-storm" and workload.kafka is None:
+                raise ValueError(f"fault kafka-topic-storm needs workload {workload.name} to be a Kafka client")
             if fault.type == "spark-demand" and workload.kind != "SparkApplication":
                 raise ValueError(f"fault spark-demand needs workload {workload.name} to be a SparkApplication")
         return self

@@ -25,6 +25,9 @@ from sequestra.policy.tampering import TAMPERS_PER_ESCALATION
 KAFKA_SIGNAL_PREFIX = "kafka_"
 SPARK_SIGNAL_PREFIX = "spark_"
 COMPUTE_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes")
+# What a Kafka quota limits: bytes and request-handler time. Rebalances, lag or a pile of topics are not
+# slowed by one (a rebalance storm under a quota storms on), so those need the ladder's other actions.
+QUOTA_SIGNALS = ("kafka_producer_byte_rate", "kafka_consumer_byte_rate", "kafka_request_time_percent")
 KAFKA_ACTIONS = ("quota", "deny-write")
 _ACTION_TYPES = frozenset(str(t) for t in ActionType)
 
@@ -137,10 +140,12 @@ def breaker_open(anomalous_workloads: int, limit: int) -> bool:
 def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool,
                      kind: str | None = None) -> tuple[dict[str, Any], ...]:
     """The rung's actions that address what moved and apply to the workload's kind (model/kinds.py). Kafka
-    actions need a Kafka identity and a Kafka signal; a CPU/memory throttle needs a compute signal; scaling
+    actions need a Kafka identity and a Kafka signal, a quota one it limits (bytes, request time); a
+    CPU/memory throttle needs a compute signal; scaling
     down to N > 0 (fewer executors) needs a Spark signal; the quarantine actions (scale to zero, isolate,
     suspend) always apply where the kind has them."""
     kafka_moved = any(s.startswith(KAFKA_SIGNAL_PREFIX) for s in moved)
+    quota_moved = any(s in QUOTA_SIGNALS for s in moved)
     compute_moved = any(s in COMPUTE_SIGNALS for s in moved)
     spark_moved = any(s.startswith(SPARK_SIGNAL_PREFIX) for s in moved)
     chosen = []
@@ -148,6 +153,8 @@ def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool,
     for action in rung.actions:
         kind = action.get("type")
         if kind in KAFKA_ACTIONS and not (has_kafka_identity and kafka_moved):
+            continue
+        if kind == ActionType.QUOTA and not quota_moved:
             continue
         if kind == "throttle" and not compute_moved:
             continue
