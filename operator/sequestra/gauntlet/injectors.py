@@ -140,10 +140,14 @@ class KafkaWorker:
         replaying = False
         while not self.stop.is_set():
             if self.paused.is_set():
-                consumer.unsubscribe()
+                # Gone with its pod: closed (librdkafka aborts the process when a consumer that unsubscribed
+                # is destroyed later), and a new member when the workload has pods again.
+                consumer.close()
                 while self.paused.is_set() and not self.stop.is_set():
                     self.stop.wait(0.5)
+                consumer = Consumer({**self._config(), "group.id": self.client_id, "auto.offset.reset": "latest"})
                 consumer.subscribe([self.topic])
+                replaying = False
                 continue
             if self.replay.is_set() != replaying:
                 consumer.close()

@@ -207,6 +207,13 @@ class Gauntlet:
     def set_up(self) -> None:
         install.crds(self.api)
         self._remove_namespaces()
+        # What an interrupted run left: its topics, and quotas on its clients (they would be the baseline).
+        delete_topics([f"{namespace_of(s)}." for s in self.scenarios])
+        for scenario in self.scenarios:
+            for workload in (w for w in scenario.workloads if w.kafka is not None):
+                entity = QuotaEntity(user=workload.kafka.user,
+                                     client_id=client_id(namespace_of(scenario), workload.name))
+                self.quotas.alter(entity, remove=list(self.quotas.describe(entity)))
         for scenario in self.scenarios:
             namespace = namespace_of(scenario)
             self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
