@@ -210,7 +210,9 @@ class Gauntlet:
         # What an interrupted run left: its topics, and quotas on its clients (they would be the baseline).
         delete_topics([f"{namespace_of(s)}." for s in self.scenarios])
         for scenario in self.scenarios:
-            for workload in (w for w in scenario.workloads if w.kafka is not None):
+            for workload in scenario.workloads:
+                if workload.kafka is None:
+                    continue
                 entity = QuotaEntity(user=workload.kafka.user,
                                      client_id=client_id(namespace_of(scenario), workload.name))
                 self.quotas.alter(entity, remove=list(self.quotas.describe(entity)))
