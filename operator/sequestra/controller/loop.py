@@ -909,5 +909,9 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
         except Exception as exc:  # one bad interval must not end the loop; the next one retries
             log.exception("loop interval failed", policy=f"{namespace}/{name}", error=str(exc)[:300])
         LOOP_SECONDS.labels(name).set(time.monotonic() - started)
-        await stopped.wait(max(0.5, interval - (time.monotonic() - started)))
+        # Not `await stopped.wait(t)`: kopf runs that as a task of its own, which outlives a cancelled daemon
+        # and then fails with TimeoutError, so a clean shutdown ended in an error. Short sleeps end on either.
+        deadline = time.monotonic() + max(0.5, interval - (time.monotonic() - started))
+        while not stopped and time.monotonic() < deadline:
+            await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 
