@@ -266,8 +266,16 @@ class PolicyLoop:
             self.sustained.pop(ref, None)
         report.states = {ref: verdict.state for ref, verdict in verdicts.items()}
         report.anomalous = sorted(r for r, v in verdicts.items() if v.state == "anomalous")
-        for ref in report.anomalous:
-            self._anomalous_recent[ref] = (self._moved(spec, ref, verdicts[ref]), verdicts[ref].since, now)
+        # A peer is any workload whose signals are over the threshold, not yet only those that stayed there
+        # long enough to count as anomalous: of several going bad together, the first to count must already
+        # see the others, or it is held alone before the rest show up.
+        for ref, verdict in verdicts.items():
+            scorer = self.scorers.get(ref)
+            evidence_only = scorer.config.evidence_only if scorer is not None else frozenset()
+            scoring = [s for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold
+                       and s.name not in evidence_only]
+            if verdict.state == "anomalous" or scoring:
+                self._anomalous_recent[ref] = (self._moved(spec, ref, verdict), verdict.since or now, now)
         for ref in [r for r, (_, _, seen) in self._anomalous_recent.items() if seen < now - PEER_WINDOW_S]:
             del self._anomalous_recent[ref]
         breaker_limit = report.caps.max_anomalous_workloads
