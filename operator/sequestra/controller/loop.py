@@ -206,7 +206,8 @@ class PolicyLoop:
         # Workloads anomalous in the last PEER_WINDOW_S (signals that moved, since when, last seen): each one's
         # evidence names the others, so many going bad at once reads as a shared dependency, not as many
         # offenders, also once the scorer has got used to some of them.
-        self._anomalous_recent: dict[WorkloadRef, tuple[tuple[str, ...], float | None, float]] = {}
+        # (A workload only over the threshold, not yet anomalous, is one while it stays over it.)
+        self._anomalous_recent: dict[WorkloadRef, tuple[tuple[str, ...], float | None, float, bool]] = {}
 
     # --- one interval --------------------------------------------------------------------------
     def tick(self, raw_spec: Mapping[str, Any], now: float) -> LoopReport:
@@ -275,8 +276,11 @@ class PolicyLoop:
             scoring = [s for s in verdict.signals if s.score is not None and s.score >= spec.score_threshold
                        and s.name not in evidence_only]
             if verdict.state == "anomalous" or scoring:
-                self._anomalous_recent[ref] = (self._moved(spec, ref, verdict), verdict.since or now, now)
-        for ref in [r for r, (_, _, seen) in self._anomalous_recent.items() if seen < now - PEER_WINDOW_S]:
+                confirmed = verdict.state == "anomalous" or self._anomalous_recent.get(ref, ((), None, 0, False))[3]
+                self._anomalous_recent[ref] = (self._moved(spec, ref, verdict), verdict.since or now, now, confirmed)
+            elif ref in self._anomalous_recent and not self._anomalous_recent[ref][3]:
+                del self._anomalous_recent[ref]  # a blip that never became an anomaly is nobody's peer for long
+        for ref in [r for r, (_, _, seen, _) in self._anomalous_recent.items() if seen < now - PEER_WINDOW_S]:
             del self._anomalous_recent[ref]
         breaker_limit = report.caps.max_anomalous_workloads
         report.breaker_open = breaker_open(len(report.anomalous), breaker_limit)
@@ -542,7 +546,7 @@ class PolicyLoop:
         scored = replace(verdict, signals=verdict.signals + tuple(s for s in extra if s.name not in have))
         signals = signal_summaries(scored, yesterday)
         peers = [{"workload": other.key, "signals": list(moved), "since": since}
-                 for other, (moved, since, _) in self._anomalous_recent.items() if other != ref]
+                 for other, (moved, since, _, _) in self._anomalous_recent.items() if other != ref]
         return build_evidence(incident, ref, signals=signals, changes=changes, alerts=alerts,
                               spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
                               kafka=self._kafka_context(ref, snapshot),
