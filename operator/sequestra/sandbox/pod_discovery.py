@@ -20,6 +20,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from sequestra.sandbox.pod_watch import follow_pods
 from sequestra.sandbox.standin_http import StandInHandler
 
 METRICS_PORT_NAME = "metrics"
@@ -65,33 +66,6 @@ class Targets:
             return [group for key in sorted(self._by_pod) for group in self._by_pod[key]]
 
 
-def _follow(targets: Targets, kubeconfig: str, node: str, stop: threading.Event) -> None:
-    from kubernetes import client, config, watch
-
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    selector = f"spec.nodeName={node}"
-    while not stop.is_set():
-        try:
-            response: Any = api.list_pod_for_all_namespaces(field_selector=selector, _preload_content=False,
-                                                            _request_timeout=60)
-            listing = json.loads(response.data)
-            targets.relist(listing["items"])
-            version = listing["metadata"]["resourceVersion"]
-            while not stop.is_set():  # each watch ends after a while; resumed from the last version seen
-                stream = watch.Watch()
-                for event in stream.stream(api.list_pod_for_all_namespaces, field_selector=selector,
-                                           resource_version=version, timeout_seconds=30,
-                                           allow_watch_bookmarks=True, deserialize=False):
-                    version = event["object"]["metadata"].get("resourceVersion") or version
-                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        targets.event(event["type"], event["object"])
-                    if stop.is_set():
-                        stream.stop()
-        except Exception as exc:  # not up yet, or the version expired (410): list again
-            print(f"following the pods of {node} failed, listing again: {exc}", flush=True)
-            stop.wait(1.0)
-
-
 def make_handler(targets: Targets) -> type[BaseHTTPRequestHandler]:
     class Handler(StandInHandler):
         def do_GET(self) -> None:
@@ -115,7 +89,9 @@ def main() -> None:
     args = parser.parse_args()
     targets = Targets()
     stop = threading.Event()
-    threading.Thread(target=_follow, args=(targets, args.kubeconfig, args.node, stop), daemon=True).start()
+    following = {"field_selector": f"spec.nodeName={args.node}", "what": f"the pods of {args.node}"}
+    threading.Thread(target=follow_pods, args=(targets, args.kubeconfig, stop), kwargs=following,
+                     daemon=True).start()
     server = ThreadingHTTPServer((args.host, args.port), make_handler(targets))
     print(f"pod discovery for {args.node} on http://{args.host}:{args.port}/targets", flush=True)
     signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())

@@ -45,6 +45,7 @@ from pydantic import BaseModel, Field, ValidationError, model_validator
 from sequestra.model.quantity import parse_quantity
 from sequestra.sandbox.endpoints import KWOK_NODES
 from sequestra.sandbox.kafka_clients import KafkaClients, KafkaClientSpec, parse_annotation
+from sequestra.sandbox.pod_watch import follow_pods
 from sequestra.sandbox.standin_http import StandInHandler
 
 BASELINE_CPU_ANNOTATION = "sandbox.sequestra.dev/cpu-cores"
@@ -392,31 +393,6 @@ class PodFollower:
             self._kafka.reconcile(dict(self._wanted))
 
 
-def _watch_pods(metrics: WorkloadMetrics, kafka: KafkaClients, kubeconfig: str, stop: threading.Event) -> None:
-    from kubernetes import client, config, watch
-
-    api = client.CoreV1Api(config.new_client_from_config(config_file=kubeconfig))
-    follower = PodFollower(metrics, kafka)
-    while not stop.is_set():
-        try:
-            response: Any = api.list_pod_for_all_namespaces(_preload_content=False, _request_timeout=60)
-            listing = json.loads(response.data)
-            follower.relist(listing["items"])
-            version = listing["metadata"]["resourceVersion"]
-            while not stop.is_set():  # each watch ends after a while; resumed from the last version seen
-                stream = watch.Watch()
-                for event in stream.stream(api.list_pod_for_all_namespaces, resource_version=version,
-                                           timeout_seconds=30, allow_watch_bookmarks=True, deserialize=False):
-                    version = event["object"]["metadata"].get("resourceVersion") or version
-                    if event["type"] in ("ADDED", "MODIFIED", "DELETED"):
-                        follower.event(event["type"], event["object"])
-                    if stop.is_set():
-                        stream.stop()
-        except Exception as exc:  # not up yet, or the version expired (410): list again
-            print(f"following pods failed, listing again: {exc}", flush=True)
-            stop.wait(1.0)
-
-
 def _ticker(metrics: WorkloadMetrics, stop: threading.Event) -> None:
     while not stop.is_set():
         metrics.tick()
@@ -484,7 +460,8 @@ def main() -> None:
     metrics = WorkloadMetrics()
     kafka = KafkaClients()
     stop = threading.Event()
-    threading.Thread(target=_watch_pods, args=(metrics, kafka, args.kubeconfig, stop), daemon=True).start()
+    threading.Thread(target=follow_pods, args=(PodFollower(metrics, kafka), args.kubeconfig, stop),
+                     daemon=True).start()
     threading.Thread(target=_ticker, args=(metrics, stop), daemon=True).start()
     server = ThreadingHTTPServer((args.host, args.port), make_handler(metrics, kafka))
     print(f"workload metrics (kubelet stand-in) on http://{args.host}:{args.port}", flush=True)
