@@ -26,6 +26,7 @@ from kubernetes import client, config
 
 from sequestra import install
 from sequestra.actuators.kafka_quotas import ClientQuotas
+from sequestra.demo import sandbox_operator_environment
 from sequestra.gauntlet.injectors import Injector, KafkaWorker, create_topic, delete_topics, fill_topic
 from sequestra.gauntlet.scenarios import Scenario, Workload
 from sequestra.model.kafka import QuotaEntity
@@ -265,12 +266,7 @@ class Gauntlet:
 
     def start_operator(self) -> None:
         protected = [namespace_of(s) for s in self.scenarios if s.protected_namespace]
-        env = {**os.environ, "KUBECONFIG": str(self.paths.kubeconfig),
-               "SEQUESTRA_PROMETHEUS_URL": endpoints.prometheus_url(),
-               "SEQUESTRA_KAFKA_BOOTSTRAP_SERVERS": endpoints.kafka_bootstrap(),
-               "SEQUESTRA_KAFKA_USERNAME": endpoints.KAFKA_OPERATOR_USER,
-               "SEQUESTRA_KAFKA_PASSWORD": endpoints.KAFKA_USERS[endpoints.KAFKA_OPERATOR_USER],
-               "SEQUESTRA_ALERTMANAGER_URL": endpoints.alertmanager_url(),
+        env = {**os.environ, **sandbox_operator_environment(), "KUBECONFIG": str(self.paths.kubeconfig),
                "SEQUESTRA_PAGER_ALERTMANAGER_URL": endpoints.alertmanager_url(),
                "SEQUESTRA_PROTECTED_NAMESPACES": ",".join(["kube-system", *protected]),
                "SEQUESTRA_METRICS_PORT": "0", "SEQUESTRA_ALERT_WEBHOOK_PORT": "0", "SEQUESTRA_LOG_LEVEL": "INFO",
