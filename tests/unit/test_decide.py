@@ -36,8 +36,21 @@ def test_fewer_executors_for_a_spark_signal_only() -> None:
 
 
 def test_a_kafka_signal_without_a_kafka_identity_skips_to_a_rung_that_can_act() -> None:
-    decision = decide(POLICY, replace(FLOOD, has_kafka_identity=False))
+    decision = decide(POLICY, replace(FLOOD, has_kafka_identity=False, rules_rung="throttle"))
     assert decision.kind is DecisionKind.CONTAIN and decision.rung == 2
+
+
+def test_quarantine_is_never_the_first_hold_when_no_runbook_calls_for_action() -> None:
+    """Restarts alone: a crash loop, a poison message and a slow start look alike at first. Only quarantine
+    would act on them, so the loop watches until a runbook says what it is."""
+    restarts = replace(FLOOD, moved=("container_restarts",), has_kafka_identity=False)
+    for rules in (None, "observe"):
+        decision = decide(POLICY, replace(restarts, rules_rung=rules))
+        assert decision.kind is DecisionKind.NOTHING and "observing" in decision.reason
+    poison = decide(POLICY, replace(restarts, rules_rung="quarantine"))
+    assert poison.kind is DecisionKind.CONTAIN and poison.rung == 2
+    # A repeat offender within the window was held before: it is held again.
+    assert decide(POLICY, replace(restarts, recent_offences=1)).kind is DecisionKind.CONTAIN
 
 
 def test_normal_and_unknown_do_nothing_without_a_hold() -> None:

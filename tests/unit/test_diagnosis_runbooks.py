@@ -78,6 +78,19 @@ def test_absent_predicates_and_change_windows() -> None:
     assert runbook.matches(_flood(changes=recent, events=[{"reason": "BackOff", "count": 3}])) is None
 
 
+def test_a_consumer_group_is_matched_by_its_worst_partition_and_by_its_severity() -> None:
+    """The loop reports a group as Burrow does, worst partition status (STALL) and severity (ERR): a runbook
+    may name either."""
+    by_status = load_runbooks([_runbook("stall", {"kafka": {"consumerGroupStatus": ["STALL"]}})])[0]
+    by_severity = load_runbooks([_runbook("err", {"kafka": {"consumerGroupStatus": ["ERR"]}})])[0]
+    stalled = build_evidence("inc", WORKLOAD, kafka={"consumerGroups": [
+        {"group": "feed", "status": "STALL", "severity": "ERR", "partitions": 3, "stuckPartitions": ["t[0]"]}]})
+    healthy = build_evidence("inc", WORKLOAD, kafka={"consumerGroups": [
+        {"group": "feed", "status": "OK", "severity": "OK", "partitions": 3, "stuckPartitions": []}]})
+    assert by_status.matches(stalled) and by_severity.matches(stalled)
+    assert by_status.matches(healthy) is None and by_severity.matches(healthy) is None
+
+
 def test_the_more_specific_runbook_wins_and_the_conflict_is_reported() -> None:
     runbooks = load_runbooks([
         _runbook("flood", FLOOD, "throttle", "flood"),

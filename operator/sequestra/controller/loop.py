@@ -40,7 +40,7 @@ from sequestra.diagnosis import LlmSettings, build_evidence, default_runbooks_di
 from sequestra.diagnosis.evidence import PEER_WINDOW_S
 from sequestra.model import selectors
 from sequestra.model.conditions import set_condition
-from sequestra.model.diagnosis import NO_ACTION, Diagnosis
+from sequestra.model.diagnosis import Diagnosis, acts
 from sequestra.model.evidence import Evidence, SignalSummary
 from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
 from sequestra.model.kinds import SPARK_KINDS
@@ -439,20 +439,22 @@ class PolicyLoop:
         proposed, agreed = diagnosis_proposal((held.get("spec") or {}).get("diagnosis") or {}) if held else (None, True)
         unheld_anomaly = hold is None and verdict.state == "anomalous"
         first = self._rules_first(spec, snapshot, ref, verdict, now) if unheld_anomaly else None
+        # The team's runbook says no hold is called for: "none" (a look-alike) or "observe" (only watch).
         looks_benign = (f"{first.category} (runbook {first.runbook})" if first is not None and first.runbook
-                        and first.action == NO_ACTION and not first.page else "")
+                        and not acts(first.action) and not first.page else "")
         situation = Situation(state=verdict.state, moved=moved, has_kafka_identity=has_kafka, hold=hold, now=now,
                               kind=ref.kind, proposed_rung=proposed, review_agreed=agreed,
                               recent_offences=self._offences(ref, now, policy.repeat_window_s) if hold is None else 0,
-                              looks_benign=looks_benign)
+                              looks_benign=looks_benign, rules_rung=first.action if first and first.runbook else None)
         if unheld_anomaly and not situation.looks_benign:
             if protection(ref.namespace, obj["metadata"].get("labels") or {}, protected):
                 self._page_once(f"protected:{ref.key}", ref, PageReason.PROTECTED_WORKLOAD,
                                 f"protected workload {ref} is misbehaving: {verdict.explain()}")
                 return Decision(DecisionKind.NOTHING, "protected workload: paged, not touched")
             if first is not None and first.page:
-                # The runbooks say no hold on this workload would help (many at once: a shared dependency).
-                self._page_once(f"{first.category}:{ref.key}", ref, PageReason.SHARED_DEPENDENCY,
+                # The runbooks say no hold on this workload would help (many at once: a shared dependency; a
+                # crash loop or a stuck consumer, which hurt only the workload itself): a human must look.
+                self._page_once(f"{first.category}:{ref.key}", ref, PageReason.for_category(first.category),
                                 f"{first.summary}; {first.rationale}")
                 return Decision(DecisionKind.NOTHING, f"anomalous, diagnosed {first.category} (runbook "
                                                       f"{first.runbook}): paged, not contained")
@@ -485,7 +487,7 @@ class PolicyLoop:
             return None
         evidence = self._evidence(spec, snapshot, ref, verdict, f"look-alike/{ref.key}", now)
         found = catalog.diagnoser_for(ref.namespace).by_rules(evidence, [r.name for r in spec.ladder])
-        if found.runbook is not None and found.action == NO_ACTION:
+        if found.runbook is not None and not acts(found.action):
             log.debug("anomaly.rules_first", workload=str(ref), category=found.category, runbook=found.runbook,
                       page=found.page)
         return found

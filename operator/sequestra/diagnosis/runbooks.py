@@ -156,7 +156,9 @@ class KafkaPredicate(_Spec):
         return cited
 
     def _group_holds(self, group: Mapping[str, Any]) -> bool:
-        if self.consumer_group_status and group.get("status") not in self.consumer_group_status:
+        # A group is read by its worst partition's status (STALL) and by its severity (ERR), as Burrow reports both.
+        if self.consumer_group_status and not {group.get("status"), group.get("severity")} & set(
+                self.consumer_group_status):
             return False
         if self.lag_trend and group.get("lagTrend") not in self.lag_trend:
             return False

@@ -35,6 +35,13 @@ class PageReason(StrEnum):
     TAMPERED = "Tampered"
     RELEASE_NEEDS_HUMAN = "ReleaseNeedsHuman"
     SHARED_DEPENDENCY = "SharedDependency"
+    NOTHING_TO_CONTAIN = "NothingToContain"
+
+    @classmethod
+    def for_category(cls, category: str) -> PageReason:
+        """Why a runbook that pages instead of holding pages: many workloads at once, or one whose trouble
+        a hold would not help (a crash loop, a stuck consumer)."""
+        return cls.SHARED_DEPENDENCY if category == "shared-dependency" else cls.NOTHING_TO_CONTAIN
 
     @property
     def explanation(self) -> str:
@@ -49,6 +56,8 @@ class PageReason(StrEnum):
                                             "to release it",
             PageReason.SHARED_DEPENDENCY: "many workloads went bad at once: a shared dependency, which no hold "
                                           "on one of them would fix",
+            PageReason.NOTHING_TO_CONTAIN: "the workload's runbook says no hold would help (it hurts only itself: "
+                                           "a crash loop, a stuck consumer); its owner must look",
         }[self]
 
 

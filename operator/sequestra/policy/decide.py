@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from sequestra.model.diagnosis import acts
 from sequestra.model.kinds import applicable
 from sequestra.model.quantity import parse_quantity
 from sequestra.model.sequestration import ActionType
@@ -88,6 +89,9 @@ class Situation:
     # Set when the policy's own runbooks recognise expected behaviour in the evidence (a rollout, a declared
     # backfill, a daily peak, a consumer catching up): what they recognised, e.g. "daily-peak (runbook ...)".
     looks_benign: str = ""
+    # The rung the policy's runbooks call for on the evidence of an anomaly not yet held (None: no runbook
+    # matched). Quarantine as the first hold needs it: see _without_hold.
+    rules_rung: str | None = None
 
 
 @dataclass(frozen=True)
@@ -205,8 +209,25 @@ def _without_hold(policy: LoopPolicy, situation: Situation) -> Decision:
         return Decision(DecisionKind.NOTHING,
                         f"anomalous ({', '.join(situation.moved) or 'no signal'}), but no rung of the ladder has an "
                         f"action for it: observing only")
+    rung = policy.ladder[index].name
+    if quarantines_only(actions) and not situation.recent_offences and not (
+            situation.rules_rung is not None and acts(situation.rules_rung)):
+        # Only taking the workload down would act on what moved (restarts, rebalances), and no runbook calls
+        # for any action: a crash loop, a poison message and a slow start look alike for an interval or two.
+        # Watch until the evidence says which it is. (A runbook that calls for action gets the rung that can
+        # act: a flood from a workload without a Kafka identity to put a quota on is taken down.)
+        return Decision(DecisionKind.NOTHING,
+                        f"anomalous ({', '.join(situation.moved)}), but only {rung} acts on it and no runbook calls "
+                        f"for action yet: observing")
     repeat = f" (repeat offence #{situation.recent_offences + 1})" if situation.recent_offences else ""
-    return Decision(DecisionKind.CONTAIN, f"contain with rung {policy.ladder[index].name}{repeat}", index, actions)
+    return Decision(DecisionKind.CONTAIN, f"contain with rung {rung}{repeat}", index, actions)
+
+
+def quarantines_only(actions: Sequence[Mapping[str, Any]]) -> bool:
+    """The actions take the workload out of service (scale to zero, isolate, suspend), none only limits it."""
+    return bool(actions) and all(
+        a.get("type") in (ActionType.ISOLATE, ActionType.SUSPEND)
+        or (a.get("type") == ActionType.SCALE and int(a.get("replicas") or 0) == 0) for a in actions)
 
 
 def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision:
