@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sequestra.policy.decide import DecisionKind, Hold, LoopPolicy, Rung, Situation, decide
+from sequestra.policy.decide import DecisionKind, Hold, LoopPolicy, Rung, Situation, decide, quarantines_only
 
 LADDER = (
     Rung("observe", ()),
@@ -183,3 +183,11 @@ def test_a_quota_is_no_answer_to_a_rebalance_storm_or_a_pile_of_topics() -> None
     assert [a["type"] for a in relevant_actions(rung, ["kafka_rebalance_rate"], True)] == ["deny-write"]
     assert [a["type"] for a in relevant_actions(rung, ["kafka_partition_count"], True)] == ["deny-write"]
     assert [a["type"] for a in relevant_actions(rung, ["kafka_consumer_byte_rate"], True)] == ["quota", "deny-write"]
+
+
+def test_only_taking_a_workload_out_of_service_counts_as_quarantine() -> None:
+    assert quarantines_only([{"type": "scale", "replicas": 0}, {"type": "label"}])
+    assert quarantines_only([{"type": "isolate"}])
+    assert not quarantines_only([{"type": "scale", "replicas": 4}])
+    assert not quarantines_only([{"type": "throttle", "cpu": "300m"}, {"type": "scale", "replicas": 0}])
+    assert not quarantines_only([{"type": "label"}])

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sequestra.gauntlet.runner import Outcome, summary
+from sequestra.gauntlet.runner import Outcome, summary, table
 from sequestra.gauntlet.scenarios import Scenario, default_scenarios_dir, load_scenarios
 
 
@@ -21,7 +21,8 @@ def _scenario(**override: Any) -> Scenario:
 
 def test_the_shipped_scenarios_load_and_cover_every_kind_of_scenario() -> None:
     scenarios = load_scenarios(default_scenarios_dir())
-    assert {s.kind for s in scenarios} == {"incident", "look-alike", "victim", "many-at-once", "protected"}
+    assert {s.kind for s in scenarios} == {"incident", "look-alike", "victim", "many-at-once", "protected",
+                                           "not-containable"}
     assert any(s.ci for s in scenarios) and not all(s.ci for s in scenarios)
 
 
@@ -31,6 +32,9 @@ def test_the_shipped_scenarios_load_and_cover_every_kind_of_scenario() -> None:
     ({"faults": [{"type": "kafka-produce", "workload": "renderer", "bytesPerSecond": 1e6}]}, "Kafka producer"),
     ({"faults": [{"type": "spark-demand", "workload": "renderer", "executors": 60}]}, "SparkApplication"),
     ({"faults": [{"type": "gpu", "workload": "renderer"}]}, "gpu"),
+    ({"faults": [{"type": "kafka-poison-message", "workload": "renderer"}]}, "Kafka consumer"),
+    ({"workloads": [{"name": "renderer", "kafka": {"role": "consumer"}}],
+      "faults": [{"type": "kafka-poison-message", "workload": "renderer", "partition": 7}]}, "partition"),
     ({"workloads": [{"name": "a"}, {"name": "a"}], "faults": [], "expect": {}}, "repeat"),
 ])
 def test_a_scenario_that_cannot_mean_what_it_says_is_refused(override: dict[str, Any], message: str) -> None:
@@ -85,3 +89,17 @@ def test_every_gauntlet_scenario_has_eval_twins_that_agree_on_whether_to_act() -
                 assert acts(evals[twin].expect.action) == held, (scenario.name, workload, twin)
             if scenario.expect.page and not held:
                 assert evals[twin].expect.page, f"{twin} should expect the page {scenario.name} expects"
+
+
+def test_injected_crashes_back_off_as_the_kubelet_does() -> None:
+    from sequestra.gauntlet.scenarios import back_off_s
+
+    assert [back_off_s(10, n) for n in range(7)] == [10, 20, 40, 80, 160, 300, 300]
+
+
+def test_a_workload_left_alone_is_reported_by_what_the_runbooks_called_it() -> None:
+    outcome = Outcome(_scenario(), noticed={
+        "renderer": "anomalous, but looks like rollout-in-progress (runbook benign-rollout-in-progress): not "
+                    "contained"})
+    assert outcome.row()["noticedNotHeld"] == {"renderer": outcome.noticed["renderer"]}
+    assert "renderer not held: rollout-in-progress" in table([outcome])

@@ -60,6 +60,7 @@ from sequestra.policy.decide import (
     contained,
     decide,
     diagnosis_proposal,
+    quarantines_only,
 )
 from sequestra.policy.guardrails import Caps, protection
 from sequestra.scoring.baselines import moved as moved_from
@@ -384,8 +385,10 @@ class PolicyLoop:
                    if (_epoch(item["metadata"]["creationTimestamp"]) or 0) > now - window_s)
 
     def _hold_view(self, item: Mapping[str, Any], verdict: WorkloadVerdict, now: float,
-                   interval_s: float, ttl_s: float | None = None) -> tuple[Hold, dict[str, Any]]:
-        """Read the hold's incident record and advance it by this interval's verdict."""
+                   interval_s: float, ttl_s: float | None = None,
+                   pods: int | None = None) -> tuple[Hold, dict[str, Any]]:
+        """Read the hold's incident record and advance it by this interval's verdict (`pods`: the workload's
+        pods now)."""
         status = item.get("status") or {}
         incident = dict(status.get("incident") or {})
         # Verification counts from when the actions took hold (phase Active), not from the request.
@@ -401,11 +404,13 @@ class PolicyLoop:
             watched["peak"] = peak
             incident["signal"] = watched
         # Effective once the offending signal shows the containment (policy/decide.contained), or the verdict
-        # is normal.
+        # is normal, or a hold that takes the workload out of service left it no pods: what it did (restarts,
+        # rebalances) has stopped, while what it left behind (a poisoned partition's lag) waits for its owner.
+        actions = (item.get("spec") or {}).get("actions") or ()
         effective = bool(incident.get("effective")) or verdict.state == "normal" or (
+            quarantines_only(actions) and pods == 0) or (
             current is not None and peak is not None and contained(
-                str(watched.get("name")), watched.get("baseline"), peak, current,
-                (item.get("spec") or {}).get("actions") or ()))
+                str(watched.get("name")), watched.get("baseline"), peak, current, actions))
         healthy = int(incident.get("healthyIntervals", 0)) + 1 if verdict.state == "normal" else 0
         if verdict.state == "unknown":
             healthy = int(incident.get("healthyIntervals", 0))  # unknown neither heals nor harms
@@ -435,7 +440,8 @@ class PolicyLoop:
         if held is not None:
             held = self._model_diagnosis(spec, snapshot, ref, verdict, held, now)
             hold, record = self._hold_view(held, verdict, now, spec.interval.total_seconds(),
-                                           spec.ttl.total_seconds() if spec.release.require_human else None)
+                                           spec.ttl.total_seconds() if spec.release.require_human else None,
+                                           pods=len(self._pods_of(ref, snapshot)))
         proposed, agreed = diagnosis_proposal((held.get("spec") or {}).get("diagnosis") or {}) if held else (None, True)
         unheld_anomaly = hold is None and verdict.state == "anomalous"
         first = self._rules_first(spec, snapshot, ref, verdict, now) if unheld_anomaly else None
@@ -456,8 +462,8 @@ class PolicyLoop:
                 # crash loop or a stuck consumer, which hurt only the workload itself): a human must look.
                 self._page_once(f"{first.category}:{ref.key}", ref, PageReason.for_category(first.category),
                                 f"{first.summary}; {first.rationale}")
-                return Decision(DecisionKind.NOTHING, f"anomalous, diagnosed {first.category} (runbook "
-                                                      f"{first.runbook}): paged, not contained")
+                return Decision(DecisionKind.NOTHING, f"anomalous ({', '.join(moved)}), diagnosed {first.category} "
+                                                      f"(runbook {first.runbook}): paged, not contained")
             if breaker_open:
                 return Decision(DecisionKind.NOTHING, "circuit breaker open: no new containment")
         decision = decide(policy, situation)
@@ -645,7 +651,10 @@ class PolicyLoop:
         if kafka is not None and not kafka.reachable:
             context["broker"] = f"unknown: {kafka.reason}"
         elif kafka is not None and self.kafka is not None:
-            members = {group: observed.client_ids for group, observed in kafka.groups.items()}
+            # A group with no members now (its consumers crashed or stopped) is still theirs: the members last
+            # seen, as the group's signals are attributed (signals/sources.kafka_values).
+            members = {group: observed.client_ids or observed.last_client_ids
+                       for group, observed in kafka.groups.items()}
             groups = []
             for group in consumer_groups_of(ref, snapshot.attribution, members):
                 verdict = kafka.verdicts.get(group)

@@ -11,24 +11,35 @@ import contextlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
-from confluent_kafka import Consumer, KafkaError, Producer
+from confluent_kafka import Consumer, KafkaError, Message, Producer
 from confluent_kafka.admin import AdminClient, NewTopic
+from kubernetes import client
 
 from sequestra.gauntlet.scenarios import (
+    TOPIC_PARTITIONS,
+    CatchUpFault,
     CpuFault,
+    CrashLoopFault,
+    DailyPeakFault,
     Fault,
     HttpFault,
     KafkaRole,
     MemoryFault,
+    PoisonMessageFault,
     ProduceFault,
     RebalanceStormFault,
     ReplayFault,
+    RolloutFault,
+    SlowedFault,
     SparkDemandFault,
     TopicStormFault,
+    back_off_s,
 )
 from sequestra.sandbox import endpoints
 
@@ -50,19 +61,32 @@ class KafkaWorker:
     paused: threading.Event = field(default_factory=threading.Event)
     storms: list[threading.Thread] = field(default_factory=list)
     calm_storms: threading.Event = field(default_factory=threading.Event)
+    # consumer: the record it cannot process (its partition), and what a crash on it does to its pods
+    poison: PoisonMessageFault | None = None
+    on_crash: Callable[[], None] = lambda: None
+    crashes: int = 0
+    # consumer: down (its pods replaced) until this monotonic time, then reading at up to `catch_up_rate`
+    # bytes/s until it has caught up
+    down_until: float = 0.0
+    catch_up_rate: float | None = None
+    pace_factor: float = 1.0  # consumer: below 1 while slowed by someone else's trouble
     done_bytes: int = 0
     thread: threading.Thread | None = None
+    feeder: threading.Thread | None = None
 
     def start(self) -> None:
         self.rate = self.role.bytes_per_second
         target = self._produce if self.role.role == "producer" else self._consume
         self.thread = threading.Thread(target=target, daemon=True, name=f"gauntlet-{self.client_id}")
         self.thread.start()
+        if self.role.role == "consumer":
+            self.feeder = threading.Thread(target=self._feed, daemon=True, name=f"gauntlet-feed-{self.client_id}")
+            self.feeder.start()
 
     def close(self) -> None:
         self.stop.set()
         self.calm_storms.set()
-        for thread in [self.thread, *self.storms]:
+        for thread in [self.thread, self.feeder, *self.storms]:
             if thread is not None:
                 thread.join(timeout=15)
 
@@ -130,42 +154,90 @@ class KafkaWorker:
             producer.poll(0.05)
         producer.flush(5)
 
+    def _member(self, group: str, reset: str) -> Any:
+        # Offsets are stored only for records processed (not merely fetched), and committed from there: a
+        # consumer that dies on a record resumes at it, as a real one that commits what it processed.
+        consumer = Consumer({**self._config(), "group.id": group, "auto.offset.reset": reset,
+                             "enable.auto.offset.store": False})
+        consumer.subscribe([self.topic])
+        return consumer
+
+    def _process(self, consumer: Any, message: Message) -> bool:
+        """One record processed (its offset stored for the next commit); False on the poisoned one."""
+        if self.poison is not None and message.partition() == self.poison.partition:
+            return False
+        self.done_bytes += len(message.value() or b"")
+        consumer.store_offsets(message)
+        return True
+
     def _consume(self) -> None:
         # A tailing member of the workload's group, at the workload's pace; on a replay, a new group that
         # starts from the earliest offset and reads as fast as the broker (and any quota) lets it.
         # Caught up, the replay starts over (an offset reset in a loop), so the flood lasts while the fault does.
-        consumer = Consumer({**self._config(), "group.id": self.client_id, "auto.offset.reset": "latest"})
-        consumer.subscribe([self.topic])
+        consumer = self._member(self.client_id, "latest")
         pace = 1.0 / self.role.messages_per_second
         replaying = False
         while not self.stop.is_set():
-            if self.paused.is_set():
+            if self._down():
                 # Gone with its pod: closed (librdkafka aborts the process when a consumer that unsubscribed
                 # is destroyed later), and a new member when the workload has pods again.
                 consumer.close()
-                while self.paused.is_set() and not self.stop.is_set():
+                while self._down() and not self.stop.is_set():
                     self.stop.wait(0.5)
-                consumer = Consumer({**self._config(), "group.id": self.client_id, "auto.offset.reset": "latest"})
-                consumer.subscribe([self.topic])
+                consumer = self._member(self.client_id, "latest")
                 replaying = False
                 continue
             if self.replay.is_set() != replaying:
                 consumer.close()
                 replaying = self.replay.is_set()
                 group = f"{self.client_id}-replay-{uuid.uuid4().hex[:6]}" if replaying else self.client_id
-                consumer = Consumer({**self._config(), "group.id": group,
-                                     "auto.offset.reset": "earliest" if replaying else "latest"})
-                consumer.subscribe([self.topic])
-            messages = consumer.consume(500 if replaying else 1, timeout=0.5)
-            self.done_bytes += sum(len(m.value() or b"") for m in messages if m.error() is None)
+                consumer = self._member(group, "earliest" if replaying else "latest")
+            # A tailing consumer reads what is there, up to ten records a turn: it keeps up with its feed
+            # and works off a backlog (after a restart) faster than it builds up, as a real one with headroom.
+            # A consumer that keeps dying works off what piled up meanwhile on its other partitions in its
+            # first poll after a restart, then meets the poisoned record again.
+            batch = 500 if replaying or self.poison is not None else 50 if self.catch_up_rate is not None else 10
+            messages = [m for m in consumer.consume(batch, timeout=0.5) if m.error() is None]
+            # One worker per partition, as consumers with a concurrency setting run: the others finish their
+            # records while the one on the poisoned record throws and takes the process down.
+            processed = [self._process(consumer, m) for m in messages]
+            if not all(processed) and self.poison is not None:
+                # Died on the poisoned record: what it processed before is committed on close, the pod's
+                # container restarts after its back-off, and the new member meets the same record again.
+                consumer.close()
+                self.on_crash()
+                self.stop.wait(back_off_s(self.poison.first_back_off_s, self.crashes))
+                self.crashes += 1
+                consumer = self._member(self.client_id, "latest")
+                continue
             if replaying and not messages and consumer.assignment():
                 replaying = False  # at the end: the next turn of the loop starts again from the earliest
+            elif self.catch_up_rate is not None:
+                if not messages and consumer.assignment():
+                    self.catch_up_rate = None  # caught up: back to its own pace
+                else:
+                    self.stop.wait(sum(len(m.value() or b"") for m in messages) / self.catch_up_rate)
             elif not replaying and messages:
-                self.stop.wait(pace)
+                self.stop.wait(pace / self.pace_factor)
         consumer.close()
 
+    def _down(self) -> bool:
+        return self.paused.is_set() or time.monotonic() < self.down_until
 
-def create_topic(topic: str, partitions: int = 3) -> None:
+    def _feed(self) -> None:
+        """What the consumer's topic receives from its producers (not run here as workloads): records at
+        the consumer's own pace, so a healthy consumer keeps up and one that stops falls behind."""
+        producer = Producer({**endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER),
+                             "client.id": f"gauntlet-feed-{self.topic}", "linger.ms": 20, "log_level": 3})
+        payload, pace = b"f" * MESSAGE_BYTES, 1.0 / self.role.messages_per_second
+        while not self.stop.wait(pace):
+            with contextlib.suppress(BufferError):
+                producer.produce(self.topic, payload)
+            producer.poll(0)
+        producer.flush(5)
+
+
+def create_topic(topic: str, partitions: int = TOPIC_PARTITIONS) -> None:
     admin = AdminClient(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
     admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(timeout=30)
 
@@ -200,9 +272,12 @@ def delete_topics(prefixes: list[str]) -> None:
 class Injector:
     """Applies a scenario's faults and takes them back."""
 
-    def __init__(self, namespace: str, workers: dict[str, KafkaWorker]) -> None:
+    def __init__(self, namespace: str, workers: dict[str, KafkaWorker], api: client.ApiClient | None = None) -> None:
         self.namespace = namespace
         self.workers = workers
+        self.api = api
+        self.threads: list[threading.Thread] = []  # crash loops, backlogs
+        self.calmed = threading.Event()
 
     def inject(self, fault: Fault) -> None:
         if isinstance(fault, CpuFault):
@@ -227,14 +302,99 @@ class Injector:
         elif isinstance(fault, SparkDemandFault):
             httpx.post(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5, json={
                 "namespace": self.namespace, "app": fault.workload, "executors": fault.executors}).raise_for_status()
+        elif isinstance(fault, PoisonMessageFault):
+            worker = self.workers[fault.workload]
+            worker.on_crash = lambda: self._restart(fault.workload, "Error")
+            worker.poison = fault
+        elif isinstance(fault, CrashLoopFault):
+            self._background(self._crash_loop, fault)
+        elif isinstance(fault, RolloutFault):
+            self._roll_out(fault.workload, fault.image_tag, fault.min_ready_seconds)
+            if fault.cpu is not None:
+                self._override(fault.workload, cpu_cores=fault.cpu)
+        elif isinstance(fault, DailyPeakFault):
+            self._override(fault.workload, cpu_cores=fault.cpu)  # its yesterday was written before the run
+        elif isinstance(fault, SlowedFault):
+            self.workers[fault.workload].pace_factor = fault.factor
+        elif isinstance(fault, CatchUpFault):
+            worker = self.workers[fault.workload]
+            worker.catch_up_rate = fault.read_bytes_per_second
+            worker.down_until = time.monotonic() + fault.down_for_s
+            # The new pod is not ready until its consumer has started: the rollout is in progress while the
+            # consumer is down.
+            self._roll_out(fault.workload, fault.image_tag, fault.down_for_s)
+            # What its producers write while it is down (beside the feed), in the background: the other
+            # scenarios' faults are injected at the same moment.
+            self._background(fill_topic, worker.topic, worker.role.user, int(fault.backlog_mib * 2**20))
 
     def calm(self) -> None:
         """The clients back at their own pace (the stand-ins' overrides are cleared once for the whole run)."""
+        self.calmed.set()
         for worker in self.workers.values():
             worker.rate = worker.role.bytes_per_second
             worker.replay.clear()
             worker.calm_storms.set()
+            worker.poison = None
+            worker.down_until, worker.catch_up_rate, worker.pace_factor = 0.0, None, 1.0
+        for thread in self.threads:
+            thread.join(timeout=60)
+
+    def _background(self, target: Callable[..., None], *args: Any) -> None:
+        thread = threading.Thread(target=target, args=args, daemon=True, name=f"gauntlet-{self.namespace}")
+        self.threads.append(thread)
+        thread.start()
+
+    def _restart(self, workload: str, reason: str) -> None:
+        """The workload's containers restarted, last terminated for `reason`, as the kubelet stand-in reports;
+        and the BackOff Warning the kubelet then records on each pod."""
+        self._override(workload, restarts_add=1, last_terminated_reason=reason)
+        if self.api is None:
+            return
+        core = client.CoreV1Api(self.api)
+        listing: Any = core.list_namespaced_pod(self.namespace)
+        for pod in listing.items:
+            if pod.metadata.name.startswith(f"{workload}-"):
+                _back_off_event(core, self.namespace, pod)
+
+    def _crash_loop(self, fault: CrashLoopFault) -> None:
+        restarts = 0
+        while True:
+            with contextlib.suppress(Exception):  # one failed report does not end the loop
+                self._restart(fault.workload, fault.reason)
+            if self.calmed.wait(back_off_s(fault.first_back_off_s, restarts)):
+                return
+            restarts += 1
+
+    def _roll_out(self, workload: str, image_tag: str, min_ready_seconds: float = 0) -> None:
+        """A new image for the Deployment, as its owner's deploy pipeline would set it."""
+        if self.api is None:
+            raise ValueError("a rollout needs the Kubernetes API")
+        apps = client.AppsV1Api(self.api)
+        body: Any = apps.read_namespaced_deployment(workload, self.namespace)
+        containers = [{"name": c.name, "image": f"{c.image.rsplit(':', 1)[0]}:{image_tag}"}
+                      for c in body.spec.template.spec.containers]
+        apps.patch_namespaced_deployment(workload, self.namespace, {"spec": {
+            "minReadySeconds": int(min_ready_seconds), "template": {"spec": {"containers": containers}}}})
 
     def _override(self, workload: str, **levels: Any) -> None:
         httpx.post(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5, json={
             "namespace": self.namespace, "pod_prefix": f"{workload}-", **levels}).raise_for_status()
+
+
+def _back_off_event(core: client.CoreV1Api, namespace: str, pod: Any) -> None:
+    """One more BackOff Warning on the pod, counted up as the kubelet's event recorder counts a repeat."""
+    name = f"{pod.metadata.name}.backoff"
+    now = datetime.now(UTC)
+    message = f"Back-off restarting failed container {pod.spec.containers[0].name} in pod {pod.metadata.name}"
+    try:
+        event: Any = core.read_namespaced_event(name, namespace)
+    except client.ApiException as exc:
+        if exc.status != 404:
+            raise
+        core.create_namespaced_event(namespace, client.CoreV1Event(
+            metadata=client.V1ObjectMeta(name=name), type="Warning", reason="BackOff", message=message, count=1,
+            first_timestamp=now, last_timestamp=now, source=client.V1EventSource(component="kubelet"),
+            involved_object=client.V1ObjectReference(kind="Pod", name=pod.metadata.name, namespace=namespace,
+                                                     uid=pod.metadata.uid)))
+        return
+    core.patch_namespaced_event(name, namespace, {"count": int(event.count or 1) + 1, "lastTimestamp": now.isoformat()})

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from datetime import datetime
 from pathlib import Path
 from statistics import median
 from typing import Any
@@ -28,11 +29,11 @@ from sequestra import install
 from sequestra.actuators.kafka_quotas import ClientQuotas
 from sequestra.demo import sandbox_operator_environment
 from sequestra.gauntlet.injectors import Injector, KafkaWorker, create_topic, delete_topics, fill_topic
-from sequestra.gauntlet.scenarios import Scenario, Workload
+from sequestra.gauntlet.scenarios import DailyPeakFault, Scenario, Workload
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION
-from sequestra.sandbox import crds, endpoints
+from sequestra.sandbox import crds, endpoints, history
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 from sequestra.sandbox.workload_metrics import (
@@ -62,7 +63,7 @@ def client_id(namespace: str, workload: str) -> str:
 def policy() -> dict[str, Any]:
     """One policy for every scenario: the signals that count toward a verdict and a three-rung ladder."""
     signals = ["cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate",
-               "kafka_consumer_byte_rate", "kafka_rebalance_rate", "kafka_partition_count",
+               "kafka_consumer_byte_rate", "kafka_consumer_lag", "kafka_rebalance_rate", "kafka_partition_count",
                "http_client_request_rate", "http_error_ratio", "spark_executors"]
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": "gauntlet"},
             "spec": {"mode": "enforce", "interval": f"{INTERVAL_S}s", "ttl": "30m", "scoreThreshold": 0.6,
@@ -123,6 +124,9 @@ class Outcome:
     released_exactly: bool | None = None  # None: nothing was held
     release_problems: list[str] = field(default_factory=list)
     last_decision: str = ""
+    # workload -> the loop's last decision about it while anomalous: a look-alike left alone shows here
+    # whether it was seen at all and what the runbooks called it
+    noticed: dict[str, str] = field(default_factory=dict)
 
     @property
     def expected(self) -> set[str]:
@@ -186,6 +190,7 @@ class Outcome:
                 "expectedHeld": sorted(self.expected), "held": sorted(self.held),
                 "rung": {w: self.rung(w) for w in sorted(self.held)}, "expectedRung": self.scenario.expect.rung,
                 "diagnosis": {w: self.diagnosis(w) for w in sorted(self.held)}, "lastDecision": self.last_decision,
+                "noticedNotHeld": {w: d for w, d in sorted(self.noticed.items()) if w not in self.held},
                 "timeToHoldS": round(max(times), 1) if times else None, "targetRight": self.target_right,
                 "rungRight": self.rung_right, "effectVerified": self.effective, "pages": self.pages,
                 "pageRight": self.page_right, "releasedExactly": self.released_exactly, "ok": self.ok,
@@ -203,6 +208,8 @@ class Gauntlet:
         self.before: dict[tuple[str, str], Any] = {}  # (namespace, workload) -> spec / quotas before the run
         self.topics: list[str] = []
         self.operator: subprocess.Popen[bytes] | None = None
+        self.injectors: dict[str, Injector] = {}
+        self.started_at = time.time()
 
     # --- set-up ---------------------------------------------------------------------------------
     def set_up(self) -> None:
@@ -282,8 +289,11 @@ class Gauntlet:
             status = self._policy_status(scenario)
             return status.get("scoredWorkloads") == len(scenario.workloads)
 
+        yesterday = self._write_yesterday()
         self._wait("every workload scored against a learned baseline",
                    lambda: all(scored(s) for s in self.scenarios), 300)
+        if yesterday:
+            self.say(f"yesterday written into Prometheus for {', '.join(yesterday)}")
         for scenario in self.scenarios:
             namespace = namespace_of(scenario)
             for workload in scenario.workloads:
@@ -296,7 +306,7 @@ class Gauntlet:
     def run_faults(self) -> None:
         started = time.monotonic()
         for scenario in self.scenarios:
-            injector = Injector(namespace_of(scenario), self._workers_of(scenario))
+            injector = self._injector(scenario)
             for fault in scenario.faults:
                 injector.inject(fault)
         self.say(f"faults injected into {sum(bool(s.faults) for s in self.scenarios)} scenario(s); watching "
@@ -314,6 +324,7 @@ class Gauntlet:
                     outcome.held[workload] = hold
                 done &= outcome.expected <= set(outcome.held) and outcome.effective is not False
             self._pause_scaled_to_zero()
+            self._notice_decisions()
             if done and settled_at is None:
                 settled_at = time.monotonic()
             if settled_at is not None and time.monotonic() - settled_at >= SETTLE_S:
@@ -328,7 +339,7 @@ class Gauntlet:
     def release_all(self) -> None:
         """Faults taken back, every hold released by its owner, and everything compared with before."""
         for scenario in self.scenarios:
-            Injector(namespace_of(scenario), self._workers_of(scenario)).calm()
+            self._injector(scenario).calm()
         httpx.delete(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5)
         with contextlib.suppress(httpx.HTTPError):
             httpx.delete(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5)
@@ -361,11 +372,40 @@ class Gauntlet:
             self.operator.terminate()
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.operator.wait(timeout=30)
+        for injector in self.injectors.values():
+            injector.calmed.set()
         for worker in self.workers.values():
             worker.close()
         with contextlib.suppress(Exception):
             self._remove_namespaces()
         delete_topics(self.topics)
+
+    def _write_yesterday(self) -> list[str]:
+        """Yesterday's series for the workloads with a daily peak, around the time the run will take (their
+        pods exist by now; Prometheus loads the blocks within a minute, while baselines are learned)."""
+        written, series = [], []
+        start, end = history.day_ago(time.time(), before_s=300, after_s=OBSERVE_S + 900)
+        for scenario in self.scenarios:
+            namespace = namespace_of(scenario)
+            for fault in scenario.faults:
+                if not isinstance(fault, DailyPeakFault):
+                    continue
+                listing: Any = self.core.list_namespaced_pod(namespace)
+                pods = [p.metadata.name for p in listing.items if p.metadata.name.startswith(f"{fault.workload}-")]
+                series += history.pod_series(namespace, pods, start, end, cpu_cores=fault.yesterday_cpu or fault.cpu)
+                written.append(f"{scenario.name}/{fault.workload}")
+        if series:
+            history.backfill(series)
+        return written
+
+    def _notice_decisions(self) -> None:
+        """What the loop last decided about an anomalous workload, per scenario (its policy's lastDecision)."""
+        for scenario in self.scenarios:
+            decision = self._policy_status(scenario).get("lastDecision") or {}
+            summary, subject = str(decision.get("summary", "")), str(decision.get("workload", ""))
+            if "anomalous" in summary and "/" in subject:
+                workload = subject.split("/", 1)[1].split(" in ", 1)[0]
+                self.outcomes[scenario.name].noticed[workload] = summary.split(": ", 1)[-1]
 
     def _pause_scaled_to_zero(self) -> None:
         """A Kafka workload scaled to zero has no pods, so its clients (run here for it) stop; and resume
@@ -379,6 +419,11 @@ class Gauntlet:
                     worker.paused.clear()
 
     # --- reading --------------------------------------------------------------------------------
+    def _injector(self, scenario: Scenario) -> Injector:
+        if scenario.name not in self.injectors:
+            self.injectors[scenario.name] = Injector(namespace_of(scenario), self._workers_of(scenario), self.api)
+        return self.injectors[scenario.name]
+
     def _workers_of(self, scenario: Scenario) -> dict[str, KafkaWorker]:
         namespace = namespace_of(scenario)
         return {w: worker for (ns, w), worker in self.workers.items() if ns == namespace}
@@ -393,9 +438,10 @@ class Gauntlet:
         return dict(body.get("status") or {})
 
     def _pages(self, scenario: Scenario) -> int:
+        """Pages about the scenario's namespace sent during this run (an earlier run's may still be firing)."""
         alerts = httpx.get(f"{endpoints.alertmanager_url()}/api/v2/alerts", timeout=5, params={
             "filter": ['alertname="SequestraNeedsHuman"', f'namespace="{namespace_of(scenario)}"']}).json()
-        return len(alerts)
+        return sum(1 for a in alerts if _epoch(a.get("startsAt")) >= self.started_at)
 
     def _state(self, namespace: str, workload: Workload) -> Any:
         """What a release must put back: the workload's spec, and its Kafka quotas."""
@@ -421,6 +467,12 @@ class Gauntlet:
                                    f"see {self.paths.logs / 'gauntlet-operator.log'}")
             time.sleep(2)
         raise SandboxError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+
+def _epoch(timestamp: str | None) -> float:
+    if not timestamp:
+        return 0.0
+    return datetime.fromisoformat(timestamp.replace("Z", "+00:00")).timestamp()
 
 
 def _diff(before: Any, after: Any) -> str:
@@ -463,7 +515,8 @@ def table(outcomes: Sequence[Outcome]) -> str:
         held = ", ".join(row["held"]) or "-"
         expected = ", ".join(row["expectedHeld"]) or "none"
         rung = ", ".join(str(r) for r in row["rung"].values()) or "-"
-        diagnosed = ", ".join(str(d) for d in row["diagnosis"].values()) or "-"
+        diagnosed = ", ".join([str(d) for d in row["diagnosis"].values()]
+                              + [f"{w} not held: {_short(d)}" for w, d in row["noticedNotHeld"].items()]) or "-"
         seconds = f"{row['timeToHoldS']} s" if row["timeToHoldS"] is not None else "-"
         lines.append(f"| {o.scenario.name} | {o.scenario.kind} | {held} ({expected}) | {diagnosed} | {rung} | "
                      f"{seconds} | "
@@ -475,6 +528,14 @@ def table(outcomes: Sequence[Outcome]) -> str:
 def _goal(facts: dict[str, Any]) -> str:
     median_s = facts["medianTimeToHoldS"]
     return "no incident held" if median_s is None else ("met" if median_s <= facts["goalTimeToHoldS"] else "missed")
+
+
+def _short(decision: str) -> str:
+    """A decision to leave a workload alone, by what the runbooks called it."""
+    for marker in ("looks like ", "diagnosed "):
+        if marker in decision:
+            return decision.split(marker, 1)[1].split(" (runbook", 1)[0]
+    return decision[:60]
 
 
 def _mark(value: bool | None) -> str:
@@ -492,18 +553,34 @@ producer) are errors when the file loads.
 - `workloads`: Deployments (`cpu`, `memoryMib`, `httpRps` served, `httpClientRps` sent, `labels`,
   `annotations`, `kafka: {role: producer|consumer, user, bytesPerSecond, messagesPerSecond}`) or
   SparkApplications (`executors` asked for, `maxExecutors`).
-- `faults`, all injected at the same moment: `cpu` (cores), `memory` (MiB, and `restarts` with a
-  termination `reason` such as OOMKilled), `http` (served and sent requests/s and error ratios, and the CPU
-  that retrying costs), `kafka-produce` (a real producer's bytes/s), `kafka-replay` (a real consumer reads
-  its topic from the earliest offset, flat out, over and over), `spark-demand` (executors asked for).
+- `faults`, all injected at the same moment:
+  - pods (through the kubelet stand-in): `cpu` (cores), `memory` (MiB, and `restarts` with a termination
+    `reason` such as OOMKilled), `http` (served and sent requests/s and error ratios, and the CPU that
+    retrying costs), `crash-loop` (restarts with the kubelet's doubling back-off from `firstBackOffS`, and its
+    BackOff Warning events);
+  - Kafka (real clients on the real broker; every consumer's topic is fed at its pace): `kafka-produce` (a
+    producer's bytes/s), `kafka-replay` (a consumer reads its topic from the earliest offset, flat out, over
+    and over), `kafka-rebalance-storm`, `kafka-topic-storm` (topics created through the admin API),
+    `kafka-poison-message` (the consumer dies on one record of `partition`, restarts after the kubelet's
+    back-off, meets it again), `kafka-slowed` (a victim: reads at `factor` of its pace while its topic fills);
+  - Spark (through the Spark stand-in): `spark-demand` (executors asked for);
+  - look-alikes: `rollout` (a new image; new pods warm up at `cpu` cores while the rollout waits
+    `minReadySeconds` for each), `kafka-catch-up` (a consumer's deploy: down `downForS` while `backlogMib`
+    is written, then reading at up to `readBytesPerSecond` until caught up), `daily-peak` (`cpu` cores now and
+    `yesterdayCpu` at this time yesterday, written into Prometheus before the run).
 - `expect`: `held` (every other workload must be left alone), `rung`, `page`; `ci: true` puts it in the
-  subset `make test` runs; `protectedNamespace: true` makes its namespace protected.
+  subset `make test` runs; `protectedNamespace: true` makes its namespace protected. `kind` says what the row
+  is: `incident`, `look-alike`, `victim`, `many-at-once`, `protected`, `not-containable` (no hold would help:
+  page the owner).
 
 Each scenario runs in its own namespace under the same policy (interval 5 s; ladder observe, throttle: CPU
 300m, Kafka quota 50 kB/s produce and 200 kB/s fetch, 4 executors; quarantine: scale to 0). A row is right
 when exactly the expected workloads were held, at the expected rung, the loop verified the effect at the
 source (the offending signal fell: broker byte rates, executors, CPU as Prometheus reads them), the page
 call matches, and after release every workload's spec and Kafka quotas are as they were before the run.
+A hold that takes a workload out of service counts as effective once it has no pods. For a workload left
+alone, the "diagnosed" column says whether the loop saw it as anomalous and what its runbooks called it
+(`not held: rollout-in-progress`); a look-alike the loop never noticed shows nothing there.
 """
 
 

@@ -5,7 +5,7 @@ silently never happens.
 
 ```yaml
 name: cpu-hog
-kind: incident            # incident | look-alike | victim | many-at-once | protected
+kind: incident            # incident | look-alike | victim | many-at-once | protected | not-containable
 description: A report renderer spins on one regex.
 ci: true                  # part of the subset `make test` runs
 workloads:
@@ -32,6 +32,7 @@ from pydantic.alias_generators import to_camel
 from sequestra.evals import scenario_files
 
 NAME = r"^[a-z0-9][a-z0-9-]*$"
+TOPIC_PARTITIONS = 3  # of each Kafka workload's topic
 
 
 class _Spec(BaseModel):
@@ -112,8 +113,74 @@ class SparkDemandFault(_Fault):
     executors: int = Field(ge=1)
 
 
+class PoisonMessageFault(_Fault):
+    """The consumer fails on one record of one partition: it dies there without committing past it,
+    restarts (the container's restart count goes up), rejoins, meets the same record and dies again. The
+    other partitions keep moving; the poisoned one's lag grows."""
+
+    type: Literal["kafka-poison-message"]
+    partition: int = Field(default=0, ge=0, lt=TOPIC_PARTITIONS)
+    first_back_off_s: float = Field(default=10, gt=0)  # before the container runs again; doubles, as the kubelet's
+
+
+class CrashLoopFault(_Fault):
+    """The containers exit soon after they start and the kubelet restarts them with back-off: restarts
+    climb, each last terminated for `reason`, with the kubelet's BackOff Warning events."""
+
+    type: Literal["crash-loop"]
+    first_back_off_s: float = Field(default=10, gt=0)  # doubles after each restart, as the kubelet's
+    reason: str = "Error"
+
+
+def back_off_s(first_s: float, restarts: int) -> float:
+    """The kubelet's CrashLoopBackOff before restart number `restarts` + 1: doubling, at most five minutes."""
+    return float(min(first_s * 2 ** restarts, 300.0))
+
+
+class CatchUpFault(_Fault):
+    """A consumer's deploy (a new image): its pods are down for `down_for_s` while its producers keep
+    writing (`backlog_mib` in all), then the new pods read at up to `read_bytes_per_second` until they have
+    caught up. Lag high but falling, group healthy: a look-alike of a read flood."""
+
+    type: Literal["kafka-catch-up"]
+    image_tag: str = "2.0"
+    down_for_s: float = Field(default=50, ge=0)
+    backlog_mib: float = Field(default=4, gt=0, le=64)
+    read_bytes_per_second: float = Field(default=100_000, gt=0)
+
+
+class SlowedFault(_Fault):
+    """The consumer is slowed by someone else's trouble (brokers saturated by another tenant): it reads at
+    `factor` times its pace while its topic fills as usual, so its lag grows. The victim, not the cause."""
+
+    type: Literal["kafka-slowed"]
+    factor: float = Field(default=0.25, gt=0, lt=1)
+
+
+class DailyPeakFault(_Fault):
+    """The workload's daily peak: today it rises to `cpu` cores per pod, and yesterday at this time it ran at
+    `yesterday_cpu` (default: the same). The gauntlet writes yesterday's series into Prometheus before the
+    run (sandbox/history.py), so the loop's same-time-yesterday baseline has a past to read."""
+
+    type: Literal["daily-peak"]
+    cpu: float = Field(gt=0)
+    yesterday_cpu: float | None = Field(default=None, gt=0)
+
+
+class RolloutFault(_Fault):
+    """A new image rolls out: new pods start beside the old ones and warm up (JIT, caches, reconnects) at
+    `cpu` cores each, while the rollout waits `minReadySeconds` before it trusts each new pod."""
+
+    type: Literal["rollout"]
+    image_tag: str = "2.0"
+    cpu: float | None = Field(default=None, gt=0)
+    min_ready_seconds: int = Field(default=120, ge=0)
+
+
 Fault = Annotated[CpuFault | MemoryFault | HttpFault | ProduceFault | ReplayFault | RebalanceStormFault
-                  | TopicStormFault | SparkDemandFault, Field(discriminator="type")]
+                  | TopicStormFault | SparkDemandFault | PoisonMessageFault | CrashLoopFault | CatchUpFault
+                  | SlowedFault | DailyPeakFault | RolloutFault,
+                  Field(discriminator="type")]
 
 
 class Expectation(_Spec):
@@ -124,7 +191,8 @@ class Expectation(_Spec):
 
 class Scenario(_Spec):
     name: str = Field(pattern=NAME, max_length=40)
-    kind: Literal["incident", "look-alike", "victim", "many-at-once", "protected"]
+    # not-containable: an incident no hold would help (a crash loop hurts only itself): paged, not held
+    kind: Literal["incident", "look-alike", "victim", "many-at-once", "protected", "not-containable"]
     description: str = ""
     ci: bool = False
     protected_namespace: bool = False  # the scenario's namespace is in the operator's protected namespaces
@@ -146,12 +214,15 @@ class Scenario(_Spec):
             raise ValueError(f"faults, expect.held or twins name workloads the scenario does not have: {unknown}")
         for fault in self.faults:
             workload = next(w for w in self.workloads if w.name == fault.workload)
-            needs = {"kafka-produce": "producer", "kafka-replay": "consumer",
-                     "kafka-rebalance-storm": "consumer"}.get(fault.type)
+            needs = {"kafka-produce": "producer", "kafka-replay": "consumer", "kafka-rebalance-storm": "consumer",
+                     "kafka-poison-message": "consumer", "kafka-catch-up": "consumer",
+                     "kafka-slowed": "consumer"}.get(fault.type)
             if needs and (workload.kafka is None or workload.kafka.role != needs):
                 raise ValueError(f"fault {fault.type} needs workload {workload.name} to be a Kafka {needs}")
             if fault.type == "kafka-topic-storm" and workload.kafka is None:
                 raise ValueError(f"fault kafka-topic-storm needs workload {workload.name} to be a Kafka client")
+            if fault.type in ("crash-loop", "rollout", "daily-peak") and workload.kind != "Deployment":
+                raise ValueError(f"fault {fault.type} needs workload {workload.name} to be a Deployment")
             if fault.type == "spark-demand" and workload.kind != "SparkApplication":
                 raise ValueError(f"fault spark-demand needs workload {workload.name} to be a SparkApplication")
         return self

@@ -199,7 +199,8 @@ def _without_hold(policy: LoopPolicy, situation: Situation) -> Decision:
     if situation.looks_benign:
         # A look-alike: unusual, but what the team's runbooks call expected. Left alone, and said so; if it
         # turns into an incident, the evidence stops matching and the next interval contains it.
-        return Decision(DecisionKind.NOTHING, f"anomalous, but looks like {situation.looks_benign}: not contained")
+        return Decision(DecisionKind.NOTHING, f"anomalous ({', '.join(situation.moved)}), but looks like "
+                                              f"{situation.looks_benign}: not contained")
     # A repeat offender skips the rung that did not keep it healthy last time.
     start = min(situation.recent_offences, max(len(policy.ladder) - 1, 0))
     index, actions = _first_rung_with_actions(policy, situation, start)
@@ -224,10 +225,12 @@ def _without_hold(policy: LoopPolicy, situation: Situation) -> Decision:
 
 
 def quarantines_only(actions: Sequence[Mapping[str, Any]]) -> bool:
-    """The actions take the workload out of service (scale to zero, isolate, suspend), none only limits it."""
-    return bool(actions) and all(
+    """The actions take the workload out of service (scale to zero, isolate, suspend), none only limits it
+    (the `label` every hold carries is a mark, not an action on the workload)."""
+    acting = [a for a in actions if a.get("type") != ActionType.LABEL]
+    return bool(acting) and all(
         a.get("type") in (ActionType.ISOLATE, ActionType.SUSPEND)
-        or (a.get("type") == ActionType.SCALE and int(a.get("replicas") or 0) == 0) for a in actions)
+        or (a.get("type") == ActionType.SCALE and int(a.get("replicas") or 0) == 0) for a in acting)
 
 
 def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision:
