@@ -122,6 +122,30 @@ def release(
         _fail(str(exc))
 
 
+@app.command("pre-uninstall")
+def pre_uninstall(
+    namespace: Annotated[list[str], typer.Option(
+        "--namespace", "-n", help="the operator's watched namespaces, as given to `run` (none: the whole cluster)",
+    )] = [],  # noqa: B006
+    timeout: Annotated[float, typer.Option(help="seconds to wait for the operator to release them")] = 120.0,
+    operator: Annotated[str | None, typer.Option(
+        help="the operator's Deployment (namespace/name), named in the error")] = None,
+) -> None:
+    """Delete every hold and policy the operator manages and wait until it has released them (the chart's
+    pre-delete hook, while the operator still runs). Fails listing what is left; never removes a finalizer."""
+    from kubernetes import client
+
+    from sequestra import logs, uninstall
+    from sequestra.settings import Settings
+
+    logs.configure(Settings().log_level)
+    objects = client.CustomObjectsApi(uninstall.load_api_client())
+    try:
+        uninstall.release_all(objects, uninstall.Scope(tuple(namespace)), timeout_s=timeout, operator=operator)
+    except uninstall.UninstallError as exc:
+        _fail(str(exc))
+
+
 @sandbox_app.command("up")
 def sandbox_up() -> None:
     """Provision (first time, cached afterwards) and start every component; idempotent."""

@@ -20,8 +20,10 @@ from tests.support import eventually
 CHART = Path(__file__).resolve().parents[2] / "helm" / "sequestra"
 # The sandbox already has the admission guard's cluster-scoped policies (installed with the CRDs); a
 # second copy owned by a release would collide with them. The guard's manifests are validated by the
-# server-side dry run in test_helm_chart.py instead.
-SANDBOX_VALUES = ("admissionGuard.enabled=false",)
+# server-side dry run in test_helm_chart.py instead. No uninstall hook: these releases' pods run on KWOK's
+# simulated nodes (or there are none), so its Job would never finish, and no operator of theirs could release
+# a hold; cluster-wide, it would delete every other test's holds. test_chart_on_real_node.py runs it for real.
+SANDBOX_VALUES = ("admissionGuard.enabled=false", "uninstallHook.enabled=false")
 
 
 def helm(sandbox: SandboxPaths, *args: str, check: bool = True, stdin: str | None = None,

@@ -5,9 +5,13 @@ forwards to the API server, sandbox/podnet.py), a read-only root file system, RB
 it through an incident with no "forbidden" in either replica's log (read with the kubelet's help, as `kubectl
 logs` does), Prometheus scraping the leader's /metrics at its pod IP; then the leader's pod deleted, the other
 replica taking the Lease, and a hold created during the failover made exactly once; the leader's process killed,
-the same; a waiting replica stopping at once on SIGTERM.
+the same; a waiting replica stopping at once on SIGTERM. Last, `helm uninstall` as a user runs it, nothing
+deleted first: its pre-delete hook has the running operator release a hold on pods of the real node exactly
+and stop the policies, and nothing is left; and, with the operator stopped, the hook fails naming the hold
+it will not strip, until the operator runs again.
 
-One release for the module, Ready 5-11 s after `helm install` (the figures are printed; docs/BENCHMARKS.md). It
+One release for the module (and one more for the stopped operator's uninstall), Ready 5-11 s after `helm
+install` (the figures are printed; docs/BENCHMARKS.md). It
 watches only its own namespace and the test's workloads' namespace: other tests run operators of their own,
 some across every namespace, so each hold is checked to have been made by one of this release's replicas, in
 its own log (run in parallel with such a test, this one fails saying so). The
@@ -36,7 +40,7 @@ from kubernetes import client
 
 from sequestra.install import GUARD_PARAMS_OPERATORS_KEY
 from sequestra.model.policy import POLICY_PLURAL
-from sequestra.model.sequestration import GROUP, VERSION
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION
 from sequestra.sandbox import endpoints, image, lifecycle, podnet, realnode
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
@@ -52,6 +56,8 @@ LEASE = "sequestra-leader"  # the chart's leaderElection.leaseName
 GUARD_PARAMS = ("sequestra-system", "sequestra-guard")
 SCALE_TO_ZERO = {"type": "scale", "replicas": 0}
 REFUSALS = ("forbidden", " 403", "(403)")
+# The uninstall hook's wait: a release takes 1-2 s; a stopped operator's holds fail the hook after this.
+HOOK_TIMEOUT_S = 20
 
 
 @dataclass(frozen=True)
@@ -95,8 +101,9 @@ def _guard_trusts(api_client: client.ApiClient, username: str) -> Iterator[None]
 
 
 def _release_pods(core: client.CoreV1Api, release: Release) -> list[client.V1Pod]:
-    """The release's pods, without those on their way out."""
-    pods = core.list_namespaced_pod(release.namespace, label_selector=f"app.kubernetes.io/instance={release.name}")
+    """The release's operator pods (not its uninstall hook's), without those on their way out."""
+    pods = core.list_namespaced_pod(release.namespace, label_selector=f"app.kubernetes.io/instance={release.name},"
+                                                                      "app.kubernetes.io/component=operator")
     return [p for p in pods.items if p.metadata.deletion_timestamp is None]
 
 
@@ -160,37 +167,24 @@ class FollowedLog:
 
 
 def _uninstall(sandbox: SandboxPaths, api_client: client.ApiClient, installed: Installed) -> None:
-    """The policies first, while the operator runs (docs/INSTALL.md, Uninstall): kopf keeps its finalizer on
-    every object it runs a timer for, and `helm uninstall` deletes the Deployment before the custom resources,
-    and the ServiceAccount and RBAC while the pods are still stopping, so no operator could remove it. A policy
-    deleted with the release would wait for ever, and its namespace with it."""
+    """`helm uninstall`, unless the module's last test did it, as a user would; then the namespaces. Only if
+    that failed are holds and policies dropped without a restore (and what the hook left), so that no
+    namespace is left terminating."""
     release = installed.release
-    objects = client.CustomObjectsApi(api_client)
-
-    def policies() -> list[dict[str, Any]]:
-        items: list[dict[str, Any]] = objects.list_namespaced_custom_object(
-            GROUP, VERSION, release.namespace, POLICY_PLURAL)["items"]
-        return items
-
     try:
-        objects.delete_collection_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL)
-        eventually(lambda: not policies(), timeout_s=30, what="the policies gone, their finalizer removed by kopf")
-        helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait", "--timeout", "2m")
+        if helm(sandbox, "status", release.name, "--namespace", release.namespace, check=False).returncode == 0:
+            helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait", "--timeout", "2m")
     finally:
-        for policy in policies():  # only if the above failed: leave no namespace behind
-            objects.patch_namespaced_custom_object(GROUP, VERSION, release.namespace, POLICY_PLURAL,
-                                                   policy["metadata"]["name"], {"metadata": {"finalizers": None}},
-                                                   _content_type="application/merge-patch+json")
+        kubectl(sandbox, "delete", "clusterrole,clusterrolebinding", f"{release.fullname}-uninstall",
+                "--ignore-not-found")
         drop_namespace(api_client, installed.workloads)
         drop_namespace(api_client, release.namespace)
 
 
-@pytest.fixture(scope="module")
-def installed(sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str],
-              operator_image: image.BuildReport) -> Iterator[Installed]:
-    _require_real_node(sandbox)
-    imported = realnode.reimport_archive(sandbox, operator_image.archive, operator_image.image)
-    print(f"[chart] {operator_image.image} {'imported into' if imported else 'already in'} the node's containerd")
+@contextlib.contextmanager
+def _release_on_real_node(sandbox: SandboxPaths, api_client: client.ApiClient) -> Iterator[Installed]:
+    """A release of the chart in a namespace of its own, watching it and a workloads namespace; both replicas
+    Ready on the real node; uninstalled (unless a test did) and both namespaces dropped after."""
     release = Release(f"rn-{uuid.uuid4().hex[:5]}", new_namespace(api_client, "realnode-op"))
     workloads_namespace = new_namespace(api_client, "realnode-wl")
     core = client.CoreV1Api(api_client)
@@ -199,7 +193,7 @@ def installed(sandbox: SandboxPaths, api_client: client.ApiClient, crds_installe
         try:
             helm(sandbox, "install", release.name, str(CHART), "--namespace", release.namespace, "--values",
                  str(VALUES), "--set", f"watchNamespaces={{{release.namespace},{workloads_namespace}}}",
-                 "--force-conflicts")
+                 "--set", f"uninstallHook.timeoutSeconds={HOOK_TIMEOUT_S}", "--force-conflicts")
             helm_s = time.monotonic() - began
             try:
                 eventually(lambda: _both_ready(core, release), timeout_s=180, interval_s=0.1,
@@ -213,6 +207,21 @@ def installed(sandbox: SandboxPaths, api_client: client.ApiClient, crds_installe
             yield Installed(release, workloads_namespace, helm_s, ready_s)
         finally:
             _uninstall(sandbox, api_client, Installed(release, workloads_namespace, 0, 0))
+
+
+@pytest.fixture(scope="module")
+def image_on_node(sandbox: SandboxPaths, operator_image: image.BuildReport) -> str:
+    _require_real_node(sandbox)
+    imported = realnode.reimport_archive(sandbox, operator_image.archive, operator_image.image)
+    print(f"[chart] {operator_image.image} {'imported into' if imported else 'already in'} the node's containerd")
+    return operator_image.image
+
+
+@pytest.fixture(scope="module")
+def installed(sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str],
+              image_on_node: str) -> Iterator[Installed]:
+    with _release_on_real_node(sandbox, api_client) as release:
+        yield release
 
 
 def _exec(sandbox: SandboxPaths, installed: Installed, pod: str, *command: str) -> str:
@@ -495,3 +504,162 @@ def test_killing_the_leaders_process_loses_no_action_and_doubles_none(
     assert _transitions(logs[0], f"{namespace}/hold-cron", "Active") == 0, "not the killed process"
     _held_once(api_client, namespace, "hold-cron", "cron", 2, held)
     _release_and_check(api_client, namespace, {"hold-cron": ("cron", 2)})
+
+
+# --- `helm uninstall`: the pre-delete hook releases every hold first (these run last) -----------------------
+
+
+def _on_real_node(name: str, replicas: int) -> dict[str, Any]:
+    """A Deployment whose pods are real processes on the real node (the pause image the node runs pods with),
+    started and stopped by its kubelet as a hold scales the Deployment."""
+    manifest = workloads.deployment(name, replicas)
+    resources = {"cpu": "20m", "memory": "16Mi"}
+    manifest["spec"]["template"]["spec"] = {
+        "nodeSelector": realnode.REAL_NODE_SELECTOR, "tolerations": [realnode.REAL_NODE_TOLERATION],
+        "automountServiceAccountToken": False, "terminationGracePeriodSeconds": 1,
+        "containers": [{"name": "main", "image": realnode.PAUSE_IMAGE, "imagePullPolicy": "Never",
+                        "resources": {"requests": resources, "limits": resources}}],
+    }
+    return manifest
+
+
+def _running_on_real_node(core: client.CoreV1Api, namespace: str, name: str) -> list[str]:
+    pods = core.list_namespaced_pod(namespace, label_selector=f"app={name}").items
+    return [p.metadata.name for p in pods if p.status.phase == "Running" and p.metadata.deletion_timestamp is None
+            and p.spec.node_name == realnode.NODE_NAME]
+
+
+def _comparable(body: dict[str, Any]) -> dict[str, Any]:
+    """A workload's metadata and spec without what the API server and its controllers move on their own."""
+    metadata = {k: v for k, v in body["metadata"].items()
+                if k not in ("resourceVersion", "generation", "managedFields", "uid", "creationTimestamp")}
+    annotations = {k: v for k, v in (metadata.pop("annotations", None) or {}).items()
+                   if k != "deployment.kubernetes.io/revision"}
+    return {"metadata": {**metadata, **({"annotations": annotations} if annotations else {})}, "spec": body["spec"]}
+
+
+def _held_on_real_node(api_client: client.ApiClient, namespace: str, name: str, hold: str) -> dict[str, Any]:
+    """`name` running two pods on the real node, then held at zero by `hold`; returns it as it was before."""
+    core = client.CoreV1Api(api_client)
+    workloads.create(api_client, namespace, _on_real_node(name, 2))
+    eventually(lambda: len(_running_on_real_node(core, namespace, name)) == 2, timeout_s=90,
+               what=f"two pods of {name} running on the real node")
+    before = workloads.read(api_client, namespace, "Deployment", name)
+    Sequestrations(api_client, namespace).create(sequestration(hold, "Deployment", name, SCALE_TO_ZERO))
+    Sequestrations(api_client, namespace).wait_phase(hold, "Active", timeout_s=30)
+    eventually(lambda: not _running_on_real_node(core, namespace, name), timeout_s=30,
+               what=f"the pods of {name} stopped by the hold")
+    return before
+
+
+def _listed(api_client: client.ApiClient, namespace: str, plural: str) -> dict[str, dict[str, Any]]:
+    listing: Any = client.CustomObjectsApi(api_client).list_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                                     plural)
+    return {item["metadata"]["name"]: item for item in listing["items"]}
+
+
+def _scale_operator(api_client: client.ApiClient, installed: Installed, replicas: int) -> None:
+    release = installed.release
+    client.AppsV1Api(api_client).patch_namespaced_deployment_scale(
+        release.fullname, release.namespace, {"spec": {"replicas": replicas}})
+    core = client.CoreV1Api(api_client)
+    if replicas:
+        eventually(lambda: _both_ready(core, release), timeout_s=120, what="both replicas Ready again")
+    else:
+        eventually(lambda: not core.list_namespaced_pod(
+            release.namespace, label_selector="app.kubernetes.io/component=operator").items,
+            timeout_s=60, what="no operator pod left")
+
+
+def test_helm_uninstall_releases_every_hold_and_leaves_nothing_behind(
+    sandbox: SandboxPaths, installed: Installed, api_client: client.ApiClient
+) -> None:
+    """Plain `helm uninstall --wait`, nothing deleted first: the hook deletes the holds and the policies while
+    the operator runs, the operator restores the workload exactly and removes its finalizers, and the hook's
+    Job and rights go with the release."""
+    namespace, release = installed.workloads, installed.release
+    objects = client.CustomObjectsApi(api_client)
+    objects.create_namespaced_custom_object(GROUP, VERSION, namespace, POLICY_PLURAL, {
+        "apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": "shop"},
+        "spec": {"mode": "dry-run", "selector": {"namespaces": [namespace]}, "ladder": [{"name": "observe"}]}})
+    before = _held_on_real_node(api_client, namespace, "shop", "hold-shop")
+    for where, name in ((namespace, "shop"), (release.namespace, "default")):
+        eventually(lambda where=where, name=name: _listed(api_client, where, POLICY_PLURAL)[name]["metadata"].get(
+            "finalizers"), timeout_s=30, what=f"kopf's finalizer on the policy {where}/{name}")
+
+    began = time.monotonic()
+    uninstalled = helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait",
+                       "--timeout", "2m")
+    uninstall_s = time.monotonic() - began
+    print(f"[chart] helm uninstall --wait with a hold and two policies: {uninstall_s:.1f} s")
+    assert "uninstalled" in uninstalled.stdout
+
+    _nothing_left(sandbox, api_client, installed)
+    assert _comparable(workloads.read(api_client, namespace, "Deployment", "shop")) == _comparable(before)
+    eventually(lambda: len(_running_on_real_node(client.CoreV1Api(api_client), namespace, "shop")) == 2,
+               timeout_s=90, what="shop's two pods running on the real node again")
+
+
+def _nothing_left(sandbox: SandboxPaths, api_client: client.ApiClient, installed: Installed) -> None:
+    """No hold or policy where the release's operator watched, and nothing of the release (the hook's Job and
+    rights included)."""
+    for where in (installed.workloads, installed.release.namespace):
+        assert (_listed(api_client, where, PLURAL), _listed(api_client, where, POLICY_PLURAL)) == ({}, {}), \
+            f"nothing left in {where}"
+    left = kubectl(sandbox, "get", "clusterrole,clusterrolebinding,rolebinding,job,deployment", "-A", "-l",
+                   f"app.kubernetes.io/instance={installed.release.name}", "-o", "name")
+    assert left.returncode == 0 and left.stdout.split() == [], f"the hook's Job and rights are gone: {left.stdout}"
+
+
+def test_uninstall_with_the_operator_stopped_fails_naming_the_hold_and_goes_through_once_it_runs(
+    sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], image_on_node: str
+) -> None:
+    """The hook never removes a finalizer: with the operator stopped, `helm uninstall` fails after the hook's
+    timeout, Helm prints what is left, and the release, the hold and its record stay. Once the operator runs
+    again it releases the hold whose deletion the hook requested, exactly, and `helm uninstall` goes through
+    (docs/INSTALL.md, section 9). A release of its own: the module's is gone with the test before."""
+    with _release_on_real_node(sandbox, api_client) as installed:
+        namespace, release = installed.workloads, installed.release
+        before = _held_on_real_node(api_client, namespace, "cart", "hold-cart")
+        _scale_operator(api_client, installed, 0)
+
+        began = time.monotonic()
+        failed = helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait",
+                      "--timeout", "2m", check=False)
+        failed_s = time.monotonic() - began
+        said = failed.stdout + failed.stderr
+        print(f"[chart] helm uninstall with the operator stopped failed after {failed_s:.1f} s:\n{said[-4000:]}")
+        assert failed.returncode != 0
+        assert f"Sequestration {namespace}/hold-cart (phase Active; finalizers sequestra.dev/restore-prior-state" \
+            in said, "Helm prints the hook's log: what is left"
+        assert "helm uninstall --no-hooks" in said
+        assert HOOK_TIMEOUT_S <= failed_s < HOOK_TIMEOUT_S + 60
+
+        status = helm(sandbox, "status", release.name, "--namespace", release.namespace, "-o", "json").stdout
+        assert json.loads(status)["info"]["status"] == "uninstalling", "Helm deleted nothing of the release"
+        assert client.AppsV1Api(api_client).read_namespaced_deployment(release.fullname, release.namespace)
+        hold = _listed(api_client, namespace, PLURAL)["hold-cart"]
+        assert hold["metadata"]["finalizers"] == ["sequestra.dev/restore-prior-state"], "the restore is still owed"
+        assert hold["metadata"].get("deletionTimestamp"), "and its deletion stays requested"
+        assert int(workloads.read(api_client, namespace, "Deployment", "cart")["spec"]["replicas"]) == 0
+        left = kubectl(sandbox, "get", "clusterrole,clusterrolebinding,rolebinding,job", "-A", "-l",
+                       f"app.kubernetes.io/instance={release.name},app.kubernetes.io/component=uninstall-hook",
+                       "-o", "name").stdout.split()
+        # Helm 4 deletes the hook's rights on failure too (Helm 3 leaves them to the next attempt).
+        assert left == [f"job.batch/{release.fullname}-uninstall"], "the failed Job stays for `kubectl logs`"
+
+        began = time.monotonic()
+        _scale_operator(api_client, installed, 2)
+        eventually(lambda: "hold-cart" not in _listed(api_client, namespace, PLURAL), timeout_s=60,
+                   what="the hold released by the operator, back, and gone")
+        released_s = time.monotonic() - began
+        assert _comparable(workloads.read(api_client, namespace, "Deployment", "cart")) == _comparable(before)
+        eventually(lambda: len(_running_on_real_node(client.CoreV1Api(api_client), namespace, "cart")) == 2,
+                   timeout_s=90, what="cart's two pods running on the real node again")
+        print(f"[chart] operator started again -> the hold released and gone {released_s:.1f} s later")
+
+        began = time.monotonic()
+        helm(sandbox, "uninstall", release.name, "--namespace", release.namespace, "--wait", "--timeout", "2m")
+        print(f"[chart] helm uninstall again: {time.monotonic() - began:.1f} s")
+        _nothing_left(sandbox, api_client, installed)
+

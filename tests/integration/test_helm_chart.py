@@ -15,7 +15,9 @@ from tests.integration.chart_support import CHART, helm, installed_chart, kubect
 from tests.integration.conftest import drop_namespace
 
 # Each configuration a user is likely to pick; ServiceMonitor/PrometheusRule need the Prometheus
-# Operator's CRDs, which the sandbox does not have (their rendering is unit-tested).
+# Operator's CRDs, which the sandbox does not have (their rendering is unit-tested). The dry run applies to one
+# namespace, so watchNamespaces is a glob here: plain names would give the uninstall hook RoleBindings in those
+# namespaces (test_chart_on_real_node.py installs and runs them).
 CONFIGURATIONS = {
     "defaults": (),
     "enforcing, one replica, no leader election": ("dryRun=false", "replicaCount=1", "leaderElection.enabled=false",
@@ -24,7 +26,7 @@ CONFIGURATIONS = {
                          "kafka.credentialsSecret.name=kafka", "alertmanager.webhook.tokenSecret.name=am",
                          "notifications.page.pagerdutyUrl=https://events.pagerduty.com/v2/enqueue",
                          "notifications.page.pagerdutyRoutingKeySecret.name=pd", "service.type=NodePort",
-                         "watchNamespaces={team-a}", "networkPolicy.apiServer.cidrs={10.0.0.1/32}"),
+                         "watchNamespaces={team-*}", "networkPolicy.apiServer.cidrs={10.0.0.1/32}"),
 }
 
 
