@@ -17,6 +17,8 @@ import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
+from sequestra.sandbox import image
+
 pytestmark = pytest.mark.unit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -58,19 +60,31 @@ def test_lock_pins_exactly_the_installed_runtime_dependencies() -> None:
         "requirements.lock differs from the virtualenv: regenerate it (see this module's docstring)")
 
 
+def _copied() -> list[str]:
+    """What the Dockerfile's COPY lines take from the build context."""
+    return [source for instruction, args in _instructions() if instruction == "COPY" and "--from=" not in args
+            for source in [a for a in shlex.split(args) if not a.startswith("--")][:-1]]
+
+
+def _dockerignored() -> set[str]:
+    return {line.strip().strip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
+            if line.strip() and not line.startswith("#")}
+
+
 def test_dockerfile_copies_only_paths_that_exist_in_the_build_context() -> None:
-    ignored = {line.strip().strip("/") for line in (ROOT / ".dockerignore").read_text().splitlines()
-               if line.strip() and not line.startswith("#")}
-    copied = []
-    for instruction, args in _instructions():
-        if instruction != "COPY" or "--from=" in args:
-            continue
-        sources = [a for a in shlex.split(args) if not a.startswith("--")][:-1]
-        copied += sources
-        for source in sources:
-            assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
-            assert source.strip("/") not in ignored, f"{source} is copied but excluded by .dockerignore"
+    ignored = _dockerignored()
+    copied = _copied()
+    for source in copied:
+        assert (ROOT / source).exists(), f"Dockerfile copies {source}, which does not exist"
+        assert source.strip("/") not in ignored, f"{source} is copied but excluded by .dockerignore"
     assert {"requirements.lock", "operator/", "runbooks/"} <= set(copied)
+
+
+def test_the_staleness_check_watches_exactly_what_the_image_is_built_from() -> None:
+    """`make demo` rebuilds the image when one of these is newer than the archive (image.sources_newer_than)."""
+    assert set(image.SOURCES) == {"Dockerfile", *(source.strip("/") for source in _copied())}
+    assert {"**/__pycache__", "**/*.pyc", "operator/sequestra.egg-info"} <= _dockerignored()
+    assert {"__pycache__", "sequestra.egg-info"} == image.IGNORED_DIRECTORIES
 
 
 def test_image_runs_sequestra_as_a_non_root_user_from_a_slim_base() -> None:

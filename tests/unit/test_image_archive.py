@@ -7,6 +7,7 @@ import gzip
 import hashlib
 import io
 import json
+import os
 import tarfile
 from pathlib import Path
 
@@ -86,3 +87,24 @@ def test_a_missing_pin_another_version_or_an_unlocked_extra_is_a_difference() ->
         "pydantic-core: locked 2.50.4, installed nothing",
         "requests==2.0: installed, not in the lock",
     ]
+
+
+def test_an_archive_is_stale_once_a_file_it_is_built_from_is_newer(tmp_path: Path) -> None:
+    for name in ("Dockerfile", "README.md", "operator/sequestra/cli.py", "operator/sequestra/__pycache__/cli.pyc",
+                 "operator/sequestra.egg-info/PKG-INFO", "evals/x.yaml", "tests/test_x.py"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+        os.utime(tmp_path / name, (1_000, 1_000))
+    archive = tmp_path / "cache" / "operator.oci.tar"
+    assert {p.relative_to(tmp_path).as_posix() for p in image.sources_newer_than(archive, tmp_path)} == {
+        "Dockerfile", "README.md", "operator/sequestra/cli.py", "evals/x.yaml"}, "no archive: all of them"
+    archive.parent.mkdir()
+    archive.write_bytes(b"")
+    os.utime(archive, (2_000, 2_000))
+    assert image.sources_newer_than(archive, tmp_path) == []
+    for ignored in ("operator/sequestra/__pycache__/cli.pyc", "operator/sequestra.egg-info/PKG-INFO",
+                    "tests/test_x.py"):
+        os.utime(tmp_path / ignored, (3_000, 3_000))
+    assert image.sources_newer_than(archive, tmp_path) == [], "nothing the build context takes"
+    os.utime(tmp_path / "operator/sequestra/cli.py", (3_000, 3_000))
+    assert image.sources_newer_than(archive, tmp_path) == [tmp_path / "operator/sequestra/cli.py"]

@@ -56,6 +56,10 @@ BUILD_STAGE_IMAGE = "localhost/sequestra/operator-build:latest"
 ARCHIVE_NAME = "sequestra-operator.oci.tar"
 
 REPOSITORY = Path(__file__).resolve().parents[3]
+# What the image is built from: the Dockerfile and what it COPYs (keep in step with its COPY lines; a unit test
+# reads them), less what .dockerignore keeps out of the build context.
+SOURCES = ("Dockerfile", "requirements.lock", "pyproject.toml", "README.md", "operator", "runbooks", "evals", "crds")
+IGNORED_DIRECTORIES = {"__pycache__", "sequestra.egg-info"}
 
 
 def images_dir(paths: SandboxPaths) -> Path:
@@ -254,6 +258,7 @@ def build_operator(buildah: Buildah, context: Path, image: str, archive: Path, p
     # Every layer cached gives the same image: compressing it into the archive again would be most of the time.
     if archive.is_file() and archived_id.is_file() and archived_id.read_text() == built_id.read_text():
         progress(f"the OCI archive {archive} already holds this image")
+        os.utime(archive)  # current as of now: sources_newer_than compares the sources against this time
         return
     progress(f"writing the OCI archive {archive}")
     partial = archive.with_name(archive.name + ".partial")
@@ -263,6 +268,24 @@ def build_operator(buildah: Buildah, context: Path, image: str, archive: Path, p
     buildah.run("push", image, f"oci-archive:{partial}:{image}", what=f"pushing {image} to an OCI archive")
     partial.replace(archive)
     archived_id.write_text(built_id.read_text())
+
+
+def _source_files(top: Path) -> list[Path]:
+    if top.is_file():
+        return [top]
+    found = []
+    for directory, subdirectories, names in os.walk(top):  # links are not followed: crds/ is scanned itself
+        subdirectories[:] = [d for d in subdirectories if d not in IGNORED_DIRECTORIES]
+        found += [Path(directory, name) for name in names if not name.endswith(".pyc")]
+    return found
+
+
+def sources_newer_than(archive: Path, context: Path = REPOSITORY) -> list[Path]:
+    """The files the image is built from that changed since the archive was written, or last found to hold
+    what they build (every one of them when there is no archive): the archive is stale when this is not
+    empty. A file touched but unchanged costs only a build from cached layers."""
+    built = archive.stat().st_mtime if archive.is_file() else float("-inf")
+    return [path for source in SOURCES for path in _source_files(context / source) if path.stat().st_mtime > built]
 
 
 def build(paths: SandboxPaths, progress: Progress, context: Path = REPOSITORY) -> BuildReport:

@@ -1,6 +1,8 @@
 """`make demo`'s look at the operator as a cluster runs it: the chart on the sandbox's real node, from the image
-`make image` built (imported into the node's containerd), both replicas Ready, the leader's log read through
-the kubelet as `kubectl logs` does; uninstalled after. Before `make image` the demo says how to see it.
+`make image` builds (imported into the node's containerd), both replicas Ready, the leader's log read through
+the kubelet as `kubectl logs` does; then `helm uninstall`, whose pre-delete hook (a Job from the same image)
+releases what the operator holds before Helm deletes it. The demo builds the image first when it is missing
+or older than its sources (as root, which building needs; otherwise it says how to).
 
 The release is the standard one (`sequestra` in `sequestra-system`, the identity the sandbox's admission guard
 trusts) and watches only its own namespace, so it acts on nothing of the demo's or anyone's. A release of that
@@ -10,11 +12,14 @@ name already there (docs/INSTALL.md's how-to) is shown as it is and left alone.
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 from sequestra.sandbox import image, realnode
+from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
 Say = Callable[[str], None]
@@ -67,15 +72,46 @@ def _leader_log(paths: SandboxPaths, timeout_s: float = 30) -> tuple[str, list[s
         time.sleep(1)
 
 
-def show(paths: SandboxPaths, say: Say) -> None:
+def _image_archive(paths: SandboxPaths, say: Say) -> Path | None:
+    """The operator image's archive, built first when it is missing or older than its sources: a stale image
+    would show old code (or lack `sequestra pre-uninstall`, which the chart's uninstall hook runs). Measured
+    (docs/BENCHMARKS.md): after a one-line change 48 s, up to 100 s on a busy machine (every layer from
+    `COPY operator/` on, and the 139 MB archive, are written again); nothing changed, 20 s; on a fresh machine
+    about 3.5 min, the Debian base included. Building needs root: otherwise a hint (or the stale image)."""
     archive = image.archive_path(paths)
-    if not archive.is_file():
-        say("(The operator as a pod from its image: run `make image`, and `make demo` installs the chart on the "
-            "real node.)")
-        return
+    newer = image.sources_newer_than(archive)
+    if not newer:
+        return archive
+    if os.geteuid() != 0:
+        if archive.is_file():
+            say(f"(The operator image is older than {newer[0].relative_to(image.REPOSITORY)} and "
+                f"{len(newer) - 1} other source file(s): shown from it all the same; `sudo make image` rebuilds it.)")
+            return archive
+        say("(The operator as a pod from its image: run `sudo make image` (building it needs root), and "
+            "`make demo` installs the chart on the real node.)")
+        return None
+    why = ("not built yet" if not archive.is_file() else
+           f"{len(newer)} source file(s) changed since it was built, {newer[0].relative_to(image.REPOSITORY)} first")
+    say(f"building the operator image ({why}; about a minute after a code change, 3-4 min the first time)")
+    began = time.monotonic()
+    try:
+        report = image.build(paths, lambda message: say(f"  [image] {message}"))
+    except SandboxError as exc:  # the rest of the demo does not need it
+        say(f"(The operator image could not be built, so it is not shown as a pod: {exc})")
+        return None
+    base = "cached" if report.base_cached else f"built in {report.base_s:.0f} s"
+    say(f"  [image] {report.image} built in {time.monotonic() - began:.0f} s (base {base}), "
+        f"{report.archive_bytes / 1e6:.0f} MB")
+    return report.archive
+
+
+def show(paths: SandboxPaths, say: Say) -> None:
     healthy, detail = realnode.kubelet_health(paths)
     if not healthy:
         say(f"(The operator as a pod: the real node is not running: {detail}.)")
+        return
+    archive = _image_archive(paths, say)
+    if archive is None:
         return
     realnode.reimport_archive(paths, archive, image.operator_image_name())
     installed_here = _run(paths, "helm", "status", RELEASE, "-n", NAMESPACE, check=False).returncode != 0
@@ -94,11 +130,18 @@ def show(paths: SandboxPaths, say: Say) -> None:
         say("\n".join(lines))
     finally:
         if installed_here:
-            # The policies first: they carry kopf's finalizer, which only a running operator removes.
-            _run(paths, "kubectl", "-n", NAMESPACE, "delete", "seqpol", "--all", "--wait", "--timeout=60s",
-                 check=False)
-            _run(paths, "helm", "uninstall", RELEASE, "-n", NAMESPACE, "--wait", check=False)
-            # Not the release's: made by the leader, which cannot release it once Helm deleted its ServiceAccount.
-            _run(paths, "kubectl", "-n", NAMESPACE, "delete", "lease", "sequestra-leader", "--ignore-not-found",
-                 check=False)
-            say(f"(uninstalled: helm uninstall {RELEASE} -n {NAMESPACE})")
+            _uninstall(paths, say)
+
+
+def _uninstall(paths: SandboxPaths, say: Say) -> None:
+    """Plain `helm uninstall`: its pre-delete hook deletes the policies (and any hold) while the operator runs,
+    which releases them and removes kopf's finalizers; a failed hook's output says what is left."""
+    began = time.monotonic()
+    result = _run(paths, "helm", "uninstall", RELEASE, "-n", NAMESPACE, "--wait", "--timeout=3m", check=False)
+    if result.returncode != 0:
+        say(f"(helm uninstall {RELEASE} -n {NAMESPACE} failed:\n{(result.stdout + result.stderr).strip()[-2000:]})")
+        return
+    # Not the release's: made by the leader, which cannot release it once Helm deleted its ServiceAccount.
+    _run(paths, "kubectl", "-n", NAMESPACE, "delete", "lease", "sequestra-leader", "--ignore-not-found", check=False)
+    say(f"$ helm uninstall {RELEASE} -n {NAMESPACE} --wait   # {time.monotonic() - began:.0f} s: its pre-delete hook "
+        "has the running operator release its holds and stop its policy first")
