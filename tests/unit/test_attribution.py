@@ -54,6 +54,18 @@ def test_pods_without_a_known_owner_stay_unattributed() -> None:
     assert a.pod("other", "checkout-7d9-abc") is None
 
 
+def test_a_terminating_pod_no_longer_counts_for_its_workload() -> None:
+    """At the end of a rollout the old pod terminates beside its replacement: counted, it would double the
+    workload's memory and look like a leak."""
+    leaving = obj("Pod", "checkout-7d9-old", ("ReplicaSet", "checkout-7d9"))
+    leaving["metadata"]["deletionTimestamp"] = "2026-12-03T11:00:00Z"
+    staying = obj("Pod", "checkout-7d9-new", ("ReplicaSet", "checkout-7d9"))
+    replica_set = obj("ReplicaSet", "checkout-7d9", ("Deployment", "checkout"))
+    a = Attribution.build([obj("Deployment", "checkout")], [replica_set], [leaving, staying])
+    assert a.pod(NS, "checkout-7d9-new") == WorkloadRef(NS, "Deployment", "checkout")
+    assert a.pod(NS, "checkout-7d9-old") is None
+
+
 def test_kafka_clients_by_declared_prefix_principal_or_pod_name() -> None:
     a = cluster()
     assert a.kafka_client("checkout-7d9-abc") == WorkloadRef(NS, "Deployment", "checkout")

@@ -65,13 +65,16 @@ def test_a_consumer_group_that_never_rebalanced_and_now_rebalances_is_anomalous_
 
 
 def test_from_zero_reaches_the_evidence_as_a_ratio_the_rebalance_storm_runbook_matches() -> None:
-    verdict = _run(_scorer(), {"kafka_rebalance_rate": [0.0] * 40 + [1.2] * 3})
+    verdict = _run(_scorer(), {"kafka_rebalance_rate": [0.0] * 40 + [3.0] * 3})
     (summary,) = signal_summaries(verdict)
-    assert summary.from_zero and summary.ratio is not None and summary.ratio >= 4  # 1.2/min against 0.2/min
+    assert summary.from_zero and summary.ratio is not None and summary.ratio >= 4  # 3/min against 0.2/min
     evidence = build_evidence("inc-1", WORKLOAD, signals=[summary])
     item = evidence.get("sig:kafka_rebalance_rate")
-    assert item is not None and item.data["fromZero"] is True and "0 -> 1.2" in item.summary
+    assert item is not None and item.data["fromZero"] is True and "0 -> 3" in item.summary
     assert RUNBOOKS["kafka-rebalance-storm"].matches(evidence) == ["sig:kafka_rebalance_rate"]
+    # A deploy's one or two rebalances are from zero too, but no storm.
+    (deploy,) = signal_summaries(_run(_scorer(), {"kafka_rebalance_rate": [0.0] * 40 + [1.2] * 3}))
+    assert RUNBOOKS["kafka-rebalance-storm"].matches(build_evidence("inc-2", WORKLOAD, signals=[deploy])) is None
 
 
 def test_a_signal_that_stays_at_zero_is_normal_with_a_ratio_of_one() -> None:

@@ -353,6 +353,7 @@ class Gauntlet:
                                                             {"spec": {"release": True}},
                                                             _content_type="application/merge-patch+json")
             def released(scenario: Scenario = scenario) -> bool:
+                self._pause_scaled_to_zero()  # a consumer scaled back up reads again
                 return all((h.get("status") or {}).get("phase") == "Released" for h in self._holds(scenario).values())
 
             with contextlib.suppress(SandboxError):
@@ -438,10 +439,11 @@ class Gauntlet:
         return dict(body.get("status") or {})
 
     def _pages(self, scenario: Scenario) -> int:
-        """Pages about the scenario's namespace sent during this run (an earlier run's may still be firing)."""
+        """Pages about the scenario's namespace sent during this run. An earlier run's may still be firing; a
+        page sent again keeps that alert's startsAt, but Alertmanager moves its updatedAt."""
         alerts = httpx.get(f"{endpoints.alertmanager_url()}/api/v2/alerts", timeout=5, params={
             "filter": ['alertname="SequestraNeedsHuman"', f'namespace="{namespace_of(scenario)}"']}).json()
-        return sum(1 for a in alerts if _epoch(a.get("startsAt")) >= self.started_at)
+        return sum(1 for a in alerts if _epoch(a.get("updatedAt") or a.get("startsAt")) >= self.started_at)
 
     def _state(self, namespace: str, workload: Workload) -> Any:
         """What a release must put back: the workload's spec, and its Kafka quotas."""

@@ -52,6 +52,10 @@ class Attribution:
         owned_by_pods = []
         for pod in pods:
             meta = pod["metadata"]
+            if meta.get("deletionTimestamp"):
+                # Leaving: what a pod still terminating uses says nothing about its workload from now on, and
+                # counted beside its replacement it doubles the workload's memory at the end of every rollout.
+                continue
             owner = _controller(meta)
             if owner is not None and owner[0] == "Pod":
                 owned_by_pods.append((meta["namespace"], meta["name"], owner[1]))
