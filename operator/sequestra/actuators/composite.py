@@ -42,9 +42,17 @@ class CompositeActuator:
         if identity is None:
             raise PlanError(f"{workload} declares no Kafka identity: annotate it with sequestra.dev/kafka-principal "
                             "and/or sequestra.dev/kafka-client-id (docs/KAFKA.md)")
-        neighbours = [(w["metadata"]["name"], w["metadata"].get("annotations"))
-                      for w in self.kubernetes.list_workloads(workload.namespace)]
-        return identity, principal_sharers(identity.principal, neighbours, workload.name)
+        # A principal is the broker's, not a namespace's: a user quota on one that a workload in another
+        # namespace also uses would throttle that one too. So its other users are looked for everywhere, and
+        # where the operator may not look, it is taken as shared (the quota goes on user and client id).
+        everywhere = self.kubernetes.list_workloads_everywhere()
+        listed = everywhere if everywhere is not None else self.kubernetes.list_workloads(workload.namespace)
+        neighbours = [(f"{w['metadata']['namespace']}/{w['metadata']['name']}", w["metadata"].get("annotations"))
+                      for w in listed]
+        sharers = principal_sharers(identity.principal, neighbours, f"{workload.namespace}/{workload.name}")
+        if everywhere is None and identity.principal:
+            sharers = (*sharers, "workloads in namespaces the operator may not list")
+        return identity, sharers
 
     def plan_remaining(self, actions: tuple[ActionSpec, ...], workload: Workload, sequestration: str,
                        recorded: Sequence[PriorState], indexes: Sequence[int] | None = None) -> list[PriorState]:

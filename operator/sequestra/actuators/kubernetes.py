@@ -157,6 +157,25 @@ class KubernetesActuator:
             found += [item for item in listing["items"] if not item["metadata"].get("ownerReferences")]
         return found
 
+    def list_workloads_everywhere(self, kinds: tuple[str, ...] = WORKLOAD_KINDS) -> list[dict[str, Any]] | None:
+        """Workloads a human manages in every namespace; None when the operator may not list them all (a
+        namespaced install): then who else uses a Kafka principal is unknown."""
+        found: list[dict[str, Any]] = []
+        for kind in kinds:
+            if kind not in RESOURCES:
+                continue
+            group, version, plural = RESOURCES[kind]
+            try:
+                listing: Any = self._objects.list_cluster_custom_object(group, version, plural)
+            except ApiException as exc:
+                if exc.status == 404 and kind in OPTIONAL_KINDS:
+                    continue
+                if exc.status == 403:
+                    return None
+                raise
+            found += [item for item in listing["items"] if not item["metadata"].get("ownerReferences")]
+        return found
+
     # --- planning (pure, on what was read) -------------------------------------------------------
     def plan(self, index: int, action: ActionSpec, workload: Workload, sequestration: str) -> PriorState:
         changes = plans.plan_changes(action, workload.kind, workload.body, sequestration)

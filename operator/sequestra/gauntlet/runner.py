@@ -217,13 +217,12 @@ class Gauntlet:
         self._remove_namespaces()
         # What an interrupted run left: its topics, and quotas on its clients (they would be the baseline).
         delete_topics([f"{namespace_of(s)}." for s in self.scenarios])
-        for scenario in self.scenarios:
-            for workload in scenario.workloads:
-                if workload.kafka is None:
-                    continue
-                entity = QuotaEntity(user=workload.kafka.user,
-                                     client_id=client_id(namespace_of(scenario), workload.name))
-                self.quotas.alter(entity, remove=list(self.quotas.describe(entity)))
+        entities = {QuotaEntity(user=w.kafka.user, client_id=client_id(namespace_of(s), w.name))
+                    for s in self.scenarios for w in s.workloads if w.kafka is not None}
+        # The scenarios' principals too: a user quota left on one would be every run's baseline.
+        entities |= {QuotaEntity(user=e.user) for e in entities}
+        for entity in entities:
+            self.quotas.alter(entity, remove=list(self.quotas.describe(entity)))
         for scenario in self.scenarios:
             namespace = namespace_of(scenario)
             self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
@@ -337,7 +336,12 @@ class Gauntlet:
             outcome.last_decision = f"{decision.get('workload', '')}: {decision.get('summary', '')}".strip(": ")
 
     def release_all(self) -> None:
-        """Faults taken back, every hold released by its owner, and everything compared with before."""
+        """Faults taken back, every hold released by its owner, and everything compared with before. The
+        policies go first: the run is over, and a hold made while the workloads settle would outlive it."""
+        for scenario in self.scenarios:
+            with contextlib.suppress(client.ApiException):
+                self.objects.delete_namespaced_custom_object(GROUP, VERSION, namespace_of(scenario), POLICY_PLURAL,
+                                                             "gauntlet")
         for scenario in self.scenarios:
             self._injector(scenario).calm()
         httpx.delete(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5)
