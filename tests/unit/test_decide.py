@@ -4,7 +4,16 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-from sequestra.policy.decide import DecisionKind, Hold, LoopPolicy, Rung, Situation, decide, quarantines_only
+from sequestra.policy.decide import (
+    DecisionKind,
+    Hold,
+    LoopPolicy,
+    Rung,
+    Situation,
+    decide,
+    quarantines_only,
+    watched_signal,
+)
 
 LADDER = (
     Rung("observe", ()),
@@ -191,3 +200,11 @@ def test_only_taking_a_workload_out_of_service_counts_as_quarantine() -> None:
     assert not quarantines_only([{"type": "scale", "replicas": 4}])
     assert not quarantines_only([{"type": "throttle", "cpu": "300m"}, {"type": "scale", "replicas": 0}])
     assert not quarantines_only([{"type": "label"}])
+
+
+def test_a_hold_is_judged_on_the_signal_its_actions_limit() -> None:
+    moved = ["kafka_consumer_lag", "kafka_consumer_byte_rate", "cpu_usage_cores"]
+    assert watched_signal(moved, [{"type": "quota"}, {"type": "label"}]) == "kafka_consumer_byte_rate"
+    assert watched_signal(moved, [{"type": "throttle", "cpu": "300m"}]) == "cpu_usage_cores"
+    assert watched_signal(moved, [{"type": "scale", "replicas": 0}]) == "kafka_consumer_lag"
+    assert watched_signal([], [{"type": "quota"}]) is None

@@ -61,6 +61,7 @@ from sequestra.policy.decide import (
     decide,
     diagnosis_proposal,
     quarantines_only,
+    watched_signal,
 )
 from sequestra.policy.guardrails import Caps, protection
 from sequestra.scoring.baselines import moved as moved_from
@@ -675,7 +676,8 @@ class PolicyLoop:
         since = verdict.since or now
         name = sequestration_name(ref, since)
         diagnosis = self._diagnosis(spec, snapshot, ref, verdict, name, now)
-        top = verdict.signals[0] if verdict.signals else None
+        watched = watched_signal([s.name for s in verdict.signals], decision.actions)
+        top = next((s for s in verdict.signals if s.name == watched), None)
         body = {
             "apiVersion": f"{GROUP}/{VERSION}", "kind": "Sequestration",
             "metadata": {"name": name, "namespace": ref.namespace, "labels": {

@@ -320,9 +320,9 @@ class Injector:
             worker = self.workers[fault.workload]
             worker.catch_up_rate = fault.read_bytes_per_second
             worker.down_until = time.monotonic() + fault.down_for_s
-            # The new pod is not ready until its consumer has started: the rollout is in progress while the
-            # consumer is down.
-            self._roll_out(fault.workload, fault.image_tag, fault.down_for_s)
+            # The new pod is not ready until its consumer has started, and the rollout waits a usual 30 s more
+            # before it trusts it: in progress while the consumer is down and as it starts to catch up.
+            self._roll_out(fault.workload, fault.image_tag, fault.down_for_s + 30)
             # What its producers write while it is down (beside the feed), in the background: the other
             # scenarios' faults are injected at the same moment.
             self._background(fill_topic, worker.topic, worker.role.user, int(fault.backlog_mib * 2**20))

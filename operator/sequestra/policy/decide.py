@@ -224,6 +224,19 @@ def _without_hold(policy: LoopPolicy, situation: Situation) -> Decision:
     return Decision(DecisionKind.CONTAIN, f"contain with rung {rung}{repeat}", index, actions)
 
 
+def watched_signal(signals: Sequence[str], actions: Sequence[Mapping[str, Any]]) -> str | None:
+    """The signal a hold's effect is judged on: the most anomalous one its actions limit (a Kafka quota the
+    byte rates, a CPU throttle compute, fewer executors Spark's), else the most anomalous. A read flood's
+    quota is judged on the bytes it caps, not on the lag of the replay it slows down."""
+    types = {a.get("type") for a in actions}
+    limited = [s for s in signals
+               if (ActionType.QUOTA in types and s in QUOTA_SIGNALS)
+               or (ActionType.THROTTLE in types and s in COMPUTE_SIGNALS)
+               or (ActionType.SCALE in types and s.startswith(SPARK_SIGNAL_PREFIX))]
+    candidates = limited or list(signals)
+    return candidates[0] if candidates else None
+
+
 def quarantines_only(actions: Sequence[Mapping[str, Any]]) -> bool:
     """The actions take the workload out of service (scale to zero, isolate, suspend), none only limits it
     (the `label` every hold carries is a mark, not an action on the workload)."""
