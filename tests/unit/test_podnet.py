@@ -41,11 +41,30 @@ def test_pods_reach_only_the_forwarded_loopback_ports() -> None:
         (f"{endpoints.KUBERNETES_SERVICE_IP}/32", "443", f"127.0.0.1:{endpoints.PORTS.apiserver}"),
         (f"{realnode.NODE_IP}/32", str(endpoints.PORTS.prometheus), f"127.0.0.1:{endpoints.PORTS.prometheus}"),
         (f"{realnode.NODE_IP}/32", str(endpoints.PORTS.alertmanager), f"127.0.0.1:{endpoints.PORTS.alertmanager}"),
+        (f"{realnode.NODE_IP}/32", str(endpoints.PORTS.kafka_pods), f"127.0.0.1:{endpoints.PORTS.kafka_pods}"),
     }
     assert all("DNAT" in r for r in rules["nat"])
     (guard,) = rules["filter"]  # whatever else goes to the loopback from the bridge is dropped
     assert guard[:2] == ["-d", "127.0.0.0/8"] and "!" in guard and "DNAT" in guard and guard[-2:] == ["-j", "DROP"]
     assert set(podnet.HOOKS) == set(rules) == {"nat", "filter"}
+
+
+def test_the_broker_has_a_listener_for_pods_advertised_at_the_address_the_node_forwards_to_it(
+    tmp_path: Path,
+) -> None:
+    properties = dict(line.split("=", 1) for line in components._kafka_properties(_paths(tmp_path)).splitlines()
+                      if "=" in line and not line.startswith("#"))
+    listeners = dict(item.split("://") for item in properties["listeners"].split(","))
+    advertised = dict(item.split("://") for item in properties["advertised.listeners"].split(","))
+    # Bound to the loopback like the others (the broker starts before the bridge); pods are told the node.
+    assert listeners["PODS"] == f"127.0.0.1:{endpoints.PORTS.kafka_pods}"
+    assert advertised == {"CLIENT": endpoints.kafka_bootstrap(), "PODS": realnode.kafka_bootstrap_for_pods()}
+    assert realnode.kafka_bootstrap_for_pods() == f"{realnode.NODE_IP}:{endpoints.PORTS.kafka_pods}"
+    # The same users, the same protocol as the first listener.
+    assert "PODS:SASL_PLAINTEXT" in properties["listener.security.protocol.map"].split(",")
+    assert properties["listener.name.pods.plain.sasl.jaas.config"] == properties[
+        "listener.name.client.plain.sasl.jaas.config"]
+    assert endpoints.PORTS.kafka_pods in components.COMPONENTS["kafka"].ports  # `up` checks it is free
 
 
 def test_pods_get_a_route_to_the_service_range_through_the_node_and_no_default_route(tmp_path: Path) -> None:

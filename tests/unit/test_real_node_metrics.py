@@ -1,10 +1,11 @@
 """The real node's series: the kubelet stand-in leaves real pods' usage to their kubelet and reads their
 restarts from their status; the catalog counts only containers; Prometheus' kubelet job; the workload image's
-program and flags."""
+program, its flags and its Kafka client's configuration."""
 
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import sys
 import time
@@ -13,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from sequestra.sandbox import kubelet_metrics, pki, workload_image
+from sequestra.sandbox import endpoints, kubelet_metrics, pki, realnode, workload_image, workload_program
 from sequestra.sandbox.endpoints import KWOK_NODES
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
@@ -108,6 +109,39 @@ def test_workload_flags_are_whole_words_and_the_pod_spec_mounts_them(tmp_path: P
     assert spec["containers"][0]["resources"] == {"limits": {"cpu": "800m"}}
     assert spec["containers"][0]["args"][:2] == ["--flag-file", "/flags/mode"]
     assert workload_image.image_name().startswith(f"{workload_image.REPOSITORY}:")
+
+
+def test_a_kafka_workload_is_configured_as_a_pod_is_with_its_password_from_a_secret(tmp_path: Path) -> None:
+    paths = SandboxPaths(cache=tmp_path / "cache", state=tmp_path / "state")
+    env = workload_image.kafka_env("app", "orders-kafka", "shop-orders-producer")
+    spec = workload_image.pod_spec(paths, "shop", "orders", "img:1", limits={"cpu": "500m"}, env=env,
+                                   args=["--kafka", "producer", "--topic", "orders"])
+    values = {e["name"]: e.get("value") for e in spec["containers"][0]["env"]}
+    assert values == {"KAFKA_BOOTSTRAP_SERVERS": realnode.kafka_bootstrap_for_pods(), "KAFKA_SASL_USERNAME": "app",
+                      "KAFKA_SASL_PASSWORD": None, "KAFKA_CLIENT_ID": "shop-orders-producer"}
+    password = next(e for e in env if e["name"] == "KAFKA_SASL_PASSWORD")["valueFrom"]["secretKeyRef"]
+    secret = workload_image.kafka_credentials_secret("orders-kafka", "app")
+    assert secret["metadata"]["name"] == password["name"]
+    assert secret["stringData"][password["key"]] == endpoints.KAFKA_USERS["app"]
+    assert "KAFKA_CLIENT_ID" not in {e["name"] for e in workload_image.kafka_env("app", "s")}, "the pod's name then"
+    workload_image.set_mode(paths, "shop", "orders", "flood")
+    assert workload_image.kafka_requirement().startswith("confluent-kafka==")
+
+
+def test_the_workload_programs_kafka_client_reads_its_connection_from_the_environment() -> None:
+    environ = {"KAFKA_BOOTSTRAP_SERVERS": "10.234.0.1:19096", "KAFKA_SASL_USERNAME": "app",
+               "KAFKA_SASL_PASSWORD": "app-secret", "KAFKA_CLIENT_ID": "shop-orders-producer"}
+    args = workload_program._arguments(["--kafka", "producer", "--topic", "orders"], environ)
+    assert workload_program.kafka_config(args, environ) == {
+        "bootstrap.servers": "10.234.0.1:19096", "client.id": "shop-orders-producer",
+        "security.protocol": "SASL_PLAINTEXT", "sasl.mechanism": "PLAIN", "sasl.username": "app",
+        "sasl.password": "app-secret"}
+    # Arguments win over the environment; without KAFKA_CLIENT_ID the client is the host (in a pod: the pod).
+    args = workload_program._arguments(["--kafka", "consumer", "--topic", "orders", "--bootstrap", "b:1"],
+                                       {"KAFKA_BOOTSTRAP_SERVERS": "a:1"})
+    assert workload_program.kafka_config(args, {}) == {"bootstrap.servers": "b:1", "client.id": socket.gethostname()}
+    with pytest.raises(SystemExit):
+        workload_program._arguments(["--kafka", "producer"], environ)  # no topic
 
 
 def test_the_workload_program_follows_its_flag(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import ssl
 import subprocess
 import sys
@@ -234,20 +235,25 @@ def _kafka_jaas() -> str:
 
 def _kafka_properties(paths: SandboxPaths) -> str:
     jaas = _kafka_jaas()
+    # PODS: the same users on a second loopback listener that tells clients to come back at the real node's
+    # address, which the node forwards to it (podnet.py); a pod cannot use CLIENT's 127.0.0.1. Only the
+    # advertised name involves the node, so the broker starts before the bridge exists, as it always has.
+    pods = realnode.kafka_bootstrap_for_pods()
     return textwrap.dedent(
         f"""\
         process.roles=broker,controller
         node.id=1
         controller.quorum.bootstrap.servers={HOST}:{PORTS.kafka_controller}
-        listeners=CLIENT://{HOST}:{PORTS.kafka},CONTROLLER://{HOST}:{PORTS.kafka_controller}
-        advertised.listeners=CLIENT://{HOST}:{PORTS.kafka}
+        listeners=CLIENT://{HOST}:{PORTS.kafka},PODS://{HOST}:{PORTS.kafka_pods},CONTROLLER://{HOST}:{PORTS.kafka_controller}
+        advertised.listeners=CLIENT://{HOST}:{PORTS.kafka},PODS://{pods}
         inter.broker.listener.name=CLIENT
         controller.listener.names=CONTROLLER
-        listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
+        listener.security.protocol.map=CLIENT:SASL_PLAINTEXT,PODS:SASL_PLAINTEXT,CONTROLLER:SASL_PLAINTEXT
         sasl.enabled.mechanisms=PLAIN
         sasl.mechanism.inter.broker.protocol=PLAIN
         sasl.mechanism.controller.protocol=PLAIN
         listener.name.client.plain.sasl.jaas.config={jaas}
+        listener.name.pods.plain.sasl.jaas.config={jaas}
         listener.name.controller.plain.sasl.jaas.config={jaas}
         # ACLs are enforced so write quarantine can be tested; the controller listener authenticates
         # as the super user, otherwise the broker is denied CLUSTER_ACTION on its own controller.
@@ -351,7 +357,19 @@ def _kafka_health(_paths: SandboxPaths) -> Health:
     if not metadata.brokers:
         return False, "no brokers in metadata"
     exporter_ok, detail = _get(f"http://{HOST}:{PORTS.kafka_jmx_exporter}/metrics")
-    return (True, f"{len(metadata.brokers)} broker, JMX exporter ok") if exporter_ok else (False, detail)
+    if not exporter_ok:
+        return False, detail
+    # Healthy either way (every client on this machine uses CLIENT), but a broker started from older
+    # properties has no listener for pods: say so, since only a restart adds it.
+    pods = (f"pods at {realnode.kafka_bootstrap_for_pods()}" if kafka_pods_listener_open()
+            else "no listener for pods: restart kafka")
+    return True, f"{len(metadata.brokers)} broker, JMX exporter ok, {pods}"
+
+
+def kafka_pods_listener_open() -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.settimeout(0.5)
+        return probe.connect_ex((HOST, PORTS.kafka_pods)) == 0
 
 
 # --- Prometheus, Alertmanager --------------------------------------------------------------------
@@ -491,7 +509,8 @@ COMPONENTS: dict[str, Component] = {
         Component("kwok", f"http://{HOST}:{PORTS.kwok}", (PORTS.kwok,), _kwok_argv, _kwok_health,
                   prepare=_kwok_prepare, niceness=STAND_IN_NICENESS),
         Component("kafka", endpoints.kafka_bootstrap(),
-                  (PORTS.kafka, PORTS.kafka_controller, PORTS.kafka_jmx_exporter), _kafka_argv, _kafka_health,
+                  (PORTS.kafka, PORTS.kafka_pods, PORTS.kafka_controller, PORTS.kafka_jmx_exporter), _kafka_argv,
+                  _kafka_health,
                   prepare=_kafka_prepare, start_timeout_s=90),
         Component("prometheus", endpoints.prometheus_url(), (PORTS.prometheus,), _prometheus_argv,
                   _ready(f"{endpoints.prometheus_url()}/-/ready"), prepare=_prometheus_prepare),

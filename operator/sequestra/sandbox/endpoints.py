@@ -18,6 +18,9 @@ class Ports:
     kafka: int = 19092
     kafka_controller: int = 19094
     kafka_jmx_exporter: int = 19095
+    # The broker's second listener, for pods on the real node: on the loopback like the first, advertised at
+    # the node's address, which the node forwards here (sandbox/podnet.py).
+    kafka_pods: int = 19096
     prometheus: int = 19090
     alertmanager: int = 19093
     workload_metrics: int = 19100

@@ -227,7 +227,7 @@ def build_base(paths: SandboxPaths, buildah: Buildah, progress: Progress) -> boo
 # --- the operator image ----------------------------------------------------------------------------------
 
 
-def _build_mounts() -> list[str]:
+def build_mounts() -> list[str]:
     """pip in the Dockerfile's RUN trusts what this machine trusts: its CA bundle (with any egress proxy's CA
     in it) over the base's own, mounted for the build only. Debian's pip reads that bundle, and both bases
     have the directory already, so nothing of it lands in the image and the Dockerfile stays the one Docker
@@ -247,7 +247,7 @@ def build_operator(buildah: Buildah, context: Path, image: str, archive: Path, p
         # Every base is local: never look for one in a registry, which is not reachable anyway.
         "--pull=never",
         "--build-arg", f"BASE={BASE_IMAGE}",
-        *_build_mounts(),
+        *build_mounts(),
         "--file", str(context / "Dockerfile"),
     ]
     # The build stage gets a tag of its own, so that pruning below keeps it as the next build's cache and

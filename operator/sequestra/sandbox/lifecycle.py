@@ -13,8 +13,14 @@ from pathlib import Path
 
 import yaml
 
-from sequestra.sandbox import endpoints, pki, processes, provision, realnode
-from sequestra.sandbox.components import COMPONENTS, REAL_NODE_WAVES, START_WAVES, Component
+from sequestra.sandbox import endpoints, pki, podnet, processes, provision, realnode
+from sequestra.sandbox.components import (
+    COMPONENTS,
+    REAL_NODE_WAVES,
+    START_WAVES,
+    Component,
+    kafka_pods_listener_open,
+)
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 
@@ -185,11 +191,16 @@ def _start_real_node(paths: SandboxPaths, started: list[str], progress: Progress
     if apiserver is not None and apiserver.argv != COMPONENTS["kube-apiserver"].argv(paths):
         progress("kube-apiserver runs with older flags and cannot reach the real node's kubelet (logs, exec, "
                  "stats): restart it with `sequestra sandbox down` and `up`")
+    if _running(paths, COMPONENTS["kafka"]) is not None and not kafka_pods_listener_open():
+        progress("kafka runs with older properties, without its listener for pods: pods on the real node cannot "
+                 "reach it until it restarts (`sequestra sandbox down` and `up`)")
     began = len(started)
     provision_s = 0.0
     try:
         provision_s = realnode.provision_node(paths, progress)
         _start_waves(paths, REAL_NODE_WAVES, started, progress)
+        # Rewritten whole (idempotent): a node that an earlier version started gets this version's forwards.
+        podnet.install(realnode.BRIDGE, realnode.NODE_IP)
     except (SandboxError, OSError, subprocess.SubprocessError) as exc:
         for name in reversed(started[began:]):
             processes.stop(paths.pids, name)

@@ -8,13 +8,21 @@ loopback, as kube-proxy would for a Service:
   10.96.0.1 (pki.APISERVER_IPS), so an in-cluster client verifies it as in any cluster, with the CA and the
   projected token the kubelet mounts;
 - the node's own address at Prometheus' and Alertmanager's ports (10.234.0.1:19090, :19093) goes to theirs, so
-  an operator pod can be given them as URLs (there is no cluster DNS; Kafka stays out of reach: its broker
-  tells clients to connect to 127.0.0.1, which in a pod is the pod itself).
+  an operator pod can be given them as URLs (there is no cluster DNS);
+- the node's address at 19096 goes to the Kafka broker's second listener, `PODS` on 127.0.0.1:19096
+  (components._kafka_properties), which accepts the same SASL users as the first and advertises
+  10.234.0.1:19096. A listener of its own, as a cluster's broker has internal and external ones: a Kafka
+  client bootstraps from the address it is given, then connects to the one the broker advertises, so a forward
+  to the first listener would send a pod on to 127.0.0.1:19092, the pod itself, and advertising the node's
+  address there instead would strand every client on this machine (the forward takes packets from the bridge
+  only). The node's address, not a made-up ClusterIP, as for Prometheus: no Service object stands behind it.
+  The broker binds the loopback and starts before the bridge exists (the advertised address is only a name),
+  so the start order is unchanged; the forward comes and goes with the node.
 
 How: a DNAT in the nat table's PREROUTING for packets coming in on the bridge; `route_localnet` on the
 bridge, without which the kernel drops a packet from there to 127.0.0.1 as a martian (kube-proxy sets it for
 node ports on localhost); a filter rule that drops whatever comes from the bridge to the loopback without
-having been forwarded here, so pods reach those three ports and nothing else there (etcd listens on the
+having been forwarded here, so pods reach those four ports and nothing else there (etcd listens on the
 loopback without authentication); and a route to the Service range through the node in every pod
 (realnode's CNI configuration), since pods get no default route.
 
@@ -60,6 +68,7 @@ def forwards(node_ip: str) -> tuple[Forward, ...]:
         Forward(endpoints.KUBERNETES_SERVICE_IP, 443, PORTS.apiserver, "the kubernetes Service (API server)"),
         Forward(node_ip, PORTS.prometheus, PORTS.prometheus, "Prometheus"),
         Forward(node_ip, PORTS.alertmanager, PORTS.alertmanager, "Alertmanager"),
+        Forward(node_ip, PORTS.kafka_pods, PORTS.kafka_pods, "Kafka (its listener for pods)"),
     )
 
 

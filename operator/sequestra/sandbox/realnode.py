@@ -101,6 +101,12 @@ func main() {
 PAUSE_RECIPE = "go-pause 1"
 
 
+def kafka_bootstrap_for_pods() -> str:
+    """Where a pod on this node finds the sandbox's broker: its listener for pods at the node's address, which
+    the broker advertises (components._kafka_properties) and the node forwards to the loopback (podnet.py)."""
+    return f"{NODE_IP}:{endpoints.PORTS.kafka_pods}"
+
+
 # --- where things live ------------------------------------------------------------------------------------
 def root(paths: SandboxPaths) -> Path:
     return paths.state / "realnode"
@@ -295,7 +301,7 @@ def containerd_prepare(paths: SandboxPaths) -> None:
     _containerd_config(paths).write_text(_containerd_toml(paths))
     (root(paths) / "cni" / "net.d" / "10-sequestra.conflist").write_text(_cni_conflist(paths))
     _ensure_bridge(paths)
-    podnet.install(BRIDGE, NODE_IP)  # pods reach the API server (and Prometheus, Alertmanager) through the node
+    podnet.install(BRIDGE, NODE_IP)  # pods reach the API server, Prometheus, Alertmanager, Kafka through the node
 
 
 def containerd_argv(paths: SandboxPaths) -> list[str]:
