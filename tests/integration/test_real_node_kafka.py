@@ -65,9 +65,15 @@ def quotas() -> Iterator[ClientQuotas]:
 
 
 @pytest.fixture()
-def kafka_leftovers(real_node: SandboxPaths, namespace: str, quotas: ClientQuotas) -> Iterator[None]:
+def kafka_leftovers(real_node: SandboxPaths, api_client: client.ApiClient, namespace: str,
+                    quotas: ClientQuotas) -> Iterator[None]:
     """The namespace's flags, its topic and any quota on its clients go with it."""
     yield
+    # The pods first: while one runs, its kubelet makes its flag directory again (hostPath DirectoryOrCreate).
+    core = client.CoreV1Api(api_client)
+    client.AppsV1Api(api_client).delete_collection_namespaced_deployment(namespace)
+    core.delete_collection_namespaced_pod(namespace, grace_period_seconds=0)
+    eventually(lambda: not core.list_namespaced_pod(namespace).items, timeout_s=60, what=f"no pods in {namespace}")
     shutil.rmtree(workload_image.flag_dir(real_node, namespace, "any").parent, ignore_errors=True)
     for role in ("producer", "consumer"):
         entity = QuotaEntity(user=USER, client_id=_client_id(namespace, role))
