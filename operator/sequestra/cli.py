@@ -136,10 +136,11 @@ def pre_uninstall(
     from kubernetes import client
 
     from sequestra import logs, uninstall
+    from sequestra.controller import leader
     from sequestra.settings import Settings
 
     logs.configure(Settings().log_level)
-    objects = client.CustomObjectsApi(uninstall.load_api_client())
+    objects = client.CustomObjectsApi(leader.load_api_client())
     try:
         uninstall.release_all(objects, uninstall.Scope(tuple(namespace)), timeout_s=timeout, operator=operator)
     except uninstall.UninstallError as exc:

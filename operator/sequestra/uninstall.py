@@ -16,7 +16,6 @@ says what to do: without the finalizer the record of what to restore would go wi
 
 from __future__ import annotations
 
-import os
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -25,7 +24,7 @@ import structlog
 
 # kopf's own matcher, so the namespaces are exactly those the operator's `--namespace` patterns select.
 from kopf._cogs.structs.references import NamespaceName, match_namespace, select_specific_namespaces
-from kubernetes import client, config
+from kubernetes import client
 from kubernetes.client.rest import ApiException
 
 from sequestra.model.policy import POLICY_PLURAL
@@ -109,16 +108,6 @@ def stuck_message(remaining: list[Remaining], timeout_s: float, operator: str | 
     lines.append("To uninstall now, leaving them held as they are: `helm uninstall --no-hooks`; a later install "
                  "of the operator releases them.")
     return "\n".join(lines)
-
-
-def load_api_client() -> client.ApiClient:
-    """In a pod, its ServiceAccount; elsewhere, the kubeconfig."""
-    configuration = client.Configuration()
-    try:
-        config.load_incluster_config(client_configuration=configuration)
-    except config.ConfigException:
-        config.load_kube_config(config_file=os.environ.get("KUBECONFIG"), client_configuration=configuration)
-    return client.ApiClient(configuration)
 
 
 def _list(objects: client.CustomObjectsApi, scope: Scope, plural: str) -> list[dict[str, Any]]:

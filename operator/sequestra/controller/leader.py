@@ -64,7 +64,8 @@ def default_identity() -> str:
     return os.environ.get("POD_NAME") or f"{socket.gethostname()}_{os.getpid()}"
 
 
-def _api_client() -> client.ApiClient:
+def load_api_client() -> client.ApiClient:
+    """In a pod, its ServiceAccount; elsewhere, the kubeconfig."""
     configuration = client.Configuration()
     try:
         config.load_incluster_config(client_configuration=configuration)
@@ -87,7 +88,7 @@ class LeaseElector:
         self.name = name
         self.identity = identity or default_identity()
         self.timing = timing or LeaseTiming()
-        self._api = client.CoordinationV1Api(api_client or _api_client())
+        self._api = client.CoordinationV1Api(api_client or load_api_client())
         self._clock = clock
         self._observed_version: str | None = None
         self._observed_at = 0.0
