@@ -218,7 +218,7 @@ class PolicyLoop:
         namespaces = covered_namespaces(client.CoreV1Api(self.ctx.api_client), self.namespace, spec,
                                          self.ctx.settings.operator_namespace)
         protected = self.ctx.settings.all_protected_namespaces()  # scored (to page), never acted on
-        snapshot = self.reader.snapshot(namespaces, spec.covered_kinds())
+        snapshot = self.reader.snapshot(namespaces, spec.covered_kinds(), now)
         # The runbooks' other signals from the admin API and the pod listing are read every interval: they
         # have no history to read later. Prometheus ones are read back when an incident opens (_evidence).
         definitions = self._definitions(spec) + [d for d in self._evidence_definitions(spec, namespaces)
@@ -556,10 +556,11 @@ class PolicyLoop:
         signals = signal_summaries(scored, yesterday)
         peers = [{"workload": other.key, "signals": list(moved), "since": since}
                  for other, (moved, since, _, _) in self._anomalous_recent.items() if other != ref]
+        events = self._events(ref, snapshot, lookback)
         return build_evidence(incident, ref, signals=signals, changes=changes, alerts=alerts,
-                              spec=spec_excerpt(ref.kind, obj), events=self._events(ref, snapshot, lookback),
+                              spec=spec_excerpt(ref.kind, obj), events=events,
                               kafka=self._kafka_context(ref, snapshot),
-                              spark=spark_context(obj, executors) if ref.kind in SPARK_KINDS else None,
+                              spark=spark_context(obj, executors, events) if ref.kind in SPARK_KINDS else None,
                               peers=peers, since=verdict.since,
                               protected=protection(ref.namespace, obj["metadata"].get("labels") or {},
                                                    self.ctx.settings.all_protected_namespaces()))

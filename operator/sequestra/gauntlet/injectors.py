@@ -38,10 +38,15 @@ from sequestra.gauntlet.scenarios import (
     RolloutFault,
     SlowedFault,
     SparkDemandFault,
+    SparkExecutorOomFault,
     TopicStormFault,
     back_off_s,
 )
 from sequestra.sandbox import endpoints
+from sequestra.sandbox.spark_standin import GROUP as SPARK_GROUP
+from sequestra.sandbox.spark_standin import OOM_AFTER_ANNOTATION
+from sequestra.sandbox.spark_standin import PLURAL as SPARK_PLURAL
+from sequestra.sandbox.spark_standin import VERSION as SPARK_VERSION
 
 MESSAGE_BYTES = 1_000
 HISTORY_BYTES = 16 * 2**20  # what a consumer's topic holds before the run: a replay has this much to read
@@ -278,6 +283,7 @@ class Injector:
         self.api = api
         self.threads: list[threading.Thread] = []  # crash loops, backlogs
         self.calmed = threading.Event()
+        self.spark_oom: set[str] = set()  # applications whose executors are OOM-killed in a loop
 
     def inject(self, fault: Fault) -> None:
         if isinstance(fault, CpuFault):
@@ -302,6 +308,8 @@ class Injector:
         elif isinstance(fault, SparkDemandFault):
             httpx.post(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5, json={
                 "namespace": self.namespace, "app": fault.workload, "executors": fault.executors}).raise_for_status()
+        elif isinstance(fault, SparkExecutorOomFault):
+            self._spark_oom(fault.workload, fault.runs_for_s)
         elif isinstance(fault, PoisonMessageFault):
             worker = self.workers[fault.workload]
             worker.on_crash = lambda: self._restart(fault.workload, "Error")
@@ -330,6 +338,8 @@ class Injector:
     def calm(self) -> None:
         """The clients back at their own pace (the stand-ins' overrides are cleared once for the whole run)."""
         self.calmed.set()
+        for workload in self.spark_oom:
+            self._spark_oom(workload, None)
         for worker in self.workers.values():
             worker.rate = worker.role.bytes_per_second
             worker.replay.clear()
@@ -338,6 +348,20 @@ class Injector:
             worker.down_until, worker.catch_up_rate, worker.pace_factor = 0.0, None, 1.0
         for thread in self.threads:
             thread.join(timeout=60)
+
+    def _spark_oom(self, workload: str, runs_for_s: float | None) -> None:
+        """Start (or, with None, stop) the Spark stand-in's executor OOM loop for the application."""
+        if self.api is None:
+            return
+        body = {"metadata": {"annotations": {OOM_AFTER_ANNOTATION: None if runs_for_s is None else f"{runs_for_s:g}"}}}
+        try:
+            client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
+                SPARK_GROUP, SPARK_VERSION, self.namespace, SPARK_PLURAL, workload, body)
+        except client.ApiException as exc:
+            if exc.status != 404 or runs_for_s is not None:  # stopping one already gone: nothing to stop
+                raise
+        if runs_for_s is not None:
+            self.spark_oom.add(workload)
 
     def _background(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name=f"gauntlet-{self.namespace}")

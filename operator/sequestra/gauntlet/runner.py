@@ -64,7 +64,8 @@ def policy() -> dict[str, Any]:
     """One policy for every scenario: the signals that count toward a verdict and a three-rung ladder."""
     signals = ["cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate",
                "kafka_consumer_byte_rate", "kafka_consumer_lag", "kafka_rebalance_rate", "kafka_partition_count",
-               "http_client_request_rate", "http_error_ratio", "spark_executors"]
+               "http_client_request_rate", "http_error_ratio", "spark_executors",
+               "spark_executor_losses"]
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": "gauntlet"},
             "spec": {"mode": "enforce", "interval": f"{INTERVAL_S}s", "ttl": "30m", "scoreThreshold": 0.6,
                      "verify": {"intervals": 18}, "signals": [{"name": s} for s in signals],
@@ -569,7 +570,8 @@ producer) are errors when the file loads.
     and over), `kafka-rebalance-storm`, `kafka-topic-storm` (topics created through the admin API),
     `kafka-poison-message` (the consumer dies on one record of `partition`, restarts after the kubelet's
     back-off, meets it again), `kafka-slowed` (a victim: reads at `factor` of its pace while its topic fills);
-  - Spark (through the Spark stand-in): `spark-demand` (executors asked for);
+  - Spark (through the Spark stand-in): `spark-demand` (executors asked for), `spark-executor-oom` (each
+    executor OOM-killed after `runsForS`, replaced by Spark, reported as the spark-operator reports it);
   - look-alikes: `rollout` (a new image; new pods warm up at `cpu` cores while the rollout waits
     `minReadySeconds` for each), `kafka-catch-up` (a consumer's deploy: down `downForS` while `backlogMib`
     is written, then reading at up to `readBytesPerSecond` until caught up), `daily-peak` (`cpu` cores now and

@@ -113,6 +113,14 @@ class SparkDemandFault(_Fault):
     executors: int = Field(ge=1)
 
 
+class SparkExecutorOomFault(_Fault):
+    """Each executor of the application is OOM-killed once it has run `runs_for_s`, and Spark replaces it:
+    the spark-operator's FAILED states and SparkExecutorFailed events (Reason: OOMKilled) pile up."""
+
+    type: Literal["spark-executor-oom"]
+    runs_for_s: float = Field(default=20, gt=0)
+
+
 class PoisonMessageFault(_Fault):
     """The consumer fails on one record of one partition: it dies there without committing past it,
     restarts (the container's restart count goes up), rejoins, meets the same record and dies again. The
@@ -178,8 +186,8 @@ class RolloutFault(_Fault):
 
 
 Fault = Annotated[CpuFault | MemoryFault | HttpFault | ProduceFault | ReplayFault | RebalanceStormFault
-                  | TopicStormFault | SparkDemandFault | PoisonMessageFault | CrashLoopFault | CatchUpFault
-                  | SlowedFault | DailyPeakFault | RolloutFault,
+                  | TopicStormFault | SparkDemandFault | SparkExecutorOomFault | PoisonMessageFault | CrashLoopFault
+                  | CatchUpFault | SlowedFault | DailyPeakFault | RolloutFault,
                   Field(discriminator="type")]
 
 

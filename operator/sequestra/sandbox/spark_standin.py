@@ -15,6 +15,13 @@ per application `spark_executors`, `spark_executors_max`, `spark_executors_deman
 `spark_shuffle_spill_bytes_total` (each running executor spills at the rate in the annotation
 `sandbox.sequestra.dev/spark-spill-bytes-per-executor-s`, 1 MiB/s unless set).
 
+An executor OOM loop: while the application has the annotation `sandbox.sequestra.dev/spark-executor-oom-after-s`
+(seconds), each executor that has run that long is lost as the kernel's OOM killer and Spark lose one: the
+stand-in, as the spark-operator, marks it FAILED in the application's `status.executorState` and records
+the Warning event SparkExecutorFailed ("Executor <pod> failed with ExitCode: 137, Reason: OOMKilled, Pod
+Message: ..."), then, as Spark, deletes its pod and asks for a replacement under a new executor id. Its
+executors' memory is near their limit meanwhile.
+
     POST   /v1/demand     {"namespace": "data", "app": "etl", "executors": 40}          from now on
     POST   /v1/scenario   {"steps": [{"after_s": 10, "namespace": "data", "app": "etl", "executors": 40}]}
     DELETE /v1/demand     back to the annotations
@@ -43,6 +50,8 @@ from sequestra.sandbox.workload_metrics import BASELINE_CPU_ANNOTATION, BASELINE
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"
 DEMAND_ANNOTATION = "sandbox.sequestra.dev/spark-demand"
 SPILL_ANNOTATION = "sandbox.sequestra.dev/spark-spill-bytes-per-executor-s"
+OOM_AFTER_ANNOTATION = "sandbox.sequestra.dev/spark-executor-oom-after-s"
+OOM_MEMORY_SHARE = 0.97  # of its limit, the working set of an executor about to be OOM-killed
 DEFAULT_SPILL_BYTES_PER_EXECUTOR_S = 2**20
 # Labels as spark-operator (sparkoperator.k8s.io/*) and Spark (spark-*) set them on a run's pods.
 APP_NAME_LABEL = "sparkoperator.k8s.io/app-name"
@@ -73,6 +82,32 @@ def default_demand(spec: dict[str, Any]) -> int:
     if not allocation.get("enabled"):
         return int(instances)
     return int(max(instances, allocation.get("initialExecutors") or 0, allocation.get("minExecutors") or 0))
+
+
+def oom_after_s(app: dict[str, Any]) -> float | None:
+    """How long an executor of the application runs before it is OOM-killed (None: it is not)."""
+    value = (app["metadata"].get("annotations") or {}).get(OOM_AFTER_ANNOTATION)
+    try:
+        seconds = float(value) if value is not None else None
+    except ValueError:
+        return None
+    return seconds if seconds is not None and seconds > 0 else None
+
+
+def executor_failed_event(app: dict[str, Any], pod: str, now: float) -> dict[str, Any]:
+    """The Warning event spark-operator 2.x records on the application when one of its executors fails."""
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now))
+    meta = app["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"name": f"{meta['name']}.{int(now * 1e6):x}"[:253], "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SparkApplication", "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta["uid"]},
+        "reason": "SparkExecutorFailed", "type": "Warning",
+        "message": f"Executor {pod} failed with ExitCode: 137, Reason: OOMKilled, Pod Message: ",
+        "source": {"component": "spark-operator"},
+        "firstTimestamp": stamp, "lastTimestamp": stamp, "count": 1,
+    }
 
 
 def wanted_executors(spec: dict[str, Any], demand: int) -> int:
@@ -124,6 +159,7 @@ def pod_manifest(app: dict[str, Any], role: str, index: int, owner: dict[str, An
     }
     if role == "executor":
         labels[EXECUTOR_ID_LABEL] = str(index)
+    working_share = OOM_MEMORY_SHARE if role == "executor" and oom_after_s(app) is not None else 0.7
     busy_cores = 0.9 * cores  # a busy executor; the kubelet stand-in caps it at any CPU limit
     return {
         "apiVersion": "v1", "kind": "Pod",
@@ -131,7 +167,7 @@ def pod_manifest(app: dict[str, Any], role: str, index: int, owner: dict[str, An
             "name": driver_name(name) if role == "driver" else executor_name(name, index),
             "namespace": app["metadata"]["namespace"], "labels": labels,
             "annotations": {BASELINE_CPU_ANNOTATION: f"{busy_cores if role == 'executor' else 0.1:g}",
-                            BASELINE_MEMORY_ANNOTATION: str(int(memory * 0.7))},
+                            BASELINE_MEMORY_ANNOTATION: str(int(memory * working_share))},
             "ownerReferences": [{"apiVersion": owner["apiVersion"], "kind": owner["kind"],
                                  "name": owner["metadata"]["name"], "uid": owner["metadata"]["uid"],
                                  "controller": True, "blockOwnerDeletion": True}],
@@ -327,12 +363,16 @@ class Reconciler:
             if driver_body is not None:
                 owner = {"apiVersion": "v1", "kind": "Pod",
                          "metadata": {"name": driver_body.metadata.name, "uid": driver_body.metadata.uid}}
-                # Spark releases the newest executors first and asks for the lowest free ids.
+                # The executors the spark-operator keeps a state for, and those lost just now.
+                used = set((app.get("status") or {}).get("executorState") or {})
+                used |= self._lose_oom_killed(app, executors)
+                # Spark releases the newest executors first and asks for the lowest free ids (a lost
+                # executor's id is not used again: spark-operator keeps its state under its pod's name).
                 for index in sorted(executors, reverse=True)[: max(0, len(executors) - wanted)]:
                     self._delete(namespace, executors.pop(index).metadata.name)
                 index = 1
                 while len(executors) < wanted:
-                    if index not in executors:
+                    if index not in executors and executor_name(app["metadata"]["name"], index) not in used:
                         try:
                             executors[index] = self._core.create_namespaced_pod(
                                 namespace, pod_manifest(app, "executor", index, owner))
@@ -347,6 +387,30 @@ class Reconciler:
         except ValueError:
             spill_rate = DEFAULT_SPILL_BYTES_PER_EXECUTOR_S
         return AppSeries(executors=running, cap=executor_cap(app["spec"]), demand=demand, spill_rate=spill_rate)
+
+    def _lose_oom_killed(self, app: dict[str, Any], executors: dict[int, Any]) -> set[str]:
+        """Under the OOM loop annotation, lose each executor that has run its time: FAILED in the status and
+        a SparkExecutorFailed event (as the spark-operator), its pod deleted (as Spark). Returns their names."""
+        after_s = oom_after_s(app)
+        if after_s is None:
+            return set()
+        now = time.time()
+        lost: set[str] = set()
+        for index, pod in list(executors.items()):
+            started = (pod.status.start_time if pod.status is not None else None) or pod.metadata.creation_timestamp
+            if pod.status is None or pod.status.phase != "Running" or started is None:
+                continue
+            if now - started.timestamp() < after_s:
+                continue
+            name, namespace = pod.metadata.name, app["metadata"]["namespace"]
+            self._objects.patch_namespaced_custom_object_status(
+                GROUP, VERSION, namespace, PLURAL, app["metadata"]["name"],
+                {"status": {"executorState": {name: "FAILED"}}}, _request_timeout=5)
+            self._core.create_namespaced_event(namespace, executor_failed_event(app, name, now), _request_timeout=5)
+            self._delete(namespace, name)
+            del executors[index]
+            lost.add(name)
+        return lost
 
     def _delete(self, namespace: str, name: str) -> None:
         from kubernetes.client.rest import ApiException

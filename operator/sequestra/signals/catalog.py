@@ -7,7 +7,8 @@ Three sources feed the catalog, each read once per interval by the loop:
   sensors, exported by the JMX exporter) or per SparkApplication; attribution folds them per workload.
 - `kafka`: the broker's admin API (`signals/kafka.py`): per consumer group its rebalances and lag, per
   topic its partitions; a group or topic belongs to a workload as `signals/sources.py` says.
-- `kubernetes`: the pod listing the loop reads anyway (`signals/kubernetes.py`): pods per phase.
+- `kubernetes`: the listing the loop reads anyway (`signals/kubernetes.py`): pods per phase, and the Spark
+  executors the spark-operator reports lost (`signals/spark.py`).
 
 A team whose metrics are named differently replaces a Prometheus template for its policy
 (`spec.signals[].query`, same labels) instead of patching code.
@@ -165,12 +166,19 @@ CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
         'sum by (namespace, app) (rate(spark_shuffle_spill_bytes_total{namespace=~"{namespaces}"}[1m]))',
         "spark_app", "up", "bytes/s", "shuffle data a Spark application spills to disk", floor=1024.0),
     SignalDefinition(
+        "spark_executor_losses", "", "workload", "up", "executors/5m",
+        "executors of a Spark application the spark-operator reported FAILED in the last five minutes "
+        "(status.executorState); executor pods never restart, so restart counters miss these",
+        floor=1.0, source="kubernetes"),
+    SignalDefinition(
         "pods_pending", "", "workload", "up", "pods",
         "the workload's pods in phase Pending (waiting for a node), from the pod listing",
         floor=1.0, source="kubernetes"),
 )}
 
-DEFAULT_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate")
+# Executor losses are to a Spark application what restarts are to a pod; a listing, no query.
+DEFAULT_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate",
+                   "spark_executor_losses")
 
 
 def floors(names: Iterable[str] | None = None) -> dict[str, float]:

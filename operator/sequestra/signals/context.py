@@ -18,6 +18,7 @@ from sequestra.model.kinds import SCHEDULED_SPARK_APPLICATION, SPARK_KINDS, pod_
 from sequestra.model.workload import WorkloadRef
 from sequestra.scoring.consumer_groups import GroupVerdict, PartitionStatus
 from sequestra.signals.attribution import Attribution
+from sequestra.signals.spark import failed_executors, loss_reasons
 
 # A workload may name the consumer groups it runs when its members' client ids do not say so.
 KAFKA_CONSUMER_GROUP_ANNOTATION = "sequestra.dev/kafka-consumer-group"
@@ -76,9 +77,12 @@ def _rollout(kind: str, obj: Mapping[str, Any]) -> dict[str, Any] | None:
     return {"inProgress": bool(stale_generation or behind), "updatedReplicas": updated, "replicas": wanted}
 
 
-def spark_context(obj: Mapping[str, Any], executors_now: float | None) -> dict[str, Any] | None:
+def spark_context(obj: Mapping[str, Any], executors_now: float | None,
+                  events: Iterable[Mapping[str, Any]] = ()) -> dict[str, Any] | None:
     """A SparkApplication's allocation: executors now (the spark_executors signal, else the executor
-    states the spark-operator reports), its ceiling, dynamic allocation, and executor losses."""
+    states the spark-operator reports), its ceiling, dynamic allocation, and executor losses: by reason
+    from the spark-operator's recent SparkExecutorFailed events (`events`, as `warning_events` merges
+    them), else as the FAILED executors of its status, whose reason is not known."""
     spec = obj.get("spec") or {}
     status = obj.get("status") or {}
     allocation = spec.get("dynamicAllocation") or {}
@@ -97,8 +101,11 @@ def spark_context(obj: Mapping[str, Any], executors_now: float | None) -> dict[s
         context["maxExecutors"] = int(cap)
     if dynamic and allocation.get("minExecutors") is not None:
         context["minExecutors"] = int(allocation["minExecutors"])
-    failed = sum(1 for s in states.values() if s == "FAILED")
-    if failed:
+    reasons = loss_reasons(events)
+    failed = len(failed_executors(obj))
+    if reasons:
+        context["executorLosses"] = reasons
+    elif failed:
         context["executorLosses"] = {"FAILED": failed}
     state = (status.get("applicationState") or {}).get("state")
     if state:

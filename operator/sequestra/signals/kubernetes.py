@@ -2,22 +2,25 @@
 
 Raw JSON (no client model objects) keeps a 10k-pod listing cheap. Restarts and OOM kills are read from
 pod statuses here too, so they count even where kube-state-metrics is not installed, and so are the pods
-waiting in phase Pending (the catalog's `pods_pending`).
+waiting in phase Pending (the catalog's `pods_pending`), and the Spark executors lost in the last minutes
+(the catalog's `spark_executor_losses`, `signals/spark.py`).
 """
 
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 from kubernetes import client
 
-from sequestra.model.kinds import BY_KIND, INTERMEDIATE_KINDS, kind_info
+from sequestra.model.kinds import BY_KIND, INTERMEDIATE_KINDS, SPARK_APPLICATION, kind_info
 from sequestra.model.workload import ChangeEvent, WorkloadRef
 from sequestra.signals.attribution import Attribution
 from sequestra.signals.changes import recent_changes
+from sequestra.signals.spark import ExecutorLossWindow, failed_executors
 
 
 @dataclass
@@ -30,6 +33,7 @@ class ClusterSnapshot:
     pod_restarts: dict[WorkloadRef, int] = field(default_factory=dict)
     pod_oom_kills: dict[WorkloadRef, int] = field(default_factory=dict)
     pod_pending: dict[WorkloadRef, int] = field(default_factory=dict)  # pods in phase Pending
+    spark_executor_losses: dict[WorkloadRef, int] = field(default_factory=dict)  # per SparkApplication, recent
     warnings: list[str] = field(default_factory=list)
 
     def changes(self, workload: WorkloadRef, since: float) -> list[ChangeEvent]:
@@ -44,6 +48,7 @@ class ClusterSnapshot:
 class ClusterReader:
     def __init__(self, api_client: client.ApiClient) -> None:
         self._api = api_client
+        self._executor_losses = ExecutorLossWindow()  # across intervals: losses are new FAILED entries
 
     def _list(self, group: str, version: str, plural: str, namespace: str,
               query: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
@@ -58,7 +63,7 @@ class ClusterReader:
             raise client.ApiException(status=response.status, reason=response.reason)
         return list(json.loads(response.data or b"{}").get("items", []))
 
-    def snapshot(self, namespaces: list[str], kinds: tuple[str, ...]) -> ClusterSnapshot:
+    def snapshot(self, namespaces: list[str], kinds: tuple[str, ...], now: float | None = None) -> ClusterSnapshot:
         workloads: list[dict[str, Any]] = []
         owners: list[dict[str, Any]] = []
         pods: list[dict[str, Any]] = []
@@ -103,6 +108,9 @@ class ClusterReader:
             terminations = [(s.get("lastState") or {}).get("terminated") or {} for s in statuses]
             snapshot.pod_oom_kills[ref] = snapshot.pod_oom_kills.get(ref, 0) + sum(
                 1 for t in terminations if t.get("reason") == "OOMKilled")
+        failed = {ref: failed_executors(obj) for ref, obj in snapshot.attribution.workloads.items()
+                  if ref.kind == SPARK_APPLICATION.kind}
+        snapshot.spark_executor_losses = self._executor_losses.observe(time.time() if now is None else now, failed)
         return snapshot
 
     def warning_events(self, namespace: str) -> list[dict[str, Any]]:

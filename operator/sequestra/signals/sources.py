@@ -5,7 +5,7 @@
   workload names it (`sequestra.dev/kafka-consumer-group`). A topic belongs to a workload when one of its
   groups holds offsets on it or the workload names it (`sequestra.dev/kafka-topics: "orders, tmp-*"`,
   exact names or prefixes ending in *): a workload that creates topics in a loop declares their prefix.
-- Kubernetes (the pod listing of the interval): pods per phase.
+- Kubernetes (the listing of the interval): pods per phase, Spark executors lost lately.
 
 A workload none of whose groups or topics is known has no Kafka value ("unknown"), never a 0.
 """
@@ -70,7 +70,14 @@ def kafka_values(snapshot: KafkaSnapshot | None, attribution: Attribution,
 
 
 def kubernetes_values(snapshot: ClusterSnapshot, names: Iterable[str]) -> dict[WorkloadRef, dict[str, float]]:
-    """`pods_pending` per workload: every listed workload has a value, 0 when none of its pods waits."""
-    if "pods_pending" not in set(names):
-        return {}
-    return {ref: {"pods_pending": float(snapshot.pod_pending.get(ref, 0))} for ref in snapshot.attribution.workloads}
+    """`pods_pending` per workload: every listed workload has a value, 0 when none of its pods waits; and
+    `spark_executor_losses` per SparkApplication (0 when none was lost lately; other kinds have none)."""
+    wanted = set(names)
+    values: dict[WorkloadRef, dict[str, float]] = {}
+    if "pods_pending" in wanted:
+        for ref in snapshot.attribution.workloads:
+            values[ref] = {"pods_pending": float(snapshot.pod_pending.get(ref, 0))}
+    if "spark_executor_losses" in wanted:
+        for ref, lost in snapshot.spark_executor_losses.items():
+            values.setdefault(ref, {})["spark_executor_losses"] = float(lost)
+    return values
