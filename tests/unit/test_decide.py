@@ -10,6 +10,7 @@ from sequestra.policy.decide import (
     LoopPolicy,
     Rung,
     Situation,
+    contained,
     decide,
     quarantines_only,
     watched_signal,
@@ -170,8 +171,6 @@ def test_a_look_alike_the_runbooks_call_expected_is_not_contained_but_a_held_one
 
 
 def test_containment_shows_at_the_new_limit_halfway_to_the_baseline_or_at_half_the_peak() -> None:
-    from sequestra.policy.decide import contained
-
     throttle = [{"type": "throttle", "cpu": "300m"}]
     # A hog at 0.45 cores held at 0.3: never half, but at its new limit.
     assert contained("cpu_usage_cores", 0.01, 0.45, 0.31, throttle)
@@ -208,3 +207,16 @@ def test_a_hold_is_judged_on_the_signal_its_actions_limit() -> None:
     assert watched_signal(moved, [{"type": "throttle", "cpu": "300m"}]) == "cpu_usage_cores"
     assert watched_signal(moved, [{"type": "scale", "replicas": 0}]) == "kafka_consumer_lag"
     assert watched_signal([], [{"type": "quota"}]) is None
+
+
+def test_an_executor_cap_is_judged_on_the_executors_held_not_on_the_losses_it_cannot_stop() -> None:
+    # An executor OOM loop: the losses moved, the executors did not. A cap makes it churn fewer executors; the
+    # OOMs go on until the owner fixes memory, so the losses are not what shows the cap worked.
+    cap = [{"type": "scale", "replicas": 6}, {"type": "label"}]
+    signals = ["spark_executor_losses", "spark_executors", "cpu_usage_cores"]
+    assert watched_signal(signals, cap) == "spark_executors"
+    assert watched_signal(["spark_executor_losses"], cap) == "spark_executor_losses"  # nothing else known
+    # 8 executors capped at 6: contained although they did not halve; 7 still running is not.
+    assert contained("spark_executors", 8.0, 8.0, 6.0, cap)
+    assert not contained("spark_executors", 8.0, 8.0, 7.0, cap)
+    assert not contained("spark_executors", 8.0, 8.0, 6.0, [{"type": "scale", "replicas": 0}])

@@ -30,6 +30,9 @@ COMPUTE_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes")
 # slowed by one (a rebalance storm under a quota storms on), so those need the ladder's other actions.
 QUOTA_SIGNALS = ("kafka_producer_byte_rate", "kafka_consumer_byte_rate", "kafka_request_time_percent")
 KAFKA_ACTIONS = ("quota", "deny-write")
+# What a cap on a Spark application's executors limits: the executors it holds, what they spill, the pods it
+# has waiting. Not its demand, and not how often its executors are lost (an OOM loop goes on, on fewer).
+EXECUTOR_CAP_SIGNALS = ("spark_executors", "spark_shuffle_spill_bytes", "pods_pending")
 _ACTION_TYPES = frozenset(str(t) for t in ActionType)
 
 
@@ -121,8 +124,8 @@ def contained(signal: str, baseline: float | None, peak: float, current: float,
     """Whether containment shows in the offending signal: it fell to half of its peak since the anomaly
     began, or halfway back to its baseline, or (for a CPU throttle watched on CPU) to the new limit. The
     limit matters when the workload burned little more than it: a hog at 0.45 cores held at 0.3 is
-    contained although its usage never halves; the peak matters because the value at containment can be a
-    rate whose window had not filled yet."""
+    contained although its usage never halves (and 8 executors capped at 6 are contained); the peak matters
+    because the value at containment can be a rate whose window had not filled yet."""
     if current <= 0.5 * peak:
         return True
     if baseline is not None and baseline < peak and current <= baseline + 0.5 * (peak - baseline):
@@ -132,6 +135,10 @@ def contained(signal: str, baseline: float | None, peak: float, current: float,
                   if a.get("type") == ActionType.THROTTLE and a.get("cpu") is not None]
         # 10% over the limit: a CFS quota is met over its period, and rate() sees a little jitter.
         return bool(limits) and current <= 1.1 * min(limits)
+    if signal == "spark_executors":  # a cap on executors shows as holding no more than the cap
+        caps = [int(a["replicas"]) for a in actions
+                if a.get("type") == ActionType.SCALE and int(a.get("replicas") or 0) > 0]
+        return bool(caps) and current <= min(caps)
     return False
 
 
@@ -232,7 +239,7 @@ def watched_signal(signals: Sequence[str], actions: Sequence[Mapping[str, Any]])
     limited = [s for s in signals
                if (ActionType.QUOTA in types and s in QUOTA_SIGNALS)
                or (ActionType.THROTTLE in types and s in COMPUTE_SIGNALS)
-               or (ActionType.SCALE in types and s.startswith(SPARK_SIGNAL_PREFIX))]
+               or (ActionType.SCALE in types and s in EXECUTOR_CAP_SIGNALS)]
     candidates = limited or list(signals)
     return candidates[0] if candidates else None
 

@@ -405,7 +405,9 @@ class Reconciler:
             name, namespace = pod.metadata.name, app["metadata"]["namespace"]
             self._objects.patch_namespaced_custom_object_status(
                 GROUP, VERSION, namespace, PLURAL, app["metadata"]["name"],
-                {"status": {"executorState": {name: "FAILED"}}}, _request_timeout=5)
+                {"status": {"driverInfo": {"podName": driver_name(app["metadata"]["name"])},
+                            "applicationState": {"state": "RUNNING"}, "executorState": {name: "FAILED"}}},
+                _request_timeout=5)
             self._core.create_namespaced_event(namespace, executor_failed_event(app, name, now), _request_timeout=5)
             self._delete(namespace, name)
             del executors[index]

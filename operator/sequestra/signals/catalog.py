@@ -176,9 +176,9 @@ CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
         floor=1.0, source="kubernetes"),
 )}
 
-# Executor losses are to a Spark application what restarts are to a pod; a listing, no query.
+# Spark applications' executors (a runaway) and their losses (what restarts are to a pod, from the listing).
 DEFAULT_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes", "container_restarts", "kafka_producer_byte_rate",
-                   "spark_executor_losses")
+                   "spark_executors", "spark_executor_losses")
 
 
 def floors(names: Iterable[str] | None = None) -> dict[str, float]:
