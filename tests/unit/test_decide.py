@@ -220,3 +220,18 @@ def test_an_executor_cap_is_judged_on_the_executors_held_not_on_the_losses_it_ca
     assert contained("spark_executors", 8.0, 8.0, 6.0, cap)
     assert not contained("spark_executors", 8.0, 8.0, 7.0, cap)
     assert not contained("spark_executors", 8.0, 8.0, 6.0, [{"type": "scale", "replicas": 0}])
+
+
+def test_a_runbook_that_names_a_higher_rung_is_where_the_first_hold_starts() -> None:
+    # A rebalance storm: its rejoining consumers fetch more, so a quota looks relevant, but the storm goes on
+    # under one. The team's runbook calls for quarantine: the first hold is there, not a quota that would
+    # look effective on the bytes it caps.
+    storm = replace(FLOOD, moved=("kafka_rebalance_rate", "kafka_consumer_byte_rate"))
+    assert decide(POLICY, storm).rung == 1  # no runbook: the ladder's first rung that acts
+    called = decide(POLICY, replace(storm, rules_rung="quarantine"))
+    assert called.kind is DecisionKind.CONTAIN and called.rung == 2
+    assert [a["type"] for a in called.actions] == ["scale", "isolate"]
+    # A runbook's rung that has nothing to act with on what moved does not skip the ladder.
+    cpu = replace(FLOOD, moved=("cpu_usage_cores",), has_kafka_identity=False, rules_rung="throttle")
+    assert decide(POLICY, cpu).rung == 1
+    assert decide(POLICY, replace(FLOOD, rules_rung="observe")).rung == 1

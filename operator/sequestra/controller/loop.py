@@ -934,7 +934,10 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
             pass  # an invalid policy acts on nothing; its status says why (controller/policies.py)
         except Exception as exc:  # one bad interval must not end the loop; the next one retries
             log.exception("loop interval failed", policy=f"{namespace}/{name}", error=str(exc)[:300])
-        LOOP_SECONDS.labels(name).set(time.monotonic() - started)
+        took = time.monotonic() - started
+        LOOP_SECONDS.labels(name).set(took)
+        if took > interval:  # the interval is then really `took`: detection and verification are that much later
+            log.warning("loop.overran", policy=f"{namespace}/{name}", seconds=round(took, 2), interval=interval)
         # Not `await stopped.wait(t)`: kopf runs that as a task of its own, which outlives a cancelled daemon
         # and then fails with TimeoutError, so a clean shutdown ended in an error. Short sleeps end on either.
         deadline = time.monotonic() + max(0.5, interval - (time.monotonic() - started))

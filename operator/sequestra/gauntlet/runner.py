@@ -67,7 +67,10 @@ def policy() -> dict[str, Any]:
                "http_client_request_rate", "http_error_ratio", "spark_executors",
                "spark_executor_losses"]
     return {"apiVersion": f"{GROUP}/{VERSION}", "kind": "SequestrationPolicy", "metadata": {"name": "gauntlet"},
+            # Every scenario is an incident of its own, in a namespace of its own, all at the same time under this
+            # one policy: the default cap of 10 active holds per policy (blast radius) would refuse the 11th.
             "spec": {"mode": "enforce", "interval": f"{INTERVAL_S}s", "ttl": "30m", "scoreThreshold": 0.6,
+                     "guardrails": {"maxActive": 50},
                      "verify": {"intervals": 18}, "signals": [{"name": s} for s in signals],
                      "ladder": [{"name": "observe"},
                                 {"name": "throttle", "actions": [
@@ -582,9 +585,11 @@ producer) are errors when the file loads.
   page the owner).
 
 Each scenario runs in its own namespace under the same policy (interval 5 s; ladder observe, throttle: CPU
-300m, Kafka quota 50 kB/s produce and 200 kB/s fetch, 4 executors; quarantine: scale to 0). A row is right
+300m, Kafka quota 50 kB/s produce and 200 kB/s fetch, 4 executors; quarantine: scale to 0; up to 50 holds
+active, as the scenarios are independent incidents at once, where the default cap is 10). A row is right
 when exactly the expected workloads were held, at the expected rung, the loop verified the effect at the
-source (the offending signal fell: broker byte rates, executors, CPU as Prometheus reads them), the page
+source (the offending signal fell or, for a cap, held at it: broker byte rates, executors, CPU as Prometheus
+reads them), the page
 call matches, and after release every workload's spec and Kafka quotas are as they were before the run.
 A hold that takes a workload out of service counts as effective once it has no pods. For a workload left
 alone, the "diagnosed" column says whether the loop saw it as anomalous and what its runbooks called it

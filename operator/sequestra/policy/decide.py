@@ -210,6 +210,13 @@ def _without_hold(policy: LoopPolicy, situation: Situation) -> Decision:
                                               f"{situation.looks_benign}: not contained")
     # A repeat offender skips the rung that did not keep it healthy last time.
     start = min(situation.recent_offences, max(len(policy.ladder) - 1, 0))
+    # The policy's runbook names the rung its incident needs: start there when that rung acts on what moved.
+    # (A rebalance storm's rejoining consumers fetch more, which makes a quota look relevant; it storms on
+    # under one, and the quota, judged on the bytes it caps, would look effective.)
+    called = _rung_index(policy, situation.rules_rung) if situation.rules_rung and acts(situation.rules_rung) else None
+    if called is not None and called > start and relevant_actions(
+            policy.ladder[called], situation.moved, situation.has_kafka_identity, situation.kind):
+        start = called
     index, actions = _first_rung_with_actions(policy, situation, start)
     if index < 0:
         index, actions = _first_rung_with_actions(policy, situation, 0)
