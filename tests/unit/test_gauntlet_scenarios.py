@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from sequestra.gauntlet.runner import Outcome, summary, table
+from sequestra.gauntlet.runner import Outcome, summary, table, write_report
 from sequestra.gauntlet.scenarios import Scenario, default_scenarios_dir, load_scenarios
 
 
@@ -70,6 +70,19 @@ def test_an_outcome_is_right_only_with_the_right_target_rung_effect_pages_and_re
     assert not early.ok and "before any fault" in early.why_not()
     facts = summary([right, wrong_rung])
     assert facts["ok"] == 1 and facts["incidentsHeldRight"] == 1 and facts["medianTimeToHoldS"] == 12.0
+
+
+def test_the_report_says_the_load_the_times_to_hold_were_measured_under(tmp_path: Path) -> None:
+    held = Outcome(_scenario(), held={"renderer": _hold("throttle", True)}, held_after_s={"renderer": 17.5},
+                   released_exactly=True, load_average=(2.94, 5.81))
+    report = tmp_path / "GAUNTLET.md"
+    write_report([held], report, "abc1234")
+    text = report.read_text()
+    assert "17.5 s (goal: two intervals plus 5 s = 15 s: missed); 1-minute load average while the faults ran: " \
+           "2.9 to 5.8 on" in text
+    assert summary([held])["loadAverage1m"] == [2.94, 5.81]
+    write_report([Outcome(_scenario())], report, "abc1234")  # nothing measured: nothing claimed
+    assert "load average" not in report.read_text()
 
 
 def test_every_gauntlet_scenario_has_eval_twins_that_agree_on_whether_to_act() -> None:

@@ -131,6 +131,9 @@ class Outcome:
     # workload -> the loop's last decision about it while anomalous: a look-alike left alone shows here
     # whether it was seen at all and what the runbooks called it
     noticed: dict[str, str] = field(default_factory=dict)
+    # The machine's 1-minute load average while the faults ran (lowest, highest): every scenario runs at once,
+    # so times to hold are read against it.
+    load_average: tuple[float, float] | None = None
 
     @property
     def expected(self) -> set[str]:
@@ -315,7 +318,9 @@ class Gauntlet:
         self.say(f"faults injected into {sum(bool(s.faults) for s in self.scenarios)} scenario(s); watching "
                  f"for up to {OBSERVE_S} s")
         settled_at: float | None = None
+        load: list[float] = []
         while time.monotonic() - started < OBSERVE_S:
+            load.append(os.getloadavg()[0])
             done = True
             for scenario in self.scenarios:
                 outcome = self.outcomes[scenario.name]
@@ -335,6 +340,7 @@ class Gauntlet:
             time.sleep(1)
         for scenario in self.scenarios:
             outcome = self.outcomes[scenario.name]
+            outcome.load_average = (min(load), max(load)) if load else None
             outcome.pages = self._pages(scenario)
             decision = self._policy_status(scenario).get("lastDecision") or {}
             outcome.last_decision = f"{decision.get('workload', '')}: {decision.get('summary', '')}".strip(": ")
@@ -514,7 +520,9 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
             "incidentsHeldRight": sum(o.target_right and o.rung_right for o in incidents), "incidents": len(incidents),
             "holdsOnLookAlikes": sum(len(o.held) for o in quiet), "lookAlikes": len(quiet),
             "medianTimeToHoldS": round(median(times), 1) if times else None,
-            "goalTimeToHoldS": 2 * INTERVAL_S + 5, "pages": sum(o.pages for o in outcomes)}
+            "goalTimeToHoldS": 2 * INTERVAL_S + 5, "pages": sum(o.pages for o in outcomes),
+            "loadAverage1m": next((list(o.load_average) for o in outcomes if o.load_average), None),
+            "cores": os.cpu_count()}
 
 
 def table(outcomes: Sequence[Outcome]) -> str:
@@ -611,7 +619,10 @@ def write_report(outcomes: Sequence[Outcome], path: Path, commit: str) -> None:
         f"rung; {facts['holdsOnLookAlikes']} hold(s) on the {facts['lookAlikes']} scenarios where nothing should "
         f"be held (look-alikes, many at once, protected); {facts['pages']} page(s).\n"
         f"- Median time from fault to hold: {facts['medianTimeToHoldS']} s (goal: two intervals plus 5 s = "
-        f"{facts['goalTimeToHoldS']} s: {_goal(facts)}).\n"
+        f"{facts['goalTimeToHoldS']} s: {_goal(facts)})"
+        + (f"; 1-minute load average while the faults ran: {facts['loadAverage1m'][0]:.1f} to "
+           f"{facts['loadAverage1m'][1]:.1f} on {facts['cores']} cores" if facts["loadAverage1m"] else "")
+        + ".\n"
         + (f"- Rows that miss: {', '.join(o.scenario.name for o in misses)} (why: last column).\n" if misses else "")
         + "\n" + table(outcomes) + "\n" + HOW_TO)
     path.with_suffix(".json").write_text(json.dumps({"commit": commit, "summary": facts,
