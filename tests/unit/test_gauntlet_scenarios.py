@@ -3,6 +3,7 @@ loads, and the judgement of an outcome says what a user would check."""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -72,17 +73,23 @@ def test_an_outcome_is_right_only_with_the_right_target_rung_effect_pages_and_re
     assert facts["ok"] == 1 and facts["incidentsHeldRight"] == 1 and facts["medianTimeToHoldS"] == 12.0
 
 
-def test_the_report_says_the_load_the_times_to_hold_were_measured_under(tmp_path: Path) -> None:
-    held = Outcome(_scenario(), held={"renderer": _hold("throttle", True)}, held_after_s={"renderer": 17.5},
-                   released_exactly=True, load_average=(2.94, 5.81))
+def test_the_report_says_the_load_the_times_to_hold_were_measured_under_and_when_the_anomaly_was_seen(
+        tmp_path: Path) -> None:
+    hold = _hold("throttle", True)
+    hold["status"]["incident"]["anomalySince"] = "2026-12-03T14:35:44Z"
+    faults_at = datetime(2026, 12, 3, 14, 35, 40, 500000, tzinfo=UTC).timestamp()
+    held = Outcome(_scenario(), held={"renderer": hold}, held_after_s={"renderer": 17.5},
+                   released_exactly=True, load_average=(2.94, 5.81), faults_at=faults_at)
+    assert held.row()["anomalySeenAfterS"] == 3.5
     report = tmp_path / "GAUNTLET.md"
     write_report([held], report, "abc1234")
     text = report.read_text()
     assert "17.5 s (goal: two intervals plus 5 s = 15 s: missed); 1-minute load average while the faults ran: " \
            "2.9 to 5.8 on" in text
+    assert "the loop saw the anomaly after a median 3.5 s" in text
     assert summary([held])["loadAverage1m"] == [2.94, 5.81]
     write_report([Outcome(_scenario())], report, "abc1234")  # nothing measured: nothing claimed
-    assert "load average" not in report.read_text()
+    assert "load average" not in report.read_text() and "saw the anomaly" not in report.read_text()
 
 
 def test_every_gauntlet_scenario_has_eval_twins_that_agree_on_whether_to_act() -> None:

@@ -134,6 +134,18 @@ class Outcome:
     # The machine's 1-minute load average while the faults ran (lowest, highest): every scenario runs at once,
     # so times to hold are read against it.
     load_average: tuple[float, float] | None = None
+    faults_at: float | None = None  # epoch seconds the faults were injected
+
+    def seen_after_s(self) -> float | None:
+        """Seconds from the faults to the anomaly the loop held its expected workloads for (their holds'
+        `anomalySince`, to the second): what is left of the time to hold is the loop confirming it."""
+        seen = []
+        for workload in self.expected:
+            since = (((self.held.get(workload) or {}).get("status") or {}).get("incident") or {}).get("anomalySince")
+            if since is None or self.faults_at is None:
+                return None
+            seen.append(max(0.0, _epoch(str(since)) - self.faults_at))
+        return max(seen) if seen else None
 
     @property
     def expected(self) -> set[str]:
@@ -198,7 +210,9 @@ class Outcome:
                 "rung": {w: self.rung(w) for w in sorted(self.held)}, "expectedRung": self.scenario.expect.rung,
                 "diagnosis": {w: self.diagnosis(w) for w in sorted(self.held)}, "lastDecision": self.last_decision,
                 "noticedNotHeld": {w: d for w, d in sorted(self.noticed.items()) if w not in self.held},
-                "timeToHoldS": round(max(times), 1) if times else None, "targetRight": self.target_right,
+                "timeToHoldS": round(max(times), 1) if times else None,
+                "anomalySeenAfterS": None if (seen := self.seen_after_s()) is None else round(seen, 1),
+                "targetRight": self.target_right,
                 "rungRight": self.rung_right, "effectVerified": self.effective, "pages": self.pages,
                 "pageRight": self.page_right, "releasedExactly": self.released_exactly, "ok": self.ok,
                 "whyNot": self.why_not()}
@@ -310,8 +324,9 @@ class Gauntlet:
 
     # --- the run --------------------------------------------------------------------------------
     def run_faults(self) -> None:
-        started = time.monotonic()
+        started, faults_at = time.monotonic(), time.time()
         for scenario in self.scenarios:
+            self.outcomes[scenario.name].faults_at = faults_at
             injector = self._injector(scenario)
             for fault in scenario.faults:
                 injector.inject(fault)
@@ -516,10 +531,12 @@ def summary(outcomes: Sequence[Outcome]) -> dict[str, Any]:
     quiet = [o for o in outcomes if not o.expected]
     times = [max(o.held_after_s[w] for w in o.expected) for o in incidents
              if o.expected <= set(o.held_after_s)]
+    seen = [s for o in incidents if o.expected <= set(o.held_after_s) and (s := o.seen_after_s()) is not None]
     return {"scenarios": len(outcomes), "ok": sum(o.ok for o in outcomes),
             "incidentsHeldRight": sum(o.target_right and o.rung_right for o in incidents), "incidents": len(incidents),
             "holdsOnLookAlikes": sum(len(o.held) for o in quiet), "lookAlikes": len(quiet),
             "medianTimeToHoldS": round(median(times), 1) if times else None,
+            "medianTimeToAnomalyS": round(median(seen), 1) if seen else None,
             "goalTimeToHoldS": 2 * INTERVAL_S + 5, "pages": sum(o.pages for o in outcomes),
             "loadAverage1m": next((list(o.load_average) for o in outcomes if o.load_average), None),
             "cores": os.cpu_count()}
@@ -623,6 +640,10 @@ def write_report(outcomes: Sequence[Outcome], path: Path, commit: str) -> None:
         + (f"; 1-minute load average while the faults ran: {facts['loadAverage1m'][0]:.1f} to "
            f"{facts['loadAverage1m'][1]:.1f} on {facts['cores']} cores" if facts["loadAverage1m"] else "")
         + ".\n"
+        + (f"- Of that, the loop saw the anomaly after a median {facts['medianTimeToAnomalyS']} s (the signals' "
+           "scrape and rate windows); the rest is the loop confirming it (anomalous for "
+           "`SEQUESTRA_PERSISTENCE_INTERVALS`, 2 intervals) and the work of the interval that holds it.\n"
+           if facts["medianTimeToAnomalyS"] is not None else "")
         + (f"- Rows that miss: {', '.join(o.scenario.name for o in misses)} (why: last column).\n" if misses else "")
         + "\n" + table(outcomes) + "\n" + HOW_TO)
     path.with_suffix(".json").write_text(json.dumps({"commit": commit, "summary": facts,
