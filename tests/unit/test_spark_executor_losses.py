@@ -77,6 +77,10 @@ def test_loss_reasons_come_from_the_spark_operators_events_merged_per_shape() ->
     # Five OOM kills are one merged item with count 5, as `warning_events` gives them to the diagnoser.
     assert any(e["reason"] == "SparkExecutorFailed" and e["count"] == 5 for e in events)
     assert loss_reasons(events) == {"OOMKilled": 5, "Error": 1, "Unknown": 1}
+    # A JVM that ran out of heap exits with Spark's code 52: reason Error, an out-of-memory loss all the same.
+    heap = [{"reason": "SparkExecutorFailed", "count": 4,
+             "message": "Executor etl-exec-4 failed with ExitCode: 52, Reason: Error, Pod Message: "}]
+    assert loss_reasons(heap) == {"ExecutorOutOfMemory": 4}
     # Spark-operator 1.x gave exit code and reason without the pod message.
     old = [{"reason": "SparkExecutorFailed", "message": "Executor x failed with ExitCode: 137, Reason: OOMKilled",
             "count": 2}]
@@ -95,10 +99,11 @@ def test_the_context_gives_losses_by_reason_and_falls_back_to_failed_states() ->
     assert without is not None and without["executorLosses"] == {"FAILED": 2}
 
 
-def _oom_loop_evidence(losses_now: float, reasons: dict[str, int]) -> Any:
+def _oom_loop_evidence(losses_now: float, reasons: dict[str, int], exit_code: int = 137) -> Any:
     app = application()
     spark = spark_context(app, 8.0, [{"reason": "SparkExecutorFailed", "count": count,
-                                      "message": f"Executor etl-exec-1 failed with ExitCode: 137, Reason: {reason}"}
+                                      "message": f"Executor etl-exec-1 failed with ExitCode: {exit_code}, "
+                                                 f"Reason: {reason}"}
                                      for reason, count in reasons.items()])
     signal = SignalSummary(name="spark_executor_losses", baseline=0.0, now=losses_now, deviation=8.0,
                            direction="up", since=SINCE)
@@ -109,6 +114,8 @@ def test_the_oom_loop_runbook_reads_the_live_signal_and_the_reasons() -> None:
     diagnoser = Diagnoser(load_runbooks(default_runbooks_dir()))
     diagnosis = diagnoser.diagnose(_oom_loop_evidence(6.0, {"OOMKilled": 6}), LADDER)
     assert (diagnosis.category, diagnosis.action) == ("spark-executor-oom-loop", "throttle")
+    heap = diagnoser.diagnose(_oom_loop_evidence(6.0, {"Error": 6}, exit_code=52), LADDER)
+    assert heap.category == "spark-executor-oom-loop"
     # Executors lost for other reasons (a node drained, an error) are not an OOM loop.
     other = diagnoser.diagnose(_oom_loop_evidence(6.0, {"Error": 6}), LADDER)
     assert other.category != "spark-executor-oom-loop"

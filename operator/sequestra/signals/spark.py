@@ -14,7 +14,8 @@ see an executor killed for memory: the application's status and events are where
 - `spark_executor_losses` (the catalog's signal): executors newly FAILED within the last `LOSS_WINDOW_S`,
   per application. The entries an application already has when first seen count as before the window, so
   an operator restart is not read as a burst of losses.
-- `loss_reasons`: the losses of recent SparkExecutorFailed events, by the container's termination reason.
+- `loss_reasons`: the losses of recent SparkExecutorFailed events, by the container's termination reason
+  (OOMKilled: the kernel killed it for memory; ExecutorOutOfMemory: Spark's exit code 52, its JVM heap).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ _REASON = re.compile(r"Reason:\s*([^,]+?)\s*(?:,|$)")
 _EXIT_CODE = re.compile(r"ExitCode:\s*(-?\d+)")
 # Exit code 137 is SIGKILL, which is what the kernel's OOM killer sends; the reason says which it was.
 _UNKNOWN_REASONS = ("", "Unknown (Container not Found)")
+# Spark's own exit code for an executor whose JVM ran out of heap (SparkExitCode.OOM): the container ends
+# with reason Error, not OOMKilled, but it is an out-of-memory loss all the same.
+SPARK_OOM_EXIT_CODE = 52
+SPARK_OOM_REASON = "ExecutorOutOfMemory"
 
 
 def failed_executors(obj: Mapping[str, Any]) -> frozenset[str]:
@@ -52,8 +57,10 @@ def loss_reasons(events: Iterable[Mapping[str, Any]]) -> dict[str, int]:
         message = str(event.get("message") or "")
         found = _REASON.search(message)
         reason = found.group(1).strip() if found else ""
-        if reason in _UNKNOWN_REASONS:
-            code = _EXIT_CODE.search(message)
+        code = _EXIT_CODE.search(message)
+        if code and int(code.group(1)) == SPARK_OOM_EXIT_CODE:
+            reason = SPARK_OOM_REASON
+        elif reason in _UNKNOWN_REASONS:
             reason = f"ExitCode {code.group(1)}" if code and code.group(1) != "-1" else "Unknown"
         reasons[reason] = reasons.get(reason, 0) + int(event.get("count") or 1)
     return reasons
