@@ -32,7 +32,8 @@ EXECUTOR_FAILED_EVENT = "SparkExecutorFailed"
 _FAILED_STATE = "FAILED"
 _REASON = re.compile(r"Reason:\s*([^,]+?)\s*(?:,|$)")
 _EXIT_CODE = re.compile(r"ExitCode:\s*(-?\d+)")
-# Exit code 137 is SIGKILL, which is what the kernel's OOM killer sends; the reason says which it was.
+# Reasons that say nothing: the exit code is then all there is (137 is SIGKILL, which the kernel's OOM
+# killer sends, but so does any kill: only the reason OOMKilled says it was memory).
 _UNKNOWN_REASONS = ("", "Unknown (Container not Found)")
 # Spark's own exit code for an executor whose JVM ran out of heap (SparkExitCode.OOM): the container ends
 # with reason Error, not OOMKilled, but it is an out-of-memory loss all the same.
