@@ -940,7 +940,7 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
             log.warning("loop.overran", policy=f"{namespace}/{name}", seconds=round(took, 2), interval=interval)
         # Not `await stopped.wait(t)`: kopf runs that as a task of its own, which outlives a cancelled daemon
         # and then fails with TimeoutError, so a clean shutdown ended in an error. Short sleeps end on either.
-        deadline = time.monotonic() + max(0.5, interval - (time.monotonic() - started))
+        deadline = time.monotonic() + max(0.5, interval - took)
         while not stopped and time.monotonic() < deadline:
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
 

@@ -397,8 +397,10 @@ class Reconciler:
         now = time.time()
         lost: set[str] = set()
         for index, pod in list(executors.items()):
-            started = (pod.status.start_time if pod.status is not None else None) or pod.metadata.creation_timestamp
-            if pod.status is None or pod.status.phase != "Running" or started is None:
+            if pod.status is None or pod.status.phase != "Running":
+                continue
+            started = pod.status.start_time or pod.metadata.creation_timestamp
+            if started is None:
                 continue
             if now - started.timestamp() < after_s:
                 continue
