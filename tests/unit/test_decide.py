@@ -106,6 +106,26 @@ def test_the_ttl_releases_only_a_healthy_workload() -> None:
         is DecisionKind.KEEP
 
 
+def test_an_extension_is_decided_two_intervals_ahead_and_lasts_until_healthy_enough() -> None:
+    policy = replace(POLICY, interval_s=5.0)
+    soon = replace(HOLD, expires_at=1009.0, healthy_intervals=1)
+    decision = decide(policy, replace(FLOOD, state="normal", hold=soon))
+    assert decision.kind is DecisionKind.EXTEND, "an interval later would be after the handler released it"
+    assert decision.extend_until is not None and decision.extend_until >= 1000.0 + 2 * 5.0 + 5.0
+    assert decision.extend_until > soon.expires_at
+    assert decide(policy, replace(FLOOD, state="normal", hold=replace(soon, expires_at=1011.0))).kind \
+        is DecisionKind.KEEP, "not yet: more than two intervals ahead"
+
+
+def test_a_held_workload_labelled_protected_since_is_not_escalated_a_human_is_asked_once() -> None:
+    late = replace(HOLD, effective=False, intervals_since_contained=9)
+    protected = replace(FLOOD, hold=late, protected="labelled sequestra.dev/protected=true")
+    assert decide(POLICY, replace(protected, protected="")).kind is DecisionKind.ESCALATE
+    decision = decide(POLICY, protected)
+    assert decision.kind is DecisionKind.PAGE and decision.page_reason == "ProtectedWorkloadMisbehaving"
+    assert decide(POLICY, replace(protected, hold=replace(late, paged=True))).kind is DecisionKind.KEEP
+
+
 # --- escalation decided here, from facts the handler records -------------------------------------------
 def test_the_third_tamper_climbs_one_rung_and_pages_whatever_the_signals_say() -> None:
     hold = replace(HOLD, rung=1, tamper_count=3)

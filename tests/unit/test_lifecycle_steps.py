@@ -139,6 +139,15 @@ def test_expiry_from_ttl_or_explicit_time() -> None:
     assert expiry(_spec(), NOW) is None
 
 
+def test_an_extension_moves_the_expiry_later_never_earlier_and_a_later_spec_wins() -> None:
+    ttl = _spec(ttl="10m")
+    assert expiry(ttl, NOW, NOW + timedelta(hours=1)) == NOW + timedelta(hours=1)
+    assert expiry(ttl, NOW, NOW + timedelta(minutes=1)) == NOW + timedelta(minutes=10), "never shortened"
+    moved = _spec(expiresAt="2026-11-23T05:00:00Z")
+    assert expiry(moved, NOW, datetime(2026, 11, 23, 4, tzinfo=UTC)) == datetime(2026, 11, 23, 5, tzinfo=UTC)
+    assert expiry(_spec(), NOW, NOW + timedelta(hours=1)) is None, "a hold without an end is not given one"
+
+
 def test_every_hold_carries_the_sequestered_mark_once() -> None:
     assert [a.type for a in _spec().effective_actions()] == [ActionType.SCALE, ActionType.LABEL]
     labelled = _spec({"type": "label"})

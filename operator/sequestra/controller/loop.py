@@ -31,7 +31,7 @@ from kubernetes.client.rest import ApiException
 from prometheus_client import Counter, Gauge
 from pydantic import ValidationError
 
-from sequestra.controller import metrics
+from sequestra.controller import errors, metrics
 from sequestra.controller.policies import apply_conditions, covered_namespaces
 from sequestra.controller.questions import ModelQuestions
 from sequestra.controller.runbooks import RunbookCatalog
@@ -95,6 +95,7 @@ POLICY_LABEL = "sequestra.dev/policy"
 TARGET_KIND_LABEL = "sequestra.dev/target-kind"
 TARGET_NAME_LABEL = "sequestra.dev/target-name"
 LOOP_MANAGER = "sequestra-loop"  # the field manager of the loop's conditions on its policy's status
+LOOP_CONDITIONS = ("SignalsAvailable", "LoopHealthy", "AdmissionGuard")  # the policy conditions the loop writes
 EVADES_LABEL = "sequestra.dev/evades"  # on a hold of a look-alike: the Sequestration it evaded
 # After an unreachable broker, poll it again only this much later: a down broker would otherwise cost
 # every interval its timeout.
@@ -142,7 +143,8 @@ def _declared_identity(obj: Mapping[str, Any]) -> KafkaIdentity | None:
 def loop_policy(spec: SequestrationPolicySpec) -> LoopPolicy:
     return LoopPolicy(ladder=tuple(Rung(r.name, tuple(r.actions)) for r in spec.ladder),
                       healthy_intervals_to_release=spec.release.healthy_intervals,
-                      verify_intervals=spec.verify.intervals, require_human_release=spec.release.require_human)
+                      verify_intervals=spec.verify.intervals, require_human_release=spec.release.require_human,
+                      interval_s=spec.interval.total_seconds())
 
 
 def hold_lifetime(spec: SequestrationPolicySpec) -> dict[str, str]:
@@ -180,6 +182,9 @@ class LoopReport:
     decisions: list[tuple[WorkloadRef, Decision]] = field(default_factory=list)
     breaker_open: bool = False
     caps: Caps = field(default_factory=Caps)  # the guardrails in effect: the policy's under the operator's
+    # Workloads whose decision or its effect failed this interval, with why: each is isolated (the others are
+    # decided all the same) and said on the policy (condition LoopHealthy).
+    failures: dict[str, str] = field(default_factory=dict)
 
 
 class PolicyLoop:
@@ -299,17 +304,31 @@ class PolicyLoop:
         """Decide for every anomalous and every held workload; a held one without a verdict (no signals)
         is decided as unknown, which only recorded facts move."""
         policy = loop_policy(spec)
-        for held in holds.values():
-            self._hold_evaders(held)
+        for ref, held in holds.items():
+            try:
+                self._hold_evaders(held)
+            except Exception as exc:  # one hold's look-alikes never stop the others' decisions
+                self._failed(report, ref, "holding look-alikes", exc)
         for ref in sorted(set(report.anomalous) | set(holds)):
             current = verdicts.get(ref) or (UNKNOWN if ref in holds else None)
             if current is None or ref not in snapshot.attribution.workloads:
                 continue
-            decision = self._decide_one(spec, policy, snapshot, ref, current, holds.get(ref), now,
-                                        protected, report.breaker_open)
+            try:
+                decision = self._decide_one(spec, policy, snapshot, ref, current, holds.get(ref), now,
+                                            protected, report.breaker_open)
+            except Exception as exc:  # isolated: the workloads sorted after it are decided all the same
+                self._failed(report, ref, "deciding", exc)
+                continue
             if decision.kind is not DecisionKind.NOTHING or ref in report.anomalous:
                 report.decisions.append((ref, decision))
                 DECISIONS.labels(str(decision.kind)).inc()
+
+    @staticmethod
+    def _failed(report: LoopReport, ref: WorkloadRef, what: str, exc: Exception) -> None:
+        error = errors.describe(exc)
+        report.failures[str(ref)] = f"{what}: {error}"[:300]
+        log.warning("loop.workload_failed", workload=str(ref), step=what, error=error[:300],
+                    exc_info=not isinstance(exc, ApiException))
 
     def _poll_kafka(self, now: float) -> None:
         config = self.ctx.settings.kafka_client_config()
@@ -421,7 +440,8 @@ class PolicyLoop:
         if effective and not incident.get("effectiveAt"):
             record["effectiveAt"] = _iso(now)
         hold = Hold(name=item["metadata"]["name"], rung=int(incident.get("rung", 0)), contained_at=contained_at,
-                    expires_at=_epoch(status.get("expiresAt")), effective=effective,
+                    expires_at=max(filter(None, (_epoch(status.get("expiresAt")), _epoch(status.get("extendedUntil")))),
+                                   default=None), effective=effective,
                     intervals_since_contained=intervals, healthy_intervals=healthy,
                     paged=bool(incident.get("paged")), tamper_count=int(status.get("tamperCount") or 0),
                     tamper_escalations=int(incident.get("tamperEscalations") or 0),
@@ -452,9 +472,10 @@ class PolicyLoop:
         situation = Situation(state=verdict.state, moved=moved, has_kafka_identity=has_kafka, hold=hold, now=now,
                               kind=ref.kind, proposed_rung=proposed, review_agreed=agreed,
                               recent_offences=self._offences(ref, now, policy.repeat_window_s) if hold is None else 0,
-                              looks_benign=looks_benign, rules_rung=first.action if first and first.runbook else None)
+                              looks_benign=looks_benign, rules_rung=first.action if first and first.runbook else None,
+                              protected=protection(ref.namespace, obj["metadata"].get("labels") or {}, protected))
         if unheld_anomaly and not situation.looks_benign:
-            if protection(ref.namespace, obj["metadata"].get("labels") or {}, protected):
+            if situation.protected:
                 self._page_once(f"protected:{ref.key}", ref, PageReason.PROTECTED_WORKLOAD,
                                 f"protected workload {ref} is misbehaving: {verdict.explain()}")
                 return Decision(DecisionKind.NOTHING, "protected workload: paged, not touched")
@@ -799,12 +820,13 @@ class PolicyLoop:
                 self.paged.add(f"{name}:{decision.page_reason}")
                 self.ctx.notifications.page_for(held, PageReason(decision.page_reason or "ActionHadNoEffect"),
                                                 decision.page)
-        elif decision.kind is DecisionKind.EXTEND:
-            extended = now + spec.interval.total_seconds() * max(1, spec.release.healthy_intervals)
-            patched = self._patch_hold(ref.namespace, name, version, {"spec": {"expiresAt": _iso(extended)}})
-            if patched is None:
-                return
-            version = patched["metadata"]["resourceVersion"]
+        elif decision.kind is DecisionKind.EXTEND and decision.extend_until is not None:
+            # The loop's own status field, written with its incident record: the hold's spec stays the
+            # requester's (a TTL and an expiresAt together are refused), and the handler's one expiry rule
+            # reads both (policy/lifecycle.expiry).
+            self._write_incident(ref.namespace, name, record, version,
+                                 extended_until=_iso(decision.extend_until))
+            return
         self._write_incident(ref.namespace, name, record, version)
 
     def _patch_hold(self, namespace: str, name: str, version: str | None,
@@ -823,10 +845,12 @@ class PolicyLoop:
         return dict(patched)
 
     def _write_incident(self, namespace: str, name: str, incident: dict[str, Any],
-                        resource_version: str | None = None) -> None:
+                        resource_version: str | None = None, *, extended_until: str | None = None) -> None:
         """`resource_version`: write only over that version of the hold (409 otherwise: skipped, as the
-        next interval recomputes the record from what changed it)."""
+        next interval recomputes the record from what changed it). `extended_until`: the hold's extension."""
         body: dict[str, Any] = {"status": {"incident": incident}}
+        if extended_until is not None:
+            body["status"]["extendedUntil"] = extended_until
         if resource_version is not None:
             body["metadata"] = {"resourceVersion": resource_version}
         try:
@@ -857,6 +881,12 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
                                "Sampled" if report.signals_ok else "SignalsUnavailable",
                                "signals read" if report.signals_ok else
                                f"{report.reason[:300]}; holds are kept, no new action is taken", generation)
+    conditions = set_condition(conditions, "LoopHealthy", not report.failures,
+                               "Decided" if not report.failures else "WorkloadsFailed",
+                               "every covered workload decided at the last interval" if not report.failures else
+                               f"{len(report.failures)} workload(s) failed at the last interval, the others were "
+                               "decided: " + "; ".join(f"{ref}: {why}" for ref, why in
+                                                       sorted(report.failures.items())[:5]), generation)
     guard = ctx.guard
     if guard is not None:
         # Whether a held workload's owner can undo containment through the API (docs/ADMISSION_GUARD.md).
@@ -877,7 +907,18 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
     objects = client.CustomObjectsApi(ctx.api_client)
     objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICY_PLURAL, name, {"status": status},
                                                   _content_type="application/merge-patch+json")
-    apply_conditions(objects, namespace, name, LOOP_MANAGER, conditions, owned=("SignalsAvailable", "AdmissionGuard"))
+    apply_conditions(objects, namespace, name, LOOP_MANAGER, conditions, owned=LOOP_CONDITIONS)
+
+
+def _write_interval_failed(ctx: Context, namespace: str, name: str, body: kopf.Body, exc: Exception) -> None:
+    """A whole interval failed (listing the holds, the cluster, a policy status write): said on the policy,
+    so a loop that fails every interval does not look like one that has nothing to do."""
+    conditions = set_condition(list((body.get("status") or {}).get("conditions") or []), "LoopHealthy", False,
+                               "IntervalFailed", f"the last interval failed: {errors.describe(exc)}"[:500],
+                               body["metadata"].get("generation"))
+    # All of the loop's conditions, as last written: an apply that leaves one out would remove it.
+    apply_conditions(client.CustomObjectsApi(ctx.api_client), namespace, name, LOOP_MANAGER, conditions,
+                     owned=LOOP_CONDITIONS)
 
 
 def make_loop(ctx: Context, namespace: str, name: str) -> PolicyLoop:
@@ -934,6 +975,10 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
             pass  # an invalid policy acts on nothing; its status says why (controller/policies.py)
         except Exception as exc:  # one bad interval must not end the loop; the next one retries
             log.exception("loop interval failed", policy=f"{namespace}/{name}", error=str(exc)[:300])
+            try:
+                await asyncio.to_thread(_write_interval_failed, ctx, namespace, name, body, exc)
+            except Exception as write_exc:  # the API server itself may be what fails
+                log.warning("loop.health_write_failed", policy=f"{namespace}/{name}", error=str(write_exc)[:300])
         took = time.monotonic() - started
         LOOP_SECONDS.labels(name).set(took)
         if took > interval:  # the interval is then really `took`: detection and verification are that much later

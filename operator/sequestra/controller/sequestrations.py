@@ -16,8 +16,8 @@ import copy
 import os
 import weakref
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
 from typing import Any
 
 import kopf
@@ -41,7 +41,7 @@ from sequestra.actuators.kubernetes import (
     Workload,
 )
 from sequestra.actuators.plans import PlanError
-from sequestra.controller import finalizers, metrics
+from sequestra.controller import errors, finalizers, metrics
 from sequestra.controller.known_status import KnownStatus
 from sequestra.controller.notifications import Notifications
 from sequestra.controller.runbooks import RunbookCatalog
@@ -67,8 +67,9 @@ from sequestra.signals.alerts import AlertBook
 from sequestra.signals.guard import GuardStatus
 
 log = structlog.get_logger("sequestra.sequestration")
-AUTOMATED_REQUESTER = "sequestra"  # spec.requester of the sequestrations the operator itself creates
+AUTOMATED_REQUESTER = guardrails.AUTOMATED_REQUESTER  # spec.requester of the sequestrations the operator creates
 SPEC_APPLIED = "SpecApplied"  # condition: the spec as it is now is carried out (or why not)
+MAX_ADDITIONS_KEPT = 100  # status.additions: enough for any hour's rate cap, bounded
 # One lock per hold, alive while a handler holds or awaits it: an ended hold leaves nothing behind, deleted or not.
 _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
 
@@ -89,6 +90,10 @@ class Context:
         self.diagnoser: RunbookCatalog | None = None  # the shipped and the cluster's runbooks (+ an LLM)
         self.alerts: AlertBook | None = None  # firing Alertmanager alerts, from the webhook receiver
         self.guard: GuardStatus | None = None  # whether the admission guard is installed
+        # Automated holds past their guardrail check and not Active yet (uid -> namespace), counted as active;
+        # checked and changed only under `take_lock` (controller/sequestrations._carry_out).
+        self.take_lock = asyncio.Lock()
+        self.taking: dict[str, str] = {}
 
 
 def _kafka_actuator(settings: Settings) -> KafkaActuator | None:
@@ -279,8 +284,6 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
     # Independent reads at once: each is a round trip to a busy API server. An automated hold about to be
     # taken (as far as the event's copy of the status says) also reads what its guardrails count.
     hinted = Phase((body.get("status") or {}).get("phase") or Phase.PENDING)
-    prefetch = spec.requester == AUTOMATED_REQUESTER and hinted in (Phase.PENDING, Phase.AWAITING_APPROVAL) \
-        and not spec.release
     # A hold with nothing recorded yet plans from the API server's watch cache: the quorum read through etcd
     # then runs alongside the record's write instead of before it (_take checks the copy against it, and
     # plans again if the cache was behind). A held one's timer brings the operator's watched copy of the target
@@ -291,11 +294,10 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
     # anything is planned: its first plan can then go to the target in one patch with its record (_take),
     # and a deletion still waits for the restore.
     finalize = first_plan and lifecycle.acts_when_taken(spec, approved=approved)
-    status, resolved, counted, finalized = await asyncio.gather(
+    status, resolved, finalized = await asyncio.gather(
         asyncio.to_thread(_status, ctx, body),
         asyncio.sleep(0, result=watched) if watched is not None
         else asyncio.to_thread(_resolve, ctx, body["metadata"]["namespace"], spec, cached=first_plan),
-        _cluster_state(ctx, body, spec) if prefetch else asyncio.sleep(0, result=None),
         asyncio.to_thread(finalizers.add, ctx.objects, body) if finalize else asyncio.sleep(0, result=False),
     )
     if finalize and not finalized:
@@ -310,23 +312,24 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
     on_target = plans.recorded_on(resolved.body, body["metadata"]["uid"]) \
         if not isinstance(resolved, TargetNotFound) and not recorded else None
     observed = lifecycle.Observed(
-        phase=phase, recorded=recorded, expires_at=_parse_time(status.get("expiresAt")), approved=approved,
+        phase=phase, recorded=recorded, expires_at=_expiry(spec, status), approved=approved,
         finalizer=finalized or finalizers.has(body),
         target_kind=resolved.kind if not isinstance(resolved, TargetNotFound) else None,
         target_missing=str(resolved) if isinstance(resolved, TargetNotFound) else "",
         record_on_target=tuple(PriorState.model_validate(p) for p in on_target or []))
     step = lifecycle.plan_reconcile(spec, observed, datetime.now(UTC))
+    if step.kind is lifecycle.StepKind.HOLD:
+        status = await asyncio.to_thread(_show_expiry, ctx, body, status, observed.expires_at)
     if watched is not None and step.add:  # actions are planned from a quorum read, never from a copy
         watched, resolved = None, await asyncio.to_thread(_read_target, ctx, body, spec)
     if step.kind is not lifecycle.StepKind.HOLD or step.add or step.refused_edit or step.activate:
         log.debug("sequestration.step", sequestration=_name(body), step=str(step.kind), reason=step.reason)
-    await _carry_out(ctx, body, status, spec, resolved, step, counted, finalized=finalized, from_cache=first_plan,
+    await _carry_out(ctx, body, status, spec, resolved, step, finalized=finalized, from_cache=first_plan,
                      watched=watched is not None)
 
 
 async def _carry_out(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
-                     resolved: Workload | TargetNotFound, step: lifecycle.Step,
-                     counted: tuple[guardrails.ClusterState, PolicyGuardrails | None] | None, *, finalized: bool,
+                     resolved: Workload | TargetNotFound, step: lifecycle.Step, *, finalized: bool,
                      from_cache: bool, watched: bool = False) -> None:
     """`from_cache`: a first plan's target was read from the API server's watch cache; `watched`: a held
     target is the operator's own watched copy (re-asserted from only once a read confirms the work)."""
@@ -355,13 +358,38 @@ async def _carry_out(ctx: Context, body: kopf.Body, status: dict[str, Any], spec
         log.info("sequestration.record_adopted", sequestration=_name(body), workload=str(workload))
         await asyncio.to_thread(_write_record, ctx, body, list(step.adopt), summary)
         status = {**status, "priorState": [p.model_dump(mode="json", by_alias=True) for p in step.adopt], **summary}
+    uid = body["metadata"]["uid"]
+    taking = step.guarded and step.kind is kind.TAKE and spec.requester == AUTOMATED_REQUESTER
     if step.guarded:
-        if counted is None and spec.requester == AUTOMATED_REQUESTER:
-            counted = await _cluster_state(ctx, body, spec)
-        refusal = _guardrail_refusal(ctx, body, spec, workload, counted or (guardrails.ClusterState(), None))
+        if taking:
+            # Checked and counted one take at a time, and counted as active from here until it is: a burst of
+            # holds (one kubectl apply, many incidents at once) is bound by the caps as if taken one by one.
+            async with ctx.take_lock:
+                counted = await _cluster_state(ctx, body, spec)
+                refusal = _guardrail_refusal(ctx, body, spec, workload, counted)
+                if refusal is None:
+                    ctx.taking[uid] = body["metadata"]["namespace"]
+        else:  # a human's hold (bound by protection only), or one not acting yet (dry-run, awaiting approval)
+            counted = await _cluster_state(ctx, body, spec) if spec.requester == AUTOMATED_REQUESTER \
+                else (guardrails.ClusterState(), None)
+            refusal = _guardrail_refusal(ctx, body, spec, workload, counted)
         if refusal is not None:
             await _refuse(ctx, body, status, workload, refusal, finalized=finalized, summary=summary)
             return
+    try:
+        await _carry_out_acting(ctx, body, status, spec, workload, summary, step, finalized=finalized,
+                                from_cache=from_cache, watched=watched)
+    finally:
+        if taking:
+            async with ctx.take_lock:
+                ctx.taking.pop(uid, None)
+
+
+async def _carry_out_acting(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec,
+                            workload: Workload, summary: dict[str, str], step: lifecycle.Step, *, finalized: bool,
+                            from_cache: bool, watched: bool) -> None:
+    """The steps that act on (or wait for) a resolved target, once the guardrails allowed them."""
+    kind = lifecycle.StepKind
     if step.kind is kind.DRY_RUN:
         await asyncio.to_thread(_dry_run, ctx, body, status, spec, workload, summary)
     elif step.kind is kind.AWAIT_APPROVAL:
@@ -422,6 +450,30 @@ def _read_target(ctx: Context, body: kopf.Body, spec: SequestrationSpec) -> Work
 
 def _parse_time(value: str | None) -> datetime | None:
     return datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+
+
+def _format_time(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _expiry(spec: SequestrationSpec, status: dict[str, Any]) -> datetime | None:
+    """The hold's effective expiry (lifecycle.expiry): from its spec as it is now, its activation, and the
+    loop's extension. None before it is active (a hold expires only once it holds)."""
+    activated = next((_parse_time(t.get("at")) for t in status.get("transitions") or []
+                      if t.get("phase") == Phase.ACTIVE), None)
+    if activated is None:
+        return None
+    return lifecycle.expiry(spec, activated, _parse_time(status.get("extendedUntil")))
+
+
+def _show_expiry(ctx: Context, body: kopf.Body, status: dict[str, Any], expires_at: datetime | None) -> dict[str, Any]:
+    """`status.expiresAt` is what `kubectl get seq` shows and the loop reads: kept equal to the effective expiry
+    (written only when it moved: a spec edit, an extension)."""
+    shown = _format_time(expires_at) if expires_at is not None else None
+    if status.get("expiresAt") == shown or status.get("phase") != Phase.ACTIVE:
+        return status
+    _write_status(ctx, body, {"expiresAt": shown})
+    return {**status, "expiresAt": shown}
 
 
 def _dry_run(ctx: Context, body: kopf.Body, status: dict[str, Any], spec: SequestrationSpec, workload: Workload,
@@ -529,7 +581,7 @@ async def _take_in_one_patch(body: kopf.Body, ctx: Context, status: dict[str, An
                 phase=Phase.PENDING, finalizer=True, target_kind=fresh.kind,
                 record_on_target=tuple(PriorState.model_validate(p) for p in record or []))
             step = lifecycle.plan_reconcile(spec, observed, datetime.now(UTC))
-            await _carry_out(ctx, body, status, spec, fresh, replace(step, guarded=False), None, finalized=True,
+            await _carry_out(ctx, body, status, spec, fresh, replace(step, guarded=False), finalized=True,
                              from_cache=False)
             return True
         except ActuationRejected as exc:
@@ -558,10 +610,10 @@ async def _activate(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
     what someone else changed meanwhile; the target gets its Event and the owner a notice."""
     name = body["metadata"]["name"]
     activated = datetime.now(UTC)
-    expires_at = lifecycle.expiry(spec, activated)
+    expires_at = lifecycle.expiry(spec, activated, _parse_time(status.get("extendedUntil")))
     fields: dict[str, Any] = {**summary, **record}
     if expires_at is not None and not status.get("expiresAt"):
-        fields["expiresAt"] = expires_at.strftime("%Y-%m-%dT%H:%M:%SZ")
+        fields["expiresAt"] = _format_time(expires_at)
     conditions = set_condition(list(status.get("conditions") or []), SPEC_APPLIED, True, "Applied",
                                "every action of the spec is held", body["metadata"].get("generation"))
     if drifted:
@@ -626,6 +678,13 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
         except ApiException as exc:
             raise kopf.TemporaryError(f"completing {spec.action_summary()} on {workload} failed: {exc.reason}",
                                       delay=5) from exc
+    elif any(p.pending for p in record):
+        if watched:  # actions are applied from a quorum read, never from a copy
+            workload = await asyncio.to_thread(_read_target, ctx, body, spec)
+        status, record, retried = await _retry_pending(body, ctx, status, spec, workload, record, summary)
+        if retried is not None:
+            await asyncio.to_thread(_answer_edit, ctx, body, status, *retried)
+            return
     else:
         status, record = await _reassert(body, ctx, status, spec, workload, record, watched=watched)
     refusal, message = step.refused_edit, step.message
@@ -642,40 +701,103 @@ async def _add_actions(body: kopf.Body, ctx: Context, status: dict[str, Any], sp
                        workload: Workload, record: list[PriorState], indexes: tuple[int, ...],
                        summary: dict[str, str],
                        ) -> tuple[dict[str, Any], list[PriorState], tuple[lifecycle.EditRefusal, str] | None]:
-    """Actions the spec gained while held (an escalation, a human's edit): planned on the workload as the
-    record leaves it, recorded, then applied. All or nothing: a refusal (why, and a message) leaves the
-    record as it was."""
-    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    """Actions the spec gained while held (an escalation, a human's edit): checked against the guardrails that
+    bind a first take (protection), planned on the workload as the record leaves it, recorded as pending, then
+    applied. An apply is several writes: once one was attempted the record never shrinks, so a refusal midway
+    (a scale that landed, a NetworkPolicy refused) keeps every entry pending (`_retry_pending` tries again,
+    a release restores whatever part landed)."""
+    name = body["metadata"]["name"]
     actions = spec.effective_actions()
+    refusal = _addition_refusal(ctx, body, workload)
+    if refusal is not None:
+        metrics.REFUSALS.labels(reason=refusal.reason).inc()
+        return status, record, (lifecycle.EditRefusal.GUARDRAIL, f"{refusal.reason}: {refusal.message}; "
+                                "not added, the hold keeps what it applied")
     try:
         planned = await asyncio.to_thread(ctx.actions.plan_remaining, actions, workload, name, record, indexes)
     except PlanError as exc:
         return status, record, (lifecycle.EditRefusal.NOT_APPLICABLE, str(exc))
     except KafkaUnavailable as exc:
         raise kopf.TemporaryError(f"Kafka unreachable, nothing added yet: {exc}", delay=5) from exc
-    extended = record + planned
+    extended = record + [p.model_copy(update={"pending": True}) for p in planned]
     await asyncio.to_thread(_write_record, ctx, body, extended, summary)
-    try:
-        drifted = await asyncio.to_thread(ctx.actions.apply, extended, lifecycle.held_actions(actions, extended),
-                                          namespace, name, None)
-    except ActuationConflict as exc:
-        raise kopf.TemporaryError(f"adding actions: {exc}", delay=1) from exc
-    except KafkaUnavailable as exc:
-        raise kopf.TemporaryError(f"Kafka unreachable while adding actions: {exc}", delay=5) from exc
-    except (ActuationRejected, ApiException) as exc:
-        metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-        await asyncio.to_thread(_write_record, ctx, body, record, summary)  # nothing of it was applied
-        kept = lifecycle.after_refusal(True, f"{', '.join(str(p.action) for p in planned)}: {exc}")
-        return status, record, (lifecycle.EditRefusal(kept.reason), kept.message)
+    status = {**status, "priorState": [p.model_dump(mode="json", by_alias=True) for p in extended], **summary}
+    landed = await _apply_pending(body, ctx, status, spec, workload, extended, summary)
+    if not isinstance(landed, _Landed):
+        return status, extended, landed
+    extended, drifted = landed.record, landed.drifted
+    status = {**status, "priorState": [p.model_dump(mode="json", by_alias=True) for p in extended],
+              "additions": landed.additions}
     added = ", ".join(actions[i].describe() for i in indexes)
+    _announce_added(body, workload, added, drifted)
+    return status, extended, None
+
+
+def _announce_added(body: kopf.Body, workload: Workload, added: str, drifted: list[str]) -> None:
     message = f"added {added} to what {workload} is held with"
     log.info("sequestration.actions_added", sequestration=_name(body), workload=str(workload), added=added)
     kopf.info(body, reason="ActionsAdded", message=message)
     _target_event(workload, "Sequestered", f"Sequestration {_name(body)}: {message}")
     if drifted:
         log.info("sequestration.drifted", sequestration=_name(body), fields=drifted)
-    status = {**status, "priorState": [p.model_dump(mode="json", by_alias=True) for p in extended], **summary}
-    return status, extended, None
+
+
+@dataclass(frozen=True)
+class _Landed:
+    record: list[PriorState]  # every entry landed (none pending)
+    drifted: list[str]  # fields someone else changed since they were recorded, left as they are
+    additions: list[str]  # status.additions, now written
+
+
+async def _apply_pending(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                         workload: Workload, record: list[PriorState], summary: dict[str, str],
+                         ) -> _Landed | tuple[lifecycle.EditRefusal, str]:
+    """Apply the whole record (idempotent: what landed already is skipped) so its pending entries land; once
+    they have, the record says so. A refusal leaves the record as it is, with a message a human can read."""
+    namespace, name = body["metadata"]["namespace"], body["metadata"]["name"]
+    pending = [p for p in record if p.pending]
+    try:
+        drifted = await asyncio.to_thread(ctx.actions.apply, record,
+                                          lifecycle.held_actions(spec.effective_actions(), record), namespace, name,
+                                          None)
+    except (ActuationConflict, KafkaUnavailable, ActuationRejected, ApiException, TargetNotFound) as exc:
+        outcome = errors.classify(exc)
+        metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+        if isinstance(outcome, errors.Retry):
+            raise kopf.TemporaryError(f"adding actions: {outcome.reason}", delay=outcome.delay) from exc
+        log.warning("sequestration.addition_refused", sequestration=_name(body), workload=str(workload),
+                    error=outcome.reason[:500])
+        return (lifecycle.EditRefusal.REJECTED,
+                f"{', '.join(str(p.action) for p in pending)}: {outcome.reason}; recorded and retried, the hold "
+                "keeps what it applied and a release restores whatever part of it landed")
+    landed = [p.model_copy(update={"pending": False}) for p in record]
+    # When actions were added: the rate cap counts these beside the holds taken (guardrails.count_state).
+    additions = [*(status.get("additions") or [])[-(MAX_ADDITIONS_KEPT - 1):], now_iso()]
+    await asyncio.to_thread(_write_status, ctx, body, {
+        "priorState": [p.model_dump(mode="json", by_alias=True) for p in landed], **summary, "additions": additions})
+    return _Landed(landed, drifted, additions)
+
+
+async def _retry_pending(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
+                         workload: Workload, record: list[PriorState], summary: dict[str, str],
+                         ) -> tuple[dict[str, Any], list[PriorState], tuple[lifecycle.EditRefusal, str] | None]:
+    """A hold with pending entries (an addition refused midway): the addition is tried again, instead of
+    re-asserting entries that never landed as if someone had undone them."""
+    landed = await _apply_pending(body, ctx, status, spec, workload, record, summary)
+    if not isinstance(landed, _Landed):
+        return status, record, landed
+    _announce_added(body, workload, ", ".join(str(p.action) for p in record if p.pending), landed.drifted)
+    return ({**status, "priorState": [p.model_dump(mode="json", by_alias=True) for p in landed.record],
+             "additions": landed.additions}, landed.record, None)
+
+
+def _addition_refusal(ctx: Context, body: kopf.Body, workload: Workload) -> guardrails.Refusal | None:
+    """Protection binds every step that adds actions, not only the first take: a workload labelled protected
+    (or a namespace made protected) while held gets nothing more, whoever asks."""
+    limits = guardrails.Limits(protected_namespaces=ctx.settings.all_protected_namespaces(), caps=ctx.settings.caps())
+    return guardrails.check(body["metadata"]["namespace"], str(workload),
+                            workload.body["metadata"].get("labels") or {}, limits, guardrails.ClusterState(),
+                            automated=False)
 
 
 def _answer_edit(ctx: Context, body: kopf.Body, status: dict[str, Any], refusal: lifecycle.EditRefusal | None,
@@ -738,8 +860,9 @@ def _guardrail_refusal(ctx: Context, body: kopf.Body, spec: SequestrationSpec, w
 
 async def _cluster_state(ctx: Context, body: kopf.Body,
                          spec: SequestrationSpec) -> tuple[guardrails.ClusterState, PolicyGuardrails | None]:
-    """Counts of the operator's own sequestrations, besides this one, for the caps, and the guardrails of the
-    hold's policy (the reads run concurrently)."""
+    """Counts of the operator's own sequestrations, besides this one, for the caps (guardrails.count_state),
+    and the guardrails of the hold's policy (the reads run concurrently). The namespace's workloads are
+    every kind a hold can hold, Spark applications included."""
     namespace, uid = body["metadata"]["namespace"], body["metadata"]["uid"]
     listing: Any
     found: tuple[str, SequestrationPolicySpec] | None
@@ -747,19 +870,9 @@ async def _cluster_state(ctx: Context, body: kopf.Body,
         asyncio.to_thread(ctx.objects.list_cluster_custom_object, GROUP, VERSION, PLURAL),
         asyncio.to_thread(_read_policy, ctx, namespace, spec.policy_ref) if spec.policy_ref
         else asyncio.sleep(0, result=None),
-        *(asyncio.to_thread(ctx.actuator.list_workloads, namespace, (kind,)) for kind in WORKLOAD_KINDS))
-    others = [s for s in listing["items"]
-              if s["metadata"]["uid"] != uid and (s.get("spec") or {}).get("requester") == AUTOMATED_REQUESTER]
-    held = [s for s in others if (s.get("status") or {}).get("phase") == Phase.ACTIVE]
-    hour_ago = (datetime.now(UTC) - timedelta(hours=1)).strftime("%Y-%m-%dT%H:%M:%SZ")
-    acted_recently = [s for s in others if any(
-        t["phase"] == Phase.ACTIVE and t["at"] >= hour_ago for t in (s.get("status") or {}).get("transitions", []))]
-    state = guardrails.ClusterState(
-        active_total=len(held),
-        active_in_namespace=sum(1 for s in held if s["metadata"]["namespace"] == namespace),
-        workloads_in_namespace=sum(len(items) for items in per_kind),
-        actions_last_hour=len(acted_recently),
-    )
+        *(asyncio.to_thread(ctx.actuator.list_workloads, namespace, (kind,)) for kind in kinds.HELD_KINDS))
+    state = guardrails.count_state(listing["items"], namespace, workloads_in_namespace=sum(map(len, per_kind)),
+                                   now=datetime.now(UTC).timestamp(), excluding_uid=uid, taking=ctx.taking)
     return state, found[1].guardrails if found else None
 
 

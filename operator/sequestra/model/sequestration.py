@@ -199,3 +199,7 @@ class PriorState(CamelModel):
     # The action as applied: an edit of the hold's spec is matched against it (policy/lifecycle.py), so a
     # changed parameter is reported rather than taken for the action already held. None in older records.
     applied: ActionSpec | None = None
+    # Recorded and attempted, not known to have landed: an addition whose apply failed midway (the scale
+    # patch went through, the NetworkPolicy was refused). Kept, so a release restores whatever part landed;
+    # retried until it lands; never re-asserted as if someone had undone it.
+    pending: bool = False

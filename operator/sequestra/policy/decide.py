@@ -58,6 +58,7 @@ class LoopPolicy:
     verify_intervals: int = 3  # containment must show an effect within this many intervals
     repeat_window_s: float = 3600.0
     require_human_release: bool = False  # holds carry no TTL; once due and healthy, a human is asked
+    interval_s: float = 5.0  # the loop's interval: an extension is decided this far ahead of the expiry
 
 
 @dataclass(frozen=True)
@@ -95,6 +96,9 @@ class Situation:
     # The rung the policy's runbooks call for on the evidence of an anomaly not yet held (None: no runbook
     # matched). Quarantine as the first hold needs it: see _without_hold.
     rules_rung: str | None = None
+    # Why Sequestra may not act on the workload (guardrails.protection), "" when it may. A held workload can
+    # become protected (labelled so while held): the hold stays as it is, and nothing more is added to it.
+    protected: str = ""
 
 
 @dataclass(frozen=True)
@@ -107,6 +111,7 @@ class Decision:
     page_reason: str | None = None  # its class, as notify's PageReason names it
     escalated_for: str | None = None  # what an escalation answers ("Tampered", "NoEffect", "Diagnosis")
     tamper_escalations: int | None = None  # the hold's escalations for tampering, once this one is carried out
+    extend_until: float | None = None  # EXTEND: the hold's new expiry (status.extendedUntil)
 
 
 def diagnosis_proposal(diagnosis: Mapping[str, Any]) -> tuple[str | None, bool]:
@@ -261,6 +266,19 @@ def quarantines_only(actions: Sequence[Mapping[str, Any]]) -> bool:
 
 
 def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision:
+    decision = _with_hold_unprotected(policy, situation, hold)
+    if decision.kind is DecisionKind.ESCALATE and situation.protected:
+        # The hold's handler would refuse the addition; a human is asked instead, once per hold.
+        if hold.paged:
+            return Decision(DecisionKind.KEEP, f"protected ({situation.protected}): not escalated; a human was asked")
+        return Decision(DecisionKind.PAGE, f"{decision.reason}, but the workload is protected: not escalated",
+                        page=f"{decision.reason}; the workload is {situation.protected}, so nothing more is added "
+                             "to its hold", page_reason="ProtectedWorkloadMisbehaving",
+                        tamper_escalations=decision.tamper_escalations)
+    return decision
+
+
+def _with_hold_unprotected(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision:
     next_index, next_actions = _first_rung_with_actions(policy, situation, hold.rung + 1)
     proposed = _rung_index(policy, situation.proposed_rung)
     # 0) Containment is being fought: a fact, whatever the signals say (they may be unknown meanwhile).
@@ -308,10 +326,13 @@ def _with_hold(policy: LoopPolicy, situation: Situation, hold: Hold) -> Decision
                         page=f"{hold.name} is due for release and healthy for {hold.healthy_intervals} intervals; "
                              "the policy requires a human to release it (sequestra release)",
                         page_reason="ReleaseNeedsHuman")
-    # 4) The TTL is up: release only once healthy for long enough.
-    if hold.expires_at is not None and situation.now >= hold.expires_at - 1.0 \
+    # 4) The TTL is (nearly) up: release only once healthy for long enough. Decided two intervals ahead: the
+    # hold's handler releases at the expiry itself, and the next interval may come too late.
+    if hold.expires_at is not None and situation.now >= hold.expires_at - 2 * policy.interval_s \
             and hold.healthy_intervals < policy.healthy_intervals_to_release:
+        missing = policy.healthy_intervals_to_release - hold.healthy_intervals
+        until = max(hold.expires_at, situation.now + policy.interval_s * (missing + 2))
         return Decision(DecisionKind.EXTEND,
                         f"TTL reached but healthy for only {hold.healthy_intervals}/"
-                        f"{policy.healthy_intervals_to_release} intervals")
+                        f"{policy.healthy_intervals_to_release} intervals", extend_until=until)
     return Decision(DecisionKind.KEEP, "holding" if situation.state == "anomalous" else "holding; workload recovering")

@@ -12,6 +12,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
 
 from sequestra.model.policy import PolicyGuardrails
 from sequestra.model.sequestration import PROTECTED_LABEL
@@ -57,6 +59,44 @@ class ClusterState:
     active_in_namespace: int = 0
     workloads_in_namespace: int = 1
     actions_last_hour: int = 0
+
+
+AUTOMATED_REQUESTER = "sequestra"  # spec.requester of the holds the operator itself creates: the ones caps bind
+ACTIVE_PHASE = "Active"
+HOUR_S = 3600.0
+
+
+def count_state(sequestrations: Iterable[Mapping[str, Any]], namespace: str, *, workloads_in_namespace: int,
+                now: float, excluding_uid: str = "", taking: Mapping[str, str] | None = None) -> ClusterState:
+    """The caps' counts over the operator's own holds (automated ones), besides the one being decided:
+    - active: Active now, plus those being taken right now (`taking`: uid -> namespace, past their guardrail
+      check and not Active yet), so a burst of holds is counted as the caps mean, not as they land;
+    - actions in the last hour: every hold that went Active and every escalation or edit that added actions
+      (`status.additions`), so escalating does not outrun the rate cap."""
+    taking = {uid: ns for uid, ns in (taking or {}).items() if uid != excluding_uid}
+    hour_ago = now - HOUR_S
+    active_total = active_in_namespace = actions = 0
+    for item in sequestrations:
+        meta, status = item.get("metadata") or {}, item.get("status") or {}
+        uid = meta.get("uid")
+        if uid == excluding_uid or (item.get("spec") or {}).get("requester") != AUTOMATED_REQUESTER:
+            continue
+        if status.get("phase") == ACTIVE_PHASE and uid not in taking:
+            active_total += 1
+            active_in_namespace += meta.get("namespace") == namespace
+        actions += sum(1 for t in status.get("transitions") or []
+                       if t.get("phase") == ACTIVE_PHASE and _epoch(t.get("at")) >= hour_ago)
+        actions += sum(1 for at in status.get("additions") or [] if _epoch(at) >= hour_ago)
+    active_total += len(taking)
+    active_in_namespace += sum(1 for ns in taking.values() if ns == namespace)
+    return ClusterState(active_total=active_total, active_in_namespace=active_in_namespace,
+                        workloads_in_namespace=workloads_in_namespace, actions_last_hour=actions)
+
+
+def _epoch(value: Any) -> float:
+    if not value:
+        return 0.0
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).timestamp()
 
 
 @dataclass(frozen=True)

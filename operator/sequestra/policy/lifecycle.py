@@ -38,6 +38,7 @@ class EditRefusal(StrEnum):
     CHANGED = "ActionChanged"  # an applied action was changed or removed
     MODE = "ModeChanged"  # dry-run asked of a hold that already acted
     REJECTED = "ActionRejected"  # the API server or the broker refused an added action
+    GUARDRAIL = "GuardrailRefused"  # protection refuses any added action (a workload labelled protected since)
 
 
 @dataclass(frozen=True)
@@ -193,11 +194,15 @@ def after_refusal(acted: bool, message: str) -> Step:
     return Step(StepKind.RELEASE, "ActionRejected", message)
 
 
-def expiry(spec: SequestrationSpec, activated_at: datetime) -> datetime | None:
-    """When a hold ends: an explicit expiresAt, else activation plus the TTL, else never (until released)."""
-    if spec.expires_at is not None:
-        return spec.expires_at
-    if spec.ttl is not None:
-        return activated_at + spec.ttl
-    return None
+def expiry(spec: SequestrationSpec, activated_at: datetime | None,
+           extended_until: datetime | None = None) -> datetime | None:
+    """When a hold ends, the one rule: its spec's end (an explicit expiresAt, else activation plus the TTL),
+    or the loop's extension (`status.extendedUntil`) when that is later; never (until released) when the spec
+    sets neither. Read from the spec at every reconcile, so a moved `spec.expiresAt` counts; an extension
+    never shortens a hold, and a spec moved later than the extension wins."""
+    own = spec.expires_at if spec.expires_at is not None else (
+        activated_at + spec.ttl if spec.ttl is not None and activated_at is not None else None)
+    if own is None:
+        return None
+    return max(own, extended_until) if extended_until is not None else own
 
