@@ -192,3 +192,36 @@ def test_a_runaway_spark_application_gets_fewer_executors(
         assert held[0]["spec"]["actions"][0] == {"type": "scale", "replicas": 4}
         Sequestrations(api_client, namespace).wait_phase(held[0]["metadata"]["name"], "Active", timeout_s=60)
         wait_executors(api_client, namespace, "etl", 4)
+
+
+def test_a_containment_the_guardrails_refuse_pages_once_and_creates_no_hold_while_the_cap_stands(
+        sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str,
+        clear_overrides: None) -> None:
+    """One hold per namespace at most: a second hog there is not held (and not re-tried as a new hold every
+    interval, each refused and counted as a repeat offence); a human hears about it once."""
+    for name in ("hog", "second", "steady"):
+        create(api_client, namespace, deployment(name, 1))
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL, policy("cpu", guardrails={"maxActivePerNamespace": 1}))
+    alertmanager = endpoints.alertmanager_url()
+
+    def refusal_pages() -> list[dict[str, Any]]:
+        found = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5, params={
+            "filter": ['alertname="SequestraNeedsHuman"', f'namespace="{namespace}"']}).json()
+        return [a for a in found if a["annotations"].get("reason") == "ContainmentRefused"]
+
+    with running_operator(sandbox, SEQUESTRA_PAGER_ALERTMANAGER_URL=alertmanager, **LOOP_ENV):
+        wait_scored(api_client, namespace, "cpu", 3)
+        time.sleep(15)  # three intervals of everything steady
+        hog(namespace, "hog-", 2.0)
+        held = wait_automated_hold(api_client, namespace, "cpu")
+        Sequestrations(api_client, namespace).wait_phase(held[0]["metadata"]["name"], "Active", timeout_s=60)
+        hog(namespace, "second-", 2.0)
+        paged = eventually(lambda: refusal_pages() or None, timeout_s=120, what="the refusal paged")
+        assert [a["labels"]["workload"] for a in paged] == ["second"]
+        decision = policy_status(api_client, namespace, "cpu")["lastDecision"]
+        assert "NamespaceCapReached" in decision["summary"] and "not contained" in decision["summary"], decision
+        time.sleep(20)  # four more intervals, the second hog still anomalous and the cap still reached
+        targets = [h["spec"]["target"]["name"] for h in automated_holds(api_client, namespace)]
+        assert targets == ["hog"], f"no hold made (and refused) for the second hog: {targets}"
+        assert len(refusal_pages()) == 1

@@ -19,10 +19,11 @@ import httpx
 from kubernetes import client
 
 from sequestra.actuators import plans
-from sequestra.actuators.kubernetes import KubernetesActuator
+from sequestra.actuators.kubernetes import RESOURCES, KubernetesActuator
 from sequestra.controller.finalizers import RESTORE_FINALIZER
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, VERSION, SequestrationSpec
+from sequestra.sandbox import crds
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
 from tests.integration.operator_support import (
@@ -236,6 +237,61 @@ def test_automated_holds_stop_at_the_namespace_cap_with_a_reason_and_an_event(
     assert "NamespaceCapReached" in {c["reason"] for c in refused["status"]["conditions"]}
     assert workloads.read(api_client, namespace, "Deployment", "b")["spec"]["replicas"] == 2
     assert ("Warning", "NamespaceCapReached") in {(t, r) for t, r, _ in events_for(api_client, namespace, "b")}
+
+
+def test_a_burst_of_automated_holds_is_bound_by_the_namespace_cap_as_if_taken_one_by_one(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    """Five holds in one go (as one `kubectl apply` of five, or five incidents at one interval) under
+    `maxActivePerNamespace: 1`: one is taken, four are refused, each saying how many are active."""
+    names = [f"w{i}" for i in range(5)]
+    for name in names:
+        workloads.create(api_client, namespace, workloads.deployment(name, 2))
+    seqs = Sequestrations(api_client, namespace)
+    with running_operator(sandbox, namespaces=(namespace,), SEQUESTRA_MAX_ACTIVE_PER_NAMESPACE="1"):
+        for name in names:
+            seqs.create(sequestration(f"hold-{name}", "Deployment", name, SCALE_TO_ZERO, requester="sequestra"))
+        def taken_or_refused(name: str) -> dict[str, Any] | None:
+            status = seqs.get(f"hold-{name}").get("status") or {}
+            return status if status.get("phase") in ("Active", "Failed") else None
+
+        ended = {name: eventually(lambda n=name: taken_or_refused(n), what=f"hold-{name} taken or refused")  # type: ignore[misc]
+                 for name in names}
+    phases = sorted(status["phase"] for status in ended.values())
+    assert phases == ["Active", "Failed", "Failed", "Failed", "Failed"], phases
+    for status in ended.values():
+        if status["phase"] == "Failed":
+            assert "NamespaceCapReached" in {c["reason"] for c in status["conditions"]}
+            assert "1 sequestrations active" in status["message"], status["message"]
+    held = [name for name in names
+            if workloads.read(api_client, namespace, "Deployment", name)["spec"]["replicas"] == 0]
+    assert len(held) == 1, f"exactly one workload held: {held}"
+
+
+def test_spark_applications_count_among_the_namespaces_workloads_for_the_share_cap(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    """Four SparkApplications, the default share cap of 50 %: a second hold is half the namespace (allowed), a
+    third would be 75 % (refused, and said so)."""
+    crds.install_spark_operator(api_client, sandbox)
+    group, version, plural = RESOURCES["SparkApplication"]
+    for i in range(4):
+        client.CustomObjectsApi(api_client).create_namespaced_custom_object(group, version, namespace, plural, {
+            "apiVersion": f"{group}/{version}", "kind": "SparkApplication", "metadata": {"name": f"etl-{i}"},
+            "spec": {"type": "Scala", "mode": "cluster", "sparkVersion": "3.5.5", "image": "apache/spark:3.5.5",
+                     "mainClass": "org.example.Etl", "mainApplicationFile": "local:///opt/etl.jar",
+                     "driver": {"cores": 1, "memory": "512m"},
+                     "executor": {"cores": 1, "memory": "1g", "instances": 1}}})
+    seqs = Sequestrations(api_client, namespace)
+    with running_operator(sandbox, namespaces=(namespace,)):
+        for i in range(3):
+            seqs.create(sequestration(f"hold-{i}", "SparkApplication", f"etl-{i}", {"type": "suspend"},
+                                      requester="sequestra"))
+            if i < 2:
+                seqs.wait_phase(f"hold-{i}", "Active")
+        refused = seqs.wait_phase("hold-2", "Failed")
+    assert "NamespaceShareExceeded" in {c["reason"] for c in refused["status"]["conditions"]}
+    assert "75%" in refused["status"]["message"], refused["status"]["message"]
 
 
 def test_a_policys_own_namespace_cap_binds_its_holds_under_a_looser_operator_setting(

@@ -43,12 +43,13 @@ from sequestra.model.conditions import set_condition
 from sequestra.model.diagnosis import Diagnosis, acts
 from sequestra.model.evidence import Evidence, SignalSummary
 from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
-from sequestra.model.kinds import SPARK_KINDS
+from sequestra.model.kinds import HELD_KINDS, SPARK_KINDS
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION, Phase
 from sequestra.model.workload import WorkloadRef
 from sequestra.notify.incident import IncidentNotice
 from sequestra.notify.pager import PageReason
+from sequestra.policy import guardrails
 from sequestra.policy.decide import (
     Decision,
     DecisionKind,
@@ -200,13 +201,16 @@ class PolicyLoop:
         self.history: History | None = None
         self.diagnose = diagnose
         self.alerts = alerts
-        self.paged: set[str] = set()  # page once per reason per incident, not every interval
+        # Page once per reason per incident, not every interval: keys end in ":<workload key>" and are dropped
+        # when the workload is normal again (a hold's own pages are keyed by the hold, which is the incident).
+        self.paged: set[str] = set()
         # Consumer-group status (Burrow rules need a window of polls) and topics, when the operator has a
         # Kafka principal; read for the evidence of incidents, never a reason to act by itself.
         self.kafka: KafkaSignals | None = None
         self.kafka_snapshot: KafkaSnapshot | None = None
         self._kafka_retry_at = 0.0
         self._targeted: set[tuple[str, str, str]] = set()  # (namespace, kind, name) of every hold not ended
+        self._listed: list[dict[str, Any]] = []  # every Sequestration, as listed this interval (the caps' counts)
         self.questions = ModelQuestions()  # model diagnoses asked after containment (contain first)
         # workload -> (read at, its evidence-only signals from history, its signals a day ago)
         self._evidence_reads: dict[WorkloadRef, tuple[float, tuple[SignalExplanation, ...], dict[str, float]]] = {}
@@ -289,8 +293,13 @@ class PolicyLoop:
                 del self._anomalous_recent[ref]  # a blip that never became an anomaly is nobody's peer for long
         for ref in [r for r, (_, _, seen, _) in self._anomalous_recent.items() if seen < now - PEER_WINDOW_S]:
             del self._anomalous_recent[ref]
+        for ref, verdict in verdicts.items():
+            if verdict.state == "normal":
+                self._forget_pages(ref)
         breaker_limit = report.caps.max_anomalous_workloads
         report.breaker_open = breaker_open(len(report.anomalous), breaker_limit)
+        if not report.breaker_open:
+            self.paged.discard(f"breaker:{self.namespace}/{self.name}")  # a breaker that opens again is news
         if report.breaker_open:
             self._page_once(f"breaker:{self.namespace}/{self.name}", None, PageReason.CIRCUIT_BREAKER_OPEN,
                             f"circuit breaker open: {len(report.anomalous)} workloads look anomalous at once "
@@ -383,6 +392,7 @@ class PolicyLoop:
         """The holds this policy decides for that are not over yet, by target (the newest wins): those it
         created, and a human's that name it (`policyRef`), whose escalation it decides too."""
         listing: Any = self.ctx.objects.list_cluster_custom_object(GROUP, VERSION, PLURAL)
+        self._listed = list(listing["items"])
         holds: dict[WorkloadRef, dict[str, Any]] = {}
         self._targeted = {(i["metadata"]["namespace"], i["spec"]["target"]["kind"], i["spec"]["target"]["name"])
                           for i in listing["items"] if not (i.get("spec") or {}).get("release")
@@ -398,11 +408,26 @@ class PolicyLoop:
         return holds
 
     def _offences(self, ref: WorkloadRef, now: float, window_s: float) -> int:
+        """Earlier holds of the workload in the window that held it: one refused before it acted (a cap) or
+        never taken is no offence of the workload's."""
         listing: Any = self.ctx.objects.list_namespaced_custom_object(
             GROUP, VERSION, ref.namespace, PLURAL,
             label_selector=f"{TARGET_KIND_LABEL}={ref.kind.lower()},{TARGET_NAME_LABEL}={_label_value(ref.name)}")
         return sum(1 for item in listing["items"]
-                   if (_epoch(item["metadata"]["creationTimestamp"]) or 0) > now - window_s)
+                   if (_epoch(item["metadata"]["creationTimestamp"]) or 0) > now - window_s
+                   and any(t.get("phase") == Phase.ACTIVE for t in (item.get("status") or {}).get("transitions") or []))
+
+    def _guardrail_refusal(self, spec: SequestrationPolicySpec, ref: WorkloadRef,
+                           obj: Mapping[str, Any]) -> guardrails.Refusal | None:
+        """The hold the loop is about to create, checked as its handler will check it (guardrails.check over
+        guardrails.count_state), from the holds listed this interval and the ones being taken now."""
+        limits = guardrails.Limits(protected_namespaces=self.ctx.settings.all_protected_namespaces(),
+                                   caps=self.ctx.settings.caps().tightened_by(spec.guardrails))
+        workloads = sum(len(self.ctx.actuator.list_workloads(ref.namespace, (kind,))) for kind in HELD_KINDS)
+        state = guardrails.count_state(self._listed, ref.namespace, workloads_in_namespace=workloads,
+                                       now=time.time(), taking=dict(self.ctx.taking))
+        return guardrails.check(ref.namespace, str(ref), (obj.get("metadata") or {}).get("labels") or {}, limits,
+                                state, automated=True)
 
     def _hold_view(self, item: Mapping[str, Any], verdict: WorkloadVerdict, now: float,
                    interval_s: float, ttl_s: float | None = None,
@@ -490,6 +515,15 @@ class PolicyLoop:
                 return Decision(DecisionKind.NOTHING, "circuit breaker open: no new containment")
         decision = decide(policy, situation)
         if decision.kind is DecisionKind.CONTAIN:
+            refusal = self._guardrail_refusal(spec, ref, obj)
+            if refusal is not None:
+                # The hold's handler would refuse it too: no hold is created while the reason stands (one a
+                # minute, each Failed, each counted as a repeat offence), and a human hears of it once.
+                self._page_once(f"refused-{refusal.reason}:{ref.key}", ref, PageReason.CONTAINMENT_REFUSED,
+                                f"{ref} is anomalous ({', '.join(moved)}) and would be held with "
+                                f"{policy.ladder[decision.rung or 0].name}, but {refusal.message}")
+                return Decision(DecisionKind.NOTHING, f"{decision.reason}, refused by the guardrails "
+                                                      f"({refusal.reason}: {refusal.message}): paged, not contained")
             self._contain(spec, policy, snapshot, ref, verdict, decision, now)
         elif held is not None and record is not None:
             self._advance(spec, held, record, decision, ref, now)
@@ -863,6 +897,11 @@ class PolicyLoop:
                 return
             if exc.status != 404:
                 raise
+
+    def _forget_pages(self, ref: WorkloadRef) -> None:
+        """A workload back to normal: its incident is over, and the next one pages again."""
+        suffix = f":{ref.key}"
+        self.paged.difference_update([key for key in self.paged if key.endswith(suffix)])
 
     def _page_once(self, key: str, ref: WorkloadRef | None, reason: PageReason, detail: str) -> None:
         if key in self.paged:

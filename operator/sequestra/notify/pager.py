@@ -36,6 +36,7 @@ class PageReason(StrEnum):
     RELEASE_NEEDS_HUMAN = "ReleaseNeedsHuman"
     SHARED_DEPENDENCY = "SharedDependency"
     NOTHING_TO_CONTAIN = "NothingToContain"
+    CONTAINMENT_REFUSED = "ContainmentRefused"
 
     @classmethod
     def for_category(cls, category: str) -> PageReason:
@@ -58,6 +59,8 @@ class PageReason(StrEnum):
                                           "on one of them would fix",
             PageReason.NOTHING_TO_CONTAIN: "the workload's runbook says no hold would help (it hurts only itself: "
                                            "a crash loop, a stuck consumer); its owner must look",
+            PageReason.CONTAINMENT_REFUSED: "the guardrails refuse to hold the workload (a cap on holds is reached): "
+                                            "it is misbehaving and not contained",
         }[self]
 
 
