@@ -23,7 +23,7 @@ from sequestra.actuators.kubernetes import RESOURCES, KubernetesActuator
 from sequestra.controller.finalizers import RESTORE_FINALIZER
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, VERSION, SequestrationSpec
-from sequestra.sandbox import crds
+from sequestra.sandbox import crds, endpoints
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration import workloads
 from tests.integration.operator_support import (
@@ -183,6 +183,33 @@ def test_crash_midway_through_a_release_finishes_it(
     limits = workloads.read(api_client, namespace, "Deployment", "web")["spec"]["template"]["spec"]["containers"][0]
     assert limits["resources"]["limits"]["cpu"] == "2"
     assert "RestoreConflict" not in {c["type"] for c in released["status"]["conditions"]}
+
+
+def test_a_failure_release_resumed_after_a_crash_still_ends_failed_and_pages(
+    sandbox: SandboxPaths, crds_installed: list[str], api_client: client.ApiClient, namespace: str,
+) -> None:
+    """The operator died while releasing a hold whose action the API server refused (as `_release` leaves
+    it: Releasing, how it ends recorded). Resumed, it restores and ends Failed, with the page a failed
+    containment sends, not Released as if nothing had gone wrong."""
+    workloads.create(api_client, namespace, workloads.deployment("web", 5))
+    seqs = Sequestrations(api_client, namespace)
+    seqs.create(sequestration("hold", "Deployment", "web", SCALE_TO_ZERO))
+    client.AppsV1Api(api_client).patch_namespaced_deployment("web", namespace, {"spec": {"replicas": 0}})
+    seqs.patch_status("hold", {"phase": "Releasing", "priorState": [_prior(0, "scale", "/spec/replicas", 5, 0)],
+                               "releaseOutcome": {"phase": "Failed", "reason": "ActionRejected",
+                                                  "message": "the API server refused the change"}})
+    alertmanager = endpoints.alertmanager_url()
+
+    def pages() -> list[dict[str, Any]]:
+        found = httpx.get(f"{alertmanager}/api/v2/alerts", timeout=5, params={
+            "filter": ['alertname="SequestraNeedsHuman"', f'namespace="{namespace}"']}).json()
+        return [a for a in found if a["annotations"].get("reason") == "ActionFailed"]
+
+    with running_operator(sandbox, namespaces=(namespace,), SEQUESTRA_PAGER_ALERTMANAGER_URL=alertmanager):
+        failed = seqs.wait_phase("hold", "Failed")
+        eventually(pages, timeout_s=30, what="the failed containment paged")
+    assert _replicas(api_client, namespace) == 5
+    assert failed["status"]["transitions"][-1]["reason"] == "ActionRejected"
 
 
 def test_operator_killed_repeatedly_while_applying_converges_without_lost_or_doubled_actions(

@@ -968,8 +968,13 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
                    final_phase: Phase = Phase.RELEASED) -> None:
     """Restore every recorded prior state in reverse order; also undoes a partial apply that failed."""
     status = await asyncio.to_thread(_status, ctx, body)
-    if Phase(status.get("phase") or Phase.PENDING) is Phase.RELEASED:
+    if Phase(status.get("phase") or Phase.PENDING).is_final:
         return
+    outcome_record = status.get("releaseOutcome") or {}
+    if status.get("phase") == Phase.RELEASING and outcome_record.get("phase"):
+        # A release resumed (after a crash, or a retry): it ends as it was started, a failure's page included.
+        final_phase = Phase(outcome_record["phase"])
+        reason, message = str(outcome_record.get("reason") or reason), str(outcome_record.get("message") or message)
     recorded = [PriorState.model_validate(p) for p in status.get("priorState", [])]
     adopted: dict[str, Any] = {}
     if not recorded and finalizers.has(body):
@@ -977,8 +982,10 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
         # Kept in the status too: the restore takes the record off the target.
         adopted = {"priorState": [p.model_dump(mode="json", by_alias=True) for p in recorded]} if recorded else {}
     if recorded and status.get("phase") != Phase.RELEASING:
-        status = await asyncio.to_thread(_transition, ctx, body, status, Phase.RELEASING, reason,
-                                         "restoring the prior state", **adopted)
+        # How it ends is written as it starts, so a release resumed after a crash keeps it.
+        status = await asyncio.to_thread(
+            _transition, ctx, body, status, Phase.RELEASING, reason, "restoring the prior state", **adopted,
+            releaseOutcome={"phase": str(final_phase), "reason": reason, "message": message[:1000]})
     namespace = body["metadata"]["namespace"]
     with metrics.ACTUATOR_SECONDS.labels(action="restore", operation="restore").time():
         try:
