@@ -224,3 +224,21 @@ def test_a_workload_labelled_protected_while_held_gets_nothing_added(
     assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
     assert len(held["status"]["priorState"]) == 1, "nothing recorded for the refused addition"
     assert "ActionsAdded" not in {r for _, r, _ in events_for(api_client, namespace, "hold")}
+
+
+def test_a_second_scale_added_to_a_held_scale_scales_on_and_release_restores_the_original(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    """What an escalation from a cap (`scale 2`) to a quarantine (`scale 0`) asks of a hold."""
+    workloads.create(api_client, namespace, workloads.deployment("web", 5))
+    seqs.create(sequestration("hold", "Deployment", "web", {"type": "scale", "replicas": 2}, {"type": "label"}))
+    seqs.wait_phase("hold", "Active")
+    seqs.patch_spec("hold", {"actions": [{"type": "scale", "replicas": 2}, {"type": "label"},
+                                         {"type": "scale", "replicas": 0}]})
+    eventually(lambda: workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 0,
+               timeout_s=30, what="scaled on from 2 to 0")
+    assert _condition(seqs.get("hold"), "SpecApplied").get("status") == "True"
+
+    seqs.patch_spec("hold", {"release": True})
+    seqs.wait_phase("hold", "Released")
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 5

@@ -12,6 +12,7 @@ from sequestra.policy.decide import (
     Situation,
     contained,
     decide,
+    escalated_actions,
     quarantines_only,
     watched_signal,
 )
@@ -255,3 +256,10 @@ def test_a_runbook_that_names_a_higher_rung_is_where_the_first_hold_starts() -> 
     cpu = replace(FLOOD, moved=("cpu_usage_cores",), has_kafka_identity=False, rules_rung="throttle")
     assert decide(POLICY, cpu).rung == 1
     assert decide(POLICY, replace(FLOOD, rules_rung="observe")).rung == 1
+
+
+def test_an_escalation_adds_an_action_of_a_held_type_with_other_parameters_instead_of_dropping_it() -> None:
+    held = [{"type": "scale", "replicas": 4}, {"type": "label"}]
+    merged = escalated_actions(held, ({"type": "scale", "replicas": 0}, {"type": "suspend"}))
+    assert merged == [*held, {"type": "scale", "replicas": 0}, {"type": "suspend"}]
+    assert escalated_actions(held, ({"type": "scale", "replicas": 4},)) == held, "what is held is not added twice"

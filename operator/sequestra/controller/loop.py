@@ -61,6 +61,7 @@ from sequestra.policy.decide import (
     contained,
     decide,
     diagnosis_proposal,
+    escalated_actions,
     quarantines_only,
     watched_signal,
 )
@@ -313,7 +314,7 @@ class PolicyLoop:
         """Decide for every anomalous and every held workload; a held one without a verdict (no signals)
         is decided as unknown, which only recorded facts move."""
         policy = loop_policy(spec)
-        for ref, held in holds.items():
+        for ref, held in holds.items() if not report.breaker_open else ():  # no new containment while open
             try:
                 self._hold_evaders(held)
             except Exception as exc:  # one hold's look-alikes never stop the others' decisions
@@ -792,8 +793,8 @@ class PolicyLoop:
                 "spec": {
                     "target": {"kind": kind, "name": target}, "actions": list(spec.get("actions") or []),
                     "reason": reason, "requester": AUTOMATED_REQUESTER, "policyRef": self.name,
-                    **{k: spec[k] for k in ("mode", "ttl", "expiresAt", "approved", "evidence", "diagnosis")
-                       if k in spec},
+                    # Not `approved`: a human approved holding the workload they saw, not its look-alikes.
+                    **{k: spec[k] for k in ("mode", "ttl", "expiresAt", "evidence", "diagnosis") if k in spec},
                 },
             }
             self._targeted.add((namespace, kind, target))
@@ -821,9 +822,7 @@ class PolicyLoop:
             record["decisions"] = [*record.get("decisions", [])[-9:],
                                    {"at": _iso(now), "decision": str(decision.kind), "reason": decision.reason}]
         if decision.kind is DecisionKind.ESCALATE and decision.rung is not None:
-            actions = list((held.get("spec") or {}).get("actions") or [])
-            present = {a.get("type") for a in actions}
-            actions += [a for a in decision.actions if a.get("type") not in present]
+            actions = escalated_actions((held.get("spec") or {}).get("actions") or [], decision.actions)
             patched = self._patch_hold(ref.namespace, name, version, {"spec": {"actions": actions}})
             if patched is None:
                 return

@@ -256,6 +256,16 @@ def watched_signal(signals: Sequence[str], actions: Sequence[Mapping[str, Any]])
     return candidates[0] if candidates else None
 
 
+def escalated_actions(held: Sequence[Mapping[str, Any]], rung: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """A hold's actions after an escalation: what it holds, then each of the rung's actions it does not hold
+    as such. An action of a type already held with other parameters is added, not dropped: a quarantine's
+    `scale 0` after a cap's `scale 4` scales on from 4 to 0 (and its release back from 0 to 4, then to what
+    was there before the cap), where dropping it left the escalation without effect."""
+    merged = [dict(a) for a in held]
+    merged += [dict(a) for a in rung if dict(a) not in merged]
+    return merged
+
+
 def quarantines_only(actions: Sequence[Mapping[str, Any]]) -> bool:
     """The actions take the workload out of service (scale to zero, isolate, suspend), none only limits it
     (the `label` every hold carries is a mark, not an action on the workload)."""
