@@ -107,6 +107,7 @@ DAY_S = 86_400.0  # the same-time-yesterday baseline of an incident's signals
 # Evidence read back from Prometheus (history, yesterday) is kept this long per workload: evidence is built
 # again at every interval an unheld anomaly is checked for a look-alike, and need not be re-read each time.
 EVIDENCE_READ_TTL_S = 60.0
+INCIDENT_SEEN_REFRESH_S = 60.0  # a quiet hold's status.incident.lastSeen is rewritten this often, not every interval
 UNKNOWN = WorkloadVerdict("unknown", None, None, ())  # no data this interval
 
 DECISIONS = Counter("sequestra_decisions_total", "Decisions of the autonomous loop.", ["decision"])
@@ -140,6 +141,15 @@ def _declared_identity(obj: Mapping[str, Any]) -> KafkaIdentity | None:
         return KafkaIdentity.from_annotations((obj.get("metadata") or {}).get("annotations"))
     except KafkaIdentityError:
         return None
+
+
+def _incident_moved(written: Mapping[str, Any], record: Mapping[str, Any], now: float) -> bool:
+    """Whether a hold's incident record is worth writing: anything in it changed but the time it was last seen,
+    or that time is a minute old (`lastSeen` says the loop still watches the hold, not when it last looked)."""
+    seen = _epoch(written.get("lastSeen"))
+    changed = {k: v for k, v in record.items() if k != "lastSeen"} != \
+        {k: v for k, v in written.items() if k != "lastSeen"}
+    return changed or seen is None or now - seen >= INCIDENT_SEEN_REFRESH_S
 
 
 def loop_policy(spec: SequestrationPolicySpec) -> LoopPolicy:
@@ -860,6 +870,8 @@ class PolicyLoop:
             self._write_incident(ref.namespace, name, record, version,
                                  extended_until=_iso(decision.extend_until))
             return
+        if not _incident_moved((held.get("status") or {}).get("incident") or {}, record, now):
+            return  # a quiet interval of a quiet hold costs the API server no write
         self._write_incident(ref.namespace, name, record, version)
 
     def _patch_hold(self, namespace: str, name: str, version: str | None,

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import os
+import time
 import weakref
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
@@ -69,6 +70,7 @@ from sequestra.signals.guard import GuardStatus
 log = structlog.get_logger("sequestra.sequestration")
 AUTOMATED_REQUESTER = guardrails.AUTOMATED_REQUESTER  # spec.requester of the sequestrations the operator creates
 SPEC_APPLIED = "SpecApplied"  # condition: the spec as it is now is carried out (or why not)
+POLICY_CACHE_S = 15.0  # how stale a policy's evasion setting may be for a held workload's look-alike search
 MAX_ADDITIONS_KEPT = 100  # status.additions: enough for any hour's rate cap, bounded
 # One lock per hold, alive while a handler holds or awaits it: an ended hold leaves nothing behind, deleted or not.
 _locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
@@ -94,6 +96,8 @@ class Context:
         # checked and changed only under `take_lock` (controller/sequestrations._carry_out).
         self.take_lock = asyncio.Lock()
         self.taking: dict[str, str] = {}
+        # (hold namespace, policy name) -> (read at, monotonic; the policy found): _read_policy_cached
+        self.policy_reads: dict[tuple[str, str], tuple[float, tuple[str, SequestrationPolicySpec] | None]] = {}
 
 
 def _kafka_actuator(settings: Settings) -> KafkaActuator | None:
@@ -923,6 +927,18 @@ def _read_policy(ctx: Context, namespace: str, name: str) -> tuple[str, Sequestr
     return None
 
 
+def _read_policy_cached(ctx: Context, namespace: str, name: str) -> tuple[str, SequestrationPolicySpec] | None:
+    """The hold's policy as read at most POLICY_CACHE_S ago: every held workload's timer asks whether its
+    policy follows look-alikes, every interval, and the answer seldom changes. Guardrails are read fresh."""
+    now = time.monotonic()
+    cached = ctx.policy_reads.get((namespace, name))
+    if cached is not None and now - cached[0] < POLICY_CACHE_S:
+        return cached[1]
+    found = _read_policy(ctx, namespace, name)
+    ctx.policy_reads[(namespace, name)] = (now, found)
+    return found
+
+
 def _find_evaders(body: kopf.Body, ctx: Context) -> None:
     """Record look-alikes of the held workload created since the hold began (`status.evaders`), when the
     policy enables it: a fact, which the policy's loop acts on (controller/loop.py holds each one). Cheap
@@ -931,7 +947,7 @@ def _find_evaders(body: kopf.Body, ctx: Context) -> None:
     spec, status = body.get("spec") or {}, body.get("status") or {}
     if not spec.get("policyRef"):
         return  # evasion is a policy's rule: a hold without one never follows look-alikes
-    found = _read_policy(ctx, namespace, str(spec["policyRef"]))
+    found = _read_policy_cached(ctx, namespace, str(spec["policyRef"]))
     if found is None or not found[1].evasion.enabled:
         return
     kind, target = spec["target"]["kind"], spec["target"]["name"]
