@@ -21,6 +21,7 @@ import socket
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -92,6 +93,9 @@ class LeaseElector:
         self._clock = clock
         self._observed_version: str | None = None
         self._observed_at = 0.0
+        # A thread of its own: in the handlers' pool a renewal would wait behind a burst of their API calls,
+        # and a Lease not renewed in time makes the process exit (a slow API server then ends the leader).
+        self._thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="sequestra-lease")
 
     def _lease(self, holder: str | None, acquired: datetime | None, transitions: int,
                resource_version: str | None = None) -> client.V1Lease:
@@ -163,8 +167,8 @@ class LeaseElector:
 
     async def _attempt(self) -> str | None:
         try:
-            return await asyncio.wait_for(asyncio.to_thread(self.try_acquire_or_renew),
-                                          timeout=self.timing.renew_period_s * 1.5)
+            attempt = asyncio.get_running_loop().run_in_executor(self._thread, self.try_acquire_or_renew)
+            return await asyncio.wait_for(attempt, timeout=self.timing.renew_period_s * 1.5)
         except (TimeoutError, OSError) as exc:
             log.warning("leader.unreachable", lease=self.name, error=repr(exc))
             return None
