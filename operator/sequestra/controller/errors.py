@@ -38,6 +38,9 @@ class Refuse:
 
 
 Outcome = Retry | Refuse
+# What a hold's writes raise, which `classify` answers; anything else is a bug and propagates.
+HANDLED: tuple[type[BaseException], ...] = (ActuationConflict, KafkaUnavailable, ActuationRejected, PlanError,
+                                            TargetNotFound, ApiException)
 
 
 def classify(exc: BaseException) -> Outcome:

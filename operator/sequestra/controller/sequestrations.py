@@ -36,7 +36,6 @@ from sequestra.actuators.kubernetes import (
     RESOURCES,
     WORKLOAD_KINDS,
     ActuationConflict,
-    ActuationRejected,
     KubernetesActuator,
     TargetNotFound,
     Workload,
@@ -70,6 +69,7 @@ from sequestra.signals.guard import GuardStatus
 log = structlog.get_logger("sequestra.sequestration")
 AUTOMATED_REQUESTER = guardrails.AUTOMATED_REQUESTER  # spec.requester of the sequestrations the operator creates
 SPEC_APPLIED = "SpecApplied"  # condition: the spec as it is now is carried out (or why not)
+REFUSED_RETRY_S = 30.0  # re-asserting or restoring that the API server refuses is tried again this often
 POLICY_CACHE_S = 15.0  # how stale a policy's evasion setting may be for a held workload's look-alike search
 MAX_ADDITIONS_KEPT = 100  # status.additions: enough for any hour's rate cap, bounded
 # One lock per hold, alive while a handler holds or awaits it: an ended hold leaves nothing behind, deleted or not.
@@ -544,21 +544,29 @@ async def _take(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
     with metrics.ACTUATOR_SECONDS.labels(action=_action_label(spec), operation="apply").time():
         try:
             drifted = await asyncio.to_thread(ctx.actions.apply, planned, actions, namespace, name, workload.body)
-        except ActuationConflict as exc:
-            raise kopf.TemporaryError(str(exc), delay=1) from exc
-        except KafkaUnavailable as exc:
-            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            raise kopf.TemporaryError(f"Kafka unreachable while applying: {exc}", delay=5) from exc
-        except ActuationRejected as exc:
-            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            refused = lifecycle.after_refusal(False, str(exc))
-            await _release(body, ctx, reason=refused.reason, message=refused.message, final_phase=Phase.FAILED)
+        except errors.HANDLED as exc:
+            await _refused_before_acting(body, ctx, spec, _retry_or_refusal(spec, exc, f"applying to {workload}"))
             return
-        except ApiException as exc:
-            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            raise kopf.TemporaryError(f"applying {spec.action_summary()} to {workload} failed: {exc.reason}",
-                                      delay=5) from exc
     await _activate(body, ctx, status, spec, workload, summary, drifted)
+
+
+def _retry_or_refusal(spec: SequestrationSpec, exc: BaseException, doing: str) -> errors.Refuse:
+    """The one rule (controller/errors.py) where a hold applies: a failure that may pass is retried by kopf
+    (the record untouched, so the retry converges), a refusal is returned to the step to answer."""
+    outcome = errors.classify(exc)
+    if not isinstance(exc, ActuationConflict):  # a conflict is the API server's optimistic lock, not an error
+        metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
+    if isinstance(outcome, errors.Retry):
+        raise kopf.TemporaryError(f"{doing}: {outcome.reason}", delay=outcome.delay) from exc
+    return outcome
+
+
+async def _refused_before_acting(body: kopf.Body, ctx: Context, spec: SequestrationSpec,
+                                 refused: errors.Refuse) -> None:
+    """A first take the API server or the broker refused: whatever part went through goes back, then it fails
+    (and pages)."""
+    failed = lifecycle.after_refusal(False, refused.reason)
+    await _release(body, ctx, reason=failed.reason, message=failed.message, final_phase=Phase.FAILED)
 
 
 async def _take_in_one_patch(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: SequestrationSpec,
@@ -588,15 +596,9 @@ async def _take_in_one_patch(body: kopf.Body, ctx: Context, status: dict[str, An
             await _carry_out(ctx, body, status, spec, fresh, replace(step, guarded=False), finalized=True,
                              from_cache=False)
             return True
-        except ActuationRejected as exc:
-            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            refused = lifecycle.after_refusal(False, str(exc))
-            await _release(body, ctx, reason=refused.reason, message=refused.message, final_phase=Phase.FAILED)
+        except errors.HANDLED as exc:
+            await _refused_before_acting(body, ctx, spec, _retry_or_refusal(spec, exc, f"applying to {workload}"))
             return True
-        except ApiException as exc:
-            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            raise kopf.TemporaryError(f"applying {spec.action_summary()} to {workload} failed: {exc.reason}",
-                                      delay=5) from exc
     if not written:
         return False
     skipped = [reason for prior in planned for reason in prior.skipped_pods]
@@ -670,18 +672,9 @@ async def _hold(body: kopf.Body, ctx: Context, status: dict[str, Any], spec: Seq
         try:
             drifted = await asyncio.to_thread(ctx.actions.apply, record, lifecycle.held_actions(actions, record),
                                               namespace, name, None)
-        except ActuationConflict as exc:
-            raise kopf.TemporaryError(str(exc), delay=1) from exc
-        except KafkaUnavailable as exc:
-            raise kopf.TemporaryError(f"Kafka unreachable while applying: {exc}", delay=5) from exc
-        except ActuationRejected as exc:  # as for a first plan: whatever part went through goes back
-            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-            failed = lifecycle.after_refusal(False, str(exc))
-            await _release(body, ctx, reason=failed.reason, message=failed.message, final_phase=Phase.FAILED)
+        except errors.HANDLED as exc:  # as for a first plan: whatever part went through goes back
+            await _refused_before_acting(body, ctx, spec, _retry_or_refusal(spec, exc, f"completing on {workload}"))
             return
-        except ApiException as exc:
-            raise kopf.TemporaryError(f"completing {spec.action_summary()} on {workload} failed: {exc.reason}",
-                                      delay=5) from exc
     elif any(p.pending for p in record):
         if watched:  # actions are applied from a quorum read, never from a copy
             workload = await asyncio.to_thread(_read_target, ctx, body, spec)
@@ -764,11 +757,8 @@ async def _apply_pending(body: kopf.Body, ctx: Context, status: dict[str, Any], 
         drifted = await asyncio.to_thread(ctx.actions.apply, record,
                                           lifecycle.held_actions(spec.effective_actions(), record), namespace, name,
                                           None)
-    except (ActuationConflict, KafkaUnavailable, ActuationRejected, ApiException, TargetNotFound) as exc:
-        outcome = errors.classify(exc)
-        metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="apply").inc()
-        if isinstance(outcome, errors.Retry):
-            raise kopf.TemporaryError(f"adding actions: {outcome.reason}", delay=outcome.delay) from exc
+    except errors.HANDLED as exc:
+        outcome = _retry_or_refusal(spec, exc, "adding actions")
         log.warning("sequestration.addition_refused", sequestration=_name(body), workload=str(workload),
                     error=outcome.reason[:500])
         return (lifecycle.EditRefusal.REJECTED,
@@ -836,14 +826,14 @@ async def _reassert(body: kopf.Body, ctx: Context, status: dict[str, Any], spec:
         found = await asyncio.to_thread(holding.hold_interval, ctx.actions, recorded, held, workload,
                                         body["metadata"]["name"], write_record,
                                         fresh=(lambda: _read_target(ctx, body, spec)) if watched else None)
-    except ActuationConflict as exc:
-        raise kopf.TemporaryError(f"re-asserting: {exc}", delay=1) from exc
-    except KafkaUnavailable as exc:
-        raise kopf.TemporaryError(f"Kafka unreachable while re-asserting: {exc}", delay=5) from exc
-    except (ActuationRejected, ApiException, PlanError) as exc:
-        metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="reassert").inc()
-        raise kopf.TemporaryError(f"re-asserting {spec.action_summary()} on {workload} failed: {exc}",
-                                  delay=5) from exc
+    except errors.HANDLED as exc:
+        # Holding goes on whatever the outcome: a refused re-assertion is retried, in the server's words.
+        outcome = errors.classify(exc)
+        if not isinstance(exc, ActuationConflict):
+            metrics.ACTUATOR_ERRORS.labels(action=_action_label(spec), operation="reassert").inc()
+        delay = outcome.delay if isinstance(outcome, errors.Retry) else REFUSED_RETRY_S
+        raise kopf.TemporaryError(f"re-asserting {spec.action_summary()} on {workload}: {outcome.reason}",
+                                  delay=delay) from exc
     if not found.tampered:
         return status, list(found.record)
     status = await asyncio.to_thread(_record_tampering, ctx, body, status, workload, list(found.tampered))
@@ -1006,14 +996,13 @@ async def _release(body: kopf.Body, ctx: Context, *, reason: str, message: str =
     with metrics.ACTUATOR_SECONDS.labels(action="restore", operation="restore").time():
         try:
             result = await asyncio.to_thread(ctx.actions.restore, recorded, namespace, body["metadata"]["uid"])
-        except ActuationConflict as exc:
-            raise kopf.TemporaryError(str(exc), delay=1) from exc
-        except KafkaUnavailable as exc:
-            metrics.ACTUATOR_ERRORS.labels(action="restore", operation="restore").inc()
-            raise kopf.TemporaryError(f"Kafka unreachable while restoring: {exc}", delay=5) from exc
-        except ApiException as exc:
-            metrics.ACTUATOR_ERRORS.labels(action="restore", operation="restore").inc()
-            raise kopf.TemporaryError(f"restoring the prior state failed: {exc.reason}", delay=5) from exc
+        except errors.HANDLED as exc:
+            # A restore is never given up: a refused one is retried too, less often, until someone fixes it.
+            failure = errors.classify(exc)
+            if not isinstance(exc, ActuationConflict):
+                metrics.ACTUATOR_ERRORS.labels(action="restore", operation="restore").inc()
+            delay = failure.delay if isinstance(failure, errors.Retry) else REFUSED_RETRY_S
+            raise kopf.TemporaryError(f"restoring the prior state: {failure.reason}", delay=delay) from exc
     conflicts = [f"{result.target}{path}" for path in result.conflicts]
     target = result.target
     fields: dict[str, Any] = {}
