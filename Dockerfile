@@ -17,17 +17,18 @@ COPY requirements.lock ./
 RUN /opt/sequestra/bin/pip install --no-deps -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY operator/ operator/
-# crds/ and runbooks/ are package data (sequestra/shipped.py): COPY keeps the links operator/sequestra/crds and
-# operator/sequestra/runbooks as links, and they resolve to these copies. evals/ is read relative to the source
-# tree (sequestra/evals/).
+# crds/, runbooks/ and evals/ are package data (sequestra/shipped.py): COPY keeps the links operator/sequestra/crds,
+# runbooks and eval_scenarios as links, and they resolve to these copies when the wheel is built.
 COPY runbooks/ runbooks/
 COPY evals/ evals/
 COPY crds/ crds/
-# Editable, so the links and that relative path hold; --no-deps: nothing beyond the lock, and `pip check` proves
-# it complete.
-RUN /opt/sequestra/bin/pip install --no-deps -e . \
+# The image runs the wheel, as `pip install sequestra` would: the operator and its data, without the project's
+# test world (sandbox, demo, gauntlet: pyproject.toml). --no-deps: nothing beyond the lock, and `pip check`
+# proves it complete.
+RUN /opt/sequestra/bin/pip wheel --no-deps --wheel-dir /dist . \
+ && /opt/sequestra/bin/pip install --no-deps /dist/sequestra-*.whl \
  && /opt/sequestra/bin/pip check \
- && /opt/sequestra/bin/python -m compileall -q /app/operator
+ && /opt/sequestra/bin/python -m compileall -q /opt/sequestra/lib
 
 FROM ${BASE}
 LABEL org.opencontainers.image.title="sequestra" \
@@ -37,12 +38,11 @@ LABEL org.opencontainers.image.title="sequestra" \
 RUN groupadd --system --gid 10001 sequestra \
  && useradd --system --uid 10001 --gid 10001 --no-create-home --home-dir /tmp --shell /usr/sbin/nologin sequestra
 COPY --from=build /opt/sequestra /opt/sequestra
-COPY --from=build /app /app
 ENV PATH=/opt/sequestra/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
     HOME=/tmp
-WORKDIR /app
+WORKDIR /tmp
 USER 10001:10001
 # metrics, Alertmanager webhook receiver, liveness
 EXPOSE 19102 19103 8080

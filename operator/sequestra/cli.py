@@ -29,6 +29,20 @@ def _fail(message: str) -> None:
     raise typer.Exit(code=1)
 
 
+def _require_checkout(command: str) -> None:
+    """The sandbox, the demo and the gauntlet are the project's test world: not in the wheel or the image."""
+    import importlib.util
+
+    if importlib.util.find_spec("sequestra.sandbox") is None:
+        _fail(f"`sequestra {command}` runs the project's local sandbox, which the installed package does not "
+              "carry: run it from a checkout of the repository (make install, then .venv/bin/sequestra)")
+
+
+@sandbox_app.callback()
+def _sandbox_commands() -> None:
+    _require_checkout("sandbox")
+
+
 @app.command()
 def version() -> None:
     """Print the version."""
@@ -273,6 +287,7 @@ def demo(
 ) -> None:
     """Bring the sandbox up, show each real component at work, then replay a producer flood and a runaway
     Spark application against the real operator."""
+    _require_checkout("demo")
     from sequestra import demo as incident
     from sequestra.install import InstallError
     from sequestra.sandbox import lifecycle, tour
@@ -301,6 +316,8 @@ def gauntlet(
     """Every gauntlet scenario against the real operator in enforce mode on the sandbox; exit 1 when one is
     not handled as a good operator would."""
     import subprocess as sp
+
+    _require_checkout("gauntlet")
 
     from sequestra.gauntlet import runner
     from sequestra.gauntlet.scenarios import default_scenarios_dir, load_scenarios

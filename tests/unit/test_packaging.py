@@ -41,7 +41,7 @@ print(json.dumps({"package": sequestra.__file__, "runbooks_dir": str(default_run
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # Built from a copy, so setuptools' build/ never lands in the checkout; the links are copied as links.
     source = tmp_path_factory.mktemp("source")
-    for name in ("operator", "crds", "runbooks"):
+    for name in ("operator", "crds", "runbooks", "evals"):
         shutil.copytree(ROOT / name, source / name, symlinks=True,
                         ignore=shutil.ignore_patterns("__pycache__", "*.egg-info"))
     for name in ("pyproject.toml", "README.md"):
@@ -70,10 +70,10 @@ def _yaml_names(directory: Path) -> list[str]:
 
 
 def test_the_package_links_to_the_top_level_folders() -> None:
-    for name in ("crds", "runbooks"):
+    for name, folder in (("crds", "crds"), ("runbooks", "runbooks"), ("eval_scenarios", "evals")):
         link = ROOT / "operator" / "sequestra" / name
-        assert link.is_symlink(), f"{link} must be a link to {name}/, not a copy"
-        assert link.resolve() == (ROOT / name).resolve()
+        assert link.is_symlink(), f"{link} must be a link to {folder}/, not a copy"
+        assert link.resolve() == (ROOT / folder).resolve()
     assert shipped.crds_dir() == (ROOT / "crds").resolve()
     assert shipped.runbooks_dir() == (ROOT / "runbooks").resolve()
 
@@ -101,3 +101,24 @@ def test_an_installed_wheel_loads_them_through_shipped(installed: Path, tmp_path
     assert len(loaded["crds"]) == len(_yaml_names(ROOT / "crds"))
     assert {"ConfigMap", "ValidatingAdmissionPolicy", "ValidatingAdmissionPolicyBinding"} <= set(loaded["guard"])
     assert len(loaded["runbooks"]) == len(_yaml_names(ROOT / "runbooks"))
+
+
+def test_the_wheel_is_the_operator_without_the_projects_test_world(wheel: Path) -> None:
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+    for world in ("sandbox", "demo", "gauntlet"):
+        assert not [n for n in names if n.startswith(f"sequestra/{world}")], f"sequestra/{world} is in {wheel.name}"
+    assert "sequestra/controller/handlers.py" in names
+
+
+def test_an_installed_wheel_runs_the_diagnosis_eval_from_its_own_data_and_says_the_sandbox_is_not_there(
+        installed: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(installed)}
+    done = subprocess.run([sys.executable, "-m", "sequestra.cli", "eval", "--json"], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=300, env=env)
+    assert done.returncode in (0, 1), done.stderr  # 1: a threshold missed, which test_diagnosis_eval judges
+    summary = json.loads(done.stdout)["summary"]
+    assert summary["scenarios"] == len(list((ROOT / "evals" / "scenarios").glob("*.yaml")))
+    refused = subprocess.run([sys.executable, "-m", "sequestra.cli", "sandbox", "status"], cwd=tmp_path,
+                             capture_output=True, text=True, timeout=60, env=env)
+    assert refused.returncode == 1 and "from a checkout" in refused.stderr, refused.stderr

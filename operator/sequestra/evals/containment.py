@@ -37,6 +37,7 @@ from kubernetes.client.rest import ApiException
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from sequestra import shipped
 from sequestra.actuators import drift, holding, plans
 from sequestra.actuators.kubernetes import (
     RESOURCES,
@@ -213,7 +214,8 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
 
 
 def default_scenarios_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "evals" / "containment"
+    """Shipped with the package (sequestra/shipped.py): an installed wheel replays them too."""
+    return shipped.containment_scenarios_dir()
 
 
 # --- the object store ------------------------------------------------------------------------------------

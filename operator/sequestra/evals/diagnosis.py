@@ -17,6 +17,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from pydantic.alias_generators import to_camel
 
+from sequestra import shipped
 from sequestra.diagnosis.evidence import build_evidence
 from sequestra.diagnosis.runbooks import Runbook
 from sequestra.evals import scenario_files
@@ -116,7 +117,8 @@ def load_scenarios(path: str | Path) -> list[Scenario]:
 
 
 def default_scenarios_dir() -> Path:
-    return Path(__file__).resolve().parents[3] / "evals" / "scenarios"
+    """Shipped with the package (sequestra/shipped.py): an installed wheel replays them too."""
+    return shipped.eval_scenarios_dir()
 
 
 @dataclass(frozen=True)

@@ -440,11 +440,20 @@ CHECKS: dict[str, Check] = {
         "from importlib import metadata\n"
         "for d in metadata.distributions(): print(f\"{d.metadata['Name']}=={d.version}\")",
     ]),
-    # The operator's own diagnosis over the eval scenarios (evals/, read relative to /app): real work, no
+    # The operator's own diagnosis over the eval scenarios (package data of the installed wheel): real work, no
     # cluster. Exit 1 means a threshold was missed, which the unit tier judges; here it must run and report.
     "eval": Check(["sequestra", "eval", "--json"], exit_codes=(0, 1)),
+    # The image is the operator: the project's test world (sandbox, demo, gauntlet) is not in it.
+    "no test world": Check([
+        "python", "-c",
+        "import importlib.util\n"
+        "found = [m for m in ('sequestra.sandbox', 'sequestra.demo', 'sequestra.gauntlet') "
+        "if importlib.util.find_spec(m) is not None]\n"
+        "assert not found, found\n"
+        "print('operator only')",
+    ]),
     # The root really is read-only and /tmp really is writable, or the checks above prove nothing.
-    "read-only root": Check(["sh", "-c", "! touch /app/probe 2>/dev/null && touch /tmp/probe && "
+    "read-only root": Check(["sh", "-c", "! touch /opt/sequestra/probe 2>/dev/null && touch /tmp/probe && "
                                          "echo read-only root, /tmp writable"]),
 }
 
