@@ -3,6 +3,7 @@ failure from the others'."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 from types import SimpleNamespace
 from typing import Any
@@ -67,3 +68,30 @@ def test_one_workloads_failure_leaves_the_others_decided_and_is_reported() -> No
     assert [ref.name for ref, _ in report.decisions] == ["b", "c"], "those sorted after the failure are decided"
     assert list(report.failures) == [str(refs[0])]
     assert "etcdserver: request timed out" in report.failures[str(refs[0])]
+
+
+def test_a_policy_loop_whose_policy_is_gone_ends_instead_of_failing_every_interval(monkeypatch: Any) -> None:
+    """The policy (or its namespace) was deleted while the daemon missed the event: a 404 that the API server
+    confirms ends the loop; one it does not confirm is an interval failed like any other."""
+    from sequestra.controller import loop as loop_module
+
+    ticks: list[float] = []
+
+    class Gone:
+        def tick(self, spec: Any, now: float) -> Any:
+            ticks.append(now)
+            raise _api_error(404, "Not Found", 'sequestrationpolicies "p" not found')
+
+    monkeypatch.setattr(loop_module, "make_loop", lambda ctx, namespace, name: Gone())
+    monkeypatch.setattr(loop_module, "_policy_exists", lambda ctx, namespace, name: False)
+    ctx = SimpleNamespace(settings=SimpleNamespace(loop_interval_s=0.01))
+    body: Any = {"metadata": {"namespace": "ns", "name": "p"},
+                 "spec": {"interval": "1s", "ladder": [{"name": "observe"}]}}
+
+    class NeverStopped:
+        def __bool__(self) -> bool:
+            return False
+
+    memo: Any = SimpleNamespace(context=ctx)
+    asyncio.run(asyncio.wait_for(loop_module.policy_loop(body=body, memo=memo, stopped=NeverStopped()), 5))
+    assert len(ticks) == 1

@@ -971,6 +971,25 @@ def _write_interval_failed(ctx: Context, namespace: str, name: str, body: kopf.B
                      owned=LOOP_CONDITIONS)
 
 
+async def _report_interval_failed(ctx: Context, namespace: str, name: str, body: kopf.Body, exc: Exception) -> None:
+    try:
+        await asyncio.to_thread(_write_interval_failed, ctx, namespace, name, body, exc)
+    except Exception as write_exc:  # the API server itself may be what fails
+        log.warning("loop.health_write_failed", policy=f"{namespace}/{name}", error=str(write_exc)[:300])
+
+
+def _policy_exists(ctx: Context, namespace: str, name: str) -> bool:
+    """False only when the API server says the policy is gone; any other failure is no proof of that."""
+    try:
+        client.CustomObjectsApi(ctx.api_client).get_namespaced_custom_object(GROUP, VERSION, namespace,
+                                                                            POLICY_PLURAL, name)
+    except ApiException as exc:
+        return exc.status != 404
+    except Exception:  # unreachable: the loop goes on and asks again next interval
+        return True
+    return True
+
+
 def make_loop(ctx: Context, namespace: str, name: str) -> PolicyLoop:
     """The loop with the diagnoser the settings configure."""
     return PolicyLoop(ctx, namespace, name, diagnose=ctx.diagnoser.diagnose if ctx.diagnoser else None,
@@ -1023,12 +1042,16 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
                 log.warning("signals unavailable", policy=name, reason=report.reason[:300])
         except ValidationError:
             pass  # an invalid policy acts on nothing; its status says why (controller/policies.py)
+        except ApiException as exc:
+            if exc.status == 404 and not await asyncio.to_thread(_policy_exists, ctx, namespace, name):
+                # Deleted (or its namespace is) while this loop missed the event: nothing left to decide for.
+                log.warning("loop.policy_gone", policy=f"{namespace}/{name}")
+                return
+            log.exception("loop interval failed", policy=f"{namespace}/{name}", error=errors.describe(exc)[:300])
+            await _report_interval_failed(ctx, namespace, name, body, exc)
         except Exception as exc:  # one bad interval must not end the loop; the next one retries
             log.exception("loop interval failed", policy=f"{namespace}/{name}", error=str(exc)[:300])
-            try:
-                await asyncio.to_thread(_write_interval_failed, ctx, namespace, name, body, exc)
-            except Exception as write_exc:  # the API server itself may be what fails
-                log.warning("loop.health_write_failed", policy=f"{namespace}/{name}", error=str(write_exc)[:300])
+            await _report_interval_failed(ctx, namespace, name, body, exc)
         took = time.monotonic() - started
         LOOP_SECONDS.labels(name).set(took)
         if took > interval:  # the interval is then really `took`: detection and verification are that much later
