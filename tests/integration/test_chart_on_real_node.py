@@ -294,7 +294,8 @@ def test_both_replicas_run_ready_on_the_real_node_from_the_image_as_the_chart_se
 
         user = _exec(sandbox, installed, pod.metadata.name, "id", "-u").strip()
         root = _exec(sandbox, installed, pod.metadata.name, "sh", "-c",
-                     "touch /opt/sequestra/probe 2>/dev/null && echo writable || echo read-only; touch /tmp/probe && echo tmp")
+                     "touch /opt/sequestra/probe 2>/dev/null && echo writable || echo read-only; "
+                     "touch /tmp/probe && echo tmp")
         assert (user, root.split()) == ("10001", ["read-only", "tmp"])
 
     logs = {p.metadata.name: core.read_namespaced_pod_log(p.metadata.name, installed.release.namespace) for p in pods}
