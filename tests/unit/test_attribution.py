@@ -47,6 +47,14 @@ def test_pods_are_attributed_through_their_owner_chain() -> None:
     assert a.pod(NS, "adhoc-q") == WorkloadRef(NS, "Job", "adhoc")
 
 
+def test_a_workloads_pods_are_those_attributed_to_it() -> None:
+    a = cluster()
+    assert a.pods_of(WorkloadRef(NS, "CronJob", "nightly")) == ["nightly-2911-x"]
+    assert a.pods_of(WorkloadRef(NS, "Deployment", "checkout")) == ["checkout-7d9-abc"]
+    assert a.pods_of(WorkloadRef(NS, "Deployment", "billing")) == []
+    assert a.pods_of(WorkloadRef("other", "CronJob", "nightly")) == []
+
+
 def test_pods_without_a_known_owner_stay_unattributed() -> None:
     a = cluster()
     assert a.pod(NS, "orphan") is None

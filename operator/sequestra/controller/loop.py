@@ -683,8 +683,7 @@ class PolicyLoop:
     @staticmethod
     def _pods_of(ref: WorkloadRef, snapshot: ClusterSnapshot) -> list[str]:
         """The workload's pods: its evidence queries read these, not its whole namespace."""
-        return [pod for (namespace, pod), owner in snapshot.attribution.pods.items()
-                if owner == ref and namespace == ref.namespace]
+        return snapshot.attribution.pods_of(ref)
 
     def _yesterday(self, ref: WorkloadRef, snapshot: ClusterSnapshot, spec: SequestrationPolicySpec,
                    now: float) -> dict[str, float]:

@@ -34,6 +34,18 @@ class Attribution:
     principals: dict[str, WorkloadRef] = field(default_factory=dict)
     shared_principals: set[str] = field(default_factory=set)
     workloads: dict[WorkloadRef, Mapping[str, Any]] = field(default_factory=dict)
+    _pods_by_workload: dict[WorkloadRef, list[str]] | None = field(default=None, repr=False, compare=False)
+
+    def pods_of(self, workload: WorkloadRef) -> list[str]:
+        """The workload's pods by name, from an index built once per listing: the loop asks for every held
+        workload at every interval, and scanning every pod for each made that pods x holds."""
+        if self._pods_by_workload is None:
+            index: dict[WorkloadRef, list[str]] = {}
+            for (namespace, pod), owner in self.pods.items():
+                if owner.namespace == namespace:
+                    index.setdefault(owner, []).append(pod)
+            self._pods_by_workload = index
+        return list(self._pods_by_workload.get(workload, ()))
 
     @classmethod
     def build(cls, workloads: Iterable[Mapping[str, Any]], owners: Iterable[Mapping[str, Any]],
