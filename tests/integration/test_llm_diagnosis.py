@@ -18,7 +18,7 @@ from kubernetes import client
 from prometheus_client import REGISTRY
 
 from sequestra.model.policy import POLICY_PLURAL
-from sequestra.model.sequestration import GROUP, VERSION
+from sequestra.model.sequestration import GROUP, VERSION, recorded_diagnosis
 from sequestra.sandbox import endpoints
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration.operator_support import (
@@ -59,8 +59,11 @@ def test_the_loop_contains_first_and_records_the_real_models_reviewed_diagnosis(
         assert first["diagnoser"] == "rules" and first["awaiting"] == "model", first
         seqs.wait_phase(name, "Active", timeout_s=60)
 
-        answered = eventually(lambda: None if (d := seqs.get(name)["spec"]["diagnosis"]).get("awaiting") else d,
+        answered = eventually(lambda: None if (d := recorded_diagnosis(seqs.get(name))).get("awaiting") else d,
                               timeout_s=420, what="the model's diagnosis recorded on the hold")
+        answered_hold = seqs.get(name)
+        assert answered_hold["status"]["diagnosis"] == answered, "the answer is operator output, in the status"
+        assert answered_hold["spec"]["diagnosis"] == first, "the spec keeps the diagnosis the hold was made with"
         print("model diagnosis:", json.dumps(answered, indent=1)[:3000])
         assert answered["model"] == endpoints.SANDBOX_MODEL
         assert answered["target"] == f"{namespace}/deployment/hog", "the record names only the incident's workload"
@@ -85,7 +88,7 @@ def test_the_loop_contains_first_and_records_the_real_models_reviewed_diagnosis(
         actions = [a for a in hold["spec"]["actions"] if a["type"] != "label"]
         assert all(a in ladder_actions for a in actions), actions
         if {"type": "scale", "replicas": 0} in actions:
-            assert (hold["spec"]["diagnosis"].get("review") or {}).get("verdict") == "approved"
+            assert (recorded_diagnosis(hold).get("review") or {}).get("verdict") == "approved"
         assert [s["spec"]["target"]["name"] for s in automated_holds(api_client, namespace)] == ["hog"]
 
 

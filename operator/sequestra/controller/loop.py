@@ -45,7 +45,7 @@ from sequestra.model.evidence import Evidence, SignalSummary
 from sequestra.model.kafka import KafkaIdentity, KafkaIdentityError
 from sequestra.model.kinds import HELD_KINDS, SPARK_KINDS
 from sequestra.model.policy import POLICY_PLURAL, SequestrationPolicySpec
-from sequestra.model.sequestration import GROUP, PLURAL, VERSION, Phase
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION, Phase, recorded_diagnosis
 from sequestra.model.workload import WorkloadRef
 from sequestra.notify.incident import IncidentNotice
 from sequestra.notify.pager import PageReason
@@ -499,7 +499,7 @@ class PolicyLoop:
             hold, record = self._hold_view(held, verdict, now, spec.interval.total_seconds(),
                                            spec.ttl.total_seconds() if spec.release.require_human else None,
                                            pods=len(self._pods_of(ref, snapshot)))
-        proposed, agreed = diagnosis_proposal((held.get("spec") or {}).get("diagnosis") or {}) if held else (None, True)
+        proposed, agreed = diagnosis_proposal(recorded_diagnosis(held)) if held else (None, True)
         unheld_anomaly = hold is None and verdict.state == "anomalous"
         first = self._rules_first(spec, snapshot, ref, verdict, now) if unheld_anomaly else None
         # The team's runbook says no hold is called for: "none" (a look-alike) or "observe" (only watch).
@@ -570,7 +570,7 @@ class PolicyLoop:
         """A hold whose diagnosis awaits the model's answer: the answer, once there, replaces it on the hold
         (and in the copy returned, so this interval decides on it). Not asked yet (the operator restarted
         since the hold was made): asked now, from the evidence as it is now."""
-        diagnosis = (held.get("spec") or {}).get("diagnosis") or {}
+        diagnosis = recorded_diagnosis(held)
         catalog = self.ctx.diagnoser
         if not diagnosis.get("awaiting") or not isinstance(catalog, RunbookCatalog):
             return held
@@ -588,8 +588,10 @@ class PolicyLoop:
         else:
             record = answer.as_status()
             catalog.record_match(namespace, answer.runbook, name, str(ref))
-        self.ctx.objects.patch_namespaced_custom_object(
-            GROUP, VERSION, namespace, PLURAL, name, [{"op": "replace", "path": "/spec/diagnosis", "value": record}],
+        # Operator output, in the status: the answer bumps no generation and runs no spec handler. A JSON patch
+        # `add` replaces the whole record (a merge patch would keep the rule diagnosis' `awaiting` beside it).
+        self.ctx.objects.patch_namespaced_custom_object_status(
+            GROUP, VERSION, namespace, PLURAL, name, [{"op": "add", "path": "/status/diagnosis", "value": record}],
             _content_type="application/json-patch+json")
         metrics.count_model_answer(record)
         review = (record.get("review") or {}).get("verdict", "none")
@@ -602,7 +604,7 @@ class PolicyLoop:
         needs_human = bool((record.get("review") or {}).get("needsHuman"))
         (kopf.warn if needs_human else kopf.info)(held, reason="Diagnosed",  # type: ignore[arg-type]  # listed object
                                                   message=message[:1000])
-        return {**held, "spec": {**(held.get("spec") or {}), "diagnosis": record}}
+        return {**held, "status": {**(held.get("status") or {}), "diagnosis": record}}
 
     def _evidence(self, spec: SequestrationPolicySpec, snapshot: ClusterSnapshot, ref: WorkloadRef,
                   verdict: WorkloadVerdict, incident: str, now: float) -> Evidence:
@@ -758,6 +760,8 @@ class PolicyLoop:
                 "mode": str(spec.mode),
                 **hold_lifetime(spec),
                 "policyRef": self.name,
+                # What the hold was made on, part of the request (the handler's first notice carries it);
+                # a model's answer arriving later goes to status.diagnosis (_model_diagnosis).
                 "evidence": {"since": _iso(since), "signals": [s.model_dump(by_alias=True, mode="json")
                                                                for s in signal_summaries(verdict)][:8]},
                 "diagnosis": diagnosis,
@@ -803,7 +807,8 @@ class PolicyLoop:
                     "target": {"kind": kind, "name": target}, "actions": list(spec.get("actions") or []),
                     "reason": reason, "requester": AUTOMATED_REQUESTER, "policyRef": self.name,
                     # Not `approved`: a human approved holding the workload they saw, not its look-alikes.
-                    **{k: spec[k] for k in ("mode", "ttl", "expiresAt", "evidence", "diagnosis") if k in spec},
+                    **{k: spec[k] for k in ("mode", "ttl", "expiresAt", "evidence") if k in spec},
+                    "diagnosis": recorded_diagnosis(held),
                 },
             }
             self._targeted.add((namespace, kind, target))

@@ -27,7 +27,7 @@ from sequestra import install
 from sequestra.actuators.kafka_quotas import ClientQuotas
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
-from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION, recorded_diagnosis
 from sequestra.notify.receiver import WebhookReceiver
 from sequestra.sandbox import crds, endpoints
 from sequestra.sandbox.errors import SandboxError
@@ -219,7 +219,7 @@ class IncidentDemo:
             if f"{name}:created" not in self.seen and spec["target"]["name"] == "checkout":
                 self.timeline.mark("created")
             self._once(f"{name}:created", f"anomaly → Sequestration {name} for {target}: {spec.get('reason', '')}")
-            diagnosis = spec.get("diagnosis") or {}
+            diagnosis = recorded_diagnosis(hold)
             if diagnosis.get("summary") and not self.seen & {f"{name}:diagnosis", f"{name}:awaiting"}:
                 self._once(f"{name}:awaiting" if diagnosis.get("awaiting") else f"{name}:diagnosis",
                            f"diagnosis ({diagnosis.get('diagnoser', 'rules')}"

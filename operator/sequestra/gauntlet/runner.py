@@ -32,7 +32,7 @@ from sequestra.gauntlet.injectors import Injector, KafkaWorker, create_topic, de
 from sequestra.gauntlet.scenarios import DailyPeakFault, Scenario, Workload
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
-from sequestra.model.sequestration import GROUP, PLURAL, VERSION
+from sequestra.model.sequestration import GROUP, PLURAL, VERSION, recorded_diagnosis
 from sequestra.sandbox import crds, endpoints, history
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
@@ -162,7 +162,7 @@ class Outcome:
 
     def diagnosis(self, workload: str) -> str | None:
         """The category the hold was diagnosed with (by the rules: the gauntlet runs without a model)."""
-        return ((self.held.get(workload) or {}).get("spec") or {}).get("diagnosis", {}).get("category")
+        return recorded_diagnosis(self.held.get(workload) or {}).get("category")
 
     def rung(self, workload: str) -> str | None:
         return ((self.held.get(workload) or {}).get("status") or {}).get("incident", {}).get("rungName")

@@ -6,6 +6,7 @@ edge so the core never handles raw dicts. Field names follow the CRD (camelCase 
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -138,6 +139,8 @@ class SequestrationSpec(CamelModel):
     expires_at: datetime | None = None
     release: bool = False
     policy_ref: str | None = None
+    # What a hold was made on (the loop's evidence and first diagnosis, or a human's own); a model's answer
+    # arriving later is written to status.diagnosis, which recorded_diagnosis reads first.
     evidence: dict[str, Any] = Field(default_factory=dict)
     diagnosis: dict[str, Any] = Field(default_factory=dict)
 
@@ -203,3 +206,11 @@ class PriorState(CamelModel):
     # patch went through, the NetworkPolicy was refused). Kept, so a release restores whatever part landed;
     # retried until it lands; never re-asserted as if someone had undone it.
     pending: bool = False
+
+
+def recorded_diagnosis(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A hold's diagnosis as it stands: a model's answer in `status.diagnosis` (where the loop writes it, so an
+    answer arriving after the hold was made bumps no generation and runs no spec handler), else the diagnosis
+    it was made with (`spec.diagnosis`)."""
+    return dict((body.get("status") or {}).get("diagnosis") or (body.get("spec") or {}).get("diagnosis") or {})
+

@@ -31,7 +31,7 @@ class DiagnosisSummary(CamelModel):
 
     @classmethod
     def from_record(cls, record: Mapping[str, Any] | None) -> DiagnosisSummary | None:
-        """From the diagnosis dict recorded on a Sequestration (spec.diagnosis); None when empty."""
+        """From the diagnosis dict recorded on a Sequestration (status.diagnosis); None when empty."""
         if not record:
             return None
         review = record.get("review")
@@ -114,5 +114,5 @@ class IncidentNotice(CamelModel):
             actions=tuple(a.describe() for a in spec.actions),
             mode=str(spec.mode),
             expires_at=datetime.fromisoformat(expires.replace("Z", "+00:00")) if expires else spec.expires_at,
-            diagnosis=DiagnosisSummary.from_record(spec.diagnosis or status.get("diagnosis")),
+            diagnosis=DiagnosisSummary.from_record(status.get("diagnosis") or spec.diagnosis),
         )
