@@ -285,8 +285,8 @@ async def _reconcile(body: kopf.Body, ctx: Context, watched: Workload | None = N
     except ValidationError as exc:
         await _invalid_spec(ctx, body, exc)
         return
-    # Independent reads at once: each is a round trip to a busy API server. An automated hold about to be
-    # taken (as far as the event's copy of the status says) also reads what its guardrails count.
+    # Independent reads at once: each is a round trip to a busy API server. (What an automated hold's
+    # guardrails count is read under the take lock, when it is about to act: _carry_out.)
     hinted = Phase((body.get("status") or {}).get("phase") or Phase.PENDING)
     # A hold with nothing recorded yet plans from the API server's watch cache: the quorum read through etcd
     # then runs alongside the record's write instead of before it (_take checks the copy against it, and
