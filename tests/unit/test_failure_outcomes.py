@@ -84,7 +84,9 @@ def test_a_policy_loop_whose_policy_is_gone_ends_instead_of_failing_every_interv
 
     monkeypatch.setattr(loop_module, "make_loop", lambda ctx, namespace, name: Gone())
     monkeypatch.setattr(loop_module, "_policy_exists", lambda ctx, namespace, name: False)
-    ctx = SimpleNamespace(settings=SimpleNamespace(loop_interval_s=0.01))
+    forgotten: list[str] = []
+    ctx = SimpleNamespace(settings=SimpleNamespace(loop_interval_s=0.01),
+                          sampler=SimpleNamespace(forget=forgotten.append))
     body: Any = {"metadata": {"namespace": "ns", "name": "p"},
                  "spec": {"interval": "1s", "ladder": [{"name": "observe"}]}}
 
@@ -95,3 +97,4 @@ def test_a_policy_loop_whose_policy_is_gone_ends_instead_of_failing_every_interv
     memo: Any = SimpleNamespace(context=ctx)
     asyncio.run(asyncio.wait_for(loop_module.policy_loop(body=body, memo=memo, stopped=NeverStopped()), 5))
     assert len(ticks) == 1
+    assert forgotten == ["ns/p"], "its namespaces leave the shared sample"

@@ -246,7 +246,8 @@ class PolicyLoop:
         queries = {s.name: s.query for s in spec.signals if s.query}
         holds = self._holds(namespaces)
         try:
-            sample = self.prometheus.sample(definitions, namespaces, snapshot.attribution, now, queries)
+            sample = self.ctx.sampler.sample(f"{self.namespace}/{self.name}", definitions, namespaces,
+                                             snapshot.attribution, now, queries)
         except SignalsUnavailable as exc:
             # Missing data is not an anomaly: keep every hold as it is, decide nothing new from signals. What
             # the handlers recorded (containment undone, look-alikes found) is decided on all the same.
@@ -975,6 +976,11 @@ def _write_interval_failed(ctx: Context, namespace: str, name: str, body: kopf.B
                      owned=LOOP_CONDITIONS)
 
 
+def _until_next_multiple(now: float, interval: float) -> float:
+    """Seconds from `now` to the next multiple of `interval` on the wall clock."""
+    return interval - (now % interval) if interval > 0 else 0.0
+
+
 async def _report_interval_failed(ctx: Context, namespace: str, name: str, body: kopf.Body, exc: Exception) -> None:
     try:
         await asyncio.to_thread(_write_interval_failed, ctx, namespace, name, body, exc)
@@ -1050,7 +1056,7 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
             if exc.status == 404 and not await asyncio.to_thread(_policy_exists, ctx, namespace, name):
                 # Deleted (or its namespace is) while this loop missed the event: nothing left to decide for.
                 log.warning("loop.policy_gone", policy=f"{namespace}/{name}")
-                return
+                break
             log.exception("loop interval failed", policy=f"{namespace}/{name}", error=errors.describe(exc)[:300])
             await _report_interval_failed(ctx, namespace, name, body, exc)
         except Exception as exc:  # one bad interval must not end the loop; the next one retries
@@ -1060,9 +1066,14 @@ async def policy_loop(body: kopf.Body, memo: kopf.Memo, stopped: kopf.DaemonStop
         LOOP_SECONDS.labels(name).set(took)
         if took > interval:  # the interval is then really `took`: detection and verification are that much later
             log.warning("loop.overran", policy=f"{namespace}/{name}", seconds=round(took, 2), interval=interval)
+        # The next interval starts on the wall clock's next multiple of the interval: every policy with the
+        # same interval samples at the same moment, so their queries are one (SharedSampler). An interval that
+        # overran starts the next one at once: waiting for the clock would make it longer still.
+        wait = _until_next_multiple(time.time(), interval) if took < interval else 0.0
+        deadline = time.monotonic() + max(0.5, wait)
         # Not `await stopped.wait(t)`: kopf runs that as a task of its own, which outlives a cancelled daemon
         # and then fails with TimeoutError, so a clean shutdown ended in an error. Short sleeps end on either.
-        deadline = time.monotonic() + max(0.5, interval - took)
         while not stopped and time.monotonic() < deadline:
             await asyncio.sleep(min(0.5, max(0.0, deadline - time.monotonic())))
+    ctx.sampler.forget(f"{namespace}/{name}")
 

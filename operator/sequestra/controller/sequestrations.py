@@ -65,6 +65,7 @@ from sequestra.policy.tampering import escalates_on_tamper
 from sequestra.settings import Settings
 from sequestra.signals.alerts import AlertBook
 from sequestra.signals.guard import GuardStatus
+from sequestra.signals.prometheus import PrometheusSignals, SharedSampler
 
 log = structlog.get_logger("sequestra.sequestration")
 AUTOMATED_REQUESTER = guardrails.AUTOMATED_REQUESTER  # spec.requester of the sequestrations the operator creates
@@ -98,6 +99,8 @@ class Context:
         self.taking: dict[str, str] = {}
         # (hold namespace, policy name) -> (read at, monotonic; the policy found): _read_policy_cached
         self.policy_reads: dict[tuple[str, str], tuple[float, tuple[str, SequestrationPolicySpec] | None]] = {}
+        # Every policy loop's interval sample, one Prometheus query per signal for all of them.
+        self.sampler = SharedSampler(PrometheusSignals(settings.prometheus_url))
 
 
 def _kafka_actuator(settings: Settings) -> KafkaActuator | None:

@@ -8,6 +8,7 @@ returned as unattributed (reported, never acted on). When Prometheus cannot answ
 
 from __future__ import annotations
 
+import threading
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass, field
@@ -23,6 +24,7 @@ from sequestra.signals.attribution import Attribution
 from sequestra.signals.catalog import SignalDefinition
 
 log = structlog.get_logger("sequestra.signals.prometheus")
+ANSWER_KEPT_S = 120.0  # a shared answer not asked for in this long is dropped (SharedSampler)
 
 
 class SignalsUnavailable(RuntimeError):
@@ -77,21 +79,18 @@ class PrometheusSignals:
         for signal in signals:
             try:
                 query = signal.render(namespaces, (queries or {}).get(signal.name), pods)
-                series: Any = self._prom.custom_query(query, params={"time": at})
+                series: Any = self.query(query, at)
             except Exception as exc:  # the client raises bare Exceptions (PrometheusApiClientException) too
                 result.failed[signal.name] = f"{type(exc).__name__}: {str(exc)[:200]}"
                 continue
-            for item in series:
-                labels = item.get("metric", {})
-                value = float(item["value"][1])
-                ref = _subject(signal, labels, attribution)
-                if ref is None:
-                    result.unattributed[signal.name].append(_describe(labels))
-                    continue
-                result.values[ref][signal.name] = result.values[ref].get(signal.name, 0.0) + value
-        if signals and len(result.failed) == len(signals):
-            raise SignalsUnavailable(f"Prometheus at {self.url} did not answer: {next(iter(result.failed.values()))}")
+            fold(result, signal, series, attribution)
+        _raise_if_blind(result, signals, self.url)
         return result
+
+    def query(self, query: str, at: float) -> list[dict[str, Any]]:
+        """One instant query (PrometheusApiClientException and transport errors pass through)."""
+        answer: Any = self._prom.custom_query(query, params={"time": at})
+        return list(answer)
 
     def history(self, signals: Iterable[SignalDefinition], namespaces: list[str], attribution: Attribution,
                 start: float, end: float, step_s: float, queries: Mapping[str, str] | None = None,
@@ -118,3 +117,101 @@ class PrometheusSignals:
             for ref, points in folded.items():
                 result.points[ref][signal.name] = sorted(points.items())
         return result
+
+
+def fold(result: Sample, signal: SignalDefinition, series: Iterable[Mapping[str, Any]], attribution: Attribution,
+         namespaces: Collection[str] | None = None) -> None:
+    """Add one query's series to `result`, each to its workload (or to the unattributed). `namespaces`: keep
+    only series of these namespaces (a query shared with other policies covers theirs too)."""
+    for item in series:
+        labels = item.get("metric", {})
+        if namespaces is not None and labels.get("namespace") not in namespaces:
+            continue
+        value = float(item["value"][1])
+        ref = _subject(signal, labels, attribution)
+        if ref is None:
+            result.unattributed[signal.name].append(_describe(labels))
+            continue
+        result.values[ref][signal.name] = result.values[ref].get(signal.name, 0.0) + value
+
+
+def _raise_if_blind(result: Sample, signals: list[SignalDefinition], url: str) -> None:
+    if signals and len(result.failed) == len(signals):
+        raise SignalsUnavailable(f"Prometheus at {url} did not answer: {next(iter(result.failed.values()))}")
+
+
+@dataclass
+class _Answer:
+    at: float  # the evaluation time asked for
+    series: list[dict[str, Any]] | None
+    error: str = ""
+
+
+class SharedSampler:
+    """Every policy's interval sample from one query per signal: Prometheus' load stays flat as policies are
+    added (one per namespace is common), where each policy's loop querying its own namespaces made it grow
+    with them.
+
+    Each loop registers the namespaces it covers; a catalog signal is queried once over all registered
+    namespaces, and the answer serves every loop that asks for a time within `share_s` of it, each keeping
+    its own namespaces' series. A policy's own PromQL for a signal, a query that names no namespaces, and
+    reads for one workload's pods are not shared (they are asked as before)."""
+
+    def __init__(self, prometheus: PrometheusSignals, *, share_s: float = 2.0) -> None:
+        self.prometheus = prometheus
+        self.share_s = share_s
+        self._lock = threading.Lock()
+        self._covered: dict[str, frozenset[str]] = {}  # loop -> the namespaces it covers
+        self._answers: dict[str, _Answer] = {}  # rendered query -> its last answer
+        self._query_locks: dict[str, threading.Lock] = defaultdict(threading.Lock)
+        self.queries = 0  # asked of Prometheus, for the benchmark
+
+    @property
+    def url(self) -> str:
+        return self.prometheus.url
+
+    def forget(self, loop: str) -> None:
+        with self._lock:
+            self._covered.pop(loop, None)
+
+    def sample(self, loop: str, signals: Iterable[SignalDefinition], namespaces: list[str], attribution: Attribution,
+               at: float, queries: Mapping[str, str] | None = None) -> Sample:
+        """As PrometheusSignals.sample, for the loop `loop` (any stable name of it)."""
+        with self._lock:
+            self._covered[loop] = frozenset(namespaces)
+            union = sorted(set().union(*self._covered.values()))
+        own = frozenset(namespaces)
+        result = Sample(at=at)
+        signals = [s for s in signals if s.source == "prometheus"]
+        for signal in signals:
+            custom = (queries or {}).get(signal.name)
+            shared = custom is None and "{namespaces}" in signal.query
+            query = signal.render(union if shared else namespaces, custom)
+            answer = self._answer(query, at)
+            if answer.series is None:
+                result.failed[signal.name] = answer.error
+                continue
+            fold(result, signal, answer.series, attribution, own if shared else None)
+        _raise_if_blind(result, signals, self.url)
+        return result
+
+    def _answer(self, query: str, at: float) -> _Answer:
+        with self._lock:
+            query_lock = self._query_locks[query]
+        with query_lock:  # a loop asking while another's identical query runs waits for its answer
+            with self._lock:
+                cached = self._answers.get(query)
+            if cached is not None and abs(cached.at - at) <= self.share_s:
+                return cached
+            try:
+                answer = _Answer(at, self.prometheus.query(query, at))
+            except Exception as exc:  # the client raises bare Exceptions (PrometheusApiClientException) too
+                answer = _Answer(at, None, f"{type(exc).__name__}: {str(exc)[:200]}")
+            with self._lock:
+                self.queries += 1
+                self._answers[query] = answer
+                # Queries over a union of namespaces that has since changed are never asked again: dropped.
+                for stale in [q for q, a in self._answers.items() if at - a.at > ANSWER_KEPT_S]:
+                    del self._answers[stale]
+                    self._query_locks.pop(stale, None)
+            return answer
