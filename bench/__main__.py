@@ -1,6 +1,7 @@
 """Run every benchmark and print its figures (and ratios to the goals) for the docs.
 
-    python -m bench            # all: sandbox start, operator at 1k and at 10k pods, NAB, scoring at 1k-100k series,
+    python -m bench            # all: sandbox start, operator at 1k and at 10k pods, 30 policies' sampling, NAB,
+                               # scoring at 1k-100k series,
                                # the incident gauntlet (docs/GAUNTLET.md) and the sandbox's language model
                                # qualified on the eval suite (docs/QUALIFICATION.md)
     python -m bench --quick    # sandbox start, operator at 1k pods, NAB (batch path), scoring at 1k-10k series
@@ -13,7 +14,16 @@ import sys
 from collections.abc import Callable
 from typing import Protocol
 
-from bench import gauntlet, model_qualification, nab, operator_scale, sandbox_start, scoring_throughput, time_to_contain
+from bench import (
+    gauntlet,
+    model_qualification,
+    nab,
+    operator_scale,
+    policy_sampling,
+    sandbox_start,
+    scoring_throughput,
+    time_to_contain,
+)
 
 
 class Result(Protocol):
@@ -31,6 +41,8 @@ def main() -> int:
     ]
     if not quick:
         runs.append(lambda: operator_scale.run(deployments=500, pods_per=20, sequestrations=200))
+    # 30 policies' intervals together: Prometheus queries per interval with a sampler each, and shared (~2 min).
+    runs.append(lambda: policy_sampling.run(policies=30, intervals=3 if quick else 6))
     # Flood -> quota measured effective at the broker, with the real operator (~2 min a run).
     runs.append(lambda: time_to_contain.run(runs=3 if quick else 10))
     if not quick:
