@@ -225,3 +225,22 @@ def test_a_containment_the_guardrails_refuse_pages_once_and_creates_no_hold_whil
         targets = [h["spec"]["target"]["name"] for h in automated_holds(api_client, namespace)]
         assert targets == ["hog"], f"no hold made (and refused) for the second hog: {targets}"
         assert len(refusal_pages()) == 1
+
+
+def test_a_counted_signal_with_no_series_is_said_on_the_policy_not_read_as_signals_read(
+        sandbox: SandboxPaths, api_client: client.ApiClient, crds_installed: list[str], namespace: str) -> None:
+    """A policy counting a metric name the cluster's exporters do not use: Prometheus answers, with nothing."""
+    create(api_client, namespace, deployment("web", 1))
+    misnamed = 'sum by (namespace, pod) (rate(container_cpu_usage_secs_total{namespace=~"{namespaces}"}[30s]))'
+    client.CustomObjectsApi(api_client).create_namespaced_custom_object(
+        GROUP, VERSION, namespace, POLICY_PLURAL,
+        policy("misnamed", signals=[{"name": "cpu_usage_cores", "query": misnamed}]))
+    with running_operator(sandbox, **LOOP_ENV):
+        def said() -> dict[str, Any] | None:
+            conditions = policy_status(api_client, namespace, "misnamed").get("conditions") or []
+            found = next((c for c in conditions if c["type"] == "SignalsAvailable"), None)
+            return found if found and found["reason"] == "SampledSomeSilent" else None
+
+        condition = eventually(said, timeout_s=60, what="the silent signal named on the policy")
+    assert condition["status"] == "True" and "cpu_usage_cores" in condition["message"], condition
+    assert automated_holds(api_client, namespace) == []

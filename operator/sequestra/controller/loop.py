@@ -197,6 +197,7 @@ class LoopReport:
     # Workloads whose decision or its effect failed this interval, with why: each is isolated (the others are
     # decided all the same) and said on the policy (condition LoopHealthy).
     failures: dict[str, str] = field(default_factory=dict)
+    silent: list[str] = field(default_factory=list)  # counted signals that gave no series for any workload
 
 
 class PolicyLoop:
@@ -267,6 +268,12 @@ class PolicyLoop:
                        kubernetes_values(snapshot, names)):
             for ref, own in source.items():
                 sample.values[ref].update(own)
+        # A counted Prometheus signal that gave no series for any covered workload is not "read": often a metric
+        # name the cluster's exporters do not use, or a workload kind not there. Said on the policy (condition
+        # SignalsAvailable's message); never an anomaly, and never a reason to act.
+        counted = {d.name for d in self._definitions(spec) if d.source == "prometheus"}
+        found = {name for values in sample.values.values() for name in values}
+        report.silent = sorted(counted - found - set(sample.failed))
         verdicts: dict[WorkloadRef, WorkloadVerdict] = {}
         for ref, obj in snapshot.attribution.workloads.items():
             if not selectors.matches(spec.selector.workload_selector, obj["metadata"].get("labels") or {}):
@@ -932,9 +939,12 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
                          now: float) -> None:
     generation = body["metadata"].get("generation")
     conditions = list((body.get("status") or {}).get("conditions") or [])
+    read = "signals read" + (f"; no series for any covered workload: {', '.join(report.silent)} (a metric "
+                             "name your exporters do not use, or nothing to report yet)" if report.silent else "")
     conditions = set_condition(conditions, "SignalsAvailable", report.signals_ok,
-                               "Sampled" if report.signals_ok else "SignalsUnavailable",
-                               "signals read" if report.signals_ok else
+                               ("SampledSomeSilent" if report.silent else "Sampled") if report.signals_ok
+                               else "SignalsUnavailable",
+                               read if report.signals_ok else
                                f"{report.reason[:300]}; holds are kept, no new action is taken", generation)
     conditions = set_condition(conditions, "LoopHealthy", not report.failures,
                                "Decided" if not report.failures else "WorkloadsFailed",
