@@ -101,7 +101,8 @@ def _measure(label: str, api_client: client.ApiClient, namespaces: list[str], in
     settings = Settings()
     contexts = [Context(settings, api_client) for _ in namespaces]
     if shared:  # one sampler for all, as the operator has it (one Context)
-        one = SharedSampler(PrometheusSignals(settings.prometheus_url))
+        one = SharedSampler(PrometheusSignals(settings.prometheus_url,
+                                              scrape_interval_s=settings.prometheus_scrape_interval_s))
         for ctx in contexts:
             ctx.sampler = one
     loops = [PolicyLoop(ctx, ns, "policy") for ctx, ns in zip(contexts, namespaces, strict=True)]

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
     log_level: str = "INFO"
     # The autonomous loop (docs/LOOP.md).
     prometheus_url: str = "http://127.0.0.1:9090"
+    # How often that Prometheus scrapes the workloads: rate() windows hold at least four scrapes (catalog.py).
+    prometheus_scrape_interval_s: float = Field(default=5.0, gt=0)
     loop_interval_s: float = Field(default=15.0, gt=0)  # a policy's `interval` overrides it
     warmup_history_s: float = Field(default=3600.0, ge=0)  # range query at start-up: baselines from history
     warmup_points: int = Field(default=32, ge=2)  # points a series needs before it is scored

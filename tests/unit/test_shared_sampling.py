@@ -21,6 +21,7 @@ class RecordingPrometheus:
     HTTP API only: the sharing is what is tested; the real Prometheus is in the integration tests)."""
 
     url = "http://prometheus.test"
+    scrape_interval_s = 5.0
 
     def __init__(self, pods: dict[str, str], failing: bool = False) -> None:
         self.pods = pods  # pod -> namespace

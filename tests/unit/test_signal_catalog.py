@@ -104,3 +104,16 @@ def test_one_workloads_evidence_reads_its_own_pods_not_its_whole_namespace() -> 
     assert "{pods}" not in CATALOG["oom_kills"].render(["shop"]) and "{pods}" not in CATALOG["http_error_ratio"].render(
         ["shop"], pods=["api-1"])
     assert CATALOG["spark_executors"].render(["data"], pods=["x"]) == CATALOG["spark_executors"].render(["data"])
+
+
+@pytest.mark.parametrize(("scrape_s", "short", "long"), [(5.0, "[30s]", "[60s]"), (15.0, "[60s]", "[60s]"),
+                                                         (30.0, "[120s]", "[120s]"), (60.0, "[240s]", "[240s]")])
+def test_rate_windows_hold_four_scrapes_of_the_clusters_prometheus(scrape_s: float, short: str, long: str) -> None:
+    from sequestra.signals.catalog import CATALOG
+
+    assert short in CATALOG["cpu_usage_cores"].render(["shop"], scrape_interval_s=scrape_s)
+    assert long in CATALOG["http_request_rate"].render(["shop"], scrape_interval_s=scrape_s)
+    assert long in CATALOG["http_error_ratio"].render(["shop"], scrape_interval_s=scrape_s)
+    own = 'rate(my_total{namespace=~"{namespaces}"}[{rate}])'
+    assert CATALOG["cpu_usage_cores"].render(["shop"], own, scrape_interval_s=scrape_s) == \
+        f'rate(my_total{{namespace=~"shop"}}{short})', "a policy's own query gets the same windows"

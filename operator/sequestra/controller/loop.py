@@ -206,7 +206,8 @@ class PolicyLoop:
         self.ctx = ctx
         self.namespace, self.name = namespace, name
         self.reader = ClusterReader(ctx.api_client)
-        self.prometheus = PrometheusSignals(ctx.settings.prometheus_url)
+        self.prometheus = PrometheusSignals(ctx.settings.prometheus_url,
+                                            scrape_interval_s=ctx.settings.prometheus_scrape_interval_s)
         self.scorers: dict[WorkloadRef, WorkloadScorer] = {}
         self.excursions: dict[WorkloadRef, ExcursionTracker] = {}
         self.sustained: dict[WorkloadRef, tuple[str, ...]] = {}

@@ -100,7 +100,8 @@ class Context:
         # (hold namespace, policy name) -> (read at, monotonic; the policy found): _read_policy_cached
         self.policy_reads: dict[tuple[str, str], tuple[float, tuple[str, SequestrationPolicySpec] | None]] = {}
         # Every policy loop's interval sample, one Prometheus query per signal for all of them.
-        self.sampler = SharedSampler(PrometheusSignals(settings.prometheus_url))
+        self.sampler = SharedSampler(PrometheusSignals(
+            settings.prometheus_url, scrape_interval_s=settings.prometheus_scrape_interval_s))
 
 
 def _kafka_actuator(settings: Settings) -> KafkaActuator | None:

@@ -32,12 +32,16 @@ Direction = Literal["up", "down", "both"]
 Subject = Literal["pod", "kafka_client", "spark_app", "workload"]
 Source = Literal["prometheus", "kafka", "kubernetes"]
 
+DEFAULT_SCRAPE_INTERVAL_S = 5.0  # the sandbox's; kube-prometheus-stack scrapes every 30 s (the chart's default)
+SCRAPES_PER_WINDOW = 4  # Prometheus' own advice for rate(): a window of at least four scrapes
+
 
 @dataclass(frozen=True)
 class SignalDefinition:
     name: str
     # PromQL for source "prometheus"; else "". `{namespaces}` is replaced by a regex of the covered namespaces,
-    # `{pods}` (pod series) by one of the pods asked about, or `.+`: all of them.
+    # `{pods}` (pod series) by one of the pods asked about, or `.+`: all of them; `{rate}`, `{rate_long}` by
+    # rate windows fit for the cluster's scrape interval (render).
     query: str
     subject: Subject  # what one series is about; "workload" when the source computes per workload itself
     direction: Direction  # which way counts as trouble
@@ -46,12 +50,23 @@ class SignalDefinition:
     floor: float = 1e-9  # the smallest level that means anything: a baseline below it is zero
     source: Source = "prometheus"
 
-    def render(self, namespaces: list[str], query: str | None = None, pods: Iterable[str] | None = None) -> str:
+    def render(self, namespaces: list[str], query: str | None = None, pods: Iterable[str] | None = None,
+               scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S) -> str:
         """The PromQL for these namespaces (and only these pods, when given: one workload's evidence need
-        not read a namespace of thousands); `query` replaces the catalog's template (a policy's own)."""
+        not read a namespace of thousands); `query` replaces the catalog's template (a policy's own).
+        `{rate}` and `{rate_long}` become rate windows that hold at least four scrapes of the cluster's
+        Prometheus (`scrape_interval_s`): a 30 s window over a 30 s scrape is empty."""
         pattern = "|".join(n.replace(".", "\\\\.") for n in sorted(namespaces)) or "^$"
         pod_pattern = ".+" if pods is None else ("|".join(p.replace(".", "\\\\.") for p in sorted(pods)) or "^$")
-        return (query or self.query).replace("{namespaces}", pattern).replace("{pods}", pod_pattern)
+        short, long = rate_windows(scrape_interval_s)
+        return ((query or self.query).replace("{namespaces}", pattern).replace("{pods}", pod_pattern)
+                .replace("{rate_long}", long).replace("{rate}", short))
+
+
+def rate_windows(scrape_interval_s: float) -> tuple[str, str]:
+    """(`{rate}`, `{rate_long}`): 30 s and 1 m at a 5 s scrape, and never under four scrapes."""
+    floor = SCRAPES_PER_WINDOW * max(scrape_interval_s, 1.0)
+    return f"{round(max(30.0, floor))}s", f"{round(max(60.0, floor))}s"
 
 
 # The names common HTTP exporters give their request counters: Prometheus client libraries' convention
@@ -72,8 +87,8 @@ _FAILED = (("code", "5.."), ("status", "5..|CLIENT_ERROR|IO_ERROR"), ("http_resp
 def _http_ratio(names: str) -> tuple[str, str]:
     """PromQL for the request rate and the failed share of these counters, one series per pod."""
     selector = f'__name__=~"{names}", namespace=~"{{namespaces}}", pod=~"{{pods}}"'
-    everything = f"rate({{{selector}}}[1m])"
-    failed = " or ".join(f'rate({{{selector}, {label}=~"{values}"}}[1m])' for label, values in _FAILED)
+    everything = f"rate({{{selector}}}[{{rate_long}}])"
+    failed = " or ".join(f'rate({{{selector}, {label}=~"{values}"}}[{{rate_long}}])' for label, values in _FAILED)
     # Workloads without a failure get 0, not "no data"; no requests at all is "no data" (0/0 is unknown).
     ratio = (f"(sum by (namespace, pod) ({failed}) or sum by (namespace, pod) ({everything}) * 0)"
              f" / (sum by (namespace, pod) ({everything}) > 0)")
@@ -102,7 +117,7 @@ _OOM_KILLS = (
 CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
     SignalDefinition(
         "cpu_usage_cores",
-        f"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{_CONTAINERS}[30s]))",
+        f"sum by (namespace, pod) (rate(container_cpu_usage_seconds_total{_CONTAINERS}[{{rate}}]))",
         "pod", "up", "cores", "CPU used by the workload's containers", floor=0.001),
     SignalDefinition(
         "memory_working_set_bytes",
@@ -163,7 +178,7 @@ CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
         floor=1.0),
     SignalDefinition(
         "spark_shuffle_spill_bytes",
-        'sum by (namespace, app) (rate(spark_shuffle_spill_bytes_total{namespace=~"{namespaces}"}[1m]))',
+        'sum by (namespace, app) (rate(spark_shuffle_spill_bytes_total{namespace=~"{namespaces}"}[{rate_long}]))',
         "spark_app", "up", "bytes/s", "shuffle data a Spark application spills to disk", floor=1024.0),
     SignalDefinition(
         "spark_executor_losses", "", "workload", "up", "executors/5m",

@@ -21,7 +21,7 @@ from urllib3.util.retry import Retry
 
 from sequestra.model.workload import WorkloadRef
 from sequestra.signals.attribution import Attribution
-from sequestra.signals.catalog import SignalDefinition
+from sequestra.signals.catalog import DEFAULT_SCRAPE_INTERVAL_S, SignalDefinition
 
 log = structlog.get_logger("sequestra.signals.prometheus")
 ANSWER_KEPT_S = 120.0  # a shared answer not asked for in this long is dropped (SharedSampler)
@@ -63,10 +63,12 @@ def _describe(labels: dict[str, str]) -> str:
 
 
 class PrometheusSignals:
-    def __init__(self, url: str, *, timeout_s: float = 5.0) -> None:
+    def __init__(self, url: str, *, timeout_s: float = 5.0,
+                 scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S) -> None:
         # No retries inside the client: the loop retries next interval, and a hung query must not hold it.
         self._prom = PrometheusConnect(url=url, disable_ssl=True, retry=Retry(total=0), timeout=int(max(1, timeout_s)))
         self.url = url
+        self.scrape_interval_s = scrape_interval_s  # rate() windows are sized for it (SignalDefinition.render)
 
     def sample(self, signals: Iterable[SignalDefinition], namespaces: list[str], attribution: Attribution,
                at: float, queries: Mapping[str, str] | None = None, pods: Collection[str] | None = None) -> Sample:
@@ -78,7 +80,7 @@ class PrometheusSignals:
         signals = [s for s in signals if s.source == "prometheus"]
         for signal in signals:
             try:
-                query = signal.render(namespaces, (queries or {}).get(signal.name), pods)
+                query = signal.render(namespaces, (queries or {}).get(signal.name), pods, self.scrape_interval_s)
                 series: Any = self.query(query, at)
             except Exception as exc:  # the client raises bare Exceptions (PrometheusApiClientException) too
                 result.failed[signal.name] = f"{type(exc).__name__}: {str(exc)[:200]}"
@@ -100,7 +102,7 @@ class PrometheusSignals:
         result = History()
         for signal in (s for s in signals if s.source == "prometheus"):
             try:
-                query = signal.render(namespaces, (queries or {}).get(signal.name), pods)
+                query = signal.render(namespaces, (queries or {}).get(signal.name), pods, self.scrape_interval_s)
                 series: Any = self._prom.custom_query_range(
                     query, start_time=datetime.fromtimestamp(start, UTC), end_time=datetime.fromtimestamp(end, UTC),
                     step=f"{max(1, int(step_s))}s")
@@ -186,7 +188,7 @@ class SharedSampler:
         for signal in signals:
             custom = (queries or {}).get(signal.name)
             shared = custom is None and "{namespaces}" in signal.query
-            query = signal.render(union if shared else namespaces, custom)
+            query = signal.render(union if shared else namespaces, custom, None, self.prometheus.scrape_interval_s)
             answer = self._answer(query, at)
             if answer.series is None:
                 result.failed[signal.name] = answer.error
