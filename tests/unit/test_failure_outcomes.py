@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from types import SimpleNamespace
 from typing import Any
 
@@ -98,3 +99,21 @@ def test_a_policy_loop_whose_policy_is_gone_ends_instead_of_failing_every_interv
     asyncio.run(asyncio.wait_for(loop_module.policy_loop(body=body, memo=memo, stopped=NeverStopped()), 5))
     assert len(ticks) == 1
     assert forgotten == ["ns/p"], "its namespaces leave the shared sample"
+
+
+def test_a_quiet_holds_incident_record_is_not_rewritten_every_interval() -> None:
+    from sequestra.controller.loop import _incident_moved
+
+    written = {"rung": 1, "healthyIntervals": 0, "lastVerdict": "anomalous", "lastSeen": "2026-12-07T10:00:00Z"}
+    at = datetime(2026, 12, 7, 10, 0, 5, tzinfo=UTC).timestamp()
+    assert not _incident_moved(written, {**written, "lastSeen": "2026-12-07T10:00:05Z"}, at)
+    assert _incident_moved(written, {**written, "healthyIntervals": 1, "lastSeen": "2026-12-07T10:00:05Z"}, at)
+    assert _incident_moved(written, {**written, "lastSeen": "2026-12-07T10:01:00Z"}, at + 55), "a minute later"
+
+
+def test_pages_of_a_workload_back_to_normal_are_forgotten_so_its_next_incident_pages() -> None:
+    loop = PolicyLoop(Context(Settings(), client.ApiClient()), "ns", "p")
+    web, api = WorkloadRef("ns", "Deployment", "web"), WorkloadRef("ns", "Deployment", "web-api")
+    loop.paged = {f"protected:{web.key}", f"crash-loop:{web.key}", f"protected:{api.key}", "breaker:ns/p"}
+    loop._forget_pages(web)
+    assert loop.paged == {f"protected:{api.key}", "breaker:ns/p"}, "web-api is another workload"
