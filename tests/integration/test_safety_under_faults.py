@@ -15,6 +15,7 @@ from kopf.testing import KopfRunner
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
+from sequestra.actuators import plans
 from sequestra.controller.loop import PolicyLoop
 from sequestra.controller.sequestrations import Context
 from sequestra.model.policy import SequestrationPolicySpec
@@ -132,7 +133,7 @@ def _deny_network_policies(api_client: client.ApiClient, namespace: str) -> str:
     return name
 
 
-def _allow_network_policies(api_client: client.ApiClient, name: str) -> None:
+def _drop_admission_policy(api_client: client.ApiClient, name: str) -> None:
     objects = client.CustomObjectsApi(api_client)
     objects.delete_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicybindings", f"{name}-binding")
     objects.delete_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicies", name)
@@ -166,7 +167,7 @@ def test_an_addition_refused_midway_keeps_its_record_and_a_release_restores_what
         warnings = [r for t, r, _ in events_for(api_client, namespace, "hold") if t == "Warning"]
         assert warnings.count("ActionRejected") == 1, f"the refusal said once, not every interval: {warnings}"
     finally:
-        _allow_network_policies(api_client, frozen)
+        _drop_admission_policy(api_client, frozen)
 
     def landed() -> dict[str, Any] | None:
         body = seqs.get("hold")
@@ -197,7 +198,7 @@ def test_a_release_while_an_addition_is_refused_restores_the_part_that_landed(
         seqs.patch_spec("hold", {"release": True})
         released = seqs.wait_phase("hold", "Released")
     finally:
-        _allow_network_policies(api_client, frozen)
+        _drop_admission_policy(api_client, frozen)
     assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 3
     assert "restored" in released["status"]["message"]
 
@@ -242,3 +243,57 @@ def test_a_second_scale_added_to_a_held_scale_scales_on_and_release_restores_the
     seqs.patch_spec("hold", {"release": True})
     seqs.wait_phase("hold", "Released")
     assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 5
+
+
+# --- a hold whose own status cannot be written -----------------------------------------------------------
+def _deny_hold_status_writes(api_client: client.ApiClient, namespace: str) -> str:
+    """An admission policy refusing every write of a Sequestration's status in `namespace`: the hold can change
+    its target but cannot say so on itself."""
+    objects = client.CustomObjectsApi(api_client)
+    name = f"freeze-seq-status-{namespace}"
+    objects.create_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicies", {
+        "apiVersion": f"{ADMISSION}/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
+        "spec": {"failurePolicy": "Fail",
+                 "matchConstraints": {"resourceRules": [{"apiGroups": ["sequestra.dev"], "apiVersions": ["*"],
+                                                         "operations": ["UPDATE"],
+                                                         "resources": ["sequestrations/status"]}]},
+                 "validations": [{"expression": "false", "message": "hold status frozen here (test)"}]}})
+    objects.create_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicybindings", {
+        "apiVersion": f"{ADMISSION}/v1", "kind": "ValidatingAdmissionPolicyBinding",
+        "metadata": {"name": f"{name}-binding"},
+        "spec": {"policyName": name, "validationActions": ["Deny"],
+                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
+    return name
+
+
+def test_a_hold_that_cannot_write_its_status_changes_nothing_unrecorded_and_converges_once_it_can(
+    operator: KopfRunner, api_client: client.ApiClient, namespace: str, seqs: Sequestrations,
+) -> None:
+    workloads.create(api_client, namespace, workloads.deployment("web", 3))
+    seqs.create(sequestration("probe", "Deployment", "web", {"type": "label"}, release=True))
+    frozen = _deny_hold_status_writes(api_client, namespace)
+    try:
+        def enforcing() -> bool:
+            try:
+                seqs.patch_status("probe", {"message": "probe"})
+            except ApiException as exc:
+                return exc.status in (403, 422)
+            return False
+
+        eventually(enforcing, timeout_s=30, what="the admission policy enforcing")
+        seqs.create(sequestration("hold", "Deployment", "web", {"type": "scale", "replicas": 0}))
+        time.sleep(10)  # two of the hold's intervals, each failing to write its status
+        target = workloads.read(api_client, namespace, "Deployment", "web")
+        uid = seqs.get("hold")["metadata"]["uid"]
+        if target["spec"]["replicas"] == 0:  # changed: then only with its record beside the change
+            assert plans.recorded_on(target, uid), "the target changed without a record of its prior state"
+        assert seqs.get("hold").get("status", {}).get("phase") in (None, "Pending")
+    finally:
+        _drop_admission_policy(api_client, frozen)
+    seqs.wait_phase("hold", "Active", timeout_s=60)
+    assert workloads.read(api_client, namespace, "Deployment", "web")["spec"]["replicas"] == 0
+    seqs.patch_spec("hold", {"release": True})
+    seqs.wait_phase("hold", "Released")
+    restored = workloads.read(api_client, namespace, "Deployment", "web")
+    assert restored["spec"]["replicas"] == 3
+    assert not plans.recorded_on(restored, uid), "the record left the target with the restore"
