@@ -102,22 +102,28 @@ def test_a_hold_whose_expiry_a_human_moves_later_is_released_at_the_new_time(
 
 
 # --- a failed addition keeps its record ----------------------------------------------------------------
-def _deny_network_policies(api_client: client.ApiClient, namespace: str) -> str:
-    """An admission policy of the API server refusing every NetworkPolicy created in `namespace`."""
+def _refuse_in(api_client: client.ApiClient, namespace: str, name: str, rule: dict[str, Any], message: str) -> str:
+    """A ValidatingAdmissionPolicy (and its binding) of the API server refusing every request `rule` matches
+    in `namespace`; its name, for _drop_admission_policy."""
     objects = client.CustomObjectsApi(api_client)
-    name = f"freeze-netpol-{namespace}"
     objects.create_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicies", {
         "apiVersion": f"{ADMISSION}/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail",
-                 "matchConstraints": {"resourceRules": [{"apiGroups": ["networking.k8s.io"], "apiVersions": ["*"],
-                                                         "operations": ["CREATE"],
-                                                         "resources": ["networkpolicies"]}]},
-                 "validations": [{"expression": "false", "message": "network policies are frozen here (test)"}]}})
+        "spec": {"failurePolicy": "Fail", "matchConstraints": {"resourceRules": [{"apiVersions": ["*"], **rule}]},
+                 "validations": [{"expression": "false", "message": message}]}})
     objects.create_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicybindings", {
         "apiVersion": f"{ADMISSION}/v1", "kind": "ValidatingAdmissionPolicyBinding",
         "metadata": {"name": f"{name}-binding"},
         "spec": {"policyName": name, "validationActions": ["Deny"],
                  "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
+    return name
+
+
+def _deny_network_policies(api_client: client.ApiClient, namespace: str) -> str:
+    """An admission policy of the API server refusing every NetworkPolicy created in `namespace`."""
+    objects = client.CustomObjectsApi(api_client)
+    name = _refuse_in(api_client, namespace, f"freeze-netpol-{namespace}",
+                      {"apiGroups": ["networking.k8s.io"], "operations": ["CREATE"], "resources": ["networkpolicies"]},
+                      "network policies are frozen here (test)")
     probe = {"apiVersion": "networking.k8s.io/v1", "kind": "NetworkPolicy", "metadata": {"name": "probe"},
              "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}}
 
@@ -249,21 +255,10 @@ def test_a_second_scale_added_to_a_held_scale_scales_on_and_release_restores_the
 def _deny_hold_status_writes(api_client: client.ApiClient, namespace: str) -> str:
     """An admission policy refusing every write of a Sequestration's status in `namespace`: the hold can change
     its target but cannot say so on itself."""
-    objects = client.CustomObjectsApi(api_client)
-    name = f"freeze-seq-status-{namespace}"
-    objects.create_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicies", {
-        "apiVersion": f"{ADMISSION}/v1", "kind": "ValidatingAdmissionPolicy", "metadata": {"name": name},
-        "spec": {"failurePolicy": "Fail",
-                 "matchConstraints": {"resourceRules": [{"apiGroups": ["sequestra.dev"], "apiVersions": ["*"],
-                                                         "operations": ["UPDATE"],
-                                                         "resources": ["sequestrations/status"]}]},
-                 "validations": [{"expression": "false", "message": "hold status frozen here (test)"}]}})
-    objects.create_cluster_custom_object(ADMISSION, "v1", "validatingadmissionpolicybindings", {
-        "apiVersion": f"{ADMISSION}/v1", "kind": "ValidatingAdmissionPolicyBinding",
-        "metadata": {"name": f"{name}-binding"},
-        "spec": {"policyName": name, "validationActions": ["Deny"],
-                 "matchResources": {"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": namespace}}}}})
-    return name
+    return _refuse_in(api_client, namespace, f"freeze-seq-status-{namespace}",
+                      {"apiGroups": ["sequestra.dev"], "operations": ["UPDATE"],
+                       "resources": ["sequestrations/status"]},
+                      "hold status frozen here (test)")
 
 
 def test_a_hold_that_cannot_write_its_status_changes_nothing_unrecorded_and_converges_once_it_can(
