@@ -169,7 +169,7 @@ def test_executors_a_spark_application_asks_for_are_read_through_prometheus(
 
 def test_oom_kills_and_http_red_signals_are_read_through_prometheus(
         api_client: client.ApiClient, namespace: str, clear_overrides: None) -> None:
-    create(api_client, namespace, deployment("api", 1))
+    create(api_client, namespace, deployment("api", 3))  # three pods failing 40 % each: a workload failing 40 %
     create(api_client, namespace, deployment("steady", 1))
     reader, prometheus = ClusterReader(api_client), PrometheusSignals(endpoints.prometheus_url())
     api, steady = WorkloadRef(namespace, "Deployment", "api"), WorkloadRef(namespace, "Deployment", "steady")
@@ -272,9 +272,14 @@ tests:
       - expr: '@errors@'
         eval_time: 5m
         exp_samples:
-          - {labels: '{namespace="shop",pod="web-1"}', value: 0.09090909090909091}
-          - {labels: '{namespace="shop",pod="spring-1"}', value: 0}
-          - {labels: '{namespace="shop",pod="otel-1"}', value: 1}
+          - {labels: '{namespace="shop",pod="web-1",part="numerator"}', value: 1}
+          - {labels: '{namespace="shop",pod="web-1",part="denominator"}', value: 11}
+          - {labels: '{namespace="shop",pod="spring-1",part="numerator"}', value: 0}
+          - {labels: '{namespace="shop",pod="spring-1",part="denominator"}', value: 2}
+          - {labels: '{namespace="shop",pod="otel-1",part="numerator"}', value: 1}
+          - {labels: '{namespace="shop",pod="otel-1",part="denominator"}', value: 1}
+          - {labels: '{namespace="shop",pod="idle-1",part="numerator"}', value: 0}
+          - {labels: '{namespace="shop",pod="idle-1",part="denominator"}', value: 0}
       - expr: '@client_rate@'
         eval_time: 5m
         exp_samples:
@@ -284,16 +289,20 @@ tests:
       - expr: '@client_errors@'
         eval_time: 5m
         exp_samples:
-          - {labels: '{namespace="shop",pod="caller-1"}', value: 0.75}
-          - {labels: '{namespace="shop",pod="otel-caller-1"}', value: 1}
-          - {labels: '{namespace="shop",pod="fine-caller-1"}', value: 0}
+          - {labels: '{namespace="shop",pod="caller-1",part="numerator"}', value: 3}
+          - {labels: '{namespace="shop",pod="caller-1",part="denominator"}', value: 4}
+          - {labels: '{namespace="shop",pod="otel-caller-1",part="numerator"}', value: 2}
+          - {labels: '{namespace="shop",pod="otel-caller-1",part="denominator"}', value: 2}
+          - {labels: '{namespace="shop",pod="fine-caller-1",part="numerator"}', value: 0}
+          - {labels: '{namespace="shop",pod="fine-caller-1",part="denominator"}', value: 2}
 """
 
 
 def test_the_catalogs_promql_means_what_it_says_in_prometheus_own_engine(tmp_path: Path) -> None:
     """OOM kills count only OOM-killed restarts and are 0 (not missing) for the rest; HTTP rates add up over
     the common exporters' names; the error ratio is 0 without 5xx and missing without requests; outbound
-    calls are read apart from served requests, a call without an answer counting as failed."""
+    calls are read apart from served requests, a call without an answer counting as failed. A share comes as
+    its two parts per pod (failed, all), so a workload's share is its pods' failures over their requests."""
     promtool = shutil.which("promtool")
     assert promtool, "promtool comes with the sandbox's Prometheus package"
 

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from sequestra.scoring import CombinerConfig, WorkloadScorer, WorkloadVerdict
+from sequestra.scoring.combiner import SignalExplanation
 
 STEP_S = 15.0
 
@@ -151,3 +152,16 @@ def test_a_signal_with_its_own_threshold_is_held_to_it_not_to_the_policys() -> N
     assert "anomalous" in sensitive
     assert strict == {"normal"}
     assert CombinerConfig(threshold=0.9, thresholds={"x": 0.45}).on_common_scale("x", 0.45) == pytest.approx(0.9)
+
+
+@pytest.mark.unit
+def test_an_anomaly_kept_by_a_sustained_excursion_says_which_signal_keeps_it() -> None:
+    """A level shift the scorer has learnt scores 0, but the excursion keeps the workload anomalous: its
+    explanation (a hold's reason) names that signal, never "every signal within its usual range"."""
+    learnt = SignalExplanation(name="kafka_producer_byte_rate", score=0.0, baseline=40e3, value=2e6,
+                               deviation=6.0, since=1_763_900_000, direction="up")
+    verdict = WorkloadVerdict(state="anomalous", score=0.0, since=1_763_900_000, signals=(learnt,),
+                              sustained=("kafka_producer_byte_rate",))
+    line = verdict.explain()
+    assert "within its usual range" not in line
+    assert "kafka_producer_byte_rate up 6.0x" in line and "sustained excursion" in line

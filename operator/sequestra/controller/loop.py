@@ -287,6 +287,8 @@ class PolicyLoop:
                                                                        self.ctx.settings.persistence_intervals))
             sustained = tracker.update(now, verdict.signals)
             self.sustained[ref] = tuple(name for name, _ in sustained)
+            if sustained:
+                verdict = replace(verdict, sustained=self.sustained[ref])
             if sustained and verdict.state != "anomalous":
                 # A level shift the scorer has started to get used to is still an incident while it lasts.
                 verdict = replace(verdict, state="anomalous", since=sustained[0][1].opened_at)

@@ -96,19 +96,23 @@ class WorkloadVerdict:
     score: float | None
     since: float | None  # epoch seconds when the current anomalous episode began
     signals: tuple[SignalExplanation, ...]  # most anomalous first, signals without data last
+    # Signals still away from their baseline in a sustained excursion (scoring/excursions.py): what keeps a
+    # level shift anomalous after the scorer has begun to learn it, and scores it low.
+    sustained: tuple[str, ...] = ()
 
     def explain(self) -> str:
         """One line for humans: which signals moved, how far from baseline, since when."""
         if self.state == "unknown":
             missing = ", ".join(s.name for s in self.signals) or "no signals"
             return f"unknown: no data from {missing}"
-        moved = [s for s in self.signals if s.score is not None and s.score > 0]
+        moved = [s for s in self.signals if s.score is not None and (s.score > 0 or s.name in self.sustained)]
         head = (f"anomalous since {_time(self.since)}" if self.state == "anomalous" else "normal")
         head += f" (score {self.score:.2f})"
         if not moved:
             return f"{head}: every signal within its usual range"
         shown = moved if self.state == "anomalous" else moved[:1]
-        tail = "; ".join(s.describe() for s in shown)
+        tail = "; ".join(s.describe() + (", still away from its baseline: a sustained excursion"
+                                         if s.name in self.sustained else "") for s in shown)
         # Only signals that had data and lost it: one the workload never had (a Spark signal of a Kafka
         # producer) says nothing about it.
         absent = [s.name for s in self.signals if s.score is None and s.baseline is not None]

@@ -31,6 +31,8 @@ if TYPE_CHECKING:
 Direction = Literal["up", "down", "both"]
 Subject = Literal["pod", "kafka_client", "spark_app", "workload"]
 Source = Literal["prometheus", "kafka", "kubernetes"]
+Combine = Literal["sum", "ratio"]
+NUMERATOR, DENOMINATOR = "numerator", "denominator"  # the `part` label of a ratio signal's two series
 
 DEFAULT_SCRAPE_INTERVAL_S = 5.0  # the sandbox's; kube-prometheus-stack scrapes every 30 s (the chart's default)
 SCRAPES_PER_WINDOW = 4  # Prometheus' own advice for rate(): a window of at least four scrapes
@@ -49,6 +51,10 @@ class SignalDefinition:
     description: str
     floor: float = 1e-9  # the smallest level that means anything: a baseline below it is zero
     source: Source = "prometheus"
+    # How a workload's series make its value: "sum" (its pods' CPU, its clients' bytes), or "ratio": a share,
+    # from series labelled part=numerator/denominator summed apart and divided (a policy's own query that
+    # gives each pod's share unlabelled: those are averaged, never added up).
+    combine: Combine = "sum"
 
     def render(self, namespaces: list[str], query: str | None = None, pods: Iterable[str] | None = None,
                scrape_interval_s: float = DEFAULT_SCRAPE_INTERVAL_S) -> str:
@@ -89,9 +95,13 @@ def _http_ratio(names: str) -> tuple[str, str]:
     selector = f'__name__=~"{names}", namespace=~"{{namespaces}}", pod=~"{{pods}}"'
     everything = f"rate({{{selector}}}[{{rate_long}}])"
     failed = " or ".join(f'rate({{{selector}, {label}=~"{values}"}}[{{rate_long}}])' for label, values in _FAILED)
-    # Workloads without a failure get 0, not "no data"; no requests at all is "no data" (0/0 is unknown).
-    ratio = (f"(sum by (namespace, pod) ({failed}) or sum by (namespace, pod) ({everything}) * 0)"
-             f" / (sum by (namespace, pod) ({everything}) > 0)")
+    # The two parts of the share, per pod, told apart by `part`: the workload's share is the sum of its pods'
+    # failed requests over the sum of all their requests (`combine="ratio"`), which no sum or mean of the
+    # pods' own shares gives. Pods without a failure have a numerator of 0, not "no data"; a workload that
+    # serves nothing has no share at all (0/0 is unknown).
+    numerator = f"sum by (namespace, pod) ({failed}) or sum by (namespace, pod) ({everything}) * 0"
+    ratio = (f'label_replace({numerator}, "part", "{NUMERATOR}", "", "")'
+             f' or label_replace(sum by (namespace, pod) ({everything}), "part", "{DENOMINATOR}", "", "")')
     return f"sum by (namespace, pod) ({everything})", ratio
 
 
@@ -136,14 +146,14 @@ CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
     SignalDefinition(
         "http_error_ratio", _HTTP_ERROR_RATIO, "pod", "up", "ratio",
         "share of the HTTP requests the workload served that it answered 5xx (no data while it serves none)",
-        floor=0.01),
+        floor=0.01, combine="ratio"),
     SignalDefinition(
         "http_client_request_rate", _HTTP_CLIENT_RATE, "pod", "up", "requests/s",
         "HTTP requests/s the workload's pods sent to other services (client exporters)", floor=0.1),
     SignalDefinition(
         "http_client_error_ratio", _HTTP_CLIENT_ERROR_RATIO, "pod", "up", "ratio",
         "share of the HTTP requests the workload sent that failed: a 5xx answer or none (no data while it "
-        "sends none)", floor=0.01),
+        "sends none)", floor=0.01, combine="ratio"),
     SignalDefinition(
         "kafka_producer_byte_rate",
         "sum by (user, client_id) (kafka_server_produce_byte_rate)",

@@ -21,7 +21,7 @@ from urllib3.util.retry import Retry
 
 from sequestra.model.workload import WorkloadRef
 from sequestra.signals.attribution import Attribution
-from sequestra.signals.catalog import DEFAULT_SCRAPE_INTERVAL_S, SignalDefinition
+from sequestra.signals.catalog import DEFAULT_SCRAPE_INTERVAL_S, DENOMINATOR, NUMERATOR, SignalDefinition
 
 log = structlog.get_logger("sequestra.signals.prometheus")
 ANSWER_KEPT_S = 120.0  # a shared answer not asked for in this long is dropped (SharedSampler)
@@ -109,22 +109,58 @@ class PrometheusSignals:
             except Exception as exc:  # warm-up is best effort: the loop still works cold
                 log.warning("warm-up query failed", signal=signal.name, error=str(exc)[:200])
                 continue
-            folded: dict[WorkloadRef, dict[float, float]] = defaultdict(lambda: defaultdict(float))
+            folded: dict[WorkloadRef, dict[float, Combination]] = defaultdict(dict)
             for item in series:
-                ref = _subject(signal, item.get("metric", {}), attribution)
+                labels = item.get("metric", {})
+                ref = _subject(signal, labels, attribution)
                 if ref is None:
                     continue
                 for ts, value in item.get("values", []):
-                    folded[ref][float(ts)] += float(value)
+                    folded[ref].setdefault(float(ts), Combination(signal.combine)).add(labels, float(value))
             for ref, points in folded.items():
-                result.points[ref][signal.name] = sorted(points.items())
+                result.points[ref][signal.name] = [(ts, v) for ts, c in sorted(points.items())
+                                                   if (v := c.value) is not None]
         return result
+
+
+@dataclass
+class Combination:
+    """One workload's value of one signal from its series (pods, clients): their sum, or for a share
+    (`combine="ratio"`) the sum of the numerator parts over the sum of the denominator parts. A share that
+    is not split in parts (a policy's own query giving each pod's share) is averaged over its series:
+    five pods failing 5 % each are a workload failing 5 %, not 25 %."""
+
+    combine: str
+    total: float = 0.0
+    numerator: float = 0.0
+    denominator: float = 0.0
+    shares: list[float] = field(default_factory=list)
+
+    def add(self, labels: Mapping[str, str], value: float) -> None:
+        part = labels.get("part") if self.combine == "ratio" else None
+        if part == NUMERATOR:
+            self.numerator += value
+        elif part == DENOMINATOR:
+            self.denominator += value
+        elif self.combine == "ratio":
+            self.shares.append(value)
+        else:
+            self.total += value
+
+    @property
+    def value(self) -> float | None:
+        if self.combine != "ratio":
+            return self.total
+        if self.denominator > 0:
+            return self.numerator / self.denominator
+        return sum(self.shares) / len(self.shares) if self.shares else None  # serving nothing: no share
 
 
 def fold(result: Sample, signal: SignalDefinition, series: Iterable[Mapping[str, Any]], attribution: Attribution,
          namespaces: Collection[str] | None = None) -> None:
     """Add one query's series to `result`, each to its workload (or to the unattributed). `namespaces`: keep
     only series of these namespaces (a query shared with other policies covers theirs too)."""
+    combined: dict[WorkloadRef, Combination] = {}
     for item in series:
         labels = item.get("metric", {})
         if namespaces is not None and labels.get("namespace") not in namespaces:
@@ -132,9 +168,13 @@ def fold(result: Sample, signal: SignalDefinition, series: Iterable[Mapping[str,
         value = float(item["value"][1])
         ref = _subject(signal, labels, attribution)
         if ref is None:
-            result.unattributed[signal.name].append(_describe(labels))
+            if labels.get("part") != DENOMINATOR:  # a share's two parts are one series to report
+                result.unattributed[signal.name].append(_describe(labels))
             continue
-        result.values[ref][signal.name] = result.values[ref].get(signal.name, 0.0) + value
+        combined.setdefault(ref, Combination(signal.combine)).add(labels, value)
+    for ref, combination in combined.items():
+        if (value := combination.value) is not None:
+            result.values[ref][signal.name] = value
 
 
 def _raise_if_blind(result: Sample, signals: list[SignalDefinition], url: str) -> None:
