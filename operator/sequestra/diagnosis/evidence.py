@@ -16,6 +16,7 @@ from typing import Any
 
 from sequestra.model.evidence import Evidence, EvidenceItem, SignalSummary
 from sequestra.model.workload import WorkloadRef
+from sequestra.scoring.baselines import DEFAULT_FLOOR, moved
 
 REDACTED = "[REDACTED]"
 MAX_TEXT = 300  # characters kept of any free-text field (a log line, an event message)
@@ -98,6 +99,27 @@ def _number(value: Any) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def _moved_materially(summary: SignalSummary) -> bool:
+    """A signal that moved enough to be one of this workload's anomalous signals for its peers: served
+    requests up 10 % beside outbound calls up 12x are not a move that others can share."""
+    ratio = summary.effective_ratio()
+    if ratio is None:
+        return True  # no baseline to judge by: as the scorer reported it
+    return ratio >= MATERIAL_RATIO or ratio <= 1 / MATERIAL_RATIO or abs(summary.deviation or 0) >= MATERIAL_DEVIATION
+
+
+def _with_ratio(summary: SignalSummary, floors: Mapping[str, float]) -> SignalSummary:
+    """A signal given with its baseline and value but no ratio gets one, the same way the loop computes it:
+    from a baseline below the signal's floor it is taken against the floor and flagged `fromZero`, so every
+    predicate reading ratios sees "from nothing to a lot" as the large move it is, not as no ratio at all."""
+    if summary.ratio is not None:
+        return summary
+    found = moved(summary.now, summary.baseline, floors.get(summary.name, DEFAULT_FLOOR))
+    if found.ratio is None:
+        return summary
+    return summary.model_copy(update={"ratio": found.ratio, "from_zero": found.from_zero or summary.from_zero})
+
+
 def _signal_item(summary: SignalSummary) -> EvidenceItem:
     ratio = summary.effective_ratio()
     moved = f" ({ratio:.1f}x baseline)" if ratio is not None else ""
@@ -123,7 +145,8 @@ def _kafka_items(kafka: Mapping[str, Any]) -> list[EvidenceItem]:
         items.append(EvidenceItem(
             id=f"kafka:topic:{name}", kind="kafka",
             summary=f"topic {name}: {topic.get('partitions', '?')} partitions"
-                    f" (was {topic.get('partitionsBaseline', '?')})",
+                    + (" (new: it did not exist)" if topic.get("partitionsBaseline") == 0
+                       else f" (was {topic.get('partitionsBaseline', '?')})"),
             data=dict(topic)))
     rest = {k: v for k, v in kafka.items() if k not in ("consumerGroups", "topics")}
     if rest:
@@ -133,6 +156,12 @@ def _kafka_items(kafka: Mapping[str, Any]) -> list[EvidenceItem]:
 
 # Other workloads count as going bad "at the same time" when their anomalies began this close to this one's.
 PEER_WINDOW_S = 600.0
+# Signals a workload suffers rather than causes: others only lagging or failing while one workload's load rose
+# are its possible victims (peers' `victims`); the load signals (bytes, requests, CPU) are what a cause does.
+SUFFERING_SIGNALS = frozenset({"kafka_consumer_lag", "http_error_ratio", "http_client_error_ratio",
+                               "kafka_rebalance_rate", "pods_pending", "container_restarts", "oom_kills"})
+MATERIAL_RATIO, MATERIAL_DEVIATION = 1.5, 3.0  # a signal moved: half again (or a third less), or 3x its usual error
+VICTIM_LEAD_S = 60.0  # a peer suffering from up to a minute before (detection lags the cause) counts
 PEERS_LISTED = 8
 
 
@@ -140,7 +169,8 @@ def _peers_item(peers: Sequence[Mapping[str, Any]], own_signals: set[str], since
                 workload: WorkloadRef) -> EvidenceItem | None:
     """Other workloads anomalous at the same time: many at once is a shared dependency (a broker, a
     database, a node) to page about, not many offenders to hold one by one."""
-    near = []
+    near, victims = [], 0
+    load = own_signals - SUFFERING_SIGNALS  # what this workload does more of, not what it suffers
     for peer in peers:
         key = str(peer.get("workload", ""))
         started = peer.get("since")
@@ -148,7 +178,14 @@ def _peers_item(peers: Sequence[Mapping[str, Any]], own_signals: set[str], since
             continue
         if since is not None and started is not None and abs(float(started) - since) > PEER_WINDOW_S:
             continue
-        near.append((key, [str(s) for s in peer.get("signals") or ()]))
+        names = [str(s) for s in peer.get("signals") or ()]
+        near.append((key, names))
+        # A victim: only suffering (lagging, failing), from when this one's load began or later. One doing
+        # more of anything itself is not (a daily peak lifts many services' load together; a caller in a
+        # retry storm fails because of what it sends, not because the service it calls got busy).
+        after = since is None or started is None or float(started) >= since - VICTIM_LEAD_S
+        if load and after and names and set(names) <= SUFFERING_SIGNALS:
+            victims += 1
     if not near:
         return None
     shared: dict[str, int] = {}
@@ -160,9 +197,11 @@ def _peers_item(peers: Sequence[Mapping[str, Any]], own_signals: set[str], since
     listed = ", ".join(f"{name} x{count}" for name, count in sorted(shared.items(), key=lambda x: (-x[1], x[0])))
     summary = (f"{len(near)} other workload(s) in {namespaces} namespace(s) anomalous at the same time; "
                f"{sharing} of them on this workload's signals" + (f" ({listed})" if listed else "")
-               + f", {len(near) - sharing} on other signals")
+               + f", {len(near) - sharing} on other signals"
+               + (f"; {victims} suffering (lag, errors) since this one's load rose" if victims else ""))
     return EvidenceItem(id="peers", kind="peers", summary=summary, data={
         "anomalous": len(near), "sharingSignals": sharing, "onOtherSignals": len(near) - sharing,
+        "victims": victims,
         "namespaces": namespaces,
         "sharedSignals": dict(sorted(shared.items())), "workloads": sorted(key for key, _ in near)[:PEERS_LISTED]})
 
@@ -187,14 +226,17 @@ def build_evidence(
     protected: str = "",
     since: float | None = None,
     token_budget: int = 3000,
+    floors: Mapping[str, float] | None = None,
 ) -> Evidence:
     """The evidence pack for one incident on one workload.
 
     `changes` are ChangeEvent values or mappings with at/kind/summary (epoch seconds); `since` is when
     the anomaly began (defaults to the earliest signal's `since`), so a change can be placed before it.
     `peers` are the other workloads anomalous now (`workload` key, the `signals` that moved, `since`);
-    `protected` says why policy forbids acting on this one ("" when it does not)."""
-    summaries = [s if isinstance(s, SignalSummary) else SignalSummary.model_validate(s) for s in signals]
+    `protected` says why policy forbids acting on this one ("" when it does not). `floors`: each signal's
+    smallest meaningful level, for a signal given without its ratio (a ratio from zero is taken against it)."""
+    summaries = [_with_ratio(s if isinstance(s, SignalSummary) else SignalSummary.model_validate(s), floors or {})
+                 for s in signals]
     if since is None:
         starts = [s.since for s in summaries if s.since is not None]
         since = min(starts) if starts else None
@@ -230,7 +272,7 @@ def build_evidence(
                                   data=dict(alert)))
     if spec:
         items.append(EvidenceItem(id="spec", kind="spec", summary=f"spec excerpt of {workload}", data=dict(spec)))
-    moved = {s.name for s in summaries if s.direction is not None}
+    moved = {s.name for s in summaries if s.direction is not None and _moved_materially(s)}
     peers_item = _peers_item(peers, moved, since, workload)
     if peers_item is not None:
         items.insert(len(summaries), peers_item)  # right after the signals: it changes how they read

@@ -27,9 +27,10 @@ def _measured_anomaly(item: EvidenceItem) -> bool:
         ratio, deviation = data.get("ratio"), data.get("deviation")
         return (ratio is not None and (ratio >= 1.5 or ratio <= 0.67)) or abs(deviation or 0) >= 3
     if item.kind == "kafka":
-        growth_ok = (data.get("partitionsBaseline") or 0) > 0 and data.get("partitions", 0) >= 1.5 * data[
-            "partitionsBaseline"]
-        return data.get("status") not in (None, "OK") or growth_ok
+        before, now = data.get("partitionsBaseline"), data.get("partitions")
+        # A topic that did not exist counts from one partition, as the runbooks read it.
+        grew = isinstance(before, int | float) and isinstance(now, int | float) and now >= 1.5 * max(before, 1)
+        return data.get("status") not in (None, "OK") or grew
     if item.kind == "spark":
         return bool(data.get("executorLosses")) or (data.get("taskSkew") or 0) >= 3 or (
             data.get("executors") is not None and data.get("executors") == data.get("maxExecutors"))

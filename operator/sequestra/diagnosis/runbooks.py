@@ -12,6 +12,7 @@ Missing evidence never satisfies a positive predicate: unknown is not an anomaly
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Mapping, Sequence
 from datetime import timedelta
 from pathlib import Path
@@ -171,8 +172,12 @@ class KafkaPredicate(_Spec):
 
 
 def _growth(topic: Mapping[str, Any]) -> float | None:
+    """Partitions now against before; a topic that did not exist (0 before) is measured against one partition,
+    the least a topic has: a tenant-per-topic loop creating 64-partition topics grows 64x, not "unknown"."""
     now, before = topic.get("partitions"), topic.get("partitionsBaseline")
-    return now / before if isinstance(now, int | float) and isinstance(before, int | float) and before > 0 else None
+    if not isinstance(now, int | float) or not isinstance(before, int | float) or before < 0:
+        return None
+    return now / max(before, 1)
 
 
 def _stuck_share(group: Mapping[str, Any]) -> float | None:
@@ -218,18 +223,21 @@ class PeersPredicate(_Spec):
     # flooding the broker this consumer lags on), as opposed to many with the same symptom.
     on_other_signals_at_least: int | None = Field(default=None, ge=1)
     namespaces_at_least: int | None = Field(default=None, ge=1)
+    # Peers suffering (lag, errors) since this one's load rose, and not doing more of the same: its victims.
+    victims_at_least: int | None = Field(default=None, ge=1)
     absent: bool = False  # no other workload is anomalous now: this one is alone
 
     @model_validator(mode="after")
     def _says_something(self) -> PeersPredicate:
         if self.absent == any(b is not None for b in self._bounds()):
             raise ValueError("peers needs either absent: true or at least one of anomalousAtLeast, "
-                             "sharingSignalsAtLeast, onOtherSignalsAtLeast, namespacesAtLeast (not both)")
+                             "sharingSignalsAtLeast, onOtherSignalsAtLeast, namespacesAtLeast, victimsAtLeast "
+                             "(not both)")
         return self
 
     def _bounds(self) -> tuple[int | None, ...]:
         return (self.anomalous_at_least, self.sharing_signals_at_least, self.on_other_signals_at_least,
-                self.namespaces_at_least)
+                self.namespaces_at_least, self.victims_at_least)
 
     def size(self) -> int:
         return 1 if self.absent else sum(1 for b in self._bounds() if b is not None)
@@ -240,7 +248,8 @@ class PeersPredicate(_Spec):
         if not peers:
             return False
         checks = ((self.anomalous_at_least, "anomalous"), (self.sharing_signals_at_least, "sharingSignals"),
-                  (self.on_other_signals_at_least, "onOtherSignals"), (self.namespaces_at_least, "namespaces"))
+                  (self.on_other_signals_at_least, "onOtherSignals"), (self.namespaces_at_least, "namespaces"),
+                  (self.victims_at_least, "victims"))
         return all(int(peers.get(key) or 0) >= bound for bound, key in checks if bound is not None)
 
 
@@ -295,6 +304,17 @@ class RunbookDiagnosis(_Spec):
     category: str = Field(min_length=1, pattern=r"^[a-z0-9][a-z0-9-]*$")
     explanation: str = Field(min_length=1)
     links: tuple[str, ...] = ()
+    # The categories of the symptoms this cause produces: a rebalance storm stalls every partition of its
+    # group (kafka-consumer-stuck). When both match, the cause outranks the symptom.
+    explains: tuple[str, ...] = ()
+
+    @field_validator("explains")
+    @classmethod
+    def _slugs(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [c for c in value if not re.fullmatch(r"[a-z0-9][a-z0-9-]*", c)]
+        if bad:
+            raise ValueError(f"explains names categories (slugs like kafka-consumer-stuck), not {bad}")
+        return value
 
 
 class RunbookAction(_Spec):

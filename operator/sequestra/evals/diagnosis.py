@@ -25,6 +25,7 @@ from sequestra.model.diagnosis import NO_ACTION, Diagnosis, acts
 from sequestra.model.evidence import Evidence
 from sequestra.model.workload import WorkloadRef
 from sequestra.policy.guardrails import protection
+from sequestra.signals.catalog import floors
 
 
 class _Spec(BaseModel):
@@ -108,7 +109,7 @@ class Scenario(_Spec):
             spec=self.evidence.spec, alerts=self.evidence.alerts, logs=self.evidence.logs, since=self.since,
             peers=[{"workload": p.workload, "signals": list(p.signals), "since": self.since - 60 * p.minutes_before}
                    for p in self.evidence.peers],
-            protected=self.protected, token_budget=token_budget)
+            protected=self.protected, token_budget=token_budget, floors=floors())
 
 
 def load_scenarios(path: str | Path) -> list[Scenario]:

@@ -173,8 +173,8 @@ def fold(result: Sample, signal: SignalDefinition, series: Iterable[Mapping[str,
             continue
         combined.setdefault(ref, Combination(signal.combine)).add(labels, value)
     for ref, combination in combined.items():
-        if (value := combination.value) is not None:
-            result.values[ref][signal.name] = value
+        if (combined_value := combination.value) is not None:
+            result.values[ref][signal.name] = combined_value
 
 
 def _raise_if_blind(result: Sample, signals: list[SignalDefinition], url: str) -> None:
