@@ -177,6 +177,48 @@ def test_quota_holds_the_producer_to_its_rate_and_release_restores_it(
     assert recovered > 10 * QUOTA_BYTES_PER_S, f"after release the producer only reached {recovered:.0f} B/s"
 
 
+def create_topics(count: int, partitions: int, client_id: str, admin_config: dict[str, str | int | float | bool],
+                  created: list[str]) -> float:
+    """Seconds the workload's own admin client takes to create `count` topics one after the other (each
+    waiting for the controller's answer, as a client creating a topic per key does)."""
+    client = AdminClient({**admin_config, "client.id": client_id})
+    started = time.monotonic()
+    for _ in range(count):
+        name = f"kq-storm-{uuid.uuid4().hex[:8]}"
+        client.create_topics([NewTopic(name, partitions, 1)], request_timeout=60)[name].result(timeout=60)
+        created.append(name)
+    return time.monotonic() - started
+
+
+def test_a_controller_mutation_quota_slows_a_creation_storm_and_release_restores_it(
+        actuator: KafkaActuator, quotas: ClientQuotas, admin: AdminClient) -> None:
+    """KIP-599 as the throttle rung for a pile of topics: the broker holds the workload's topic creation to
+    the quota's partitions per second (the controller lets a first burst through, then delays each create),
+    and release puts the entity's quotas back exactly; creation is as fast as before."""
+    identity = KafkaIdentity(principal=PRINCIPAL, client_ids=("tenant-router",))
+    config = endpoints.kafka_client_config(PRINCIPAL)
+    before = quotas.describe(QuotaEntity(user=PRINCIPAL))
+    created: list[str] = []
+    try:
+        free = create_topics(3, 10, "tenant-router", config, created)
+        prior = actuator.plan(0, ActionSpec(type=ActionType.QUOTA, controller_mutation_rate=1.0), identity)
+        assert actuator.apply([prior]) == []
+        assert quotas.describe(QuotaEntity(user=PRINCIPAL)) == {**before, "controller_mutation_rate": 1.0}
+        held = create_topics(3, 10, "tenant-router", config, created)
+        print(f"3 topics of 10 partitions: {free:.1f} s free, {held:.1f} s under 1 partition/s")
+        # 30 partitions at 1/s less what the controller lets through at once (its 11 s window at the rate,
+        # and the first request whole): about 9 s; free, a fraction of a second.
+        assert held >= 6 and held > 5 * free
+        result = actuator.restore([prior])
+        assert result.conflicts == [] and result.restored == [f"user={PRINCIPAL}/controller_mutation_rate"]
+        assert quotas.describe(QuotaEntity(user=PRINCIPAL)) == before
+        again = create_topics(3, 10, "tenant-router", config, created)
+        assert again < held / 5, f"after release 3 topics took {again:.1f} s"
+    finally:
+        for future in (admin.delete_topics(created, operation_timeout=30).values() if created else ()):
+            future.result(timeout=30)
+
+
 def test_a_prior_quota_is_set_back_exactly_and_a_looser_one_is_tightened(
         actuator: KafkaActuator, quotas: ClientQuotas) -> None:
     entity = QuotaEntity(user=PRINCIPAL)

@@ -263,3 +263,40 @@ def test_an_escalation_adds_an_action_of_a_held_type_with_other_parameters_inste
     merged = escalated_actions(held, ({"type": "scale", "replicas": 0}, {"type": "suspend"}))
     assert merged == [*held, {"type": "scale", "replicas": 0}, {"type": "suspend"}]
     assert escalated_actions(held, ({"type": "scale", "replicas": 4},)) == held, "what is held is not added twice"
+
+
+def test_a_pile_of_topics_is_slowed_by_a_controller_mutation_quota_and_judged_on_how_fast_it_grows() -> None:
+    from sequestra.policy.decide import Rung, relevant_actions
+
+    mutations = {"type": "quota", "controllerMutationRate": 1}
+    rung = Rung("throttle", ({"type": "quota", "producerByteRate": 50_000}, mutations))
+    assert relevant_actions(rung, ["kafka_partition_count"], True) == (mutations,)
+    assert relevant_actions(rung, ["kafka_producer_byte_rate"], True) == (rung.actions[0],)
+    assert relevant_actions(rung, ["kafka_partition_count"], False) == ()  # no identity to put a quota on
+    ladder = (Rung("observe", ()), rung, Rung("quarantine", ({"type": "scale", "replicas": 0},)))
+    storm = Situation(state="anomalous", moved=("kafka_partition_count",), has_kafka_identity=True, now=1000.0,
+                      rules_rung="throttle")
+    decision = decide(LoopPolicy(ladder=ladder), storm)
+    assert (decision.kind, decision.rung, decision.actions) == (DecisionKind.CONTAIN, 1, (mutations,))
+    assert watched_signal(["cpu_usage_cores", "kafka_partition_count"], [mutations]) == "kafka_partition_count"
+    # A count never falls under the quota: contained while it grows no faster than 1 partition/s (and the
+    # controller's burst), not contained when it goes on at the storm's pace (6/s), nor at twice the quota;
+    # and not judged before two bursts have passed.
+    assert contained("kafka_partition_count", 60, 480, 400 + 60 + 17, [mutations], at_containment=400,
+                     since_contained_s=60)
+    assert not contained("kafka_partition_count", 60, 760, 400 + 6 * 60, [mutations], at_containment=400,
+                         since_contained_s=60)
+    assert not contained("kafka_partition_count", 60, 520, 400 + 2 * 60, [mutations], at_containment=400,
+                         since_contained_s=60)
+    assert not contained("kafka_partition_count", 60, 410, 410, [mutations], at_containment=400, since_contained_s=10)
+    # Without a mutation quota the rule is as for any count: it has to fall.
+    assert not contained("kafka_partition_count", 60, 400, 410, [{"type": "scale", "replicas": 0}])
+
+
+def test_a_policy_without_a_mutation_quota_quarantines_a_creation_storm_a_runbook_throttles() -> None:
+    ladder = (Rung("observe", ()), Rung("throttle", ({"type": "quota", "producerByteRate": 50_000},)),
+              Rung("quarantine", ({"type": "scale", "replicas": 0},)))
+    storm = Situation(state="anomalous", moved=("kafka_partition_count",), has_kafka_identity=True, now=1000.0,
+                      rules_rung="throttle")
+    decision = decide(LoopPolicy(ladder=ladder), storm)
+    assert (decision.kind, decision.rung) == (DecisionKind.CONTAIN, 2)

@@ -52,7 +52,7 @@ def _verdict(evidence: Evidence) -> tuple[str, str]:
 @pytest.mark.parametrize("evidence, expected", [
     # Topics that did not exist: no baseline partitions at all, and still a partition explosion.
     (_evidence(kafka={"topics": [{"name": f"tenant.{i}", "partitions": 64, "partitionsBaseline": 0}
-                                 for i in range(3)]}), ("kafka-partition-explosion", "quarantine")),
+                                 for i in range(3)]}), ("kafka-partition-explosion", "throttle")),
     # A signal given with a zero baseline and no ratio: measured against its floor, flagged fromZero.
     (_evidence(_signal("kafka_consumer_byte_rate", 0, 3e7, 40)), ("kafka-read-flood", "throttle")),
     (_evidence(_signal("kafka_rebalance_rate", 0, 3.0, 9)), ("kafka-rebalance-storm", "quarantine")),

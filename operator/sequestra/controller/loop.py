@@ -470,6 +470,10 @@ class PolicyLoop:
         if peak is not None:
             watched["peak"] = peak
             incident["signal"] = watched
+        if active_at is not None and current is not None and watched.get("atActive") is None:
+            # The level when the actions took hold: what a count that cannot fall (partitions) is judged from.
+            watched["atActive"] = current
+            incident["signal"] = watched
         # Effective once the offending signal shows the containment (policy/decide.contained), or the verdict
         # is normal, or a hold that takes the workload out of service left it no pods: what it did (restarts,
         # rebalances) has stopped, while what it left behind (a poisoned partition's lag) waits for its owner.
@@ -477,7 +481,8 @@ class PolicyLoop:
         effective = bool(incident.get("effective")) or verdict.state == "normal" or (
             quarantines_only(actions) and pods == 0) or (
             current is not None and peak is not None and contained(
-                str(watched.get("name")), watched.get("baseline"), peak, current, actions))
+                str(watched.get("name")), watched.get("baseline"), peak, current, actions,
+                at_containment=watched.get("atActive"), since_contained_s=now - contained_at))
         healthy = int(incident.get("healthyIntervals", 0)) + 1 if verdict.state == "normal" else 0
         if verdict.state == "unknown":
             healthy = int(incident.get("healthyIntervals", 0))  # unknown neither heals nor harms

@@ -119,8 +119,10 @@ class KafkaWorker:
             self.stop.wait(1)
 
     def topic_storm(self, partitions: int, per_second: float) -> None:
-        """Topics created in a loop under the workload's topic prefix, as a buggy client creating one per key."""
-        admin = AdminClient(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
+        """Topics created in a loop under the workload's topic prefix, as a buggy client creating one per key:
+        by the workload's own Kafka identity, so what Sequestra puts on that identity (a controller mutation
+        quota) is what slows it."""
+        admin = AdminClient(self._config())
         number = 0
         while self._storming():
             if not self.paused.is_set():

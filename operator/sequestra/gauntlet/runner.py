@@ -50,6 +50,7 @@ OBSERVE_S = 150  # how long after the faults holds may come and be verified
 SETTLE_S = 20  # after the last expected hold: time for a wrong one to show up
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
 PRODUCER_QUOTA, CONSUMER_QUOTA = 50_000, 200_000
+MUTATION_QUOTA = 1.0  # partitions created per second (KIP-599): a topic storm at 6/s slowed six-fold
 
 
 def namespace_of(scenario: Scenario) -> str:
@@ -77,6 +78,7 @@ def policy() -> dict[str, Any]:
                                     {"type": "throttle", "cpu": "300m"},
                                     {"type": "quota", "producerByteRate": PRODUCER_QUOTA,
                                      "consumerByteRate": CONSUMER_QUOTA},
+                                    {"type": "quota", "controllerMutationRate": MUTATION_QUOTA},
                                     {"type": "scale", "replicas": 4}]},
                                 {"name": "quarantine", "actions": [{"type": "scale", "replicas": 0}]}]}}
 

@@ -33,7 +33,11 @@ KAFKA_CLIENT_ID_ANNOTATION = "sequestra.dev/kafka-client-id"
 PRODUCER_BYTE_RATE = "producer_byte_rate"
 CONSUMER_BYTE_RATE = "consumer_byte_rate"
 REQUEST_PERCENTAGE = "request_percentage"
-QUOTA_KEYS = (PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE)
+# KIP-599: partitions the entity may create or delete per second (CreateTopics, CreatePartitions, DeleteTopics).
+# The controller lets a burst through and then delays (older clients) or refuses with THROTTLING_QUOTA_EXCEEDED
+# (CreateTopics v6+) until the rate is back under it: a creation storm slowed, not stopped.
+CONTROLLER_MUTATION_RATE = "controller_mutation_rate"
+QUOTA_KEYS = (PRODUCER_BYTE_RATE, CONSUMER_BYTE_RATE, REQUEST_PERCENTAGE, CONTROLLER_MUTATION_RATE)
 
 # The target_kind a Kafka action's PriorState records, so restore knows what the target name means.
 QUOTA_TARGET_KIND = "KafkaClientQuota"  # target_name: the entity, e.g. "user=app,client-id=orders"
@@ -186,7 +190,7 @@ def quota_values(action: ActionSpec) -> dict[str, float]:
     if action.type is not ActionType.QUOTA:
         raise ValueError(f"{action.type} is not a quota action")
     wanted = {PRODUCER_BYTE_RATE: action.producer_byte_rate, CONSUMER_BYTE_RATE: action.consumer_byte_rate,
-              REQUEST_PERCENTAGE: action.request_percentage}
+              REQUEST_PERCENTAGE: action.request_percentage, CONTROLLER_MUTATION_RATE: action.controller_mutation_rate}
     return {key: float(value) for key, value in wanted.items() if value is not None}
 
 

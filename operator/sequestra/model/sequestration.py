@@ -84,18 +84,21 @@ class ActionSpec(CamelModel):
     memory: str | None = None
     allow_egress_to: tuple[str, ...] = ()
     allow_ingress_from: tuple[str, ...] = ()
-    # quota: Kafka client quotas (KIP-546 keys producer_byte_rate, consumer_byte_rate, request_percentage).
+    # quota: Kafka client quotas (KIP-546 keys producer_byte_rate, consumer_byte_rate, request_percentage, and
+    # KIP-599's controller_mutation_rate: partitions created or deleted per second).
     producer_byte_rate: int | None = Field(default=None, ge=1)
     consumer_byte_rate: int | None = Field(default=None, ge=1)
     request_percentage: float | None = Field(default=None, gt=0)
+    controller_mutation_rate: float | None = Field(default=None, gt=0)
     # deny-write: the topics the workload's principal may no longer write to.
     topics: tuple[str, ...] = ()
 
     @model_validator(mode="after")
     def _parameters_fit_the_type(self) -> ActionSpec:
         if self.type is ActionType.QUOTA and self.producer_byte_rate is None and self.consumer_byte_rate is None \
-                and self.request_percentage is None:
-            raise ValueError("a quota action needs producerByteRate, consumerByteRate or requestPercentage")
+                and self.request_percentage is None and self.controller_mutation_rate is None:
+            raise ValueError("a quota action needs producerByteRate, consumerByteRate, requestPercentage or "
+                             "controllerMutationRate")
         if self.type is ActionType.DENY_WRITE and not self.topics:
             raise ValueError("a deny-write action needs topics")
         if self.type is ActionType.SCALE and self.replicas is None:
@@ -113,7 +116,9 @@ class ActionSpec(CamelModel):
         if self.type is ActionType.QUOTA:
             quotas = [f"producer={self.producer_byte_rate}B/s" if self.producer_byte_rate else "",
                       f"consumer={self.consumer_byte_rate}B/s" if self.consumer_byte_rate else "",
-                      f"requests={self.request_percentage:g}%" if self.request_percentage else ""]
+                      f"requests={self.request_percentage:g}%" if self.request_percentage else "",
+                      f"partition mutations={self.controller_mutation_rate:g}/s" if self.controller_mutation_rate
+                      else ""]
             return f"quota {', '.join(q for q in quotas if q)}"
         if self.type is ActionType.DENY_WRITE:
             return f"deny writes to {', '.join(self.topics)}"

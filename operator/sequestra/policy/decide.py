@@ -29,6 +29,12 @@ COMPUTE_SIGNALS = ("cpu_usage_cores", "memory_working_set_bytes")
 # What a Kafka quota limits: bytes and request-handler time. Rebalances, lag or a pile of topics are not
 # slowed by one (a rebalance storm under a quota storms on), so those need the ladder's other actions.
 QUOTA_SIGNALS = ("kafka_producer_byte_rate", "kafka_consumer_byte_rate", "kafka_request_time_percent")
+# What a controller mutation quota (KIP-599) limits: the partitions a client creates (a creation storm).
+MUTATION_SIGNALS = ("kafka_partition_count",)
+MUTATION_QUOTA = "controllerMutationRate"
+# The controller lets a burst through before it throttles: its quota window (quota.window.num 11 x
+# quota.window.size.seconds 1, the broker's defaults) of mutations at the quota's rate.
+MUTATION_BURST_S = 11.0
 KAFKA_ACTIONS = ("quota", "deny-write")
 # What a cap on a Spark application's executors limits: the executors it holds, what they spill, the pods it
 # has waiting. Not its demand, and not how often its executors are lost (an OOM loop goes on, on fewer).
@@ -125,12 +131,24 @@ def diagnosis_proposal(diagnosis: Mapping[str, Any]) -> tuple[str | None, bool]:
 
 
 def contained(signal: str, baseline: float | None, peak: float, current: float,
-              actions: Sequence[Mapping[str, Any]] = ()) -> bool:
+              actions: Sequence[Mapping[str, Any]] = (), *, at_containment: float | None = None,
+              since_contained_s: float | None = None) -> bool:
     """Whether containment shows in the offending signal: it fell to half of its peak since the anomaly
     began, or halfway back to its baseline, or (for a CPU throttle watched on CPU) to the new limit. The
     limit matters when the workload burned little more than it: a hog at 0.45 cores held at 0.3 is
     contained although its usage never halves (and 8 executors capped at 6 are contained); the peak matters
-    because the value at containment can be a rate whose window had not filled yet."""
+    because the value at containment can be a rate whose window had not filled yet. A partition count
+    never falls under a controller mutation quota: it is contained when it grew since the quota took hold
+    (`at_containment`) no more than the quota lets it: its rate over the time since, and what the controller
+    lets through at once (a window's worth, and the first request whole). Judged once two such bursts have
+    passed: before that, a storm at a few times the quota would look held."""
+    if signal in MUTATION_SIGNALS:
+        rates = [float(a[MUTATION_QUOTA]) for a in actions
+                 if a.get("type") == ActionType.QUOTA and a.get(MUTATION_QUOTA) is not None]
+        if rates and at_containment is not None and since_contained_s is not None:
+            if since_contained_s < 2 * MUTATION_BURST_S:
+                return False
+            return current - at_containment <= min(rates) * (since_contained_s + 2 * MUTATION_BURST_S)
     if current <= 0.5 * peak:
         return True
     if baseline is not None and baseline < peak and current <= baseline + 0.5 * (peak - baseline):
@@ -161,7 +179,6 @@ def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool,
     down to N > 0 (fewer executors) needs a Spark signal; the quarantine actions (scale to zero, isolate,
     suspend) always apply where the kind has them."""
     kafka_moved = any(s.startswith(KAFKA_SIGNAL_PREFIX) for s in moved)
-    quota_moved = any(s in QUOTA_SIGNALS for s in moved)
     compute_moved = any(s in COMPUTE_SIGNALS for s in moved)
     spark_moved = any(s.startswith(SPARK_SIGNAL_PREFIX) for s in moved)
     chosen = []
@@ -170,7 +187,7 @@ def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool,
         kind = action.get("type")
         if kind in KAFKA_ACTIONS and not (has_kafka_identity and kafka_moved):
             continue
-        if kind == ActionType.QUOTA and not quota_moved:
+        if kind == ActionType.QUOTA and not set(quota_limits(action)) & set(moved):
             continue
         if kind == "throttle" and not compute_moved:
             continue
@@ -182,6 +199,15 @@ def relevant_actions(rung: Rung, moved: Sequence[str], has_kafka_identity: bool,
             continue
         chosen.append(dict(action))
     return tuple(chosen)
+
+
+def quota_limits(action: Mapping[str, Any]) -> tuple[str, ...]:
+    """The signals a quota action limits: bytes and request time for the byte and request quotas, the
+    partitions a client creates for a controller mutation quota."""
+    if action.get(MUTATION_QUOTA) is None:
+        return QUOTA_SIGNALS
+    byte_or_time = any(action.get(k) is not None for k in ("producerByteRate", "consumerByteRate", "requestPercentage"))
+    return (QUOTA_SIGNALS if byte_or_time else ()) + MUTATION_SIGNALS
 
 
 def _first_rung_with_actions(policy: LoopPolicy, situation: Situation,
@@ -248,8 +274,9 @@ def watched_signal(signals: Sequence[str], actions: Sequence[Mapping[str, Any]])
     byte rates, a CPU throttle compute, fewer executors Spark's), else the most anomalous. A read flood's
     quota is judged on the bytes it caps, not on the lag of the replay it slows down."""
     types = {a.get("type") for a in actions}
+    quota_limited = {s for a in actions if a.get("type") == ActionType.QUOTA for s in quota_limits(a)}
     limited = [s for s in signals
-               if (ActionType.QUOTA in types and s in QUOTA_SIGNALS)
+               if s in quota_limited
                or (ActionType.THROTTLE in types and s in COMPUTE_SIGNALS)
                or (ActionType.SCALE in types and s in EXECUTOR_CAP_SIGNALS)]
     candidates = limited or list(signals)
