@@ -114,6 +114,8 @@ def test_a_declared_backfill_is_left_alone_while_the_same_load_undeclared_is_hel
                               if "planned-backfill" in str(policy_status(api_client, namespace, "cpu")) else None,
                               timeout_s=60, what="the policy saying the backfill looks expected")
         assert decision["workload"].startswith("Deployment/backfill") and "not contained" in decision["summary"]
+        # Which runbook excused it, and on what: the declaration on the workload's spec.
+        assert decision["runbook"] == "benign-planned-backfill" and "spec" in decision["evidence"], decision
         time.sleep(10)
         assert [h["spec"]["target"]["name"] for h in automated_holds(api_client, namespace)] == ["hog"]
 
@@ -145,6 +147,7 @@ def test_many_workloads_going_bad_at_once_page_once_each_and_none_is_held(
         assert {a["labels"]["workload"] for a in paged} == set(names)
         decision = policy_status(api_client, namespace, "cpu")["lastDecision"]
         assert "shared-dependency" in decision["summary"] and "not contained" in decision["summary"], decision
+        assert decision["runbook"] == "shared-dependency" and "peers" in decision["evidence"], decision
         time.sleep(15)  # three more intervals, all four still anomalous
         assert automated_holds(api_client, namespace) == []
         assert len(pages()) == len(names)  # paged once each, not once per interval

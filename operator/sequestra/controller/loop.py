@@ -107,6 +107,7 @@ DAY_S = 86_400.0  # the same-time-yesterday baseline of an incident's signals
 # Evidence read back from Prometheus (history, yesterday) is kept this long per workload: evidence is built
 # again at every interval an unheld anomaly is checked for a look-alike, and need not be re-read each time.
 EVIDENCE_READ_TTL_S = 60.0
+MAX_CITED = 8  # evidence ids a policy's lastDecision lists (the hold's diagnosis has them all)
 INCIDENT_SEEN_REFRESH_S = 60.0  # a quiet hold's status.incident.lastSeen is rewritten this often, not every interval
 UNKNOWN = WorkloadVerdict("unknown", None, None, ())  # no data this interval
 
@@ -505,6 +506,19 @@ class PolicyLoop:
     def _decide_one(self, spec: SequestrationPolicySpec, policy: LoopPolicy, snapshot: ClusterSnapshot,
                     ref: WorkloadRef, verdict: WorkloadVerdict, held: dict[str, Any] | None, now: float,
                     protected: frozenset[str], breaker_open: bool) -> Decision:
+        # An anomaly not held yet is read by the rules first: a look-alike, a page, or the rung its incident needs.
+        first = self._rules_first(spec, snapshot, ref, verdict, now) \
+            if held is None and verdict.state == "anomalous" else None
+        decision = self._decide_with(spec, policy, snapshot, ref, verdict, held, now, protected, breaker_open, first)
+        if first is not None and first.runbook:
+            # Which runbook and which evidence decided it: a look-alike left alone, a page, a hold's rung.
+            return replace(decision, runbook=first.runbook,
+                           citations=tuple(c for c in first.citations if not c.startswith("runbook:")))
+        return decision
+
+    def _decide_with(self, spec: SequestrationPolicySpec, policy: LoopPolicy, snapshot: ClusterSnapshot,
+                     ref: WorkloadRef, verdict: WorkloadVerdict, held: dict[str, Any] | None, now: float,
+                     protected: frozenset[str], breaker_open: bool, first: Diagnosis | None) -> Decision:
         obj = snapshot.attribution.workloads[ref]
         # Kafka actions need what the Kafka actuator acts on: an identity the workload declares.
         has_kafka = _declared_identity(obj) is not None
@@ -517,7 +531,6 @@ class PolicyLoop:
                                            pods=len(self._pods_of(ref, snapshot)))
         proposed, agreed = diagnosis_proposal(recorded_diagnosis(held)) if held else (None, True)
         unheld_anomaly = hold is None and verdict.state == "anomalous"
-        first = self._rules_first(spec, snapshot, ref, verdict, now) if unheld_anomaly else None
         # The team's runbook says no hold is called for: "none" (a look-alike) or "observe" (only watch).
         looks_benign = (f"{first.category} (runbook {first.runbook})" if first is not None and first.runbook
                         and not acts(first.action) and not first.page else "")
@@ -977,6 +990,8 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
         ref, decision = acted[-1]
         status["lastDecision"] = {"at": _iso(now), "workload": f"{ref.kind}/{ref.name} in {ref.namespace}",
                                   "summary": f"{decision.kind}: {decision.reason}"[:500]}
+        if decision.runbook:
+            status["lastDecision"].update(runbook=decision.runbook, evidence=list(decision.citations[:MAX_CITED]))
     objects = client.CustomObjectsApi(ctx.api_client)
     objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICY_PLURAL, name, {"status": status},
                                                   _content_type="application/merge-patch+json")

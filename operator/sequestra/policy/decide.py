@@ -118,6 +118,10 @@ class Decision:
     escalated_for: str | None = None  # what an escalation answers ("Tampered", "NoEffect", "Diagnosis")
     tamper_escalations: int | None = None  # the hold's escalations for tampering, once this one is carried out
     extend_until: float | None = None  # EXTEND: the hold's new expiry (status.extendedUntil)
+    # The runbook whose diagnosis decided it (a look-alike excused, a page, a hold's rung) and the evidence ids it
+    # matched on: the policy's lastDecision says which, so "left alone" and "held" can be checked by a human.
+    runbook: str | None = None
+    citations: tuple[str, ...] = ()
 
 
 def diagnosis_proposal(diagnosis: Mapping[str, Any]) -> tuple[str | None, bool]:
