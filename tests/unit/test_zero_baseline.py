@@ -130,10 +130,18 @@ def test_a_signal_read_once_from_history_is_explained_at_its_last_point_against_
     explained = explain_history(history, config)
     assert [s.name for s in explained if s.score is not None] == ["oom_kills"]
     verdict = WorkloadVerdict("anomalous", 0.9, start, explained)
-    (oom,) = signal_summaries(verdict)
+    summaries = {s.name: s for s in signal_summaries(verdict)}
+    oom = summaries["oom_kills"]
     assert (oom.baseline, oom.now, oom.ratio, oom.from_zero) == (0.0, 2.0, 2.0, True)
+    # Too little history to score is still a value read: in the evidence with it, and no move claimed.
+    assert summaries["http_error_ratio"].now == 0.01 and summaries["http_error_ratio"].direction is None
     # A declared backfill is excused only while it is healthy: OOM kills read this way end the excuse.
     declared = {"annotations": {"sequestra.dev/expected-load": "backfill until 06:00"}}
     backfill = RUNBOOKS["benign-planned-backfill"]
     assert backfill.matches(build_evidence("inc-6", WORKLOAD, spec=declared)) is not None
     assert backfill.matches(build_evidence("inc-7", WORKLOAD, signals=[oom], spec=declared)) is None
+    # Errors read before the scorer has a baseline for them end it too: unknown errors are not "no errors".
+    failing = explain_history({"http_error_ratio": [(start + i * STEP_S, 0.4) for i in range(5)]}, config)
+    evidence = build_evidence("inc-8", WORKLOAD, signals=signal_summaries(
+        WorkloadVerdict("anomalous", 0.9, start, failing)), spec=declared)
+    assert backfill.matches(evidence) is None

@@ -168,11 +168,13 @@ def hold_lifetime(spec: SequestrationPolicySpec) -> dict[str, str]:
 
 def signal_summaries(verdict: WorkloadVerdict, yesterday: Mapping[str, float] | None = None) -> list[SignalSummary]:
     """The verdict's signals as evidence: ratios against the baseline and, where `yesterday` has the
-    signal's value a day earlier, against that; from a zero baseline against the signal's floor."""
+    signal's value a day earlier, against that; from a zero baseline against the signal's floor. A signal
+    still warming up (no score yet) is there with its value: a look-alike's "no errors" must read the errors
+    there are, not take a signal without a baseline for one without errors."""
     summaries = []
     limits = floors()
     for s in verdict.signals:
-        if s.score is None:
+        if s.value is None:
             continue
         floor = limits.get(s.name, 1e-9)
         ratio = moved_from(s.value, s.baseline, floor)
