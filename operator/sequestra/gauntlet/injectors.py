@@ -40,6 +40,7 @@ from sequestra.gauntlet.scenarios import (
     SparkDemandFault,
     SparkExecutorOomFault,
     TopicStormFault,
+    Workload,
     back_off_s,
 )
 from sequestra.sandbox import endpoints
@@ -279,15 +280,47 @@ def delete_topics(prefixes: list[str]) -> None:
 class Injector:
     """Applies a scenario's faults and takes them back."""
 
-    def __init__(self, namespace: str, workers: dict[str, KafkaWorker], api: client.ApiClient | None = None) -> None:
+    def __init__(self, namespace: str, workers: dict[str, KafkaWorker], api: client.ApiClient | None = None,
+                 workloads: dict[str, Workload] | None = None) -> None:
         self.namespace = namespace
         self.workers = workers
         self.api = api
+        self.workloads = workloads or {}  # their normal levels: where a ramp starts and a fault that ends returns
         self.threads: list[threading.Thread] = []  # crash loops, backlogs
         self.calmed = threading.Event()
         self.spark_oom: set[str] = set()  # applications whose executors are OOM-killed in a loop
 
     def inject(self, fault: Fault) -> None:
+        """The fault now, or (starting later, ramping up, ending by itself) in the background."""
+        if fault.after_s or fault.ramp_s or fault.lasts_s is not None:
+            self._background(self._timed, fault)
+        else:
+            self._apply(fault)
+
+    def _timed(self, fault: Fault) -> None:
+        if self.calmed.wait(fault.after_s):
+            return
+        steps = RAMP_STEPS if fault.ramp_s else 0
+        for step in range(1, steps):
+            with contextlib.suppress(Exception):  # one failed step does not end the ramp
+                self._apply(scaled(fault, self.workloads.get(fault.workload), self.workers.get(fault.workload),
+                                   step / steps))
+            if self.calmed.wait(fault.ramp_s / steps):
+                return
+        self._apply(fault)
+        if fault.lasts_s is not None and not self.calmed.wait(fault.lasts_s):
+            self._take_back(fault)
+
+    def _take_back(self, fault: Fault) -> None:
+        """A fault that ends by itself: the workload back at its own levels."""
+        workload = self.workloads.get(fault.workload)
+        if isinstance(fault, ProduceFault):
+            worker = self.workers[fault.workload]
+            worker.rate = worker.role.bytes_per_second
+        elif workload is not None:
+            self._apply(scaled(fault, workload, None, 0.0))
+
+    def _apply(self, fault: Fault) -> None:
         if isinstance(fault, CpuFault):
             self._override(fault.workload, cpu_cores=fault.cores)
         elif isinstance(fault, MemoryFault):
@@ -379,7 +412,7 @@ class Injector:
         core = client.CoreV1Api(self.api)
         listing: Any = core.list_namespaced_pod(self.namespace)
         for pod in listing.items:
-            if pod.metadata.name.startswith(f"{workload}-"):
+            if (pod.metadata.labels or {}).get("app") == workload:
                 _back_off_event(core, self.namespace, pod)
 
     def _crash_loop(self, fault: CrashLoopFault) -> None:
@@ -403,8 +436,36 @@ class Injector:
             "minReadySeconds": int(min_ready_seconds), "template": {"spec": {"containers": containers}}}})
 
     def _override(self, workload: str, **levels: Any) -> None:
+        # The workload's own pods by their label, not by a name prefix: `web-` also starts `web-api-…`.
         httpx.post(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5, json={
-            "namespace": self.namespace, "pod_prefix": f"{workload}-", **levels}).raise_for_status()
+            "namespace": self.namespace, "labels": {"app": workload}, **levels}).raise_for_status()
+
+
+RAMP_STEPS = 5
+
+
+def scaled(fault: Fault, workload: Workload | None, worker: KafkaWorker | None, share: float) -> Fault:
+    """The fault at `share` of the way from the workload's normal levels to the fault's (0: back to normal)."""
+
+    def between(normal: float, wanted: float | None) -> float | None:
+        return None if wanted is None else normal + share * (wanted - normal)
+
+    if isinstance(fault, CpuFault) and workload is not None:
+        return fault.model_copy(update={"cores": between(workload.cpu, fault.cores)})
+    if isinstance(fault, MemoryFault) and workload is not None:
+        return fault.model_copy(update={"mib": between(workload.memory_mib, fault.mib),
+                                        "restarts": fault.restarts if share == 1 else 0})
+    if isinstance(fault, HttpFault) and workload is not None:
+        return fault.model_copy(update={
+            "requests_per_s": between(workload.http_rps, fault.requests_per_s),
+            "error_ratio": between(0.0, fault.error_ratio),
+            "client_requests_per_s": between(workload.http_client_rps, fault.client_requests_per_s),
+            "client_error_ratio": between(0.0, fault.client_error_ratio),
+            "cpu": between(workload.cpu, fault.cpu)})
+    if isinstance(fault, ProduceFault) and worker is not None:
+        return fault.model_copy(update={"bytes_per_second": between(worker.role.bytes_per_second,
+                                                                    fault.bytes_per_second)})
+    return fault
 
 
 def _back_off_event(core: client.CoreV1Api, namespace: str, pod: Any) -> None:

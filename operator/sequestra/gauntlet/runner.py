@@ -159,8 +159,18 @@ class Outcome:
 
     @property
     def rung_right(self) -> bool:
-        rung = self.scenario.expect.rung
-        return rung is None or all(self.rung(w) == rung for w in self.expected)
+        expect = self.scenario.expect
+        return all(expect.rung_of(w) is None or self.rung(w) == expect.rung_of(w) for w in self.expected)
+
+    @property
+    def in_time(self) -> bool:
+        """Each expected hold within the scenario's time bound of its fault (no bound: any time in the run)."""
+        bound = self.scenario.expect.within_s
+        if bound is None:
+            return True
+        starts = {f.workload: f.after_s for f in self.scenario.faults}
+        return all(w in self.held_after_s and self.held_after_s[w] - starts.get(w, 0.0) <= bound
+                   for w in self.expected if w in self.held)
 
     def diagnosis(self, workload: str) -> str | None:
         """The category the hold was diagnosed with (by the rules: the gauntlet runs without a model)."""
@@ -182,8 +192,8 @@ class Outcome:
 
     @property
     def ok(self) -> bool:
-        return (self.target_right and self.rung_right and self.effective is not False and self.page_right
-                and self.released_exactly is not False)
+        return (self.target_right and self.rung_right and self.in_time and self.effective is not False
+                and self.page_right and self.released_exactly is not False)
 
     def why_not(self) -> str:
         reasons = []
@@ -194,8 +204,11 @@ class Outcome:
         if self.expected - set(self.held):
             reasons.append(f"did not hold {', '.join(sorted(self.expected - set(self.held)))}")
         if set(self.held) & self.expected and not self.rung_right:
-            reasons.append(f"rung {', '.join(str(self.rung(w)) for w in sorted(self.expected))}, "
-                           f"expected {self.scenario.expect.rung}")
+            reasons += [f"{w} at rung {self.rung(w)}, expected {self.scenario.expect.rung_of(w)}"
+                        for w in sorted(self.expected) if self.scenario.expect.rung_of(w) not in (None, self.rung(w))]
+        if not self.in_time:
+            late = {w: round(t, 1) for w, t in sorted(self.held_after_s.items()) if w in self.expected}
+            reasons.append(f"held after {late} s, expected within {self.scenario.expect.within_s:g} s of the fault")
         if self.effective is False:
             reasons.append("effect not verified")
         if not self.page_right:
@@ -209,7 +222,8 @@ class Outcome:
         times = [self.held_after_s[w] for w in sorted(self.expected) if w in self.held_after_s]
         return {"scenario": self.scenario.name, "kind": self.scenario.kind,
                 "expectedHeld": sorted(self.expected), "held": sorted(self.held),
-                "rung": {w: self.rung(w) for w in sorted(self.held)}, "expectedRung": self.scenario.expect.rung,
+                "rung": {w: self.rung(w) for w in sorted(self.held)},
+                "expectedRung": dict(self.scenario.expect.rungs) or self.scenario.expect.rung,
                 "diagnosis": {w: self.diagnosis(w) for w in sorted(self.held)}, "lastDecision": self.last_decision,
                 "noticedNotHeld": {w: d for w, d in sorted(self.noticed.items()) if w not in self.held},
                 "timeToHoldS": round(max(times), 1) if times else None,
@@ -423,7 +437,8 @@ class Gauntlet:
                 if not isinstance(fault, DailyPeakFault):
                     continue
                 listing: Any = self.core.list_namespaced_pod(namespace)
-                pods = [p.metadata.name for p in listing.items if p.metadata.name.startswith(f"{fault.workload}-")]
+                pods = [p.metadata.name for p in listing.items
+                        if (p.metadata.labels or {}).get("app") == fault.workload]
                 series += history.pod_series(namespace, pods, start, end, cpu_cores=fault.yesterday_cpu or fault.cpu)
                 written.append(f"{scenario.name}/{fault.workload}")
         if series:
@@ -453,7 +468,8 @@ class Gauntlet:
     # --- reading --------------------------------------------------------------------------------
     def _injector(self, scenario: Scenario) -> Injector:
         if scenario.name not in self.injectors:
-            self.injectors[scenario.name] = Injector(namespace_of(scenario), self._workers_of(scenario), self.api)
+            self.injectors[scenario.name] = Injector(namespace_of(scenario), self._workers_of(scenario), self.api,
+                                                     {w.name: w for w in scenario.workloads})
         return self.injectors[scenario.name]
 
     def _workers_of(self, scenario: Scenario) -> dict[str, KafkaWorker]:

@@ -66,6 +66,20 @@ class Workload(_Spec):
 
 class _Fault(_Spec):
     workload: str = Field(pattern=NAME)
+    # When it happens: `afterS` after the run's faults start (a staggered incident); rising to its strength
+    # over `rampS` in five steps (dynamic allocation, a growing backlog) instead of at once; ending by itself
+    # `lastsS` after it reached its strength (a short burst, which must not be held). Ramps and ends apply to
+    # the levels a fault sets (cpu, memory, http, kafka-produce).
+    after_s: float = Field(default=0, ge=0)
+    ramp_s: float = Field(default=0, ge=0)
+    lasts_s: float | None = Field(default=None, gt=0)
+
+    @model_validator(mode="after")
+    def _levels_ramp_and_end(self) -> _Fault:
+        if (self.ramp_s or self.lasts_s is not None) and not isinstance(self, LEVEL_FAULTS):
+            raise ValueError(f"rampS and lastsS apply to faults that set levels (cpu, memory, http, kafka-produce), "
+                             f"not {getattr(self, 'type', '?')}")
+        return self
 
 
 class CpuFault(_Fault):
@@ -185,6 +199,8 @@ class RolloutFault(_Fault):
     min_ready_seconds: int = Field(default=120, ge=0)
 
 
+LEVEL_FAULTS = (CpuFault, MemoryFault, HttpFault, ProduceFault)
+
 Fault = Annotated[CpuFault | MemoryFault | HttpFault | ProduceFault | ReplayFault | RebalanceStormFault
                   | TopicStormFault | SparkDemandFault | SparkExecutorOomFault | PoisonMessageFault | CrashLoopFault
                   | CatchUpFault | SlowedFault | DailyPeakFault | RolloutFault,
@@ -194,7 +210,20 @@ Fault = Annotated[CpuFault | MemoryFault | HttpFault | ProduceFault | ReplayFaul
 class Expectation(_Spec):
     held: tuple[str, ...] = ()  # the workloads to hold; all others must be left alone
     rung: str | None = None  # the rung they are held at
+    rungs: dict[str, str] = Field(default_factory=dict)  # per held workload, where incidents need different rungs
     page: bool = False  # whether a human is paged
+    within_s: float | None = Field(default=None, gt=0)  # each expected hold within this long of its fault
+
+    @model_validator(mode="after")
+    def _one_rung_each(self) -> Expectation:
+        if self.rung is not None and self.rungs:
+            raise ValueError("expect either rung (every held workload) or rungs (per workload), not both")
+        if set(self.rungs) - set(self.held):
+            raise ValueError(f"rungs names workloads not in held: {sorted(set(self.rungs) - set(self.held))}")
+        return self
+
+    def rung_of(self, workload: str) -> str | None:
+        return self.rungs.get(workload, self.rung)
 
 
 class Scenario(_Spec):
