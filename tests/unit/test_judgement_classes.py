@@ -86,6 +86,11 @@ def test_a_ratio_from_nothing_is_flagged_and_a_topic_that_did_not_exist_says_so(
     (_evidence(_signal("container_restarts", 0, 7, 7), kafka=_group("STALL", "rising", stuck=1),
                events=[{"type": "Warning", "reason": "BackOff", "count": 9, "message": "Back-off restarting"}]),
      ("kafka-poison-message-loop", "quarantine")),
+    # A storming consumer lags while another workload is in other trouble: it lags by its own storm, it is
+    # not the shared brokers' victim.
+    (_evidence(_signal("kafka_rebalance_rate", 0.2, 3.0, 10), _signal("kafka_consumer_lag", 100, 9000, 12),
+               kafka=_group("WARN", "rising"), peers=[_peer("renderer", "cpu_usage_cores")]),
+     ("kafka-rebalance-storm", "quarantine")),
     # A producer flood's CPU moved further than its bytes: still the flood, throttled at its quota.
     (_evidence(_signal("kafka_producer_byte_rate", 4e4, 2e6, 8), _signal("cpu_usage_cores", 0.2, 3.0, 20)),
      ("kafka-producer-flood", "throttle")),
