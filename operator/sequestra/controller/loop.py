@@ -990,10 +990,10 @@ def _write_policy_status(ctx: Context, namespace: str, name: str, body: kopf.Bod
     acted = [(r, d) for r, d in report.decisions if d.kind is not DecisionKind.KEEP]
     if acted:
         ref, decision = acted[-1]
+        # Runbook and evidence null when no runbook decided it: the merge patch drops an earlier decision's.
         status["lastDecision"] = {"at": _iso(now), "workload": f"{ref.kind}/{ref.name} in {ref.namespace}",
-                                  "summary": f"{decision.kind}: {decision.reason}"[:500]}
-        if decision.runbook:
-            status["lastDecision"].update(runbook=decision.runbook, evidence=list(decision.citations[:MAX_CITED]))
+                                  "summary": f"{decision.kind}: {decision.reason}"[:500], "runbook": decision.runbook,
+                                  "evidence": list(decision.citations[:MAX_CITED]) if decision.runbook else None}
     objects = client.CustomObjectsApi(ctx.api_client)
     objects.patch_namespaced_custom_object_status(GROUP, VERSION, namespace, POLICY_PLURAL, name, {"status": status},
                                                   _content_type="application/merge-patch+json")
