@@ -7,13 +7,14 @@ from __future__ import annotations
 
 import copy
 import json
+import time
 from dataclasses import dataclass
 from typing import Any, cast
 
 from kubernetes import client
 from kubernetes.client.rest import ApiException
 
-from sequestra.actuators import drift, plans
+from sequestra.actuators import drift, plans, spark_gate
 from sequestra.model import kinds
 from sequestra.model.sequestration import (
     ActionSpec,
@@ -77,6 +78,18 @@ class RestoreResult:
 
 def isolation_policy_name(sequestration: str) -> str:
     return f"sequestra-{sequestration}"[:63].rstrip("-.")
+
+
+# The cluster-scoped admission objects an executor cap creates (actuators/spark_gate.py): kind -> plural.
+GATE_RESOURCES = {spark_gate.POLICY_KIND: "mutatingadmissionpolicies",
+                  spark_gate.BINDING_KIND: "mutatingadmissionpolicybindings"}
+_ADMISSION_GROUP, _ADMISSION_VERSION = spark_gate.ADMISSION_GROUP_VERSION.split("/")
+# How long the API server may go on admitting with a deleted admission policy (its policy cache follows a watch).
+GATE_SETTLE_S = 2.0
+
+
+def _caps_executors(action: ActionSpec, kind: str) -> bool:
+    return action.type is ActionType.SCALE and kind == kinds.SPARK_APPLICATION.kind and (action.replicas or 0) > 0
 
 
 class KubernetesActuator:
@@ -184,10 +197,15 @@ class KubernetesActuator:
             plans.pod_labels(workload.kind, workload.body)  # refuse now if there is nothing to select by
             created = (CreatedObject(api_version=kinds.NETWORK_POLICY.api_version, kind=kinds.NETWORK_POLICY.kind,
                                      name=isolation_policy_name(sequestration)),)
+        if _caps_executors(action, workload.kind):
+            name = spark_gate.gate_policy_name(sequestration, workload.namespace)
+            created = tuple(CreatedObject(api_version=spark_gate.ADMISSION_GROUP_VERSION, kind=kind, name=name)
+                            for kind in (spark_gate.POLICY_KIND, spark_gate.BINDING_KIND))
         resized: list[PodResize] = []
         skipped: list[str] = []
         info = kinds.kind_info(workload.kind)
-        if action.type is ActionType.THROTTLE and info is not None and info.template_immutable:
+        if action.type is ActionType.THROTTLE and info is not None and \
+                (info.template_immutable or workload.kind == kinds.SPARK_APPLICATION.kind):
             resized, skipped = self._plan_pod_resizes(action, workload)
         return PriorState(action_index=index, action=action.type, target_kind=workload.kind,
                           target_name=workload.name, changes=tuple(changes), created=created,
@@ -210,7 +228,8 @@ class KubernetesActuator:
         return extended if grew else None
 
     def _plan_pod_resizes(self, action: ActionSpec, job: Workload) -> tuple[list[PodResize], list[str]]:
-        """A running Job is throttled through its running pods (its template is immutable)."""
+        """A running Job is throttled through its running pods (its template is immutable), a running
+        SparkApplication through its running executors (a change of its spec resubmits it)."""
         resized, skipped = [], []
         for pod in self._running_pods(job):
             meta = pod["metadata"]
@@ -225,13 +244,19 @@ class KubernetesActuator:
         return resized, skipped
 
     def _running_pods(self, job: Workload) -> list[dict[str, Any]]:
+        if job.kind == kinds.SPARK_APPLICATION.kind:  # executors are the driver's pods, found by label
+            pods = self._list_pods(job.namespace, spark_gate.executor_selector(job.name))
+            return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
+                    and not p["metadata"].get("deletionTimestamp")]
         uid = job.body["metadata"].get("uid")
-        listing: Any = self._core.list_namespaced_pod(job.namespace, _preload_content=False,
-                                                 label_selector=f"batch.kubernetes.io/controller-uid={uid}")
-        pods = json.loads(listing.data or b"{}").get("items", [])
+        pods = self._list_pods(job.namespace, f"batch.kubernetes.io/controller-uid={uid}")
         return [p for p in pods if (p.get("status") or {}).get("phase") == "Running"
                 and not p["metadata"].get("deletionTimestamp")
                 and any(o.get("uid") == uid for o in p["metadata"].get("ownerReferences") or [])]
+
+    def _list_pods(self, namespace: str, selector: str) -> list[dict[str, Any]]:
+        listing: Any = self._core.list_namespaced_pod(namespace, _preload_content=False, label_selector=selector)
+        return cast(list[dict[str, Any]], json.loads(listing.data or b"{}").get("items", []))
 
     def plan_remaining(self, actions: tuple[ActionSpec, ...], workload: Workload, sequestration: str,
                        recorded: list[PriorState]) -> list[PriorState]:
@@ -273,9 +298,14 @@ class KubernetesActuator:
                     self._resize(namespace, resize.pod, plans.apply_patch(pod_plan.pending))
                 drifted += [f"Pod/{resize.pod}{c.path}" for c in pod_plan.drifted]
             for created in prior.created:
+                if created.kind in GATE_RESOURCES:
+                    self._create_gate_object(self._gate_object(created, namespace, name, sequestration))
+                    continue
                 selector = plans.pod_labels(kind, current)
                 self._create_network_policy(plans.isolation_policy(
                     created.name, namespace, selector, actions[prior.action_index], sequestration))
+            if prior.created and _caps_executors(actions[prior.action_index], kind):
+                self._keep_executor_cap(namespace, name, actions[prior.action_index].replicas or 0)
         return drifted
 
     @staticmethod
@@ -326,12 +356,113 @@ class KubernetesActuator:
             for resize in prior.pods:
                 found += self._reassert_pod(namespace, resize, str(prior.action))
             for created in prior.created:
-                desired = plans.isolation_policy(created.name, namespace, plans.pod_labels(kind, current),
-                                                 actions[prior.action_index], sequestration)
-                tampering = self._reassert_policy(desired, str(prior.action), kind, current)
+                if created.kind in GATE_RESOURCES:
+                    tampering = self._reassert_gate_object(
+                        self._gate_object(created, namespace, name, sequestration), str(prior.action))
+                else:
+                    desired = plans.isolation_policy(created.name, namespace, plans.pod_labels(kind, current),
+                                                     actions[prior.action_index], sequestration)
+                    tampering = self._reassert_policy(desired, str(prior.action), kind, current)
                 if tampering is not None:
                     found.append(tampering)
+            if prior.created and prior.action_index < len(actions) and \
+                    _caps_executors(actions[prior.action_index], kind):
+                self._keep_executor_cap(namespace, name, actions[prior.action_index].replicas or 0)
         return found
+
+    # --- an executor cap (actuators/spark_gate.py) --------------------------------------------------
+    @staticmethod
+    def _gate_object(created: CreatedObject, namespace: str, app: str, sequestration: str) -> dict[str, Any]:
+        if created.kind == spark_gate.POLICY_KIND:
+            return spark_gate.gate_policy(created.name, namespace, app, sequestration)
+        return spark_gate.gate_binding(created.name, namespace, sequestration)
+
+    def _create_gate_object(self, manifest: dict[str, Any]) -> None:
+        try:
+            self._objects.create_cluster_custom_object(_ADMISSION_GROUP, _ADMISSION_VERSION,
+                                                       GATE_RESOURCES[manifest["kind"]], manifest,
+                                                       field_manager="sequestra")
+        except ApiException as exc:
+            if exc.status != 409:  # already there: a retry
+                _raise_actuation_error(exc, f"{manifest['kind']} {manifest['metadata']['name']}")
+                raise
+
+    def _get_gate_object(self, kind: str, name: str) -> dict[str, Any] | None:
+        try:
+            body = self._objects.get_cluster_custom_object(_ADMISSION_GROUP, _ADMISSION_VERSION,
+                                                           GATE_RESOURCES[kind], name)
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return cast(dict[str, Any], body)
+
+    def _reassert_gate_object(self, desired: dict[str, Any], action: str) -> drift.Tampering | None:
+        kind, name = desired["kind"], desired["metadata"]["name"]
+        current = self._get_gate_object(kind, name)
+        if not spark_gate.gate_drift(current, desired):
+            return None
+        if current is None:
+            self._create_gate_object(desired)
+        else:
+            self._objects.patch_cluster_custom_object(_ADMISSION_GROUP, _ADMISSION_VERSION, GATE_RESOURCES[kind],
+                                                      name, [{"op": "replace", "path": "/spec",
+                                                              "value": desired["spec"]}],
+                                                      _content_type=JSON_PATCH, field_manager="sequestra")
+        owner = None if current is None else drift.field_owner(current, "/spec")
+        return drift.Tampering(action=action, target=f"{kind}/{name}", path="" if current is None else "/spec",
+                               what="deleted" if current is None else "edited", found=None,
+                               wanted="present" if current is None else None,
+                               by=str(owner) if owner is not None else drift.REMOVED_BY_UNKNOWN)
+
+    def _keep_executor_cap(self, namespace: str, app: str, cap: int) -> spark_gate.CapMoves:
+        """Leave exactly `cap` executors of `app` free to run: stop the newest beyond it (an executor made
+        before the gate took effect, or let through by someone), let waiting ones through below it."""
+        pods = self._list_pods(namespace, spark_gate.executor_selector(app))
+        moves = spark_gate.cap_moves(pods, cap)
+        for name in moves.stop:
+            try:
+                self._core.delete_namespaced_pod(name, namespace)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+        by_name = {p["metadata"]["name"]: p for p in pods}
+        for name in moves.let_through:
+            self._ungate(namespace, by_name[name])
+        return moves
+
+    def _ungate(self, namespace: str, pod: dict[str, Any]) -> bool:
+        ops = spark_gate.ungate_patch(pod)
+        if ops is None:
+            return False
+        try:
+            self._core.patch_namespaced_pod(pod["metadata"]["name"], namespace, ops, _content_type=JSON_PATCH,
+                                            field_manager="sequestra")
+        except ApiException as exc:
+            if exc.status in (404, 422):  # gone, or its gates changed since read: the next interval reads again
+                return False
+            raise
+        return True
+
+    def _lift_gate(self, prior: PriorState, namespace: str) -> list[str]:
+        """Release of an executor cap: the policy and its binding deleted, then the gate lifted from every pod
+        still waiting behind it (after, so no new pod is gated once the last is let through)."""
+        lifted = []
+        for created in sorted(prior.created, key=lambda c: c.kind != spark_gate.BINDING_KIND):
+            try:
+                self._objects.delete_cluster_custom_object(_ADMISSION_GROUP, _ADMISSION_VERSION,
+                                                           GATE_RESOURCES[created.kind], created.name)
+            except ApiException as exc:
+                if exc.status != 404:
+                    raise
+            lifted.append(f"{created.kind}/{created.name}")
+        for sweep in range(2):
+            if sweep:  # a pod admitted while the API server still had the policy is gated too: look again
+                time.sleep(GATE_SETTLE_S)
+            for pod in self._list_pods(namespace, spark_gate.executor_selector(prior.target_name)):
+                if spark_gate.gated(pod) and self._ungate(namespace, pod):
+                    lifted.append(f"Pod/{pod['metadata']['name']}/spec/schedulingGates")
+        return lifted
 
     def _reassert_pod(self, namespace: str, resize: PodResize, action: str) -> list[drift.Tampering]:
         pod = self._pod(namespace, resize)
@@ -373,8 +504,11 @@ class KubernetesActuator:
         restored: list[str] = []
         conflicts: list[str] = []
         for prior in priors:
+            if any(created.kind in GATE_RESOURCES for created in prior.created):
+                restored += self._lift_gate(prior, namespace)
             for created in prior.created:
-                self._delete(created.kind, namespace, created.name)
+                if created.kind not in GATE_RESOURCES:
+                    self._delete(created.kind, namespace, created.name)
             for resize in prior.pods:
                 pod = self._pod(namespace, resize)
                 if pod is None:

@@ -28,13 +28,6 @@ from sequestra.model.sequestration import (
 
 _MISSING = object()
 
-# Spark settings that, given in sparkConf, would override the spec fields a cap writes: capping the spec
-# then would change nothing, so such an application is refused rather than "capped" in name only.
-SPARK_CONF_OVERRIDES = ("spark.executor.instances", "spark.dynamicAllocation.enabled",
-                        "spark.dynamicAllocation.maxExecutors", "spark.dynamicAllocation.minExecutors",
-                        "spark.dynamicAllocation.initialExecutors")
-SPARK_CPU_OVERRIDES = ("spark.executor.cores", "spark.kubernetes.executor.limit.cores",
-                       "spark.kubernetes.executor.request.cores")
 
 
 class PlanError(ValueError):
@@ -103,13 +96,13 @@ def plan_changes(action: ActionSpec, kind: str, obj: dict[str, Any], sequestrati
     info = check_applicable(action.type, kind)
     wanted: list[tuple[str, Any]] = []
     if action.type is ActionType.SCALE and kind == kinds.SPARK_APPLICATION.kind:
-        wanted.extend(_executor_cap_targets(action.replicas or 0, obj))
+        _check_executor_cap(action.replicas or 0)  # its executors are gated, its spec untouched (spark_gate)
     elif action.type is ActionType.SCALE:
         wanted.append(("/spec/replicas", action.replicas))
     elif action.type is ActionType.SUSPEND:
         wanted.append(("/spec/suspend", True))
     elif action.type is ActionType.THROTTLE and kind == kinds.SPARK_APPLICATION.kind:
-        wanted.extend(_executor_throttle_targets(action, obj))
+        _check_executor_throttle(action)  # its running executors are resized in place (plan_pod_resize)
     elif action.type is ActionType.THROTTLE and not info.template_immutable:
         # An immutable template (a Job's) is left untouched: its running pods are resized in place instead
         # (plan_pod_resize).
@@ -219,63 +212,23 @@ def plan_pod_resize(action: ActionSpec, pod: dict[str, Any]) -> tuple[list[Field
     return changes, None
 
 
-def _spark_conf_overrides(obj: dict[str, Any], keys: tuple[str, ...], what: str) -> None:
-    conf = get_pointer(obj, "/spec/sparkConf")
-    given = sorted(k for k in (conf if isinstance(conf, dict) else {}) if k.lower() in {c.lower() for c in keys})
-    if given:
-        raise PlanError(f"the SparkApplication sets {', '.join(given)} in spec.sparkConf, which would override "
-                        f"the spec fields Sequestra writes to {what}: move them to the spec fields")
-
-
-def _executor_cap_targets(cap: int, obj: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Cap a SparkApplication at `cap` executors: lower (never raise) executor.instances and, when dynamic
-    allocation is on, its maxExecutors (absent means unbounded, so it is always written) and any min or
-    initial count above the cap, which Spark would otherwise refuse (min > max) or start above it.
-
-    An absent executor.instances is left absent: spark-operator defaults it to 1 under static allocation,
-    and under dynamic allocation the initial count is the larger of initialExecutors and minExecutors."""
+def _check_executor_cap(cap: int) -> None:
+    """A cap on a SparkApplication's executors changes no field of it: the spark-operator resubmits a running
+    application whose spec changes (anything but `suspend`), which restarts the job rather than slowing it.
+    Its new executor pods are gated instead (actuators/spark_gate.py)."""
     if cap < 1:
-        raise PlanError("a SparkApplication cannot be capped below 1 executor (Spark refuses maxExecutors=0 "
-                        "and the CRD executor.instances < 1): suspend it instead")
-    _spark_conf_overrides(obj, SPARK_CONF_OVERRIDES, "cap its executors")
-    wanted: list[tuple[str, Any]] = []
-    allocation = get_pointer(obj, "/spec/dynamicAllocation")
-    if isinstance(allocation, dict) and allocation.get("enabled") is True:
-        maximum = allocation.get("maxExecutors")
-        if maximum is None or maximum > cap:
-            wanted.append(("/spec/dynamicAllocation/maxExecutors", cap))
-        for field in ("minExecutors", "initialExecutors"):
-            value = allocation.get(field)
-            if value is not None and value > cap:
-                wanted.append((f"/spec/dynamicAllocation/{field}", cap))
-    instances = get_pointer(obj, "/spec/executor/instances")
-    if isinstance(instances, int) and instances > cap:
-        wanted.append(("/spec/executor/instances", cap))
-    return wanted
+        raise PlanError("a SparkApplication cannot be capped below 1 executor (it would wait for ever with its "
+                        "driver running): suspend it instead")
 
 
-def _executor_throttle_targets(action: ActionSpec, obj: dict[str, Any]) -> list[tuple[str, Any]]:
-    """Lower the executors' CPU limit (executor.coreLimit), and their CPU request with it where the request
-    (coreRequest, else `cores` whole cores) is above the new limit. Memory is refused: executor.memory is
-    the JVM heap, so lowering it makes executors fail with OutOfMemoryError instead of running slower.
-    Pods are immutable: executors started after the change get the new limit."""
+def _check_executor_throttle(action: ActionSpec) -> None:
+    """A SparkApplication is throttled through its running executor pods, resized in place like a Job's;
+    its spec is not changed (the spark-operator would resubmit the application)."""
     if action.memory is not None:
-        raise PlanError("throttling a SparkApplication's memory is not supported: executor.memory is the JVM "
-                        "heap, and lowering it fails executors rather than slowing them; cap executors instead")
+        raise PlanError("throttling a SparkApplication's memory is not supported: the executors' heap is set at "
+                        "their start, and a lower limit kills them rather than slowing them; cap executors instead")
     if action.cpu is None:
         raise PlanError("throttling a SparkApplication needs cpu")
-    _spark_conf_overrides(obj, SPARK_CPU_OVERRIDES, "throttle its executors")
-    wanted: list[tuple[str, Any]] = []
-    limit = get_pointer(obj, "/spec/executor/coreLimit")
-    if isinstance(limit, str) and parse_quantity(limit) <= parse_quantity(action.cpu):
-        return wanted
-    wanted.append(("/spec/executor/coreLimit", action.cpu))
-    request = get_pointer(obj, "/spec/executor/coreRequest")
-    cores = get_pointer(obj, "/spec/executor/cores")
-    effective = request if isinstance(request, str) else str(cores if isinstance(cores, int) else 1)
-    if parse_quantity(effective) > parse_quantity(action.cpu):
-        wanted.append(("/spec/executor/coreRequest", action.cpu))
-    return wanted
 
 
 def pod_labels(kind: str, obj: dict[str, Any]) -> dict[str, str]:

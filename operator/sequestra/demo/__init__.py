@@ -308,19 +308,27 @@ class IncidentDemo:
         self._once("spark", "SparkApplication nightly-etl turns runaway: dynamic allocation asks for 60 executors "
                    "and takes its whole ceiling of 40")
 
+        def executors() -> tuple[int, int]:
+            """Executors running, and waiting behind the hold's scheduling gate."""
+            pods: Any = self.core.list_namespaced_pod(
+                NAMESPACE, label_selector="spark-role=executor,sparkoperator.k8s.io/app-name=nightly-etl").items
+            live = [p for p in pods if p.metadata.deletion_timestamp is None]
+            waiting = [p for p in live if p.spec.scheduling_gates]
+            return len([p for p in live if p.status.phase == "Running"]), len(waiting)
+
         def capped() -> bool:
-            app: Any = self.objects.get_namespaced_custom_object("sparkoperator.k8s.io", "v1beta2", NAMESPACE,
-                                                                 "sparkapplications", "nightly-etl")
-            cap = ((app.get("spec") or {}).get("dynamicAllocation") or {}).get("maxExecutors")
-            if cap is not None and cap <= 4:
+            held = any(h["spec"]["target"]["kind"] == "SparkApplication"
+                       and (h.get("status") or {}).get("phase") == "Active" for h in self._holds())
+            if held and executors()[0] <= 4:
                 self.timeline.mark("spark-capped")
                 return True
             return False
 
         _wait("the executors capped", capped, 240, tick=self._report)
         self._report()
-        executors = len(self.core.list_namespaced_pod(NAMESPACE, label_selector="spark-role=executor").items)
-        self.say(f"nightly-etl capped: dynamicAllocation.maxExecutors 40 → 4; executor pods now {executors}")
+        running, waiting = executors()
+        self.say(f"nightly-etl capped at 4 executors without a change to its spec (a spec change restarts a "
+                 f"running application): {running} running, {waiting} waiting behind the hold's scheduling gate")
         for hold in self._holds():
             if hold["spec"]["target"]["kind"] == "SparkApplication":
                 self.objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
