@@ -16,7 +16,7 @@ from pathlib import Path
 import httpx
 import yaml
 
-from sequestra.sandbox import endpoints, kubelet_metrics, provision, realnode
+from sequestra.sandbox import cluster_dns, endpoints, kubelet_metrics, provision, realnode, spark_real
 from sequestra.sandbox.endpoints import HOST, PORTS
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
@@ -392,6 +392,9 @@ def _prometheus_config(paths: SandboxPaths) -> dict[str, object]:
             # The real node's containers, from its kubelet's cAdvisor (TLS, a client certificate of its own).
             kubelet_metrics.scrape_job(paths, f"{realnode.NODE_IP}:{realnode.KUBELET_PORT}", realnode.NODE_NAME),
             _real_node_pods_job(),
+            # The real spark-operator's controller (sandbox/spark_real.py), when it runs.
+            spark_real.scrape_job(),
+            job("coredns", PORTS.coredns_metrics),
         ],
     }
 
@@ -532,6 +535,14 @@ COMPONENTS: dict[str, Component] = {
         Component("kubelet", f"https://{realnode.NODE_IP}:{realnode.KUBELET_PORT}", (realnode.KUBELET_HEALTHZ_PORT,),
                   realnode.kubelet_argv, realnode.kubelet_health, prepare=realnode.kubelet_prepare,
                   start_timeout_s=90, niceness=STAND_IN_NICENESS),
+        # Real Spark (sandbox/spark_real.py): started after the real node, in REAL_SPARK_WAVES.
+        Component("coredns", f"udp://{cluster_dns.SERVER}:{cluster_dns.DNS_PORT}",
+                  (PORTS.coredns_health, PORTS.coredns_ready, PORTS.coredns_metrics), cluster_dns.argv,
+                  cluster_dns.health, prepare=cluster_dns.prepare, start_timeout_s=30),
+        Component("spark-operator", spark_real.operator_url(),
+                  (PORTS.spark_operator_metrics, PORTS.spark_operator_health), spark_real.operator_argv,
+                  spark_real.operator_health, prepare=spark_real.operator_prepare, env=spark_real.operator_env,
+                  start_timeout_s=60),
     )
 }
 
@@ -543,3 +554,5 @@ START_WAVES: tuple[tuple[str, ...], ...] = (
 )
 # The real node starts once all of the above is up; if it cannot, the rest stays up without it.
 REAL_NODE_WAVES: tuple[tuple[str, ...], ...] = (("containerd",), ("kubelet",))
+# Real Spark once the node is up (CoreDNS listens on its bridge); if it cannot start, the rest stays up without it.
+REAL_SPARK_WAVES: tuple[tuple[str, ...], ...] = (("coredns",), ("spark-operator",))

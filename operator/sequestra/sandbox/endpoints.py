@@ -33,6 +33,14 @@ class Ports:
     model_server: int = 19105
     # Prometheus' HTTP service discovery of the real node's pods (sandbox/pod_discovery.py).
     pod_discovery: int = 19106
+    # CoreDNS (sandbox/cluster_dns.py) answers pods on the real node at its address, port 53; its health, readiness
+    # and metrics on the loopback.
+    coredns_health: int = 19107
+    coredns_ready: int = 19108
+    coredns_metrics: int = 19109
+    # The real spark-operator's controller (sandbox/spark_real.py): its metrics and health probes.
+    spark_operator_metrics: int = 19110
+    spark_operator_health: int = 19111
 
 
 PORTS = Ports()

@@ -8,15 +8,17 @@ import socket
 import subprocess
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
 
-from sequestra.sandbox import endpoints, pki, podnet, processes, provision, realnode
+from sequestra.sandbox import endpoints, pki, podnet, processes, provision, realnode, spark_image, spark_real
 from sequestra.sandbox.components import (
     COMPONENTS,
     REAL_NODE_WAVES,
+    REAL_SPARK_WAVES,
     START_WAVES,
     Component,
     kafka_pods_listener_open,
@@ -45,6 +47,8 @@ class UpReport:
     provision_s: float
     start_s: float
     started: list[str]
+    # Real Spark's provisioning, part by part (it runs beside the rest, so it is not in provision_s).
+    real_spark_provision_s: dict[str, float] = field(default_factory=dict)
 
 
 def write_kubeconfig(paths: SandboxPaths, path: Path, user: str, groups: tuple[str, ...] = ()) -> Path:
@@ -146,6 +150,14 @@ def up(paths: SandboxPaths, progress: Progress) -> UpReport:
     call started, so no half-started sandbox is left behind."""
     paths.ensure()
     _check_prerequisites(paths)
+    # Real Spark's builds and downloads need nothing of the rest: they run beside it (its Go builds share the CPUs
+    # with the control plane's, its downloads and image build are mostly waiting on the network and the disk).
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="realspark") as background:
+        spark_provisioning = background.submit(spark_real.provision_all, paths, progress)
+        return _up(paths, progress, spark_provisioning)
+
+
+def _up(paths: SandboxPaths, progress: Progress, spark_provisioning: Future[dict[str, float]]) -> UpReport:
     provision_s = provision.provision(paths, progress)
     if provision_s > 1:
         progress(f"provisioning took {provision_s:.0f} s (cached under {paths.cache})")
@@ -162,10 +174,11 @@ def up(paths: SandboxPaths, progress: Progress) -> UpReport:
             processes.stop(paths.pids, name)
         raise
     provision_s += _start_real_node(paths, started, progress)
+    spark_s = _start_real_spark(paths, started, progress, spark_provisioning)
     start_s = time.monotonic() - began
     progress(f"sandbox up in {start_s:.1f} s ({len(started)} started, {len(COMPONENTS) - len(started)} "
              "already running)")
-    return UpReport(provision_s=provision_s, start_s=start_s, started=started)
+    return UpReport(provision_s=provision_s, start_s=start_s, started=started, real_spark_provision_s=spark_s)
 
 
 def _start_waves(paths: SandboxPaths, waves: tuple[tuple[str, ...], ...], started: list[str],
@@ -198,6 +211,12 @@ def _start_real_node(paths: SandboxPaths, started: list[str], progress: Progress
     provision_s = 0.0
     try:
         provision_s = realnode.provision_node(paths, progress)
+        kubelet = _running(paths, COMPONENTS["kubelet"])
+        if kubelet is not None and not realnode.kubelet_config_is_current(paths):
+            # It reads its configuration only at start (the cluster's DNS, say, came after it started); its pods
+            # keep running meanwhile.
+            progress("restarting the kubelet with its current configuration")
+            processes.stop(paths.pids, "kubelet")
         _start_waves(paths, REAL_NODE_WAVES, started, progress)
         # Rewritten whole (idempotent): a node that an earlier version started gets this version's forwards.
         podnet.install(realnode.BRIDGE, realnode.NODE_IP)
@@ -210,6 +229,38 @@ def _start_real_node(paths: SandboxPaths, started: list[str], progress: Progress
         failure.write_text(f"{type(exc).__name__}: {exc}\n")
         progress(f"the real node did not start; the rest of the sandbox is up without it: {exc}")
     return provision_s
+
+
+def _start_real_spark(paths: SandboxPaths, started: list[str], progress: Progress,
+                      provisioning: Future[dict[str, float]]) -> dict[str, float]:
+    """CoreDNS and the real spark-operator, with the Spark image in the node's containerd, once their provisioning
+    (begun at the start of `up`) is done. Trouble here leaves the rest of the sandbox up, as the real node's does:
+    reported, recorded for `status` and for the tests that need real Spark. Returns provisioning's seconds per part."""
+    failure = spark_real.failure_record(paths)
+    failure.unlink(missing_ok=True)
+    began = len(started)
+    timings: dict[str, float] = {}
+    try:
+        timings = provisioning.result()
+        for part, seconds in timings.items():
+            if seconds > 1:
+                progress(f"real Spark: {part} took {seconds:.0f} s (cached under {paths.cache})")
+        if _running(paths, COMPONENTS["kubelet"]) is None:
+            raise SandboxError("the real node is not running: real Spark runs its drivers and executors there")
+        imported = time.monotonic()
+        image = spark_image.ensure(paths, progress)
+        if time.monotonic() - imported > 1:
+            progress(f"real Spark: {image} in the real node's containerd after {time.monotonic() - imported:.0f} s")
+        for wave in REAL_SPARK_WAVES:
+            began = len(started)  # a wave that fails is stopped; those before it (the cluster's DNS) stay up
+            _start_waves(paths, (wave,), started, progress)
+    except (SandboxError, OSError, subprocess.SubprocessError) as exc:
+        for name in reversed(started[began:]):
+            processes.stop(paths.pids, name)
+        del started[began:]
+        failure.write_text(f"{type(exc).__name__}: {exc}\n")
+        progress(f"real Spark did not start; the rest of the sandbox is up without it: {exc}")
+    return timings
 
 
 def _after_start(paths: SandboxPaths, progress: Progress) -> None:
@@ -245,6 +296,9 @@ def _refresh_prometheus_config(paths: SandboxPaths, started: list[str], progress
 
 def down(paths: SandboxPaths, progress: Progress, *, purge: bool = False) -> list[tuple[int, str]]:
     """Stop exactly the recorded processes, in reverse start order. Returns strays (none expected)."""
+    for name in reversed([name for wave in REAL_SPARK_WAVES for name in wave]):
+        if processes.stop(paths.pids, name):
+            progress(f"stopped {name}")
     stop_real_node(paths, progress)
     order = [name for wave in START_WAVES for name in wave]
     for name in reversed(order):
@@ -280,8 +334,9 @@ def status(paths: SandboxPaths) -> list[ComponentStatus]:
     for name, component in COMPONENTS.items():
         record = _running(paths, component)
         if record is None:
-            failure = realnode.failure_record(paths)
-            failed = name in realnode.COMPONENT_NAMES and failure.exists()
+            failure = (spark_real.failure_record(paths) if name in spark_real.COMPONENT_NAMES
+                       else realnode.failure_record(paths))
+            failed = name in (*realnode.COMPONENT_NAMES, *spark_real.COMPONENT_NAMES) and failure.exists()
             why = (failure.read_text().strip().splitlines() or [""])[0][:200] if failed else ""
             result.append(ComponentStatus(name, component.address, None, False, False, why or "stopped"))
             continue

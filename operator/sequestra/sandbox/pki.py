@@ -49,6 +49,9 @@ class Pki:
     def client_cert(self, user: str) -> tuple[Path, Path]:
         return self.directory / f"user-{user}.crt", self.directory / f"user-{user}.key"
 
+    def server_cert(self, name: str) -> tuple[Path, Path]:
+        return self.directory / f"server-{name}.crt", self.directory / f"server-{name}.key"
+
 
 def _new_key() -> rsa.RSAPrivateKey:
     return rsa.generate_private_key(public_exponent=65537, key_size=2048)
@@ -143,7 +146,7 @@ def ensure_client_cert(pki: Pki, user: str, groups: tuple[str, ...] = ()) -> tup
 
 def ensure_server_cert(pki: Pki, name: str, dns_names: tuple[str, ...], ips: tuple[str, ...]) -> tuple[Path, Path]:
     """A serving certificate for `name` (a kubelet's), valid for the given host names and addresses."""
-    cert_path, key_path = pki.directory / f"server-{name}.crt", pki.directory / f"server-{name}.key"
+    cert_path, key_path = pki.server_cert(name)
     if not (cert_path.exists() and key_path.exists()):
         subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
         _issue(pki, subject, cert_path, key_path, server=True, dns_names=dns_names, ips=ips)

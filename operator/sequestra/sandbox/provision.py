@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import zipfile
 from collections.abc import Callable, Mapping, Sequence
@@ -56,6 +57,11 @@ def _run(cmd: Sequence[str], *, cwd: Path, env: dict[str, str], log: Path, what:
     if result.returncode != 0:
         tail = log.read_text(errors="replace").strip().splitlines()[-5:]
         raise SandboxError(f"{what} failed (exit {result.returncode}); see {log}:\n  " + "\n  ".join(tail))
+
+
+def run_logged(cmd: Sequence[str], *, cwd: Path, log: Path, what: str, env: dict[str, str] | None = None) -> None:
+    """`cmd` with its output appended to `log`; SandboxError with the log's tail when it fails."""
+    _run(cmd, cwd=cwd, env=dict(os.environ) if env is None else env, log=log, what=what)
 
 
 def _go_env(paths: SandboxPaths) -> dict[str, str]:
@@ -177,6 +183,34 @@ def build_go_install(paths: SandboxPaths, progress: Progress, name: str, package
     _mark_current(paths, name, version)
 
 
+def build_go_module_command(paths: SandboxPaths, progress: Progress, name: str, module: str, version: str,
+                            command: str, ldflags: str = "-s -w") -> None:
+    """`go build ./<command>` inside a module's own source tree, for a module whose go.mod has replace
+    directives (which `go install module@version` and a wrapper module would not honour). The tree is the module
+    proxy's zip, copied writable out of the module cache (go.sum may need entries for the build). Once per
+    version."""
+    if is_current(paths, name, version):
+        return
+    require_tool("go", "install Go >= 1.25 (https://go.dev/dl) or `apt-get install golang`")
+    log = paths.logs / f"build-{name}.log"
+    env = _go_env(paths)
+    _run(["go", "mod", "download", f"{module}@{version}"], cwd=paths.go_build, env=env, log=log,
+         what=f"downloading {module}@{version}")
+    out = subprocess.run(["go", "mod", "download", "-json", f"{module}@{version}"], cwd=paths.go_build, env=env,
+                         capture_output=True, text=True, check=True).stdout
+    source = paths.go_build / "src" / f"{name}-{version}"
+    shutil.rmtree(source, ignore_errors=True)
+    shutil.copytree(Path(json.loads(out)["Dir"]), source)
+    for directory, _, files in os.walk(source):
+        os.chmod(directory, 0o755)
+        for file_name in files:
+            os.chmod(os.path.join(directory, file_name), 0o644)
+    _run(["go", "build", f"-ldflags={ldflags}", "-o", str(paths.bin / name), f"./{command}"], cwd=source, env=env,
+         log=log, what=f"building {name}")
+    shutil.rmtree(source, ignore_errors=True)
+    _mark_current(paths, name, version)
+
+
 def build_helm(paths: SandboxPaths, progress: Progress) -> None:
     """Helm for the chart tests. Only cmd/helm is compiled; its go.mod has no replace directives, so
     `go install` works. The version is stamped in, else `helm version` reports a development build."""
@@ -195,8 +229,10 @@ def build_helm(paths: SandboxPaths, progress: Progress) -> None:
 
 
 SPARK_OPERATOR_MODULE = "github.com/kubeflow/spark-operator/v2"
+# SparkConnect's too: the real controller (sandbox/spark_real.py) refuses to start without it.
 SPARK_OPERATOR_CRDS = ("sparkoperator.k8s.io_sparkapplications.yaml",
-                       "sparkoperator.k8s.io_scheduledsparkapplications.yaml")
+                       "sparkoperator.k8s.io_scheduledsparkapplications.yaml",
+                       "sparkoperator.k8s.io_sparkconnects.yaml")
 
 
 def spark_operator_crds_dir(paths: SandboxPaths) -> Path:
@@ -205,11 +241,13 @@ def spark_operator_crds_dir(paths: SandboxPaths) -> Path:
 
 def download_spark_operator_crds(paths: SandboxPaths, progress: Progress) -> None:
     """The spark-operator's CRD manifests, taken from its Go module zip (the Go module proxy is a registry
-    this machine reaches; GitHub release assets are not). No Spark and no spark-operator run here: the
-    CRDs let SparkApplications exist, and the sandbox's Spark stand-in acts on them."""
+    this machine reaches; GitHub release assets are not). The CRDs let SparkApplications exist; the sandbox's
+    Spark stand-in acts on most of them, the real controller (sandbox/spark_real.py) on those of the namespaces
+    it is given."""
     target = spark_operator_crds_dir(paths)
     stamp = target / ".version"
-    if stamp.exists() and stamp.read_text().strip() == versions.SPARK_OPERATOR:
+    key = f"{versions.SPARK_OPERATOR} {' '.join(SPARK_OPERATOR_CRDS)}"
+    if stamp.exists() and stamp.read_text().strip() == key:
         return
     require_tool("go", "install Go >= 1.25 (https://go.dev/dl) or `apt-get install golang`")
     progress(f"downloading the spark-operator {versions.SPARK_OPERATOR} CRDs from the Go module proxy")
@@ -225,7 +263,7 @@ def download_spark_operator_crds(paths: SandboxPaths, progress: Progress) -> Non
         if not (bases / name).exists():
             raise SandboxError(f"spark-operator {versions.SPARK_OPERATOR} has no {name} under {bases}")
         (target / name).write_bytes((bases / name).read_bytes())  # the module cache's copy is read-only
-    stamp.write_text(versions.SPARK_OPERATOR + "\n")
+    stamp.write_text(key + "\n")
 
 
 def kwok_stages_dir(paths: SandboxPaths) -> Path:
@@ -328,8 +366,17 @@ def provision_model_server(paths: SandboxPaths, progress: Progress) -> None:
     stamp.write_text(version + "\n")
 
 
+# apt-get holds a lock of its own: provisioning that runs concurrently (the real Spark's, beside the rest) takes turns.
+_APT = threading.Lock()
+
+
 def install_debian_packages(progress: Progress, packages: Mapping[str, str] = DEBIAN_PACKAGES) -> None:
     """`packages`: binary -> the Debian package that has it; those whose binary is missing are installed."""
+    with _APT:
+        _install_debian_packages(progress, packages)
+
+
+def _install_debian_packages(progress: Progress, packages: Mapping[str, str]) -> None:
     missing = [pkg for binary, pkg in packages.items() if shutil.which(binary) is None]
     if not missing:
         return

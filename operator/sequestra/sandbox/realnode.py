@@ -281,6 +281,12 @@ def _ip(*args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return result
 
 
+def bridge_addresses() -> list[str]:
+    """The IPv4 addresses on the bridge (none when it is not there)."""
+    shown = _ip("-4", "-o", "addr", "show", "dev", BRIDGE, check=False).stdout.split()
+    return [shown[i + 1].split("/")[0] for i, word in enumerate(shown[:-1]) if word == "inet"]
+
+
 def _ensure_bridge(paths: SandboxPaths) -> None:
     """The bridge with the node's address, before the kubelet starts: it is the node's InternalIP."""
     record = _ip_forward_record(paths)
@@ -417,6 +423,8 @@ def _kubelet_yaml(paths: SandboxPaths, cert: Path, key: Path) -> str:
         "podLogsDir": str(root(paths) / "pod-logs"),
         "registerWithTaints": [{"key": NODE_TAINT[0], "value": NODE_TAINT[1], "effect": NODE_TAINT[2]}],
         "maxPods": 30,
+        # The cluster's DNS: CoreDNS on this node's own address (sandbox/cluster_dns.py), in every pod's resolv.conf.
+        "clusterDNS": [NODE_IP],
         "clusterDomain": "cluster.local",
         "resolvConf": "/etc/resolv.conf",
         "serializeImagePulls": False,
@@ -442,6 +450,16 @@ def _write_kubelet_kubeconfig(paths: SandboxPaths) -> None:
     path = _kubelet_kubeconfig(paths)
     path.write_text(yaml.safe_dump(config, sort_keys=False))
     path.chmod(0o600)
+
+
+def kubelet_config_is_current(paths: SandboxPaths) -> bool:
+    """Whether the kubelet's configuration file says what this version writes (a kubelet started by an earlier
+    version, without the cluster's DNS say, reads it only at its start)."""
+    config = _kubelet_config(paths)
+    if not config.exists():
+        return False
+    cert, key = pki.Pki(paths.pki).server_cert(NODE_NAME)
+    return config.read_text() == _kubelet_yaml(paths, cert, key)
 
 
 def kubelet_prepare(paths: SandboxPaths) -> None:

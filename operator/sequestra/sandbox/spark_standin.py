@@ -63,6 +63,15 @@ EXECUTOR_ID_LABEL = "spark-exec-id"
 # Marks the pods this stand-in made, so it never touches pods of a real spark-operator or of tests.
 STANDIN_LABEL = "sandbox.sequestra.dev/spark-standin"
 SPARK_DEFAULT_INSTANCES = 1  # spark-operator's default for executor.instances under static allocation
+# Namespaces with this label belong to the real spark-operator (sandbox/spark_real.py): the stand-in leaves their
+# SparkApplications alone, so no application has two controllers.
+REAL_SPARK_NAMESPACE_LABEL = ("sandbox.sequestra.dev/spark", "real")
+
+
+def standin_apps(apps: list[dict[str, Any]], real_spark_namespaces: set[str]) -> list[dict[str, Any]]:
+    """The applications the stand-in acts on: not being deleted, not in a namespace of the real spark-operator."""
+    return [app for app in apps if not app["metadata"].get("deletionTimestamp")
+            and app["metadata"]["namespace"] not in real_spark_namespaces]
 
 
 # --- the pure part: how many executors an application gets -------------------------------------------
@@ -315,6 +324,9 @@ class Reconciler:
             if exc.status != 404:  # 404: the CRDs are not installed (yet): nothing to run
                 raise
             apps = {"items": []}
+        if apps["items"]:
+            real = self._core.list_namespace(label_selector="=".join(REAL_SPARK_NAMESPACE_LABEL), _request_timeout=5)
+            apps = {"items": standin_apps(apps["items"], {str(ns.metadata.name) for ns in real.items})}
         # No application, no pods to look at: a labelled LIST still makes the API server filter every pod
         # in the cluster, each second (10k in the scale bench).
         pods: list[Any] = self._core.list_pod_for_all_namespaces(
@@ -325,8 +337,6 @@ class Reconciler:
             by_app.setdefault(key, []).append(pod)
         observed: dict[tuple[str, str], AppSeries] = {}
         for app in apps["items"]:
-            if app["metadata"].get("deletionTimestamp"):
-                continue
             key = (app["metadata"]["namespace"], app["metadata"]["name"])
             try:
                 observed[key] = self._reconcile(app, by_app.get(key, []))
