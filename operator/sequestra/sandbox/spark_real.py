@@ -208,13 +208,19 @@ def ensure_namespace_for_real_spark(api_client: Any, namespace: str) -> None:
                 raise
 
 
-def _pod_template(labels: dict[str, str] | None) -> dict[str, Any]:
+# The container Spark takes from each template (the operator names the driver's, Spark 4.3 defaults the executor's;
+# Spark refuses a template without containers).
+TEMPLATE_CONTAINERS = {"driver": "spark-kubernetes-driver", "executor": "spark-kubernetes-executor"}
+
+
+def _pod_template(role: str, labels: dict[str, str] | None) -> dict[str, Any]:
     """The real node's toleration and selector, through the pod template Spark merges each pod from."""
     return {
         "metadata": {"labels": dict(labels or {})},
         "spec": {"nodeSelector": dict(realnode.REAL_NODE_SELECTOR),
                  "tolerations": [dict(realnode.REAL_NODE_TOLERATION)],
-                 "terminationGracePeriodSeconds": 5},
+                 "terminationGracePeriodSeconds": 5,
+                 "containers": [{"name": TEMPLATE_CONTAINERS[role]}]},
     }
 
 
@@ -228,9 +234,9 @@ def application(
     """A SparkApplication of one of the image's jobs (`healthy`, `runaway`) for the real operator and node, in
     cluster mode. With `dynamic_allocation`, Spark's own (shuffle tracking, no external shuffle service) from
     `executors` initial up to `max_executors`."""
-    def role(extra: dict[str, Any]) -> dict[str, Any]:
+    def role(name: str, extra: dict[str, Any]) -> dict[str, Any]:
         part: dict[str, Any] = {"cores": 1, "coreRequest": core_request, "memory": memory,
-                                "memoryOverhead": memory_overhead, "template": _pod_template(labels), **extra}
+                                "memoryOverhead": memory_overhead, "template": _pod_template(name, labels), **extra}
         if core_limit:
             part["coreLimit"] = core_limit
         return part
@@ -247,8 +253,8 @@ def application(
         "mainApplicationFile": spark_image.job_path(job), "arguments": [str(a) for a in (args or [])],
         "sparkConf": conf,
         "restartPolicy": {"type": "Never"},
-        "driver": role({"serviceAccount": DRIVER_SERVICE_ACCOUNT}),
-        "executor": role({"instances": executors}),
+        "driver": role("driver", {"serviceAccount": DRIVER_SERVICE_ACCOUNT}),
+        "executor": role("executor", {"instances": executors}),
     }
     if dynamic_allocation:
         spec["dynamicAllocation"] = {"enabled": True, "initialExecutors": executors, "minExecutors": min_executors,
