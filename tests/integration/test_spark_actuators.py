@@ -19,7 +19,7 @@ from sequestra.actuators import spark_gate
 from sequestra.actuators.kubernetes import GATE_RESOURCES, RESOURCES
 from sequestra.sandbox import crds, endpoints
 from sequestra.sandbox.paths import SandboxPaths
-from sequestra.sandbox.spark_standin import APP_NAME_LABEL, DEMAND_ANNOTATION, ROLE_LABEL
+from sequestra.sandbox.spark_standin import APP_NAME_LABEL, DEMAND_ANNOTATION, ROLE_LABEL, TARGET_EXECUTORS_GAUGE
 from tests.integration.operator_support import Sequestrations, running_operator, sequestration
 from tests.support import eventually
 
@@ -148,7 +148,9 @@ def test_runaway_spark_application_is_capped_without_a_spec_change_and_released_
     # As Spark does, the stand-in asks for replacements of the executors stopped: they wait behind the gate.
     eventually(lambda: len(gated_executors(api_client, namespace, "etl")) == 36, timeout_s=60,
                what=f"36 executors waiting (now {len(gated_executors(api_client, namespace, 'etl'))})")
-    assert prometheus_value("spark_executors_demand", namespace, "etl") == 40, "the demand is still there"
+    demand = f'{{__name__=~"metrics_.+_driver_{TARGET_EXECUTORS_GAUGE}",namespace="{namespace}",pod="etl-driver"}}'
+    response = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query", params={"query": demand}, timeout=5)
+    assert [float(r["value"][1]) for r in response.json()["data"]["result"]] == [40.0], "the demand is still there"
 
     # An executor lost while held: one waiting is let through, so the application keeps its 4.
     core = client.CoreV1Api(api_client)

@@ -8,7 +8,7 @@ from sequestra.model.workload import WorkloadRef
 from sequestra.scoring.consumer_groups import GroupStatus, GroupVerdict, PartitionStatus
 from sequestra.signals.attribution import Attribution
 from sequestra.signals.kafka import GroupObservation, KafkaSnapshot
-from sequestra.signals.kubernetes import ClusterSnapshot
+from sequestra.signals.kubernetes import ClusterReader, ClusterSnapshot
 from sequestra.signals.sources import declared_topics, kafka_values, kubernetes_values
 
 NS = "shop"
@@ -95,3 +95,34 @@ def test_spark_executor_pods_owned_by_their_driver_belong_to_the_application() -
                            obj("Pod", "stray-exec", ("Pod", "gone-driver"))])
     assert a.pod(NS, "etl-driver") == app and a.pod(NS, "etl-exec-1") == app
     assert a.pod(NS, "stray-exec") is None
+
+
+def test_a_spark_application_holds_its_running_executors_not_those_waiting_or_going() -> None:
+    app, idle_app = WorkloadRef(NS, "SparkApplication", "etl"), WorkloadRef(NS, "SparkApplication", "idle")
+
+    def pod(name: str, role: str, phase: str, *, deleting: bool = False) -> dict[str, Any]:
+        body = obj("Pod", name, ("Pod", "etl-driver") if role == "executor" else ("SparkApplication", "etl"))
+        body["metadata"]["labels"] = {"spark-role": role}
+        if deleting:
+            body["metadata"]["deletionTimestamp"] = "2026-12-07T10:00:00Z"
+        body["status"] = {"phase": phase}
+        return body
+
+    pods = [pod("etl-driver", "driver", "Running"), pod("etl-exec-1", "executor", "Running"),
+            pod("etl-exec-2", "executor", "Running"), pod("etl-exec-3", "executor", "Pending"),
+            pod("etl-exec-4", "executor", "Running", deleting=True), pod("etl-exec-5", "executor", "Failed")]
+
+    listed = {"sparkapplications": [obj("SparkApplication", "etl"), obj("SparkApplication", "idle")], "pods": pods}
+
+    class FixedListing(ClusterReader):
+        """The reader's own snapshot over fixed listings instead of the API server's."""
+
+        def _list(self, group: str, version: str, plural: str, namespace: str,
+                  query: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+            return [dict(item) for item in listed.get(plural, [])]
+
+    reader = FixedListing(None)  # type: ignore[arg-type]
+    cluster = reader.snapshot([NS], ("SparkApplication",))
+    values = kubernetes_values(cluster, ["spark_executors"])
+    assert values[app] == {"spark_executors": 2.0}
+    assert values[idle_app] == {"spark_executors": 0.0}

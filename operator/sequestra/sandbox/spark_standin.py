@@ -11,7 +11,9 @@ pod and N executor pods, labelled as spark-operator and Spark label them, where
 
 so capping the spec really removes executors. Demand comes from the app's annotation
 `sandbox.sequestra.dev/spark-demand`, or from timed steps posted by a test or scenario (a ramp). It serves
-per application `spark_executors`, `spark_executors_max`, `spark_executors_demand` and the counter
+per application `spark_executors`, `spark_executors_max` (its own names, which no Spark exports: the operator
+reads neither), dynamic allocation's target under the name Spark's driver exports it
+(`metrics_<appId>_driver_ExecutorAllocationManager_executors_numberTargetExecutors_Value`), and the counter
 `spark_shuffle_spill_bytes_total` (each running executor spills at the rate in the annotation
 `sandbox.sequestra.dev/spark-spill-bytes-per-executor-s`, 1 MiB/s unless set).
 
@@ -62,6 +64,7 @@ APP_SELECTOR_LABEL = "spark-app-selector"
 EXECUTOR_ID_LABEL = "spark-exec-id"
 # Marks the pods this stand-in made, so it never touches pods of a real spark-operator or of tests.
 STANDIN_LABEL = "sandbox.sequestra.dev/spark-standin"
+TARGET_EXECUTORS_GAUGE = "ExecutorAllocationManager_executors_numberTargetExecutors_Value"
 SPARK_DEFAULT_INSTANCES = 1  # spark-operator's default for executor.instances under static allocation
 # Namespaces with this label belong to the real spark-operator (sandbox/spark_real.py): the stand-in leaves their
 # SparkApplications alone, so no application has two controllers.
@@ -140,6 +143,11 @@ def spark_memory_bytes(value: str | None, default: str = "1g") -> int:
 
 
 # --- pods ----------------------------------------------------------------------------------------
+def app_id(app: dict[str, Any]) -> str:
+    """The application id Spark would give this run (its pods' spark-app-selector label)."""
+    return f"spark-{app['metadata']['uid'][:8]}"
+
+
 def driver_name(app: str) -> str:
     return f"{app}-driver"[:63]
 
@@ -163,7 +171,7 @@ def pod_manifest(app: dict[str, Any], role: str, index: int, owner: dict[str, An
         resources["limits"]["cpu"] = part["coreLimit"]
     labels = {
         APP_NAME_LABEL: name, LAUNCHED_LABEL: "true", ROLE_LABEL: role, STANDIN_LABEL: "true",
-        SUBMISSION_LABEL: app["metadata"]["uid"], APP_SELECTOR_LABEL: f"spark-{app['metadata']['uid'][:8]}",
+        SUBMISSION_LABEL: app["metadata"]["uid"], APP_SELECTOR_LABEL: app_id(app),
         **(part.get("labels") or {}),
     }
     if role == "executor":
@@ -212,6 +220,7 @@ class AppSeries:
     demand: int = 0
     spill_bytes: float = 0.0
     spill_rate: float = 0.0  # bytes per second per executor
+    app_id: str = ""  # Spark's application id (spark-app-selector), which names its driver's metrics
 
 
 class StandIn:
@@ -272,7 +281,7 @@ class StandIn:
             for key, fresh in observed.items():
                 series = self._series.setdefault(key, AppSeries())
                 series.executors, series.cap, series.demand = fresh.executors, fresh.cap, fresh.demand
-                series.spill_rate = fresh.spill_rate
+                series.spill_rate, series.app_id = fresh.spill_rate, fresh.app_id
             for key in set(self._series) - set(observed):
                 del self._series[key]  # the application is gone
 
@@ -285,7 +294,6 @@ class StandIn:
         families = {
             "spark_executors": ("gauge", "Running executor pods of the application (Spark stand-in)."),
             "spark_executors_max": ("gauge", "Executors the spec allows: maxExecutors or executor.instances."),
-            "spark_executors_demand": ("gauge", "Executors the application asks for (Spark stand-in)."),
             "spark_shuffle_spill_bytes_total": ("counter", "Bytes spilled to disk by shuffles (simulated)."),
         }
         lines: list[str] = []
@@ -293,7 +301,6 @@ class StandIn:
             values = {
                 "spark_executors": {k: float(s.executors) for k, s in self._series.items()},
                 "spark_executors_max": {k: s.cap for k, s in self._series.items()},
-                "spark_executors_demand": {k: float(s.demand) for k, s in self._series.items()},
                 "spark_shuffle_spill_bytes_total": {k: s.spill_bytes for k, s in self._series.items()},
             }
             count = len(self._series)
@@ -302,6 +309,15 @@ class StandIn:
             for (namespace, app), value in sorted(values[family].items()):
                 shown = "+Inf" if math.isinf(value) else f"{value:.0f}"
                 lines.append(f'{family}{{namespace="{namespace}",app="{app}"}} {shown}')
+        # Dynamic allocation's target as Spark's driver exports it through its PrometheusServlet (the key
+        # <appId>.driver.ExecutorAllocationManager.executors.numberTargetExecutors, non-alphanumerics as _),
+        # on the driver pod: the name the catalog reads on a real cluster.
+        with self._lock:
+            targets = [(ns, app, s.app_id, s.demand) for (ns, app), s in sorted(self._series.items()) if s.app_id]
+        for namespace, app, app_id, demand in targets:
+            family = f"metrics_{re.sub('[^a-zA-Z0-9]', '_', app_id)}_driver_{TARGET_EXECUTORS_GAUGE}"
+            lines += [f"# TYPE {family} gauge",
+                      f'{family}{{type="gauges",namespace="{namespace}",pod="{driver_name(app)}"}} {demand}']
         lines += ["# TYPE sandbox_spark_standin_applications gauge", f"sandbox_spark_standin_applications {count}"]
         return "\n".join(lines) + "\n"
 
@@ -396,7 +412,8 @@ class Reconciler:
             spill_rate = float(spill) if spill is not None else DEFAULT_SPILL_BYTES_PER_EXECUTOR_S
         except ValueError:
             spill_rate = DEFAULT_SPILL_BYTES_PER_EXECUTOR_S
-        return AppSeries(executors=running, cap=executor_cap(app["spec"]), demand=demand, spill_rate=spill_rate)
+        return AppSeries(executors=running, cap=executor_cap(app["spec"]), demand=demand, spill_rate=spill_rate,
+                         app_id=app_id(app))
 
     def _lose_oom_killed(self, app: dict[str, Any], executors: dict[int, Any]) -> set[str]:
         """Under the OOM loop annotation, lose each executor that has run its time: FAILED in the status and

@@ -178,13 +178,18 @@ CATALOG: dict[str, SignalDefinition] = {s.name: s for s in (
         "partitions of the topics the workload's groups consume or it declares (admin API)",
         floor=1.0, source="kafka"),
     SignalDefinition(
-        "spark_executors",
-        'sum by (namespace, app) (spark_executors{namespace=~"{namespaces}"})',
-        "spark_app", "up", "executors", "executors a Spark application holds", floor=1.0),
+        "spark_executors", "", "workload", "up", "executors",
+        "executors a Spark application holds: its executor pods running, from the pod listing (no Spark "
+        "component exports this count; pods waiting behind a gate or for a node are not held)",
+        floor=1.0, source="kubernetes"),
     SignalDefinition(
         "spark_executors_requested",
-        'sum by (namespace, app) (spark_executors_demand{namespace=~"{namespaces}"})',
-        "spark_app", "up", "executors", "executors a Spark application asks for (dynamic allocation's target)",
+        # Spark's driver gauge through its PrometheusServlet (spark.ui.prometheus.enabled and the servlet sink,
+        # docs/SPARK.md); its name carries the application id, so it is matched by name, on the driver pod.
+        'max by (namespace, pod) ({__name__=~"metrics_.+_driver_ExecutorAllocationManager_executors_'
+        'numberTargetExecutors_Value", namespace=~"{namespaces}"})',
+        "pod", "up", "executors", "executors a Spark application asks for (dynamic allocation's target, from "
+        "its driver's metrics)",
         floor=1.0),
     SignalDefinition(
         "spark_shuffle_spill_bytes",

@@ -2,8 +2,8 @@
 
 Raw JSON (no client model objects) keeps a 10k-pod listing cheap. Restarts and OOM kills are read from
 pod statuses here too, so they count even where kube-state-metrics is not installed, and so are the pods
-waiting in phase Pending (the catalog's `pods_pending`), and the Spark executors lost in the last minutes
-(the catalog's `spark_executor_losses`, `signals/spark.py`).
+waiting in phase Pending (the catalog's `pods_pending`), a Spark application's running executors
+(`spark_executors`) and those it lost in the last minutes (`spark_executor_losses`, `signals/spark.py`).
 """
 
 from __future__ import annotations
@@ -22,6 +22,8 @@ from sequestra.signals.attribution import Attribution
 from sequestra.signals.changes import recent_changes
 from sequestra.signals.spark import ExecutorLossWindow, failed_executors
 
+SPARK_ROLE_LABEL = "spark-role"  # Spark's label on its driver and executor pods
+
 
 @dataclass
 class ClusterSnapshot:
@@ -33,6 +35,9 @@ class ClusterSnapshot:
     pod_restarts: dict[WorkloadRef, int] = field(default_factory=dict)
     pod_oom_kills: dict[WorkloadRef, int] = field(default_factory=dict)
     pod_pending: dict[WorkloadRef, int] = field(default_factory=dict)  # pods in phase Pending
+    # Per SparkApplication: its executor pods running (not being deleted). What it holds of the cluster; the
+    # driver makes them, so the pod listing sees them whatever exports Spark's metrics.
+    spark_executors: dict[WorkloadRef, int] = field(default_factory=dict)
     spark_executor_losses: dict[WorkloadRef, int] = field(default_factory=dict)  # per SparkApplication, recent
     warnings: list[str] = field(default_factory=list)
 
@@ -100,8 +105,13 @@ class ClusterReader:
             ref = snapshot.attribution.pod(pod["metadata"]["namespace"], pod["metadata"]["name"])
             if ref is None:
                 continue
-            if (pod.get("status") or {}).get("phase") == "Pending":
+            phase = (pod.get("status") or {}).get("phase")
+            if phase == "Pending":
                 snapshot.pod_pending[ref] = snapshot.pod_pending.get(ref, 0) + 1
+            if ref.kind == SPARK_APPLICATION.kind:
+                running_executor = phase == "Running" and not pod["metadata"].get("deletionTimestamp") and \
+                    (pod["metadata"].get("labels") or {}).get(SPARK_ROLE_LABEL) == "executor"
+                snapshot.spark_executors[ref] = snapshot.spark_executors.get(ref, 0) + int(running_executor)
             statuses = (pod.get("status") or {}).get("containerStatuses") or []
             snapshot.pod_restarts[ref] = snapshot.pod_restarts.get(ref, 0) + sum(
                 int(s.get("restartCount", 0)) for s in statuses)

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 
+from sequestra.model.kinds import SPARK_APPLICATION
 from sequestra.model.workload import WorkloadRef
 from sequestra.signals.attribution import Attribution
 from sequestra.signals.context import consumer_groups_of
@@ -71,7 +72,8 @@ def kafka_values(snapshot: KafkaSnapshot | None, attribution: Attribution,
 
 def kubernetes_values(snapshot: ClusterSnapshot, names: Iterable[str]) -> dict[WorkloadRef, dict[str, float]]:
     """`pods_pending` per workload: every listed workload has a value, 0 when none of its pods waits; and
-    `spark_executor_losses` per SparkApplication (0 when none was lost lately; other kinds have none)."""
+    `spark_executor_losses` and `spark_executors` (running executor pods) per SparkApplication (0 when none
+    was lost lately, or none runs; other kinds have neither)."""
     wanted = set(names)
     values: dict[WorkloadRef, dict[str, float]] = {}
     if "pods_pending" in wanted:
@@ -80,4 +82,8 @@ def kubernetes_values(snapshot: ClusterSnapshot, names: Iterable[str]) -> dict[W
     if "spark_executor_losses" in wanted:
         for ref, lost in snapshot.spark_executor_losses.items():
             values.setdefault(ref, {})["spark_executor_losses"] = float(lost)
+    if "spark_executors" in wanted:
+        for ref in snapshot.attribution.workloads:
+            if ref.kind == SPARK_APPLICATION.kind:
+                values.setdefault(ref, {})["spark_executors"] = float(snapshot.spark_executors.get(ref, 0))
     return values
