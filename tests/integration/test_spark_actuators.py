@@ -148,6 +148,8 @@ def test_runaway_spark_application_is_capped_without_a_spec_change_and_released_
     # As Spark does, the stand-in asks for replacements of the executors stopped: they wait behind the gate.
     eventually(lambda: len(gated_executors(api_client, namespace, "etl")) == 36, timeout_s=60,
                what=f"36 executors waiting (now {len(gated_executors(api_client, namespace, 'etl'))})")
+    tampered = [c for c in seqs.get("cap")["status"].get("conditions", []) if c["type"] == "Tampered"]
+    assert not any(c["status"] == "True" for c in tampered), f"nobody touched the gate: {tampered}"
     demand = f'{{__name__=~"metrics_.+_driver_{TARGET_EXECUTORS_GAUGE}",namespace="{namespace}",pod="etl-driver"}}'
     response = httpx.get(f"{endpoints.prometheus_url()}/api/v1/query", params={"query": demand}, timeout=5)
     assert [float(r["value"][1]) for r in response.json()["data"]["result"]] == [40.0], "the demand is still there"

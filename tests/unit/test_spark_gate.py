@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
 import pytest
@@ -94,3 +95,19 @@ def test_an_edited_gate_is_drift_and_an_annotated_one_is_not() -> None:
     assert not spark_gate.gate_drift(annotated, desired)
     opened = {**desired, "spec": {**desired["spec"], "mutations": []}}
     assert spark_gate.gate_drift(opened, desired)
+
+
+def test_the_defaults_the_api_server_fills_in_are_not_an_edit_but_a_narrowed_selector_is() -> None:
+    desired = spark_gate.gate_policy("p", "data", "etl", "hold")
+    served = copy.deepcopy(desired)
+    constraints = served["spec"]["matchConstraints"]
+    constraints.update({"matchPolicy": "Equivalent", "namespaceSelector": {}, "objectSelector": {}})
+    constraints["resourceRules"][0]["scope"] = "*"
+    served["metadata"]["resourceVersion"] = "42"
+    assert not spark_gate.gate_drift(served, desired)
+    narrowed = copy.deepcopy(served)
+    narrowed["spec"]["matchConstraints"]["objectSelector"] = {"matchLabels": {"nothing": "matches"}}
+    assert spark_gate.gate_drift(narrowed, desired)
+    extra = copy.deepcopy(served)
+    extra["spec"]["matchConditions"].append({"name": "never", "expression": "false"})
+    assert spark_gate.gate_drift(extra, desired)

@@ -81,8 +81,7 @@ def isolation_policy_name(sequestration: str) -> str:
 
 
 # The cluster-scoped admission objects an executor cap creates (actuators/spark_gate.py): kind -> plural.
-GATE_RESOURCES = {spark_gate.POLICY_KIND: "mutatingadmissionpolicies",
-                  spark_gate.BINDING_KIND: "mutatingadmissionpolicybindings"}
+GATE_RESOURCES = kinds.EXECUTOR_GATE_PLURALS
 _ADMISSION_GROUP, _ADMISSION_VERSION = spark_gate.ADMISSION_GROUP_VERSION.split("/")
 # How long the API server may go on admitting with a deleted admission policy (its policy cache follows a watch).
 GATE_SETTLE_S = 2.0

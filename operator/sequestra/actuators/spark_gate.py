@@ -82,9 +82,27 @@ def gate_binding(name: str, namespace: str, sequestration: str) -> dict[str, Any
     }
 
 
+def _holds(current: Any, desired: Any) -> bool:
+    """Whether `current` has everything `desired` sets: the API server fills in defaults (matchPolicy, empty
+    selectors, a rule's scope), which are not an edit."""
+    if isinstance(desired, Mapping):
+        return isinstance(current, Mapping) and all(k in current and _holds(current[k], v) for k, v in desired.items())
+    if isinstance(desired, list):
+        return isinstance(current, list) and len(current) == len(desired) and \
+            all(_holds(c, d) for c, d in zip(current, desired, strict=True))
+    return bool(current == desired)
+
+
 def gate_drift(current: Mapping[str, Any] | None, desired: Mapping[str, Any]) -> bool:
-    """Whether a gate object someone else edited no longer does what the hold needs (its spec differs)."""
-    return current is None or current.get("spec") != desired["spec"]
+    """Whether a gate object is gone or was edited so that it no longer does what the hold needs: a field
+    the hold set changed, or a default the API server filled in was narrowed (a selector, a scope)."""
+    if current is None:
+        return True
+    spec = current.get("spec") or {}
+    constraints = spec.get("matchConstraints") or {}
+    narrowed = any(constraints.get(key) not in (None, {}) for key in ("namespaceSelector", "objectSelector")) \
+        or any(rule.get("scope", "*") != "*" for rule in constraints.get("resourceRules") or [])
+    return narrowed or not _holds(spec, desired["spec"])
 
 
 @dataclass(frozen=True)

@@ -95,6 +95,11 @@ POD = KindInfo("Pod", "", "v1", "pods", Role.POD)
 REPLICA_SET = KindInfo("ReplicaSet", "apps", "v1", "replicasets", Role.INTERMEDIATE, pod_template="/spec/template")
 NETWORK_POLICY = KindInfo("NetworkPolicy", "networking.k8s.io", "v1", "networkpolicies", Role.CREATED)
 
+# What an executor cap creates (actuators/spark_gate.py), cluster-scoped: kind -> plural, in
+# admissionregistration.k8s.io/v1.
+EXECUTOR_GATE_PLURALS = {"MutatingAdmissionPolicy": "mutatingadmissionpolicies",
+                         "MutatingAdmissionPolicyBinding": "mutatingadmissionpolicybindings"}
+
 KINDS: tuple[KindInfo, ...] = (DEPLOYMENT, STATEFULSET, JOB, CRONJOB, SPARK_APPLICATION, SCHEDULED_SPARK_APPLICATION,
                                POD, REPLICA_SET, NETWORK_POLICY)
 BY_KIND: Mapping[str, KindInfo] = {info.kind: info for info in KINDS}

@@ -88,4 +88,25 @@ def forget_sequestrations(api_client: client.ApiClient, namespace: str) -> int:
                 if exc.status != 404:
                     raise
         counted += len(listing["items"]) if plural == PLURAL else 0
+    _forget_executor_gates(objects, namespace)
     return counted
+
+
+def _forget_executor_gates(objects: client.CustomObjectsApi, namespace: str) -> None:
+    """The cluster-scoped admission policies and bindings of the namespace's executor caps, which no release
+    deletes once their holds are forgotten (actuators/spark_gate.py)."""
+    from sequestra.model.kinds import EXECUTOR_GATE_PLURALS
+    from sequestra.model.sequestration import SEQUESTRATION_ANNOTATION
+
+    for plural in EXECUTOR_GATE_PLURALS.values():
+        listing: Any = objects.list_cluster_custom_object("admissionregistration.k8s.io", "v1", plural,
+                                                          label_selector="app.kubernetes.io/managed-by=sequestra")
+        for item in listing["items"]:
+            held_by = (item["metadata"].get("annotations") or {}).get(SEQUESTRATION_ANNOTATION, "")
+            if held_by.startswith(f"{namespace}/"):
+                try:
+                    objects.delete_cluster_custom_object("admissionregistration.k8s.io", "v1", plural,
+                                                         item["metadata"]["name"])
+                except ApiException as exc:
+                    if exc.status != 404:
+                        raise
