@@ -4,6 +4,7 @@ and ends COMPLETED; the stand-in leaves it alone. A pod on the node resolves a S
 
 from __future__ import annotations
 
+import sys
 import time
 import uuid
 from collections.abc import Iterator
@@ -12,9 +13,11 @@ from typing import Any
 import pytest
 from kubernetes import client
 
+from sequestra.actuators import spark_gate
 from sequestra.sandbox import cluster_dns, lifecycle, processes, realnode, spark_image, spark_real, spark_standin
 from sequestra.sandbox.paths import SandboxPaths
 from tests.integration.conftest import drop_namespace
+from tests.integration.operator_support import Sequestrations, running_operator, sequestration
 from tests.support import eventually
 
 pytestmark = pytest.mark.timeout(420)
@@ -138,3 +141,68 @@ def test_a_pod_on_the_real_node_resolves_services_by_their_names(
                         f"echo.{namespace}.svc.cluster.local": cluster_ip, "kubernetes.default.svc": "10.96.0.1"}
     # And from this machine, as the status check asks it.
     assert cluster_dns.query(f"echo.{namespace}.svc.cluster.local") == [cluster_ip]
+
+
+@pytest.fixture(scope="module")
+def operator(sandbox: SandboxPaths, crds_installed: list[str]) -> Iterator[Any]:
+    with running_operator(sandbox) as runner:
+        yield runner
+
+
+def _executors(core: client.CoreV1Api, namespace: str) -> tuple[list[client.V1Pod], list[client.V1Pod]]:
+    """The application's executors running, and those waiting behind a hold's gate."""
+    live = [p for p in _pods(core, namespace, "executor") if p.metadata.deletion_timestamp is None]
+    gated = [p for p in live if any(g.name == spark_gate.EXECUTOR_GATE for g in p.spec.scheduling_gates or [])]
+    return [p for p in live if p.status.phase == "Running"], gated
+
+
+def test_a_runaway_is_held_at_its_cap_while_its_driver_runs_on_and_completes_after_release(
+    api_client: client.ApiClient, spark_namespace: str, real_spark: SandboxPaths, operator: Any,
+) -> None:
+    """The throttle rung on real Spark under the real spark-operator: no resubmission (the same driver pod and
+    submission throughout), executors at the cap while held, the job completed once released."""
+    core = client.CoreV1Api(api_client)
+    objects = client.CustomObjectsApi(api_client)
+    manifest = spark_real.application("runaway", spark_namespace, "runaway",
+                                      ["--tasks", "60", "--task-seconds", "4"], executors=1,
+                                      dynamic_allocation=True, max_executors=6)
+    objects.create_namespaced_custom_object(spark_real.GROUP, spark_real.VERSION, spark_namespace,
+                                            spark_real.PLURAL, manifest)
+    eventually(lambda: len(_executors(core, spark_namespace)[0]) >= 4, timeout_s=180, interval_s=1.0,
+               what="dynamic allocation to ramp the runaway to 4 or more executors")
+    driver = _pods(core, spark_namespace, "driver")[0]
+
+    seqs = Sequestrations(api_client, spark_namespace)
+    held_at = time.monotonic()
+    seqs.create(sequestration("cap", "SparkApplication", "runaway", {"type": "scale", "replicas": 2}))
+    seqs.wait_phase("cap", "Active", timeout_s=60)
+    eventually(lambda: len(_executors(core, spark_namespace)[0]) == 2, timeout_s=60, interval_s=0.5,
+               what="the runaway at its cap of 2 running executors")
+    capped_s = time.monotonic() - held_at
+    for _ in range(10):  # held for a while: at the cap, the same driver running, the application running
+        running = _executors(core, spark_namespace)[0]
+        assert len(running) <= 2, [p.metadata.name for p in running]
+        status = _state(objects, spark_namespace, "runaway")
+        assert status.get("applicationState", {}).get("state") == "RUNNING", status
+        time.sleep(2)
+    waiting = len(_executors(core, spark_namespace)[1])
+    current = _pods(core, spark_namespace, "driver")
+    assert [p.metadata.uid for p in current] == [driver.metadata.uid], "the driver was never replaced"
+    assert current[0].status.phase == "Running"
+
+    seqs.patch_spec("cap", {"release": True})
+    seqs.wait_phase("cap", "Released", timeout_s=60)
+    eventually(lambda: not _executors(core, spark_namespace)[1], timeout_s=30, what="no executor left behind the gate")
+
+    def finished() -> str:
+        state = _state(objects, spark_namespace, "runaway").get("applicationState", {}).get("state", "")
+        return state if state in ("COMPLETED", "FAILED", "SUBMISSION_FAILED") else ""
+
+    state = eventually(finished, timeout_s=300, interval_s=2.0, what="the runaway to finish after its release")
+    log = core.read_namespaced_pod_log(driver.metadata.name, spark_namespace, container="spark-kubernetes-driver")
+    assert state == "COMPLETED", log[-3000:]
+    assert [p.metadata.uid for p in _pods(core, spark_namespace, "driver")] == [driver.metadata.uid]
+    assert "wave 1/1: 60 tasks" in log
+    # The in-process operator's runner captures stdout: the figures go to the terminal itself.
+    sys.__stderr__.write(f"[real spark] hold -> 2 executors {capped_s:.1f} s; {waiting} waiting behind the gate "
+                         "while held; completed after release, same driver\n")
