@@ -126,3 +126,21 @@ def test_a_spark_application_holds_its_running_executors_not_those_waiting_or_go
     values = kubernetes_values(cluster, ["spark_executors"])
     assert values[app] == {"spark_executors": 2.0}
     assert values[idle_app] == {"spark_executors": 0.0}
+
+
+def test_a_scheduled_application_s_run_is_a_workload_its_pods_attributed_to_it() -> None:
+    run = obj("SparkApplication", "nightly-1765")
+    run["metadata"]["ownerReferences"] = [{"kind": "ScheduledSparkApplication", "name": "nightly"}]  # no controller
+    driver = obj("Pod", "nightly-1765-driver", ("SparkApplication", "nightly-1765"))
+    listed = {"sparkapplications": [run], "scheduledsparkapplications": [obj("ScheduledSparkApplication", "nightly")],
+              "pods": [driver]}
+
+    class FixedListing(ClusterReader):
+        def _list(self, group: str, version: str, plural: str, namespace: str,
+                  query: list[tuple[str, str]] | None = None) -> list[dict[str, Any]]:
+            return [dict(item) for item in listed.get(plural, [])]
+
+    cluster = FixedListing(None).snapshot([NS], ("SparkApplication", "ScheduledSparkApplication"))  # type: ignore[arg-type]
+    ref = WorkloadRef(NS, "SparkApplication", "nightly-1765")
+    assert ref in cluster.attribution.workloads
+    assert cluster.attribution.pod(NS, "nightly-1765-driver") == ref

@@ -87,6 +87,12 @@ _ADMISSION_GROUP, _ADMISSION_VERSION = spark_gate.ADMISSION_GROUP_VERSION.split(
 GATE_SETTLE_S = 2.0
 
 
+def _controlled(obj: dict[str, Any]) -> bool:
+    """Whether another object controls `obj` (a CronJob its Job): then that one is the workload. A
+    ScheduledSparkApplication owns its runs without the controller flag, and each run is a workload."""
+    return any(o.get("controller") for o in obj["metadata"].get("ownerReferences") or [])
+
+
 def _caps_executors(action: ActionSpec, kind: str) -> bool:
     return action.type is ActionType.SCALE and kind == kinds.SPARK_APPLICATION.kind and (action.replicas or 0) > 0
 
@@ -166,7 +172,7 @@ class KubernetesActuator:
                 if exc.status == 404 and kind in OPTIONAL_KINDS:  # the CRD is not installed: none of them
                     continue
                 raise
-            found += [item for item in listing["items"] if not item["metadata"].get("ownerReferences")]
+            found += [item for item in listing["items"] if not _controlled(item)]
         return found
 
     def list_workloads_everywhere(self, kinds: tuple[str, ...] = WORKLOAD_KINDS) -> list[dict[str, Any]] | None:
@@ -185,7 +191,7 @@ class KubernetesActuator:
                 if exc.status == 403:
                     return None
                 raise
-            found += [item for item in listing["items"] if not item["metadata"].get("ownerReferences")]
+            found += [item for item in listing["items"] if not _controlled(item)]
         return found
 
     # --- planning (pure, on what was read) -------------------------------------------------------

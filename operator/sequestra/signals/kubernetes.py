@@ -86,8 +86,11 @@ class ClusterReader:
                     raise
                 for item in items:
                     item["kind"] = kind
-                    # A CronJob's Jobs sit between it and its pods; humans manage the CronJob.
-                    (owners if item["metadata"].get("ownerReferences") else workloads).append(item)
+                    # A CronJob's Jobs sit between it and its pods; humans manage the CronJob. An owner that
+                    # does not control (a ScheduledSparkApplication's runs carry no controller flag) leaves the
+                    # object a workload of its own: the run is what holds executors, and what a cap holds.
+                    controlled = any(o.get("controller") for o in item["metadata"].get("ownerReferences") or [])
+                    (owners if controlled else workloads).append(item)
             # The objects between workloads and their pods (a Deployment's ReplicaSets).
             for kind in INTERMEDIATE_KINDS:
                 for item in self._list(*BY_KIND[kind].resource, namespace):
