@@ -232,8 +232,10 @@ def test_a_deleted_gate_is_put_back_as_tampering_and_the_owner_s_own_change_outl
         spark_gate.gate_policy_name("cap", namespace))
     eventually(lambda: all(gate_objects(api_client, namespace, "cap").values()), timeout_s=30,
                what="the hold to put its gate back")
-    held = seqs.get("cap")
-    assert any(c["type"] == "Tampered" and c["status"] == "True" for c in held["status"]["conditions"])
+    # The gate is back as soon as the interval puts it back; the condition is written after the interval.
+    eventually(lambda: any(c["type"] == "Tampered" and c["status"] == "True"
+                           for c in seqs.get("cap")["status"].get("conditions", [])),
+               timeout_s=15, what="the hold to say its gate was tampered with")
     wait_executors(api_client, namespace, "etl", 4)
 
     seqs.patch_spec("cap", {"release": True})

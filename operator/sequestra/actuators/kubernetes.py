@@ -83,7 +83,8 @@ def isolation_policy_name(sequestration: str) -> str:
 # The cluster-scoped admission objects an executor cap creates (actuators/spark_gate.py): kind -> plural.
 GATE_RESOURCES = kinds.EXECUTOR_GATE_PLURALS
 _ADMISSION_GROUP, _ADMISSION_VERSION = spark_gate.ADMISSION_GROUP_VERSION.split("/")
-# How long the API server may go on admitting with a deleted admission policy (its policy cache follows a watch).
+# How long the API server may go on admitting without a new admission policy, or with a deleted one (its policy
+# cache follows a watch).
 GATE_SETTLE_S = 2.0
 
 
@@ -302,14 +303,20 @@ class KubernetesActuator:
                 if pod_plan.pending:
                     self._resize(namespace, resize.pod, plans.apply_patch(pod_plan.pending))
                 drifted += [f"Pod/{resize.pod}{c.path}" for c in pod_plan.drifted]
+            gated_now = False
             for created in prior.created:
                 if created.kind in GATE_RESOURCES:
-                    self._create_gate_object(self._gate_object(created, namespace, name, sequestration))
+                    gated_now = self._create_gate_object(
+                        self._gate_object(created, namespace, name, sequestration)) or gated_now
                     continue
                 selector = plans.pod_labels(kind, current)
                 self._create_network_policy(plans.isolation_policy(
                     created.name, namespace, selector, actions[prior.action_index], sequestration))
             if prior.created and _caps_executors(actions[prior.action_index], kind):
+                if gated_now:
+                    # The API server admits with a new policy once its policy cache has it: executors stopped
+                    # before then would be replaced ungated, over the cap until the next interval.
+                    time.sleep(GATE_SETTLE_S)
                 self._keep_executor_cap(namespace, name, actions[prior.action_index].replicas or 0)
         return drifted
 
@@ -382,15 +389,18 @@ class KubernetesActuator:
             return spark_gate.gate_policy(created.name, namespace, app, sequestration)
         return spark_gate.gate_binding(created.name, namespace, sequestration)
 
-    def _create_gate_object(self, manifest: dict[str, Any]) -> None:
+    def _create_gate_object(self, manifest: dict[str, Any]) -> bool:
+        """True when it was created now, False when it was there already (a retry)."""
         try:
             self._objects.create_cluster_custom_object(_ADMISSION_GROUP, _ADMISSION_VERSION,
                                                        GATE_RESOURCES[manifest["kind"]], manifest,
                                                        field_manager="sequestra")
         except ApiException as exc:
-            if exc.status != 409:  # already there: a retry
-                _raise_actuation_error(exc, f"{manifest['kind']} {manifest['metadata']['name']}")
-                raise
+            if exc.status == 409:
+                return False
+            _raise_actuation_error(exc, f"{manifest['kind']} {manifest['metadata']['name']}")
+            raise
+        return True
 
     def _get_gate_object(self, kind: str, name: str) -> dict[str, Any] | None:
         try:
