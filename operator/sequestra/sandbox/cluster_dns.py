@@ -22,11 +22,9 @@ import random
 import socket
 import struct
 import textwrap
-from collections.abc import Callable
 from pathlib import Path
 
 import httpx
-import urllib3
 
 from sequestra.sandbox import provision, realnode, versions
 from sequestra.sandbox.endpoints import HOST, KUBERNETES_SERVICE_IP, PORTS
@@ -87,33 +85,15 @@ def corefile(kubeconfig: Path) -> str:
 
 def ensure_reader(paths: SandboxPaths) -> None:
     """The ClusterRole and binding CoreDNS's identity reads the cluster with (idempotent)."""
-    from kubernetes import client, config
-    from kubernetes.client.rest import ApiException
+    from kubernetes import client
 
-    rbac = client.RbacAuthorizationV1Api(config.new_client_from_config(config_file=str(paths.kubeconfig)))
+    from sequestra.sandbox import grants
+
     watch = ["list", "watch"]
-    role = client.V1ClusterRole(
-        metadata=client.V1ObjectMeta(name=READER_ROLE),
-        rules=[client.V1PolicyRule(api_groups=[""], resources=["services", "endpoints", "namespaces", "pods"],
-                                   verbs=watch),
-               client.V1PolicyRule(api_groups=["discovery.k8s.io"], resources=["endpointslices"], verbs=watch)])
-    binding = client.V1ClusterRoleBinding(
-        metadata=client.V1ObjectMeta(name=READER_ROLE),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=READER_ROLE),
-        subjects=[client.RbacV1Subject(api_group="rbac.authorization.k8s.io", kind="User", name=USER)])
-    def create_or_keep(create: Callable[[], object]) -> None:
-        try:
-            create()
-        except ApiException as exc:
-            if exc.status != 409:  # already there: made by an earlier start
-                raise
-
-    try:
-        create_or_keep(lambda: rbac.create_cluster_role(role))
-        create_or_keep(lambda: rbac.create_cluster_role_binding(binding))
-    except (ApiException, urllib3.exceptions.HTTPError) as exc:
-        raise SandboxError(f"granting {USER} its reads of the cluster ({READER_ROLE}) failed: "
-                           f"{str(exc)[:200]}") from exc
+    grants.grant_cluster_role(paths, USER, READER_ROLE, [
+        client.V1PolicyRule(api_groups=[""], resources=["services", "endpoints", "namespaces", "pods"], verbs=watch),
+        client.V1PolicyRule(api_groups=["discovery.k8s.io"], resources=["endpointslices"], verbs=watch),
+    ], "its reads of the cluster")
 
 
 def prepare(paths: SandboxPaths) -> None:

@@ -20,16 +20,12 @@ their kubelet, so no pod is counted twice.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import urllib3
-from kubernetes import client, config
-from kubernetes.client.rest import ApiException
+from kubernetes import client
 
-from sequestra.sandbox import pki
-from sequestra.sandbox.errors import SandboxError
+from sequestra.sandbox import grants, pki
 from sequestra.sandbox.paths import SandboxPaths
 
 PROMETHEUS_USER = "sequestra-prometheus"
@@ -56,29 +52,9 @@ def scrape_job(paths: SandboxPaths, address: str, node_name: str) -> dict[str, A
 
 def ensure_reader(paths: SandboxPaths) -> None:
     """The ClusterRole and binding that let Prometheus' identity read kubelet metrics (idempotent)."""
-    rbac = client.RbacAuthorizationV1Api(config.new_client_from_config(config_file=str(paths.kubeconfig)))
-    role = client.V1ClusterRole(
-        metadata=client.V1ObjectMeta(name=READER_ROLE),
-        rules=[client.V1PolicyRule(api_groups=[""], resources=["nodes/metrics"], verbs=["get"])])
-    binding = client.V1ClusterRoleBinding(
-        metadata=client.V1ObjectMeta(name=READER_ROLE),
-        role_ref=client.V1RoleRef(api_group="rbac.authorization.k8s.io", kind="ClusterRole", name=READER_ROLE),
-        subjects=[client.RbacV1Subject(api_group="rbac.authorization.k8s.io", kind="User", name=PROMETHEUS_USER)])
-    try:
-        _create_or_keep(lambda: rbac.create_cluster_role(role))
-        _create_or_keep(lambda: rbac.create_cluster_role_binding(binding))
-    except (ApiException, urllib3.exceptions.HTTPError) as exc:
-        # A SandboxError leaves the rest of the sandbox up and is recorded as why the node did not start.
-        raise SandboxError(f"granting {PROMETHEUS_USER} the kubelet's metrics ({READER_ROLE}) failed: "
-                           f"{str(exc)[:200]}") from exc
-
-
-def _create_or_keep(create: Callable[[], object]) -> None:
-    try:
-        create()
-    except ApiException as exc:
-        if exc.status != 409:  # already there: made by an earlier start
-            raise
+    grants.grant_cluster_role(paths, PROMETHEUS_USER, READER_ROLE,
+                              [client.V1PolicyRule(api_groups=[""], resources=["nodes/metrics"], verbs=["get"])],
+                              "the kubelet's metrics")
 
 
 def link_containerd_socket(socket: Path, link: Path = CADVISOR_CONTAINERD_SOCKET) -> bool:
