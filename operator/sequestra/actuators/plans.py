@@ -164,11 +164,10 @@ def uncovered_changes(action: ActionSpec, kind: str, current: dict[str, Any], re
                       sequestration: str) -> list[FieldChange]:
     """While a hold holds: the changes `action` would make to the workload as it is now that no recorded
     change covers. What was added since the hold was recorded escapes a re-assertion of the recorded paths
-    alone: a container appended to a throttled template, a limit set where none was, dynamic allocation
-    switched on (or a min/initial executor count raised) under an executor cap. Empty for actions that
-    change no workload field (isolate; a Job's throttle resizes its pods: plan_changes plans nothing for
-    them), and when the action no longer plans at all (no container left; a Spark setting moved into
-    sparkConf, which no spec field overrides): nothing is guessed then."""
+    alone: a container appended to a throttled template, a limit set where none was. Empty for actions that
+    change no workload field (isolate; a Job's throttle resizes its pods; a SparkApplication's cap gates its
+    executor pods and its throttle resizes them: plan_changes plans nothing for them), and when the action
+    no longer plans at all (no container left): nothing is guessed then."""
     try:
         wanted = plan_changes(action, kind, current, sequestration)
     except PlanError:

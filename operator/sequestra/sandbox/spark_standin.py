@@ -304,6 +304,7 @@ class StandIn:
                 "spark_shuffle_spill_bytes_total": {k: s.spill_bytes for k, s in self._series.items()},
             }
             count = len(self._series)
+            targets = [(ns, app, s.app_id, s.demand) for (ns, app), s in sorted(self._series.items()) if s.app_id]
         for family, (kind, help_text) in families.items():
             lines += [f"# HELP {family} {help_text}", f"# TYPE {family} {kind}"]
             for (namespace, app), value in sorted(values[family].items()):
@@ -312,8 +313,6 @@ class StandIn:
         # Dynamic allocation's target as Spark's driver exports it through its PrometheusServlet (the key
         # <appId>.driver.ExecutorAllocationManager.executors.numberTargetExecutors, non-alphanumerics as _),
         # on the driver pod: the name the catalog reads on a real cluster.
-        with self._lock:
-            targets = [(ns, app, s.app_id, s.demand) for (ns, app), s in sorted(self._series.items()) if s.app_id]
         for namespace, app, app_id, demand in targets:
             family = f"metrics_{re.sub('[^a-zA-Z0-9]', '_', app_id)}_driver_{TARGET_EXECUTORS_GAUGE}"
             lines += [f"# TYPE {family} gauge",

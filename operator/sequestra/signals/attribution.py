@@ -18,7 +18,8 @@ from sequestra.model.workload import WorkloadRef
 KAFKA_PRINCIPAL_ANNOTATION = "sequestra.dev/kafka-principal"
 KAFKA_CLIENT_ID_ANNOTATION = "sequestra.dev/kafka-client-id"
 
-def _controller(meta: Mapping[str, Any]) -> tuple[str, str] | None:
+def controller_of(meta: Mapping[str, Any]) -> tuple[str, str] | None:
+    """The (kind, name) of the owner that controls an object, from its metadata; None when none does."""
     owner = next((o for o in meta.get("ownerReferences") or [] if o.get("controller")), None)
     return (owner["kind"], owner["name"]) if owner else None
 
@@ -68,7 +69,7 @@ class Attribution:
                 # Leaving: what a pod still terminating uses says nothing about its workload from now on, and
                 # counted beside its replacement it doubles the workload's memory at the end of every rollout.
                 continue
-            owner = _controller(meta)
+            owner = controller_of(meta)
             if owner is not None and owner[0] == "Pod":
                 owned_by_pods.append((meta["namespace"], meta["name"], owner[1]))
                 continue
@@ -107,7 +108,7 @@ class Attribution:
             parent = intermediate.get((namespace, kind, name))
             if parent is None:
                 return None
-            owner = _controller(parent["metadata"])
+            owner = controller_of(parent["metadata"])
         return None
 
     def pod(self, namespace: str, name: str) -> WorkloadRef | None:

@@ -18,7 +18,7 @@ from kubernetes import client
 
 from sequestra.model.kinds import BY_KIND, INTERMEDIATE_KINDS, SPARK_APPLICATION, kind_info
 from sequestra.model.workload import ChangeEvent, WorkloadRef
-from sequestra.signals.attribution import Attribution
+from sequestra.signals.attribution import Attribution, controller_of
 from sequestra.signals.changes import recent_changes
 from sequestra.signals.spark import ExecutorLossWindow, failed_executors
 
@@ -89,17 +89,15 @@ class ClusterReader:
                     # A CronJob's Jobs sit between it and its pods; humans manage the CronJob. An owner that
                     # does not control (a ScheduledSparkApplication's runs carry no controller flag) leaves the
                     # object a workload of its own: the run is what holds executors, and what a cap holds.
-                    controlled = any(o.get("controller") for o in item["metadata"].get("ownerReferences") or [])
-                    (owners if controlled else workloads).append(item)
+                    (owners if controller_of(item["metadata"]) else workloads).append(item)
             # The objects between workloads and their pods (a Deployment's ReplicaSets).
             for kind in INTERMEDIATE_KINDS:
                 for item in self._list(*BY_KIND[kind].resource, namespace):
                     item["kind"] = kind
                     owners.append(item)
-                    references = item["metadata"].get("ownerReferences") or []
-                    owner = next((o for o in references if o.get("controller")), None)
+                    owner = controller_of(item["metadata"])
                     if owner:
-                        snapshot.replicasets.setdefault((namespace, owner["name"]), []).append(item)
+                        snapshot.replicasets.setdefault((namespace, owner[1]), []).append(item)
             pods += self._list("", "v1", "pods", namespace)
             snapshot.configmaps[namespace] = {c["metadata"]["name"]: {"metadata": c["metadata"]}
                                               for c in self._list("", "v1", "configmaps", namespace)}
