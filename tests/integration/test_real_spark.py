@@ -27,13 +27,9 @@ pytestmark = pytest.mark.timeout(420)
 def real_spark(sandbox: SandboxPaths) -> SandboxPaths:
     """The real node, CoreDNS and the spark-operator must be there: a test fails (not skips) with the reason
     `up` recorded."""
-    shown = {s.name: s for s in lifecycle.status(sandbox)}
-    for name in ("kubelet", *spark_real.COMPONENT_NAMES):
-        if not shown[name].healthy:
-            why = next((f.read_text().strip() for f in (spark_real.failure_record(sandbox),
-                                                        realnode.failure_record(sandbox)) if f.exists()),
-                       shown[name].detail)
-            pytest.fail(f"{name} is not running ({why}); see {sandbox.logs}/{name}.log and `sequestra sandbox up`")
+    problem = lifecycle.real_spark_problem(sandbox)
+    if problem:
+        pytest.fail(problem)
     return sandbox
 
 

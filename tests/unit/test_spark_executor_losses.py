@@ -15,7 +15,7 @@ from sequestra.signals.attribution import Attribution
 from sequestra.signals.context import spark_context, warning_events
 from sequestra.signals.kubernetes import ClusterSnapshot
 from sequestra.signals.sources import kubernetes_values
-from sequestra.signals.spark import LOSS_WINDOW_S, ExecutorLossWindow, failed_executors, loss_reasons
+from sequestra.signals.spark import LOSS_WINDOW_S, ExecutorLossWindow, driver_running, failed_executors, loss_reasons
 
 ETL = WorkloadRef("data", "SparkApplication", "etl")
 LADDER = ["observe", "throttle", "quarantine"]
@@ -144,3 +144,26 @@ def test_the_stand_ins_oom_loop_speaks_the_spark_operators_language() -> None:
         return int(pod["metadata"]["annotations"][BASELINE_MEMORY_ANNOTATION]) / limit
 
     assert share(looping) > 0.95 > 0.75 > share(healthy)
+
+
+def test_executors_an_application_fails_as_it_ends_are_not_losses() -> None:
+    """When an application ends other than COMPLETED the spark-operator turns every missing executor FAILED at
+    once (seen on real Spark: 10 FAILED while it ran, 15 a few seconds after it failed): one end, not five losses.
+    An executor marked UNKNOWN (its pod gone while the driver runs: also every one removed on purpose) is none."""
+    window = ExecutorLossWindow()
+    running = [ETL]
+    assert window.observe(0.0, {ETL: frozenset()}, running) == {ETL: 0}
+    assert window.observe(5.0, {ETL: frozenset({"etl-exec-1", "etl-exec-2"})}, running) == {ETL: 2}
+    ended = frozenset({f"etl-exec-{i}" for i in range(1, 8)})
+    assert window.observe(10.0, {ETL: ended}, running=[]) == {ETL: 2}  # the two lost while it ran stay counted
+    assert window.observe(15.0, {ETL: ended}, running) == {ETL: 2}  # and the sweep is not counted later either
+    assert failed_executors(application({"etl-exec-1": "UNKNOWN", "etl-exec-2": "RUNNING"})) == frozenset()
+
+
+def test_only_an_application_whose_driver_runs_is_losing_executors() -> None:
+    assert driver_running(application())
+    for state in ("FAILED", "FAILING", "COMPLETED", "SUBMITTED", "PENDING_RERUN"):
+        app = application()
+        app["status"]["applicationState"]["state"] = state
+        assert not driver_running(app), state
+    assert not driver_running({"metadata": {"name": "new"}})

@@ -3,9 +3,11 @@
 A checkout service's feature flag is flipped (a ConfigMap change) and its producer floods a topic. The
 operator notices, contains it with a Kafka quota, diagnoses it, silences its alert, sends a digest, and
 releases it exactly when the TTL ends and the service is healthy again. A second scenario caps a runaway
-Spark application's executors. The sandbox plays the applications: its kubelet stand-in runs a real
-Kafka producer for the checkout pod, and when the flag flips the demo tells that producer to flood, as
-the real service would on reading its flag.
+Spark application's executors: a real PySpark job under the real spark-operator on the sandbox's real node,
+turned runaway by its own feature flag (a ConfigMap its driver reads), held at the cap by a scheduling gate
+while its driver runs on, and completed by that same driver after release. The sandbox plays the checkout
+service: its kubelet stand-in runs a real Kafka producer for the checkout pod, and when the flag flips the
+demo tells that producer to flood, as the real service would on reading its flag.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION, recorded_diagnosis
 from sequestra.notify.receiver import WebhookReceiver
-from sequestra.sandbox import crds, endpoints
+from sequestra.sandbox import crds, endpoints, lifecycle, spark_real, versions
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.kafka_clients import KAFKA_CLIENT_ANNOTATION
 from sequestra.sandbox.paths import SandboxPaths
@@ -40,6 +42,9 @@ QUOTA = 50_000  # bytes/s the throttle rung allows a flooding producer
 NORMAL_RATE = 40_000
 FLOOD_RATE = 2_000_000
 INTERVAL_S = 5
+SPARK_APP, SPARK_FLAGS = "nightly-etl", "nightly-etl-flags"
+SPARK_MAX_EXECUTORS = 6  # dynamic allocation's ceiling; the throttle rung caps it at SPARK_CAP
+SPARK_CAP = 2
 
 
 @dataclass
@@ -94,20 +99,19 @@ def _policy() -> dict[str, Any]:
                      "ladder": [
                          {"name": "observe"},
                          {"name": "throttle", "actions": [{"type": "quota", "producerByteRate": QUOTA},
-                                                          {"type": "scale", "replicas": 4}]},
+                                                          {"type": "scale", "replicas": SPARK_CAP}]},
                          {"name": "quarantine", "actions": [{"type": "deny-write", "topics": ["orders"]},
                                                             {"type": "suspend"}]}]}}
 
 
 def _spark_app() -> dict[str, Any]:
-    return {"apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
-            "metadata": {"name": "nightly-etl", "annotations": {"sandbox.sequestra.dev/spark-demand": "6"}},
-            "spec": {"type": "Scala", "mode": "cluster", "image": "spark:3.5.3", "sparkVersion": "3.5.3",
-                     "mainClass": "shop.NightlyEtl", "mainApplicationFile": "local:///opt/etl.jar",
-                     "driver": {"cores": 1, "memory": "1g"},
-                     "executor": {"cores": 1, "memory": "2g", "instances": 2},
-                     "dynamicAllocation": {"enabled": True, "initialExecutors": 2, "minExecutors": 1,
-                                           "maxExecutors": 40}}}
+    """A real PySpark job under the real spark-operator: small and steady (one task at a time) until its feature
+    flag, the ConfigMap SPARK_FLAGS, says `runaway`; then many more tasks than the node runs at once, and dynamic
+    allocation grows it to its ceiling."""
+    return spark_real.application(
+        SPARK_APP, NAMESPACE, "flagged", ["--flags", SPARK_FLAGS, "--steady-tasks", "1", "--runaway-tasks", "90",
+                                          "--task-seconds", "4"],
+        executors=1, dynamic_allocation=True, min_executors=1, max_executors=SPARK_MAX_EXECUTORS)
 
 
 def sandbox_operator_environment() -> dict[str, str]:
@@ -139,6 +143,7 @@ class IncidentDemo:
         self.seen: set[str] = set()
         self.receiver = WebhookReceiver(echo=lambda line: self.say(f"  digest received ← {line}"))
         self.quotas = ClientQuotas(endpoints.kafka_client_config(endpoints.KAFKA_OPERATOR_USER))
+        self.spark_problem: str | None = None  # why real Spark cannot run here, if it cannot (set_up)
 
     def _create_deployment(self, body: dict[str, Any]) -> None:
         self.objects.create_namespaced_custom_object("apps", "v1", NAMESPACE, "deployments", body)
@@ -152,15 +157,16 @@ class IncidentDemo:
             self.core.delete_namespace(NAMESPACE)
         _wait("the previous demo namespace to go", lambda: not self.core.list_namespace(
             field_selector=f"metadata.name={NAMESPACE}").items, 120)
-        # Demand left by an earlier run would make the runaway the Spark application's baseline.
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.delete(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5)
         # A quota left by an interrupted run would hold the next one.
         self.quotas.alter(QuotaEntity(user="app"), remove=["producer_byte_rate"])
 
     def set_up(self) -> None:
         install.crds(self.api)
-        self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        self.spark_problem = lifecycle.real_spark_problem(self.paths)
+        if self.spark_problem:
+            self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=NAMESPACE)))
+        else:  # labelled for the real spark-operator, with its driver's ServiceAccount
+            spark_real.ensure_namespace_for_real_spark(self.api, NAMESPACE)
         _wait("the namespace's ServiceAccount", lambda: self.core.list_namespaced_service_account(
             NAMESPACE, field_selector="metadata.name=default").items, 30)
         self.core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
@@ -174,14 +180,19 @@ class IncidentDemo:
         self._create_deployment(deployment_manifest("billing", {KAFKA_CLIENT_ANNOTATION: json.dumps(
             {"role": "consumer", "topic": "ledger", "group": "billing", "user": "batch",
              "messagesPerSecond": 50})}))
-        with contextlib.suppress(client.ApiException):  # without the spark-operator CRD, no Spark scenario
-            self.objects.create_namespaced_custom_object("sparkoperator.k8s.io", "v1beta2", NAMESPACE,
-                                                         "sparkapplications", _spark_app())
+        if not self.spark_problem:
+            self.core.create_namespaced_config_map(NAMESPACE, client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=SPARK_FLAGS), data={"mode": "steady"}))
+            self.objects.create_namespaced_custom_object(spark_real.GROUP, spark_real.VERSION, NAMESPACE,
+                                                         spark_real.PLURAL, _spark_app())
         self.objects.create_namespaced_custom_object(GROUP, VERSION, NAMESPACE, POLICY_PLURAL, _policy())
         self.say(f"namespace {NAMESPACE}: checkout (producer, principal app, flag ConfigMap checkout-flags), "
-                 "ledger → billing (a healthy producer/consumer pair), SparkApplication nightly-etl; policy "
-                 f"`shop`: interval {INTERVAL_S}s, ladder observe → throttle (quota {QUOTA} B/s, ≤4 executors) → "
-                 "quarantine, TTL 45s")
+                 "ledger → billing (a healthy producer/consumer pair), "
+                 + ("(no Spark: " + self.spark_problem + ")" if self.spark_problem else
+                    f"SparkApplication {SPARK_APP} (real Spark {versions.SPARK} under the real "
+                    f"spark-operator, flag ConfigMap {SPARK_FLAGS})")
+                 + f"; policy `shop`: interval {INTERVAL_S}s, ladder observe → throttle (quota {QUOTA} B/s, "
+                 f"≤{SPARK_CAP} executors) → quarantine, TTL 45s")
 
     def start_operator(self) -> subprocess.Popen[bytes]:
         env = {**os.environ, **sandbox_operator_environment(), "KUBECONFIG": str(self.paths.kubeconfig),
@@ -295,40 +306,70 @@ class IncidentDemo:
                  + ("exactly as before" if after == before else f"DIFFERENT from before ({before})"))
         return {"before": before, "after": after}
 
-    def spark_runaway(self) -> None:
-        try:
-            self.objects.get_namespaced_custom_object("sparkoperator.k8s.io", "v1beta2", NAMESPACE,
-                                                      "sparkapplications", "nightly-etl")
-        except client.ApiException:
-            self.say("(Spark scenario skipped: the spark-operator CRD is not installed)")
-            return
-        httpx.post(f"{endpoints.spark_standin_url()}/v1/demand",
-                   json={"namespace": NAMESPACE, "app": "nightly-etl", "executors": 60}, timeout=5)
-        self.timeline.mark("spark")
-        self._once("spark", "SparkApplication nightly-etl turns runaway: dynamic allocation asks for 60 executors "
-                   "and takes its whole ceiling of 40")
+    def _spark_state(self) -> str:
+        app: Any = self.objects.get_namespaced_custom_object(spark_real.GROUP, spark_real.VERSION, NAMESPACE,
+                                                             spark_real.PLURAL, SPARK_APP)
+        return str(((app.get("status") or {}).get("applicationState") or {}).get("state") or "")
 
-        def executors() -> tuple[int, int]:
-            """Executors running, and waiting behind the hold's scheduling gate."""
-            pods: Any = self.core.list_namespaced_pod(
-                NAMESPACE, label_selector="spark-role=executor,sparkoperator.k8s.io/app-name=nightly-etl").items
-            live = [p for p in pods if p.metadata.deletion_timestamp is None]
-            waiting = [p for p in live if p.spec.scheduling_gates]
-            return len([p for p in live if p.status.phase == "Running"]), len(waiting)
+    def _spark_pods(self, role: str) -> list[Any]:
+        pods: Any = self.core.list_namespaced_pod(
+            NAMESPACE, label_selector=f"spark-role={role},sparkoperator.k8s.io/app-name={SPARK_APP}").items
+        return [p for p in pods if p.metadata.deletion_timestamp is None]
+
+    def _executors(self) -> tuple[int, int]:
+        """Executors running, and waiting behind the hold's scheduling gate."""
+        live = self._spark_pods("executor")
+        return (len([p for p in live if p.status.phase == "Running"]),
+                len([p for p in live if p.spec.scheduling_gates]))
+
+    def _flag_spark(self, mode: str) -> None:
+        self.core.patch_namespaced_config_map(SPARK_FLAGS, NAMESPACE, {"data": {"mode": mode}})
+
+    def spark_runaway(self) -> None:
+        """The flag turns a steady real job runaway; the throttle rung gates its executors at the cap while its
+        driver runs on; released, and the flag turned back, the same driver completes the job."""
+        if self.spark_problem:
+            self.say(f"(Spark scenario skipped: real Spark is not available: {self.spark_problem})")
+            return
+        drivers = _wait("nightly-etl's driver running", lambda: [
+            p for p in self._spark_pods("driver") if p.status.phase == "Running"], 180, tick=self._report)
+        driver = drivers[0].metadata.uid
+        self.say(f"SparkApplication {SPARK_APP}: driver {drivers[0].metadata.name} running, "
+                 f"{self._executors()[0]} executor(s) at its usual size")
+        self._flag_spark("runaway")
+        self.timeline.mark("spark")
+        self._once("spark", f"feature flag of {SPARK_APP} set to runaway (ConfigMap {SPARK_FLAGS}): 90 tasks of 4 s; "
+                   f"dynamic allocation asks for executors up to its ceiling of {SPARK_MAX_EXECUTORS}")
+        peak = 0
 
         def capped() -> bool:
+            nonlocal peak
+            running = self._executors()[0]
+            peak = max(peak, running)
+            if running >= SPARK_MAX_EXECUTORS:
+                self.timeline.mark("spark-at-max")
             held = any(h["spec"]["target"]["kind"] == "SparkApplication"
                        and (h.get("status") or {}).get("phase") == "Active" for h in self._holds())
-            if held and executors()[0] <= 4:
+            if held:
+                self.timeline.mark("spark-held")
+            if held and running <= SPARK_CAP:
                 self.timeline.mark("spark-capped")
                 return True
             return False
 
-        _wait("the executors capped", capped, 240, tick=self._report)
+        _wait("the executors capped", capped, 300, tick=self._report)
         self._report()
-        running, waiting = executors()
-        self.say(f"nightly-etl capped at 4 executors without a change to its spec (a spec change restarts a "
-                 f"running application): {running} running, {waiting} waiting behind the hold's scheduling gate")
+        for _ in range(4):  # a while at the cap, the same driver running it
+            time.sleep(INTERVAL_S)
+            self._report()
+        running, waiting = self._executors()
+        same = [p.metadata.uid for p in self._spark_pods("driver")] == [driver]
+        self.say(f"{SPARK_APP} held at {running} running executors (it had {peak}) without a change to its spec: "
+                 f"{waiting} waiting behind the hold's scheduling gate; application {self._spark_state()}, "
+                 + ("the same driver running" if same else "its driver was REPLACED"))
+        self._flag_spark("stop")
+        self._once("spark-unflag", f"the owner sets {SPARK_APP}'s flag back (mode stop: it finishes the round it is "
+                   "in and ends)")
         for hold in self._holds():
             if hold["spec"]["target"]["kind"] == "SparkApplication":
                 self.objects.patch_namespaced_custom_object(GROUP, VERSION, NAMESPACE, PLURAL,
@@ -337,7 +378,17 @@ class IncidentDemo:
                 self.say(f"$ sequestra release {hold['metadata']['name']} -n {NAMESPACE}   (a human releases it)")
         _wait("every hold released", lambda: all((h.get("status") or {}).get("phase") in ("Released", "Failed")
                                                  for h in self._holds()), 120, tick=self._report)
+        self.timeline.mark("spark-released")
         self._report()
+        state = _wait(f"{SPARK_APP} to finish", lambda: self._spark_state() in (
+            "COMPLETED", "FAILED", "SUBMISSION_FAILED") and self._spark_state(), 420)
+        self.timeline.mark("spark-completed")
+        same = [p.metadata.uid for p in self._spark_pods("driver")] in ([driver], [])
+        self.say(f"{SPARK_APP} is {state} after release, "
+                 + ("run to the end by the driver it started with (never resubmitted)" if same
+                    else "but its driver was REPLACED (resubmitted)"))
+        if state != "COMPLETED" or not same:
+            raise SandboxError(f"the held Spark application did not complete on its own driver: {state}")
 
     def _fire_alert(self) -> None:
         """The alert a team's rule would raise for checkout (so the silence has something to hold)."""
@@ -351,7 +402,9 @@ class IncidentDemo:
                 ("flag flip → quota applied (Active)", self.timeline.since("flood", "applied")),
                 ("flag flip → throttle measured effective", self.timeline.since("flood", "effective")),
                 ("flag flip → released after TTL", self.timeline.since("flood", "released")),
-                ("Spark runaway → executors capped", self.timeline.since("spark", "spark-capped"))]
+                ("Spark flag → held (Active)", self.timeline.since("spark", "spark-held")),
+                ("Spark flag → executors at the cap", self.timeline.since("spark", "spark-capped")),
+                ("Spark release → job completed", self.timeline.since("spark-released", "spark-completed"))]
         if self.model:
             rows.insert(1, ("flag flip → the model's reviewed answer", self.timeline.since("flood", "model-answered")))
         self.say("")

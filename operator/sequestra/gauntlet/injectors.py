@@ -1,8 +1,9 @@
 """Fault injectors: what makes a gauntlet workload misbehave, through the sandbox's real parts wherever the
 fault is theirs. Kafka faults run real clients against the real broker (a producer that floods, a
 consumer that replays a topic's history), so byte rates, quotas and throttling are the broker's own.
-Pod-level faults (CPU, memory, OOM kills, HTTP traffic) go to the kubelet stand-in's overrides, and
-Spark demand to the Spark stand-in, since KWOK pods run nothing.
+Pod-level faults (CPU, memory, OOM kills, HTTP traffic) go to the kubelet stand-in's overrides, since its
+pods run nothing. Spark faults flip the feature flag a real PySpark job reads (its ConfigMap): the job itself
+runs away or runs out of memory, on real Spark under the real spark-operator.
 """
 
 from __future__ import annotations
@@ -44,10 +45,6 @@ from sequestra.gauntlet.scenarios import (
     back_off_s,
 )
 from sequestra.sandbox import endpoints
-from sequestra.sandbox.spark_standin import GROUP as SPARK_GROUP
-from sequestra.sandbox.spark_standin import OOM_AFTER_ANNOTATION
-from sequestra.sandbox.spark_standin import PLURAL as SPARK_PLURAL
-from sequestra.sandbox.spark_standin import VERSION as SPARK_VERSION
 
 MESSAGE_BYTES = 1_000
 HISTORY_BYTES = 16 * 2**20  # what a consumer's topic holds before the run: a replay has this much to read
@@ -288,7 +285,7 @@ class Injector:
         self.workloads = workloads or {}  # their normal levels: where a ramp starts and a fault that ends returns
         self.threads: list[threading.Thread] = []  # crash loops, backlogs
         self.calmed = threading.Event()
-        self.spark_oom: set[str] = set()  # applications whose executors are OOM-killed in a loop
+        self.flagged: set[str] = set()  # Spark applications whose flag a fault has set
 
     def inject(self, fault: Fault) -> None:
         """The fault now, or (starting later, ramping up, ending by itself) in the background."""
@@ -341,10 +338,9 @@ class Injector:
             worker = self.workers[fault.workload]
             worker.storm(worker.topic_storm, fault.partitions, fault.per_second)
         elif isinstance(fault, SparkDemandFault):
-            httpx.post(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5, json={
-                "namespace": self.namespace, "app": fault.workload, "executors": fault.executors}).raise_for_status()
+            self._flag_spark(fault.workload, {"mode": "runaway", "tasks": str(fault.tasks)})
         elif isinstance(fault, SparkExecutorOomFault):
-            self._spark_oom(fault.workload, fault.runs_for_s)
+            self._flag_spark(fault.workload, {"mode": "oom"})
         elif isinstance(fault, PoisonMessageFault):
             worker = self.workers[fault.workload]
             worker.on_crash = lambda: self._restart(fault.workload, "Error")
@@ -373,8 +369,8 @@ class Injector:
     def calm(self) -> None:
         """The clients back at their own pace (the stand-ins' overrides are cleared once for the whole run)."""
         self.calmed.set()
-        for workload in self.spark_oom:
-            self._spark_oom(workload, None)
+        for workload in self.flagged:
+            self._flag_spark(workload, {"mode": "steady", "tasks": None})
         for worker in self.workers.values():
             worker.rate = worker.role.bytes_per_second
             worker.replay.clear()
@@ -384,19 +380,13 @@ class Injector:
         for thread in self.threads:
             thread.join(timeout=60)
 
-    def _spark_oom(self, workload: str, runs_for_s: float | None) -> None:
-        """Start (or, with None, stop) the Spark stand-in's executor OOM loop for the application."""
+    def _flag_spark(self, workload: str, flags: dict[str, str | None]) -> None:
+        """Set the real Spark job's feature flag (the ConfigMap its driver reads before each round, as a team's job
+        reads its own: runner.spark_flags)."""
         if self.api is None:
             return
-        body = {"metadata": {"annotations": {OOM_AFTER_ANNOTATION: None if runs_for_s is None else f"{runs_for_s:g}"}}}
-        try:
-            client.CustomObjectsApi(self.api).patch_namespaced_custom_object(
-                SPARK_GROUP, SPARK_VERSION, self.namespace, SPARK_PLURAL, workload, body)
-        except client.ApiException as exc:
-            if exc.status != 404 or runs_for_s is not None:  # stopping one already gone: nothing to stop
-                raise
-        if runs_for_s is not None:
-            self.spark_oom.add(workload)
+        client.CoreV1Api(self.api).patch_namespaced_config_map(f"{workload}-flags", self.namespace, {"data": flags})
+        self.flagged.add(workload)
 
     def _background(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True, name=f"gauntlet-{self.namespace}")

@@ -33,7 +33,7 @@ from sequestra.gauntlet.scenarios import DailyPeakFault, Scenario, Workload
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION, recorded_diagnosis
-from sequestra.sandbox import crds, endpoints, history
+from sequestra.sandbox import crds, endpoints, history, lifecycle, spark_real
 from sequestra.sandbox.errors import SandboxError
 from sequestra.sandbox.paths import SandboxPaths
 from sequestra.sandbox.workload_metrics import (
@@ -50,6 +50,7 @@ OBSERVE_S = 150  # how long after the faults holds may come and be verified
 SETTLE_S = 20  # after the last expected hold: time for a wrong one to show up
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
 PRODUCER_QUOTA, CONSUMER_QUOTA = 50_000, 200_000
+SPARK_CAP = 2  # executors the throttle rung leaves a SparkApplication
 MUTATION_QUOTA = 1.0  # partitions created per second (KIP-599): a topic storm at 6/s slowed six-fold
 
 
@@ -79,7 +80,7 @@ def policy() -> dict[str, Any]:
                                     {"type": "quota", "producerByteRate": PRODUCER_QUOTA,
                                      "consumerByteRate": CONSUMER_QUOTA},
                                     {"type": "quota", "controllerMutationRate": MUTATION_QUOTA},
-                                    {"type": "scale", "replicas": 4}]},
+                                    {"type": "scale", "replicas": SPARK_CAP}]},
                                 {"name": "quarantine", "actions": [{"type": "scale", "replicas": 0}]}]}}
 
 
@@ -106,16 +107,25 @@ def deployment(namespace: str, workload: Workload) -> dict[str, Any]:
                                   "spec": {"containers": [container]}}}}
 
 
-def spark_application(workload: Workload) -> dict[str, Any]:
-    return {"apiVersion": "sparkoperator.k8s.io/v1beta2", "kind": "SparkApplication",
-            "metadata": {"name": workload.name, "labels": workload.labels,
-                         "annotations": {"sandbox.sequestra.dev/spark-demand": str(workload.executors),
-                                         **workload.annotations}},
-            "spec": {"type": "Scala", "mode": "cluster", "image": "spark:3.5.3", "sparkVersion": "3.5.3",
-                     "mainClass": "gauntlet.Job", "mainApplicationFile": "local:///opt/job.jar",
-                     "driver": {"cores": 1, "memory": "1g"}, "executor": {"cores": 1, "memory": "2g", "instances": 2},
-                     "dynamicAllocation": {"enabled": True, "initialExecutors": 2, "minExecutors": 1,
-                                           "maxExecutors": workload.max_executors}}}
+def spark_flags(workload: Workload) -> str:
+    """The ConfigMap whose `mode` the application's job reads before each round (sandbox/spark_jobs/flagged.py)."""
+    return f"{workload.name}-flags"
+
+
+def spark_application(namespace: str, workload: Workload) -> dict[str, Any]:
+    """A real PySpark job under the real spark-operator: `executors` tasks at once while steady, dynamic allocation
+    (with shuffle tracking) from one executor up to `maxExecutors`. Executors keep the sandbox's small memory
+    (512m heap, 128m overhead), so a round that gathers too many rows goes over the container's limit."""
+    app = spark_real.application(
+        workload.name, namespace, "flagged", ["--flags", spark_flags(workload), "--steady-tasks", str(workload.executors),
+                                              "--task-seconds", "4"],
+        executors=1, dynamic_allocation=True, min_executors=1, max_executors=workload.max_executors,
+        # An OOM loop goes on while it is held, as it would on a cluster: Spark's default (twice the ceiling) would
+        # end the application after a few losses.
+        spark_conf={"spark.executor.maxNumFailures": "1000"}, labels=workload.labels or None)
+    if workload.annotations:
+        app["metadata"]["annotations"] = dict(workload.annotations)
+    return app
 
 
 @dataclass
@@ -250,6 +260,10 @@ class Gauntlet:
 
     # --- set-up ---------------------------------------------------------------------------------
     def set_up(self) -> None:
+        if any(w.kind == "SparkApplication" for s in self.scenarios for w in s.workloads):
+            problem = lifecycle.real_spark_problem(self.paths)
+            if problem:
+                raise SandboxError(f"Spark scenarios run on real Spark, which is not available: {problem}")
         install.crds(self.api)
         self._remove_namespaces()
         # What an interrupted run left: its topics, and quotas on its clients (they would be the baseline).
@@ -262,19 +276,45 @@ class Gauntlet:
             self.quotas.alter(entity, remove=list(self.quotas.describe(entity)))
         for scenario in self.scenarios:
             namespace = namespace_of(scenario)
-            self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
+            if any(w.kind == "SparkApplication" for w in scenario.workloads):
+                spark_real.ensure_namespace_for_real_spark(self.api, namespace)  # labelled, the driver's account
+            else:
+                self.core.create_namespace(client.V1Namespace(metadata=client.V1ObjectMeta(name=namespace)))
             for workload in scenario.workloads:
                 self._create_workload(namespace, workload)
             self.objects.create_namespaced_custom_object(GROUP, VERSION, namespace, POLICY_PLURAL, policy())
         for worker in self.workers.values():
             worker.start()
+        self._wait_spark_started()
         self.say(f"{len(self.scenarios)} scenario(s), {sum(len(s.workloads) for s in self.scenarios)} workloads, "
                  f"{len(self.workers)} real Kafka client(s); policy: interval {INTERVAL_S}s, ladder observe → "
-                 f"throttle (CPU 300m, quota {PRODUCER_QUOTA}/{CONSUMER_QUOTA} B/s, 4 executors) → quarantine")
+                 f"throttle (CPU 300m, quota {PRODUCER_QUOTA}/{CONSUMER_QUOTA} B/s, {SPARK_CAP} executors) → "
+                 "quarantine")
+
+    def _wait_spark_started(self) -> None:
+        """Every SparkApplication's driver and first executor running before baselines are learned: a start-up on
+        2 cores beside everything else takes a minute, and is no incident."""
+        apps = [(namespace_of(s), w.name) for s in self.scenarios for w in s.workloads if w.kind == "SparkApplication"]
+        if not apps:
+            return
+
+        def started(namespace: str, name: str) -> bool:
+            pods: Any = self.core.list_namespaced_pod(
+                namespace, label_selector=f"{spark_real.APP_NAME_LABEL}={name}").items
+            roles = {(p.metadata.labels or {}).get("spark-role") for p in pods if p.status.phase == "Running"}
+            return {"driver", "executor"} <= roles
+
+        began = time.monotonic()
+        self._wait("every SparkApplication's driver and an executor running",
+                   lambda: all(started(*app) for app in apps), 300)
+        self.say(f"{len(apps)} real Spark application(s) running after {time.monotonic() - began:.0f} s")
 
     def _create_workload(self, namespace: str, workload: Workload) -> None:
         if workload.kind == "SparkApplication":
-            self.objects.create_namespaced_custom_object(*SPARK[:2], namespace, SPARK[2], spark_application(workload))
+            self.core.create_namespaced_config_map(namespace, client.V1ConfigMap(
+                metadata=client.V1ObjectMeta(name=spark_flags(workload)), data={"mode": "steady"}))
+            self.objects.create_namespaced_custom_object(*SPARK[:2], namespace, SPARK[2],
+                                                         spark_application(namespace, workload))
             return
         self.objects.create_namespaced_custom_object("apps", "v1", namespace, "deployments",
                                                      deployment(namespace, workload))
@@ -386,8 +426,6 @@ class Gauntlet:
         for scenario in self.scenarios:
             self._injector(scenario).calm()
         httpx.delete(f"{endpoints.workload_metrics_url()}/v1/overrides", timeout=5)
-        with contextlib.suppress(httpx.HTTPError):
-            httpx.delete(f"{endpoints.spark_standin_url()}/v1/demand", timeout=5)
         for scenario in self.scenarios:
             outcome, namespace = self.outcomes[scenario.name], namespace_of(scenario)
             holds = self._holds(scenario)
@@ -605,7 +643,8 @@ producer) are errors when the file loads.
 
 - `workloads`: Deployments (`cpu`, `memoryMib`, `httpRps` served, `httpClientRps` sent, `labels`,
   `annotations`, `kafka: {role: producer|consumer, user, bytesPerSecond, messagesPerSecond}`) or
-  SparkApplications (`executors` asked for, `maxExecutors`).
+  SparkApplications: real PySpark jobs under the real spark-operator on the sandbox's real node (`executors`
+  at its usual size, 1 to 4; dynamic allocation up to `maxExecutors`, at most 8 on its 2 cores).
 - `faults`, all injected at the same moment:
   - pods (through the kubelet stand-in): `cpu` (cores), `memory` (MiB, and `restarts` with a termination
     `reason` such as OOMKilled), `http` (served and sent requests/s and error ratios, and the CPU that
@@ -616,8 +655,9 @@ producer) are errors when the file loads.
     and over), `kafka-rebalance-storm`, `kafka-topic-storm` (topics created through the admin API),
     `kafka-poison-message` (the consumer dies on one record of `partition`, restarts after the kubelet's
     back-off, meets it again), `kafka-slowed` (a victim: reads at `factor` of its pace while its topic fills);
-  - Spark (through the Spark stand-in): `spark-demand` (executors asked for), `spark-executor-oom` (each
-    executor OOM-killed after `runsForS`, replaced by Spark, reported as the spark-operator reports it);
+  - Spark (the job's own feature flag, a ConfigMap its driver reads before each round): `spark-demand` (a round
+    of `tasks` four-second tasks: dynamic allocation grows it to its ceiling), `spark-executor-oom` (rows that
+    do not fit an executor: each one OOMKilled, replaced by Spark, dies again; as the spark-operator reports it);
   - look-alikes: `rollout` (a new image; new pods warm up at `cpu` cores while the rollout waits
     `minReadySeconds` for each), `kafka-catch-up` (a consumer's deploy: down `downForS` while `backlogMib`
     is written, then reading at up to `readBytesPerSecond` until caught up), `daily-peak` (`cpu` cores now and
@@ -628,7 +668,7 @@ producer) are errors when the file loads.
   page the owner).
 
 Each scenario runs in its own namespace under the same policy (interval 5 s; ladder observe, throttle: CPU
-300m, Kafka quota 50 kB/s produce and 200 kB/s fetch, 4 executors; quarantine: scale to 0; up to 50 holds
+300m, Kafka quota 50 kB/s produce and 200 kB/s fetch, 2 executors; quarantine: scale to 0; up to 50 holds
 active, as the scenarios are independent incidents at once, where the default cap is 10). A row is right
 when exactly the expected workloads were held, at the expected rung, the loop verified the effect at the
 source (the offending signal fell or, for a cap, held at it: broker byte rates, executors, CPU as Prometheus
@@ -648,7 +688,7 @@ def write_report(outcomes: Sequence[Outcome], path: Path, commit: str) -> None:
         f"`make gauntlet` on the sandbox, {time.strftime('%Y-%m-%d')}, commit {commit}: every scenario in "
         "`gauntlet/scenarios/` against the real operator in enforce mode, all at once, one namespace each, from "
         "baselines learned on the spot. Kafka faults are real clients on the real broker; pod faults go through "
-        "the kubelet stand-in; Spark demand through the Spark stand-in.\n\n"
+        "the kubelet stand-in; Spark scenarios are real PySpark jobs under the real spark-operator.\n\n"
         f"- {facts['ok']} of {facts['scenarios']} scenarios handled as a good operator would; "
         f"{facts['incidentsHeldRight']} of {facts['incidents']} incidents held on the right target at the right "
         f"rung; {facts['holdsOnLookAlikes']} hold(s) on the {facts['lookAlikes']} scenarios where nothing should "

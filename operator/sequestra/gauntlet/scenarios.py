@@ -60,8 +60,17 @@ class Workload(_Spec):
     labels: dict[str, str] = Field(default_factory=dict)
     annotations: dict[str, str] = Field(default_factory=dict)
     kafka: KafkaRole | None = None
-    executors: int = Field(default=6, ge=1)  # SparkApplication: executors dynamic allocation asks for
-    max_executors: int = Field(default=40, ge=1)
+    # SparkApplication: a real PySpark job under the real spark-operator, on the sandbox's real node (2 cores):
+    # `executors` at its usual size (the tasks it runs at once), dynamic allocation up to `maxExecutors`.
+    executors: int = Field(default=1, ge=1, le=4)
+    max_executors: int = Field(default=6, ge=1, le=8)
+
+    @model_validator(mode="after")
+    def _executors_within_the_ceiling(self) -> Workload:
+        if self.executors > self.max_executors:
+            raise ValueError(f"workload {self.name}: executors {self.executors} above maxExecutors "
+                             f"{self.max_executors}")
+        return self
 
 
 class _Fault(_Spec):
@@ -123,16 +132,19 @@ class TopicStormFault(_Fault):
 
 
 class SparkDemandFault(_Fault):
+    """The job's feature flag turns it runaway: a round of `tasks` tasks of four seconds, far more than it runs
+    at its usual size, and dynamic allocation asks for executors up to the application's ceiling."""
+
     type: Literal["spark-demand"]
-    executors: int = Field(ge=1)
+    tasks: int = Field(default=120, ge=1, le=1000)
 
 
 class SparkExecutorOomFault(_Fault):
-    """Each executor of the application is OOM-killed once it has run `runs_for_s`, and Spark replaces it:
-    the spark-operator's FAILED states and SparkExecutorFailed events (Reason: OOMKilled) pile up."""
+    """The job's feature flag sends it rows that do not fit an executor's memory: each executor goes over its
+    container's limit and is OOMKilled, Spark replaces it, and the replacement dies the same way; the
+    spark-operator's FAILED states and SparkExecutorFailed events (Reason: OOMKilled) pile up."""
 
     type: Literal["spark-executor-oom"]
-    runs_for_s: float = Field(default=20, gt=0)
 
 
 class PoisonMessageFault(_Fault):
@@ -260,8 +272,8 @@ class Scenario(_Spec):
                 raise ValueError(f"fault kafka-topic-storm needs workload {workload.name} to be a Kafka client")
             if fault.type in ("crash-loop", "rollout", "daily-peak") and workload.kind != "Deployment":
                 raise ValueError(f"fault {fault.type} needs workload {workload.name} to be a Deployment")
-            if fault.type == "spark-demand" and workload.kind != "SparkApplication":
-                raise ValueError(f"fault spark-demand needs workload {workload.name} to be a SparkApplication")
+            if fault.type.startswith("spark-") and workload.kind != "SparkApplication":
+                raise ValueError(f"fault {fault.type} needs workload {workload.name} to be a SparkApplication")
         return self
 
 

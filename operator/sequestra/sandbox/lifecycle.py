@@ -366,3 +366,16 @@ def environment(paths: SandboxPaths) -> dict[str, str]:
         "OPENAI_BASE_URL": endpoints.model_server_url(),
         "SEQUESTRA_LLM_MODEL": endpoints.SANDBOX_MODEL,
     }
+
+
+def real_spark_problem(paths: SandboxPaths) -> str | None:
+    """Why real Spark cannot run applications on this sandbox now (the node, CoreDNS or the spark-operator not
+    healthy, with the reason `up` recorded), or None when it can."""
+    shown = {s.name: s for s in status(paths)}
+    for name in ("kubelet", *spark_real.COMPONENT_NAMES):
+        if not shown[name].healthy:
+            why = next((f.read_text().strip() for f in (spark_real.failure_record(paths),
+                                                        realnode.failure_record(paths)) if f.exists()),
+                       shown[name].detail)
+            return f"{name} is not running ({why}); see {paths.logs}/{name}.log and `sequestra sandbox up`"
+    return None

@@ -46,6 +46,7 @@ Health = tuple[bool, str]
 COMPONENT_NAMES = ("coredns", "spark-operator")
 OPERATOR_MODULE = provision.SPARK_OPERATOR_MODULE
 NAMESPACE_LABEL = spark_standin.REAL_SPARK_NAMESPACE_LABEL
+APP_NAME_LABEL = spark_standin.APP_NAME_LABEL  # the spark-operator's label on an application's driver and executors
 DRIVER_SERVICE_ACCOUNT = "spark-driver"
 DRIVER_ROLE = "spark-driver"
 GROUP, VERSION, PLURAL = "sparkoperator.k8s.io", "v1beta2", "sparkapplications"

@@ -20,7 +20,7 @@ from sequestra.model.kinds import BY_KIND, INTERMEDIATE_KINDS, SPARK_APPLICATION
 from sequestra.model.workload import ChangeEvent, WorkloadRef
 from sequestra.signals.attribution import Attribution, controller_of
 from sequestra.signals.changes import recent_changes
-from sequestra.signals.spark import ExecutorLossWindow, failed_executors
+from sequestra.signals.spark import ExecutorLossWindow, driver_running, failed_executors
 
 SPARK_ROLE_LABEL = "spark-role"  # Spark's label on its driver and executor pods
 
@@ -119,9 +119,11 @@ class ClusterReader:
             terminations = [(s.get("lastState") or {}).get("terminated") or {} for s in statuses]
             snapshot.pod_oom_kills[ref] = snapshot.pod_oom_kills.get(ref, 0) + sum(
                 1 for t in terminations if t.get("reason") == "OOMKilled")
-        failed = {ref: failed_executors(obj) for ref, obj in snapshot.attribution.workloads.items()
-                  if ref.kind == SPARK_APPLICATION.kind}
-        snapshot.spark_executor_losses = self._executor_losses.observe(time.time() if now is None else now, failed)
+        applications = {ref: obj for ref, obj in snapshot.attribution.workloads.items()
+                        if ref.kind == SPARK_APPLICATION.kind}
+        snapshot.spark_executor_losses = self._executor_losses.observe(
+            time.time() if now is None else now, {ref: failed_executors(obj) for ref, obj in applications.items()},
+            running=[ref for ref, obj in applications.items() if driver_running(obj)])
         return snapshot
 
     def warning_events(self, namespace: str) -> list[dict[str, Any]]:
