@@ -117,8 +117,8 @@ def spark_application(namespace: str, workload: Workload) -> dict[str, Any]:
     (with shuffle tracking) from one executor up to `maxExecutors`. Executors keep the sandbox's small memory
     (512m heap, 128m overhead), so a round that gathers too many rows goes over the container's limit."""
     app = spark_real.application(
-        workload.name, namespace, "flagged", ["--flags", spark_flags(workload), "--steady-tasks", str(workload.executors),
-                                              "--task-seconds", "4"],
+        workload.name, namespace, "flagged",
+        ["--flags", spark_flags(workload), "--steady-tasks", str(workload.executors), "--task-seconds", "4"],
         executors=1, dynamic_allocation=True, min_executors=1, max_executors=workload.max_executors,
         # An OOM loop goes on while it is held, as it would on a cluster: Spark's default (twice the ceiling) would
         # end the application after a few losses.
