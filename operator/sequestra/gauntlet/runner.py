@@ -46,6 +46,9 @@ from sequestra.sandbox.workload_metrics import (
 Say = Callable[[str], None]
 INTERVAL_S = 5
 QUIET_S = 15  # steady intervals before the faults: a hold then is a false one
+# A JVM's memory grows for a minute or so after it starts (its heap fills before the first collections): baselines
+# learned over that ramp would call the settled level an excursion.
+SPARK_SETTLE_S = 90
 OBSERVE_S = 150  # how long after the faults holds may come and be verified
 SETTLE_S = 20  # after the last expected hold: time for a wrong one to show up
 SPARK = ("sparkoperator.k8s.io", "v1beta2", "sparkapplications")
@@ -307,7 +310,9 @@ class Gauntlet:
         began = time.monotonic()
         self._wait("every SparkApplication's driver and an executor running",
                    lambda: all(started(*app) for app in apps), 300)
-        self.say(f"{len(apps)} real Spark application(s) running after {time.monotonic() - began:.0f} s")
+        self.say(f"{len(apps)} real Spark application(s) running after {time.monotonic() - began:.0f} s; "
+                 f"{SPARK_SETTLE_S} s for their JVMs to settle")
+        time.sleep(SPARK_SETTLE_S)
 
     def _create_workload(self, namespace: str, workload: Workload) -> None:
         if workload.kind == "SparkApplication":

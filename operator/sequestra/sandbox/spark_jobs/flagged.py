@@ -6,11 +6,11 @@ ServiceAccount) before every round, and runs one round of that mode:
     runaway   `tasks` (a key of the flag, or `--runaway-tasks`) tasks of `--task-seconds`: under dynamic
               allocation Spark asks for executors up to spark.dynamicAllocation.maxExecutors, and those the
               node cannot place wait Pending
-    oom       each task gathers far more rows than the executor's memory holds into one group. With a
-              memoryOverhead that leaves room beyond the heap, the JVM runs out of heap first and the executor
-              exits with Spark's code 52; with a small one, the container goes over its limit first and is
-              OOMKilled. Spark replaces the executor and retries the task; when the stage fails for good the
-              round is reported failed and the next one starts, as a scheduler's retry would.
+    oom       `--steady-tasks` tasks, each gathering far more rows than the executor's memory holds into one
+              group. With a memoryOverhead that leaves room beyond the heap, the JVM runs out of heap first
+              and the executor exits with Spark's code 52; with a small one, the container goes over its limit
+              first and is OOMKilled. Spark replaces the executor and retries the task; when the stage fails
+              for good the round is reported failed and the next one starts, as a scheduler's retry would.
     spill     a skewed shuffle: one key gets nearly every row and its task spills to disk
     stop      the job ends (exit 0)
 
@@ -83,7 +83,8 @@ def main() -> None:
                 result = pairs.reduceByKey(lambda a, b: a + b, numPartitions=max(1, tasks // 4)).count()
             elif mode == "oom":
                 # Every row into one group's list, on the executor's heap: far beyond it whatever its size.
-                rows = spark.range(0, 400_000_000, numPartitions=4).select(
+                # At its usual parallelism: new input, not more work, so dynamic allocation asks for no more.
+                rows = spark.range(0, 400_000_000, numPartitions=args.steady_tasks).select(
                     F.lit(1).alias("key"), F.concat(F.lit("x" * 64), F.col("id").cast("string")).alias("payload"))
                 result = len(rows.groupBy("key").agg(F.collect_list("payload").alias("all")).collect())
             elif mode == "spill":
