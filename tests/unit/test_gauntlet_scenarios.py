@@ -129,3 +129,25 @@ def test_a_workload_left_alone_is_reported_by_what_the_runbooks_called_it() -> N
                     "contained"})
     assert outcome.row()["noticedNotHeld"] == {"renderer": outcome.noticed["renderer"]}
     assert "renderer not held: rollout-in-progress" in table([outcome])
+
+
+def test_a_spark_workload_is_a_real_job_that_follows_its_flag_at_its_usual_size() -> None:
+    from sequestra.gauntlet.runner import spark_application, spark_flags
+    from sequestra.sandbox import spark_image
+
+    workload = Scenario.model_validate({
+        "name": "etl", "kind": "incident", "expect": {},
+        "workloads": [{"name": "etl", "kind": "SparkApplication", "executors": 3, "maxExecutors": 5,
+                       "labels": {"team": "data"}}]}).workloads[0]
+    app = spark_application("gauntlet-etl", workload)
+    spec = app["spec"]
+    assert (app["metadata"]["name"], app["metadata"]["namespace"]) == ("etl", "gauntlet-etl")
+    assert spec["mainApplicationFile"] == spark_image.job_path("flagged")
+    assert spec["image"] == spark_image.image_name()
+    arguments = spec["arguments"]
+    assert arguments[arguments.index("--flags") + 1] == spark_flags(workload) == "etl-flags"
+    assert arguments[arguments.index("--steady-tasks") + 1] == "3"
+    assert spec["dynamicAllocation"] == {"enabled": True, "initialExecutors": 1, "minExecutors": 1, "maxExecutors": 5}
+    # A loop must outlive its hold, as on a cluster whose scheduler retries the job.
+    assert spec["sparkConf"]["spark.executor.maxNumFailures"] == "1000"
+    assert app["metadata"]["labels"] == {"team": "data"}
