@@ -132,7 +132,8 @@ def test_a_workload_left_alone_is_reported_by_what_the_runbooks_called_it() -> N
 
 
 def test_a_spark_workload_is_a_real_job_that_follows_its_flag_at_its_usual_size() -> None:
-    from sequestra.gauntlet.runner import spark_application, spark_flags
+    from sequestra.gauntlet.runner import spark_application
+    from sequestra.gauntlet.scenarios import spark_flags
     from sequestra.sandbox import spark_image
 
     workload = Scenario.model_validate({
@@ -145,7 +146,7 @@ def test_a_spark_workload_is_a_real_job_that_follows_its_flag_at_its_usual_size(
     assert spec["mainApplicationFile"] == spark_image.job_path("flagged")
     assert spec["image"] == spark_image.image_name()
     arguments = spec["arguments"]
-    assert arguments[arguments.index("--flags") + 1] == spark_flags(workload) == "etl-flags"
+    assert arguments[arguments.index("--flags") + 1] == spark_flags(workload.name) == "etl-flags"
     assert arguments[arguments.index("--steady-tasks") + 1] == "3"
     assert spec["dynamicAllocation"] == {"enabled": True, "initialExecutors": 1, "minExecutors": 1, "maxExecutors": 5}
     # A loop must outlive its hold, as on a cluster whose scheduler retries the job.

@@ -313,7 +313,7 @@ class IncidentDemo:
 
     def _spark_pods(self, role: str) -> list[Any]:
         pods: Any = self.core.list_namespaced_pod(
-            NAMESPACE, label_selector=f"spark-role={role},sparkoperator.k8s.io/app-name={SPARK_APP}").items
+            NAMESPACE, label_selector=f"spark-role={role},{spark_real.APP_NAME_LABEL}={SPARK_APP}").items
         return [p for p in pods if p.metadata.deletion_timestamp is None]
 
     def _executors(self) -> tuple[int, int]:
@@ -380,8 +380,8 @@ class IncidentDemo:
                                                  for h in self._holds()), 120, tick=self._report)
         self.timeline.mark("spark-released")
         self._report()
-        state = _wait(f"{SPARK_APP} to finish", lambda: self._spark_state() in (
-            "COMPLETED", "FAILED", "SUBMISSION_FAILED") and self._spark_state(), 420)
+        state = _wait(f"{SPARK_APP} to finish", lambda: (now := self._spark_state()) in (
+            "COMPLETED", "FAILED", "SUBMISSION_FAILED") and now, 420)
         self.timeline.mark("spark-completed")
         same = [p.metadata.uid for p in self._spark_pods("driver")] in ([driver], [])
         self.say(f"{SPARK_APP} is {state} after release, "

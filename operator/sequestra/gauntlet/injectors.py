@@ -43,6 +43,7 @@ from sequestra.gauntlet.scenarios import (
     TopicStormFault,
     Workload,
     back_off_s,
+    spark_flags,
 )
 from sequestra.sandbox import endpoints
 
@@ -382,10 +383,10 @@ class Injector:
 
     def _flag_spark(self, workload: str, flags: dict[str, str | None]) -> None:
         """Set the real Spark job's feature flag (the ConfigMap its driver reads before each round, as a team's job
-        reads its own: runner.spark_flags)."""
+        reads its own)."""
         if self.api is None:
             return
-        client.CoreV1Api(self.api).patch_namespaced_config_map(f"{workload}-flags", self.namespace, {"data": flags})
+        client.CoreV1Api(self.api).patch_namespaced_config_map(spark_flags(workload), self.namespace, {"data": flags})
         self.flagged.add(workload)
 
     def _background(self, target: Callable[..., None], *args: Any) -> None:

@@ -29,7 +29,7 @@ from sequestra import install
 from sequestra.actuators.kafka_quotas import ClientQuotas
 from sequestra.demo import sandbox_operator_environment
 from sequestra.gauntlet.injectors import Injector, KafkaWorker, create_topic, delete_topics, fill_topic
-from sequestra.gauntlet.scenarios import DailyPeakFault, Scenario, Workload
+from sequestra.gauntlet.scenarios import DailyPeakFault, Scenario, Workload, spark_flags
 from sequestra.model.kafka import QuotaEntity
 from sequestra.model.policy import POLICY_PLURAL
 from sequestra.model.sequestration import GROUP, PLURAL, VERSION, recorded_diagnosis
@@ -110,18 +110,13 @@ def deployment(namespace: str, workload: Workload) -> dict[str, Any]:
                                   "spec": {"containers": [container]}}}}
 
 
-def spark_flags(workload: Workload) -> str:
-    """The ConfigMap whose `mode` the application's job reads before each round (sandbox/spark_jobs/flagged.py)."""
-    return f"{workload.name}-flags"
-
-
 def spark_application(namespace: str, workload: Workload) -> dict[str, Any]:
     """A real PySpark job under the real spark-operator: `executors` tasks at once while steady, dynamic allocation
     (with shuffle tracking) from one executor up to `maxExecutors`. Executors keep the sandbox's small memory
     (512m heap, 128m overhead), so a round that gathers too many rows goes over the container's limit."""
     app = spark_real.application(
         workload.name, namespace, "flagged",
-        ["--flags", spark_flags(workload), "--steady-tasks", str(workload.executors), "--task-seconds", "4"],
+        ["--flags", spark_flags(workload.name), "--steady-tasks", str(workload.executors), "--task-seconds", "4"],
         executors=1, dynamic_allocation=True, min_executors=1, max_executors=workload.max_executors,
         # An OOM loop goes on while it is held, as it would on a cluster: Spark's default (twice the ceiling) would
         # end the application after a few losses.
@@ -317,7 +312,7 @@ class Gauntlet:
     def _create_workload(self, namespace: str, workload: Workload) -> None:
         if workload.kind == "SparkApplication":
             self.core.create_namespaced_config_map(namespace, client.V1ConfigMap(
-                metadata=client.V1ObjectMeta(name=spark_flags(workload)), data={"mode": "steady"}))
+                metadata=client.V1ObjectMeta(name=spark_flags(workload.name)), data={"mode": "steady"}))
             self.objects.create_namespaced_custom_object(*SPARK[:2], namespace, SPARK[2],
                                                          spark_application(namespace, workload))
             return

@@ -73,6 +73,12 @@ class Workload(_Spec):
         return self
 
 
+def spark_flags(workload: str) -> str:
+    """The ConfigMap whose `mode` a Spark workload's job reads before each round (sandbox/spark_jobs/flagged.py):
+    what its faults set."""
+    return f"{workload}-flags"
+
+
 class _Fault(_Spec):
     workload: str = Field(pattern=NAME)
     # When it happens: `afterS` after the run's faults start (a staggered incident); rising to its strength
